@@ -1,0 +1,311 @@
+//! Decoding and validation: one JSON object per log record, checked against the
+//! table's schema.
+//!
+//! The decoder walks the JSON once (serde_json, borrowing strings from the record's
+//! bytes when they hold no escapes) and drops each declared field's value into its
+//! slot; undeclared fields are skipped or refused as the table says. A record that
+//! fails any check yields a reason that names the field and what was wrong; it is
+//! dead-lettered by the caller, never appended to the table.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use rustc_hash::FxHashMap;
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+use weir_storage::config::{FieldType, TableConfig, TimeFormat, UnknownFields};
+
+use crate::time;
+
+/// A validated field value. Strings borrow from the record when they can.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Val<'a> {
+    Null,
+    Str(Cow<'a, str>),
+    I64(i64),
+    F64(f64),
+    Bool(bool),
+}
+
+/// A raw JSON scalar before validation.
+#[derive(Debug)]
+enum Raw<'a> {
+    Missing,
+    Null,
+    Str(Cow<'a, str>),
+    I64(i64),
+    U64(u64),
+    F64(f64),
+    Bool(bool),
+    Array,
+    Object,
+}
+
+impl fmt::Display for Raw<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Raw::Missing => f.write_str("nothing"),
+            Raw::Null => f.write_str("null"),
+            Raw::Str(s) => write!(f, "string \"{}\"", truncate(s, 40)),
+            Raw::I64(v) => write!(f, "number {v}"),
+            Raw::U64(v) => write!(f, "number {v}"),
+            Raw::F64(v) => write!(f, "number {v}"),
+            Raw::Bool(v) => write!(f, "{v}"),
+            Raw::Array => f.write_str("an array"),
+            Raw::Object => f.write_str("an object"),
+        }
+    }
+}
+
+fn truncate(s: &str, n: usize) -> &str {
+    match s.char_indices().nth(n) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+/// The compiled schema of one table, shared by every decode.
+#[derive(Debug, Clone)]
+pub struct Decoder {
+    /// Declared fields in column order (dimensions, then metrics).
+    fields: Vec<(String, FieldType, bool)>,
+    slots: FxHashMap<String, usize>,
+    time_field: String,
+    time_formats: Vec<TimeFormat>,
+    reject_unknown: bool,
+}
+
+/// A decoded, validated record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decoded<'a> {
+    pub ts_ms: i64,
+    /// One value per declared field, in column order.
+    pub values: Vec<Val<'a>>,
+}
+
+/// The time slot sits after the declared fields.
+const NO_SLOT: usize = usize::MAX;
+
+impl Decoder {
+    pub fn new(table: &TableConfig) -> Decoder {
+        let fields: Vec<_> = table.fields().map(|f| (f.name.clone(), f.ty, f.required)).collect();
+        let mut slots: FxHashMap<String, usize> = fields.iter().enumerate().map(|(i, f)| (f.0.clone(), i)).collect();
+        slots.insert(table.time.field.clone(), fields.len());
+        Decoder {
+            fields,
+            slots,
+            time_field: table.time.field.clone(),
+            time_formats: table.time.formats.clone(),
+            reject_unknown: table.unknown_fields == UnknownFields::Reject,
+        }
+    }
+
+    pub fn field_count(&self) -> usize {
+        self.fields.len()
+    }
+
+    /// Decodes and validates one record; the error is the dead-letter reason.
+    pub fn decode<'a>(&self, bytes: &'a [u8]) -> Result<Decoded<'a>, String> {
+        let mut raw: Vec<Raw<'a>> = (0..=self.fields.len()).map(|_| Raw::Missing).collect();
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        let seed = RecordSeed { decoder: self, slots: &mut raw };
+        match seed.deserialize(&mut de) {
+            Ok(()) => {}
+            Err(e) => return Err(describe_json_error(e)),
+        }
+        if let Err(e) = de.end() {
+            return Err(format!("invalid JSON: {e}"));
+        }
+        let ts_ms = match &raw[self.fields.len()] {
+            Raw::Missing | Raw::Null => return Err(format!("missing event time field `{}`", self.time_field)),
+            Raw::Str(s) => time::from_string(s, &self.time_formats),
+            Raw::I64(v) => time::from_integer(*v, &self.time_formats),
+            Raw::U64(_) => Err(format!("event time field `{}` is out of range", self.time_field)),
+            other => Err(format!("event time field `{}` must be a string or an integer, got {other}", self.time_field)),
+        }
+        .map_err(|e| format!("field `{}`: {e}", self.time_field))?;
+        let mut values = Vec::with_capacity(self.fields.len());
+        for ((name, ty, required), r) in self.fields.iter().zip(raw.into_iter()) {
+            values.push(validate(name, *ty, *required, r)?);
+        }
+        Ok(Decoded { ts_ms, values })
+    }
+}
+
+fn describe_json_error(e: serde_json::Error) -> String {
+    let s = e.to_string();
+    if s.starts_with("field `") || s.starts_with("expected a JSON object") {
+        s.split(" at line ").next().unwrap_or(&s).to_string()
+    } else {
+        format!("invalid JSON: {s}")
+    }
+}
+
+fn validate<'a>(name: &str, ty: FieldType, required: bool, raw: Raw<'a>) -> Result<Val<'a>, String> {
+    match (ty, raw) {
+        (_, Raw::Missing) | (_, Raw::Null) if required => Err(format!("missing required field `{name}`")),
+        (_, Raw::Missing) | (_, Raw::Null) => Ok(Val::Null),
+        (FieldType::String, Raw::Str(s)) => Ok(Val::Str(s)),
+        (FieldType::Int64, Raw::I64(v)) => Ok(Val::I64(v)),
+        (FieldType::Int64, Raw::U64(v)) => Err(format!("field `{name}`: {v} does not fit in int64")),
+        (FieldType::Float64, Raw::I64(v)) => Ok(Val::F64(v as f64)),
+        (FieldType::Float64, Raw::U64(v)) => Ok(Val::F64(v as f64)),
+        (FieldType::Float64, Raw::F64(v)) => Ok(Val::F64(v)),
+        (FieldType::Bool, Raw::Bool(v)) => Ok(Val::Bool(v)),
+        (ty, other) => Err(format!("field `{name}`: expected {}, got {other}", article(ty))),
+    }
+}
+
+fn article(ty: FieldType) -> &'static str {
+    match ty {
+        FieldType::String => "a string",
+        FieldType::Int64 => "an integer (int64)",
+        FieldType::Float64 => "a number (float64)",
+        FieldType::Bool => "true or false",
+    }
+}
+
+struct RecordSeed<'d, 's, 'a> {
+    decoder: &'d Decoder,
+    slots: &'s mut Vec<Raw<'a>>,
+}
+
+impl<'de> DeserializeSeed<'de> for RecordSeed<'_, '_, 'de> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for RecordSeed<'_, '_, 'de> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            let slot = self.decoder.slots.get(key.as_ref()).copied().unwrap_or(NO_SLOT);
+            if slot == NO_SLOT {
+                if self.decoder.reject_unknown {
+                    return Err(de::Error::custom(format_args!("field `{key}` is not declared by the table")));
+                }
+                map.next_value::<IgnoredAny>()?;
+                continue;
+            }
+            if !matches!(self.slots[slot], Raw::Missing) {
+                return Err(de::Error::custom(format_args!("field `{key}` appears twice")));
+            }
+            self.slots[slot] = map.next_value_seed(RawSeed)?;
+        }
+        Ok(())
+    }
+    fn visit_seq<A: de::SeqAccess<'de>>(self, _: A) -> Result<(), A::Error> {
+        Err(de::Error::custom("expected a JSON object, got an array"))
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
+        Err(E::custom("expected a JSON object, got a string"))
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+        Err(E::custom("expected a JSON object, got a number"))
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+        Err(E::custom("expected a JSON object, got a number"))
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+        Err(E::custom("expected a JSON object, got a number"))
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+        Err(E::custom("expected a JSON object, got a boolean"))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Err(E::custom("expected a JSON object, got null"))
+    }
+}
+
+struct RawSeed;
+
+impl<'de> DeserializeSeed<'de> for RawSeed {
+    type Value = Raw<'de>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Raw<'de>, D::Error> {
+        d.deserialize_any(RawVisitor)
+    }
+}
+
+struct RawVisitor;
+
+impl<'de> Visitor<'de> for RawVisitor {
+    type Value = Raw<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Raw<'de>, E> {
+        Ok(Raw::Str(Cow::Borrowed(v)))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Raw<'de>, E> {
+        Ok(Raw::Str(Cow::Owned(v.to_owned())))
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Raw<'de>, E> {
+        Ok(Raw::Str(Cow::Owned(v)))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Raw<'de>, E> {
+        Ok(Raw::I64(v))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Raw<'de>, E> {
+        Ok(match i64::try_from(v) {
+            Ok(i) => Raw::I64(i),
+            Err(_) => Raw::U64(v),
+        })
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Raw<'de>, E> {
+        Ok(Raw::F64(v))
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Raw<'de>, E> {
+        Ok(Raw::Bool(v))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Raw<'de>, E> {
+        Ok(Raw::Null)
+    }
+    fn visit_none<E: de::Error>(self) -> Result<Raw<'de>, E> {
+        Ok(Raw::Null)
+    }
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Raw<'de>, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Raw::Array)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Raw<'de>, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Raw::Object)
+    }
+}
+
+/// Extracts the partition key of a record: the bytes of a string field or the
+/// decimal text of an integer field. `None` when the record is not a JSON object
+/// or lacks the field; such records are routed by a hash of their bytes.
+pub fn partition_key(bytes: &[u8], field: &str) -> Option<Vec<u8>> {
+    struct KeySeed<'f>(&'f str);
+    impl<'de> Visitor<'de> for KeySeed<'_> {
+        type Value = Option<Vec<u8>>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut found = None;
+            while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                if key == self.0 && found.is_none() {
+                    found = match map.next_value_seed(RawSeed)? {
+                        Raw::Str(s) => Some(s.as_bytes().to_vec()),
+                        Raw::I64(v) => Some(v.to_string().into_bytes()),
+                        _ => None,
+                    };
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            Ok(found)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    de.deserialize_map(KeySeed(field)).ok().flatten()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,84 @@
+use super::*;
+use weir_storage::config::WeirConfig;
+
+fn table(extra: &str) -> TableConfig {
+    let src = format!(
+        r#"
+[[tables]]
+name = "t"
+{extra}
+time = {{ field = "ts" }}
+dimensions = [
+  {{ name = "card_id", type = "string", required = true }},
+  {{ name = "n", type = "int64" }},
+  {{ name = "flag", type = "bool" }},
+]
+metrics = [{{ name = "amount", type = "float64", required = true }}]
+"#
+    );
+    WeirConfig::from_toml(&src).unwrap().tables.remove(0)
+}
+
+#[test]
+fn a_good_record_decodes_with_borrowed_strings() {
+    let d = Decoder::new(&table(""));
+    let rec = br#"{"ts":"1970-01-01T00:00:01Z","card_id":"c1","amount":12,"extra":[1,{"a":2}],"flag":true}"#;
+    let out = d.decode(rec).unwrap();
+    assert_eq!(out.ts_ms, 1000);
+    assert_eq!(out.values, vec![Val::Str("c1".into()), Val::Null, Val::Bool(true), Val::F64(12.0)]);
+    assert!(matches!(out.values[0], Val::Str(Cow::Borrowed(_))));
+    let esc = d.decode(br#"{"ts":5,"card_id":"a\"b","amount":1.5,"n":-3}"#).unwrap();
+    assert_eq!(esc.values[0], Val::Str("a\"b".into()));
+    assert_eq!(esc.values[1], Val::I64(-3));
+}
+
+#[test]
+fn every_bad_record_gets_a_reason_naming_the_problem() {
+    let d = Decoder::new(&table(""));
+    let cases: &[(&[u8], &str)] = &[
+        (b"{\"ts\":1,\"card_id\":\"c\",", "invalid JSON"),
+        (b"not json", "invalid JSON"),
+        (b"[1,2]", "expected a JSON object, got an array"),
+        (b"\"str\"", "expected a JSON object, got a string"),
+        (br#"{"card_id":"c","amount":1}"#, "missing event time field `ts`"),
+        (br#"{"ts":"noon","card_id":"c","amount":1}"#, "field `ts`: `noon` is not an RFC 3339"),
+        (br#"{"ts":1,"amount":1}"#, "missing required field `card_id`"),
+        (br#"{"ts":1,"card_id":null,"amount":1}"#, "missing required field `card_id`"),
+        (br#"{"ts":1,"card_id":"c","amount":"12.5"}"#, "field `amount`: expected a number (float64), got string \"12.5\""),
+        (br#"{"ts":1,"card_id":7,"amount":1}"#, "field `card_id`: expected a string, got number 7"),
+        (br#"{"ts":1,"card_id":"c","amount":1,"n":1.5}"#, "field `n`: expected an integer (int64), got number 1.5"),
+        (br#"{"ts":1,"card_id":"c","amount":1,"n":18446744073709551615}"#, "does not fit in int64"),
+        (br#"{"ts":1,"card_id":"c","card_id":"d","amount":1}"#, "field `card_id` appears twice"),
+        (br#"{"ts":1,"card_id":"c","amount":1} trailing"#, "invalid JSON"),
+        (br#"{"ts":-1,"card_id":"c","amount":1}"#, "outside 1970"),
+        (b"\xff\xfe", "invalid JSON"),
+    ];
+    for (rec, want) in cases {
+        let err = d.decode(rec).expect_err(&String::from_utf8_lossy(rec));
+        assert!(err.contains(want), "record {:?}: reason {err:?} lacks {want:?}", String::from_utf8_lossy(rec));
+    }
+}
+
+#[test]
+fn unknown_fields_can_be_refused() {
+    let d = Decoder::new(&table("unknown_fields = \"reject\""));
+    let err = d.decode(br#"{"ts":1,"card_id":"c","amount":1,"colour":"red"}"#).unwrap_err();
+    assert_eq!(err, "field `colour` is not declared by the table");
+}
+
+#[test]
+fn partition_keys() {
+    assert_eq!(partition_key(br#"{"a":1,"card_id":"c9"}"#, "card_id"), Some(b"c9".to_vec()));
+    assert_eq!(partition_key(br#"{"card_id":42}"#, "card_id"), Some(b"42".to_vec()));
+    assert_eq!(partition_key(br#"{"a":1}"#, "card_id"), None);
+    assert_eq!(partition_key(b"garbage", "card_id"), None);
+}
+
+proptest::proptest! {
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
+        let d = Decoder::new(&table(""));
+        let _ = d.decode(&bytes);
+        let _ = partition_key(&bytes, "card_id");
+    }
+}

@@ -1,0 +1,395 @@
+//! Incremental rollups: per time bucket and group, aggregate states updated as each
+//! row arrives.
+//!
+//! A rollup's state is a map from bucket start to the bucket's groups. Each bucket
+//! keeps a materialized `RecordBatch` of its rows, rebuilt only when the bucket
+//! changed since the last snapshot, so a snapshot costs in proportion to the
+//! buckets touched since the previous one. Every aggregate is independent of the
+//! order in which rows arrive (counts, exact sums, min, max, canonical sketches),
+//! so a replay gives the same bytes.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, BinaryBuilder, BooleanBuilder, Float64Builder, Int64Builder, StringBuilder, TimestampMillisecondBuilder,
+};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::record_batch::RecordBatch;
+use rustc_hash::FxHashMap;
+use weir_storage::config::{AggFn, FieldType, RollupConfig, TableConfig};
+use weir_storage::sketch::{Sketch, hash_bytes};
+
+use super::columns::timestamp_type;
+use crate::decode::Val;
+use crate::exact_sum::ExactSum;
+use crate::time::bucket_start;
+
+/// How one aggregation reads its input.
+#[derive(Debug, Clone)]
+enum Plan {
+    Count,
+    SumI(usize),
+    SumF(usize),
+    MinI(usize),
+    MaxI(usize),
+    MinF(usize),
+    MaxF(usize),
+    Hll(usize, u8),
+}
+
+#[derive(Debug, Clone)]
+enum State {
+    Count(i64),
+    SumI(Option<i64>),
+    SumF(Option<ExactSum>),
+    MinI(Option<i64>),
+    MaxI(Option<i64>),
+    MinF(Option<f64>),
+    MaxF(Option<f64>),
+    Hll { sketch: Sketch, inserts: u32 },
+}
+
+/// A group key value, owned.
+#[derive(Debug, Clone, PartialEq)]
+enum Key {
+    Null,
+    Str(Box<str>),
+    I64(i64),
+    Bool(bool),
+}
+
+struct Group {
+    key: Vec<Key>,
+    states: Vec<State>,
+}
+
+#[derive(Default)]
+struct Bucket {
+    index: FxHashMap<Box<[u8]>, usize>,
+    groups: Vec<Group>,
+    cached: Option<RecordBatch>,
+    bytes: usize,
+}
+
+/// The state of one rollup of one table.
+pub struct Rollup {
+    name: String,
+    granularity_ms: i64,
+    dims: Vec<(usize, FieldType)>,
+    plans: Vec<Plan>,
+    schema: SchemaRef,
+    buckets: BTreeMap<i64, Bucket>,
+    key_buf: Vec<u8>,
+    bytes: usize,
+    groups: u64,
+}
+
+/// Bytes charged per group beyond its key and states: map entry, vectors, headers.
+const GROUP_OVERHEAD: usize = 96;
+
+impl Rollup {
+    pub fn new(table: &TableConfig, cfg: &RollupConfig) -> Rollup {
+        let index_of = |name: &str| table.fields().position(|f| f.name == name).expect("validated field");
+        let type_of = |name: &str| table.field(name).expect("validated field").ty;
+        let dims: Vec<(usize, FieldType)> = cfg.dimensions.iter().map(|d| (index_of(d), type_of(d))).collect();
+        let mut fields = vec![Field::new("bucket", timestamp_type(), false)];
+        for d in &cfg.dimensions {
+            let f = table.field(d).expect("validated field");
+            fields.push(Field::new(d, arrow_type(f.ty), true));
+        }
+        let mut plans = Vec::new();
+        for a in &cfg.aggregations {
+            let (plan, ty) = match &a.func {
+                AggFn::Count => (Plan::Count, DataType::Int64),
+                AggFn::Sum { field } => match type_of(field) {
+                    FieldType::Int64 => (Plan::SumI(index_of(field)), DataType::Int64),
+                    _ => (Plan::SumF(index_of(field)), DataType::Float64),
+                },
+                AggFn::Min { field } => match type_of(field) {
+                    FieldType::Int64 => (Plan::MinI(index_of(field)), DataType::Int64),
+                    _ => (Plan::MinF(index_of(field)), DataType::Float64),
+                },
+                AggFn::Max { field } => match type_of(field) {
+                    FieldType::Int64 => (Plan::MaxI(index_of(field)), DataType::Int64),
+                    _ => (Plan::MaxF(index_of(field)), DataType::Float64),
+                },
+                AggFn::Hll { field, precision } => (Plan::Hll(index_of(field), *precision), DataType::Binary),
+            };
+            let nullable = !matches!(plan, Plan::Count | Plan::Hll(..));
+            fields.push(Field::new(&a.name, ty, nullable));
+            plans.push(plan);
+        }
+        Rollup {
+            name: cfg.name.clone(),
+            granularity_ms: cfg.granularity_ms,
+            dims,
+            plans,
+            schema: Arc::new(Schema::new(fields)),
+            buckets: BTreeMap::new(),
+            key_buf: Vec::with_capacity(64),
+            bytes: 0,
+            groups: 0,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    pub fn groups(&self) -> u64 {
+        self.groups
+    }
+
+    /// Folds one validated row into its bucket and group.
+    pub fn add(&mut self, ts_ms: i64, values: &[Val<'_>]) {
+        let start = bucket_start(ts_ms, self.granularity_ms);
+        self.key_buf.clear();
+        for (i, _) in &self.dims {
+            encode_key(&mut self.key_buf, &values[*i]);
+        }
+        let bucket = self.buckets.entry(start).or_default();
+        bucket.cached = None;
+        let gi = match bucket.index.get(self.key_buf.as_slice()) {
+            Some(gi) => *gi,
+            None => {
+                let key: Vec<Key> = self.dims.iter().map(|(i, _)| to_key(&values[*i])).collect();
+                let states = self.plans.iter().map(new_state).collect();
+                let added = GROUP_OVERHEAD + 2 * self.key_buf.len() + self.plans.len() * 32;
+                bucket.index.insert(self.key_buf.as_slice().into(), bucket.groups.len());
+                bucket.groups.push(Group { key, states });
+                bucket.bytes += added;
+                self.bytes += added;
+                self.groups += 1;
+                bucket.groups.len() - 1
+            }
+        };
+        let group = &mut bucket.groups[gi];
+        let mut grew = 0usize;
+        for (plan, state) in self.plans.iter().zip(group.states.iter_mut()) {
+            grew += update(plan, state, values);
+        }
+        bucket.bytes += grew;
+        self.bytes += grew;
+    }
+
+    /// Every bucket as a batch; rebuilds only buckets changed since the last call.
+    pub fn snapshot(&mut self) -> Vec<RecordBatch> {
+        let mut out = Vec::with_capacity(self.buckets.len());
+        for (start, bucket) in self.buckets.iter_mut() {
+            if bucket.cached.is_none() {
+                let batch = materialize(&self.schema, &self.dims, *start, &mut bucket.groups);
+                bucket.cached = Some(batch);
+            }
+            out.push(bucket.cached.clone().expect("just built"));
+        }
+        out
+    }
+}
+
+fn arrow_type(ty: FieldType) -> DataType {
+    match ty {
+        FieldType::String => DataType::Utf8,
+        FieldType::Int64 => DataType::Int64,
+        FieldType::Float64 => DataType::Float64,
+        FieldType::Bool => DataType::Boolean,
+    }
+}
+
+#[inline]
+fn encode_key(buf: &mut Vec<u8>, v: &Val<'_>) {
+    match v {
+        Val::Null => buf.push(0),
+        Val::Str(s) => {
+            buf.push(1);
+            buf.extend_from_slice(&(s.len() as u32).to_le_bytes());
+            buf.extend_from_slice(s.as_bytes());
+        }
+        Val::I64(x) => {
+            buf.push(2);
+            buf.extend_from_slice(&x.to_le_bytes());
+        }
+        Val::Bool(b) => buf.push(if *b { 3 } else { 4 }),
+        Val::F64(x) => {
+            buf.push(5);
+            buf.extend_from_slice(&x.to_bits().to_le_bytes());
+        }
+    }
+}
+
+fn to_key(v: &Val<'_>) -> Key {
+    match v {
+        Val::Null | Val::F64(_) => Key::Null,
+        Val::Str(s) => Key::Str(s.as_ref().into()),
+        Val::I64(x) => Key::I64(*x),
+        Val::Bool(b) => Key::Bool(*b),
+    }
+}
+
+fn new_state(plan: &Plan) -> State {
+    match plan {
+        Plan::Count => State::Count(0),
+        Plan::SumI(_) => State::SumI(None),
+        Plan::SumF(_) => State::SumF(None),
+        Plan::MinI(_) => State::MinI(None),
+        Plan::MaxI(_) => State::MaxI(None),
+        Plan::MinF(_) => State::MinF(None),
+        Plan::MaxF(_) => State::MaxF(None),
+        Plan::Hll(_, p) => State::Hll { sketch: Sketch::new(*p).expect("validated precision"), inserts: 0 },
+    }
+}
+
+/// Updates one state; returns the bytes it grew by (estimated).
+#[inline]
+fn update(plan: &Plan, state: &mut State, values: &[Val<'_>]) -> usize {
+    match (plan, state) {
+        (Plan::Count, State::Count(c)) => *c += 1,
+        (Plan::SumI(i), State::SumI(s)) => {
+            if let Val::I64(x) = values[*i] {
+                *s = Some(s.unwrap_or(0).wrapping_add(x));
+            }
+        }
+        (Plan::SumF(i), State::SumF(s)) => {
+            if let Val::F64(x) = values[*i] {
+                let sum = s.get_or_insert_with(ExactSum::default);
+                let before = sum.heap_bytes();
+                sum.add(x);
+                return sum.heap_bytes() - before;
+            }
+        }
+        (Plan::MinI(i), State::MinI(m)) => {
+            if let Val::I64(x) = values[*i] {
+                *m = Some(m.map_or(x, |m| m.min(x)));
+            }
+        }
+        (Plan::MaxI(i), State::MaxI(m)) => {
+            if let Val::I64(x) = values[*i] {
+                *m = Some(m.map_or(x, |m| m.max(x)));
+            }
+        }
+        (Plan::MinF(i), State::MinF(m)) => {
+            if let Val::F64(x) = values[*i] {
+                *m = Some(m.map_or(x, |m| m.min(x)));
+            }
+        }
+        (Plan::MaxF(i), State::MaxF(m)) => {
+            if let Val::F64(x) = values[*i] {
+                *m = Some(m.map_or(x, |m| m.max(x)));
+            }
+        }
+        (Plan::Hll(i, p), State::Hll { sketch, inserts }) => {
+            let h = match &values[*i] {
+                Val::Null => return 0,
+                Val::Str(s) => hash_bytes(s.as_bytes()),
+                Val::I64(x) => hash_bytes(x.to_string().as_bytes()),
+                Val::F64(x) => hash_bytes(&x.to_bits().to_le_bytes()),
+                Val::Bool(b) => hash_bytes(if *b { b"true" } else { b"false" }),
+            };
+            sketch.insert_hash(h);
+            // Sparse sketches grow by about 4 bytes per distinct hash, up to the
+            // dense register array (6 bits per register).
+            let dense = (1usize << *p) * 6 / 8;
+            let before = (*inserts as usize * 4).min(dense);
+            *inserts = inserts.saturating_add(1);
+            return (*inserts as usize * 4).min(dense) - before;
+        }
+        _ => unreachable!("states are built from their plans"),
+    }
+    0
+}
+
+fn materialize(schema: &SchemaRef, dims: &[(usize, FieldType)], start: i64, groups: &mut [Group]) -> RecordBatch {
+    let n = groups.len();
+    let mut cols: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
+    let mut bucket = TimestampMillisecondBuilder::with_capacity(n).with_timezone("UTC");
+    for _ in 0..n {
+        bucket.append_value(start);
+    }
+    cols.push(Arc::new(bucket.finish()));
+    for (d, (_, ty)) in dims.iter().enumerate() {
+        let col: ArrayRef = match ty {
+            FieldType::String => {
+                let mut b = StringBuilder::with_capacity(n, n * 8);
+                for g in groups.iter() {
+                    match &g.key[d] {
+                        Key::Str(s) => b.append_value(s),
+                        _ => b.append_null(),
+                    }
+                }
+                Arc::new(b.finish())
+            }
+            FieldType::Int64 => {
+                let mut b = Int64Builder::with_capacity(n);
+                for g in groups.iter() {
+                    match &g.key[d] {
+                        Key::I64(x) => b.append_value(*x),
+                        _ => b.append_null(),
+                    }
+                }
+                Arc::new(b.finish())
+            }
+            FieldType::Bool => {
+                let mut b = BooleanBuilder::with_capacity(n);
+                for g in groups.iter() {
+                    match &g.key[d] {
+                        Key::Bool(x) => b.append_value(*x),
+                        _ => b.append_null(),
+                    }
+                }
+                Arc::new(b.finish())
+            }
+            FieldType::Float64 => unreachable!("config refuses float64 rollup dimensions"),
+        };
+        cols.push(col);
+    }
+    let aggs = groups.first().map_or(0, |g| g.states.len());
+    let agg_count = schema.fields().len() - 1 - dims.len();
+    debug_assert!(n == 0 || aggs == agg_count);
+    for a in 0..agg_count {
+        let ty = schema.field(1 + dims.len() + a).data_type().clone();
+        let col: ArrayRef = match ty {
+            DataType::Binary => {
+                let mut b = BinaryBuilder::with_capacity(n, n * 32);
+                for g in groups.iter_mut() {
+                    match &mut g.states[a] {
+                        State::Hll { sketch, .. } => b.append_value(sketch.to_bytes()),
+                        _ => unreachable!("binary columns are sketches"),
+                    }
+                }
+                Arc::new(b.finish())
+            }
+            DataType::Int64 => {
+                let mut b = Int64Builder::with_capacity(n);
+                for g in groups.iter() {
+                    match &g.states[a] {
+                        State::Count(c) => b.append_value(*c),
+                        State::SumI(v) | State::MinI(v) | State::MaxI(v) => b.append_option(*v),
+                        _ => unreachable!("int64 columns hold integer states"),
+                    }
+                }
+                Arc::new(b.finish())
+            }
+            _ => {
+                let mut b = Float64Builder::with_capacity(n);
+                for g in groups.iter() {
+                    match &g.states[a] {
+                        State::SumF(v) => b.append_option(v.as_ref().map(ExactSum::value)),
+                        State::MinF(v) | State::MaxF(v) => b.append_option(*v),
+                        _ => unreachable!("float64 columns hold float states"),
+                    }
+                }
+                Arc::new(b.finish())
+            }
+        };
+        cols.push(col);
+    }
+    RecordBatch::try_new(schema.clone(), cols).expect("columns match the rollup schema")
+}

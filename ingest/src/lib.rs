@@ -1,0 +1,42 @@
+//! Weir's ingest: from the log to the hot tier.
+//!
+//! ```text
+//! log topic (one per table), partitions 0..n
+//!   -> pipeline::TableReader      reads each partition from its next offset
+//!   -> decode::Decoder            JSON checked against the schema; bad -> dead letter
+//!   -> watermark::Watermarks      per-partition max event time - allowed lateness;
+//!                                 a record whose bucket already closed -> late
+//!   -> hot::HotTable::apply       raw rows (Arrow builders, frozen batches) and
+//!                                 rollup states per bucket (count, exact sum, min,
+//!                                 max, HyperLogLog), with the offsets they cover
+//!   -> tier::HotTier              implements weir_storage::hot::HotSource, which
+//!                                 the query layer reads snapshots through
+//! ```
+//!
+//! Every record a reader takes from the log ends in exactly one place: the table,
+//! its late relation or its dead-letter relation, counted in [`hot::Counts`].
+
+pub mod clock;
+pub mod decode;
+pub mod exact_sum;
+pub mod generator;
+pub mod hot;
+pub mod pipeline;
+pub mod tier;
+pub mod time;
+pub mod watermark;
+
+/// Errors of the ingest layer.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("reading the log of table `{table}`: {source}")]
+    Log {
+        table: String,
+        #[source]
+        source: weir_storage::log::Error,
+    },
+    #[error("the reader of table `{table}` panicked")]
+    ReaderPanicked { table: String },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

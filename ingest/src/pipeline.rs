@@ -1,0 +1,201 @@
+//! The reader of one table: log partitions -> decode -> watermark -> hot tier.
+//!
+//! One reader per table reads each partition of the table's log topic in turn from
+//! the next offset not yet ingested, decodes and classifies the records outside the
+//! hot tier's lock (row, late or dead letter), then applies the batch under the lock
+//! with the offset it reaches. When the table's hot tier is at its byte budget the
+//! reader stops reading (backpressure): the log keeps accepting appends, nothing is
+//! dropped, and reading resumes when there is room.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use weir_storage::log::{ReadBatch, Topic};
+
+use crate::clock::Clock;
+use crate::decode::Decoder;
+use crate::hot::columns::LateMeta;
+use crate::hot::{HotTable, Staged, WatermarkStatus};
+use crate::time::bucket_start;
+use crate::watermark::Watermarks;
+use crate::{Error, Result};
+
+/// Bytes read from one partition per step.
+pub const READ_BYTES: usize = 1 << 20;
+
+/// The reading and decoding state of one table.
+pub struct TableReader {
+    hot: Arc<HotTable>,
+    topic: Arc<Topic>,
+    decoder: Decoder,
+    watermarks: Watermarks,
+    next: Vec<u64>,
+    clock: Arc<dyn Clock>,
+    segment_ms: i64,
+}
+
+impl TableReader {
+    /// A reader that starts at the oldest offset the log holds in each partition.
+    pub fn new(hot: Arc<HotTable>, topic: Arc<Topic>, clock: Arc<dyn Clock>) -> TableReader {
+        let cfg = hot.config().clone();
+        let next: Vec<u64> = (0..topic.partitions()).map(|p| topic.offsets(p).low).collect();
+        hot.set_start_offsets(&next);
+        TableReader {
+            decoder: Decoder::new(&cfg),
+            watermarks: Watermarks::new(cfg.partitions as usize, cfg.allowed_lateness_ms, cfg.idle_timeout_ms),
+            segment_ms: cfg.segment_granularity_ms,
+            next,
+            hot,
+            topic,
+            clock,
+        }
+    }
+
+    pub fn hot(&self) -> &Arc<HotTable> {
+        &self.hot
+    }
+
+    /// The next offset to read, per partition.
+    pub fn positions(&self) -> &[u64] {
+        &self.next
+    }
+
+    /// Reads at most `max_bytes` from each partition once and applies what it read.
+    /// Returns the number of records taken.
+    pub fn step(&mut self, max_bytes: usize) -> Result<usize> {
+        let mut taken = 0;
+        let now = self.clock.now_ms();
+        for p in 0..self.topic.partitions() {
+            let batch = self.topic.read(p, self.next[p as usize], max_bytes).map_err(|source| Error::Log {
+                table: self.hot.config().name.clone(),
+                source,
+            })?;
+            let high = self.topic.offsets(p).high;
+            if !batch.is_empty() {
+                taken += batch.len();
+                self.apply(p, &batch);
+            }
+            let caught_up = self.next[p as usize] >= high;
+            self.watermarks.touch(p as usize, now, !batch.is_empty(), caught_up);
+        }
+        Ok(taken)
+    }
+
+    fn apply(&mut self, p: u32, batch: &ReadBatch) {
+        let pi = p as usize;
+        let mut staged = Vec::with_capacity(batch.len());
+        for rec in batch.iter() {
+            match self.decoder.decode(rec.value) {
+                Err(reason) => staged.push(Staged::Dead {
+                    offset: rec.offset,
+                    log_time_ms: rec.timestamp_ms,
+                    reason,
+                    raw: rec.value,
+                }),
+                Ok(d) => {
+                    let end = bucket_start(d.ts_ms, self.segment_ms) + self.segment_ms;
+                    if self.watermarks.is_late(pi, end) {
+                        let watermark_ms = self.watermarks.partition(pi).expect("late implies a watermark");
+                        staged.push(Staged::Late {
+                            ts_ms: d.ts_ms,
+                            values: d.values,
+                            meta: LateMeta { partition: p, offset: rec.offset, watermark_ms },
+                        });
+                    } else {
+                        self.watermarks.observe(pi, d.ts_ms);
+                        staged.push(Staged::Row { ts_ms: d.ts_ms, values: d.values });
+                    }
+                }
+            }
+        }
+        self.next[pi] = batch.next_offset();
+        self.hot.apply(p, &staged, self.next[pi]);
+    }
+
+    /// Publishes watermarks and backpressure to the hot table's status.
+    pub fn publish(&self, backpressured: bool) {
+        let now = self.clock.now_ms();
+        let n = self.next.len();
+        let status = WatermarkStatus {
+            table_ms: self.watermarks.table(now),
+            partitions_ms: (0..n).map(|p| self.watermarks.partition(p)).collect(),
+            idle: self.watermarks.idle(now),
+        };
+        self.hot.publish(status, backpressured);
+    }
+
+    /// Blocks until a partition has records past the reader's position, or timeout.
+    pub fn wait(&self, timeout: Duration) -> bool {
+        self.topic.wait_any(&self.next, timeout)
+    }
+}
+
+/// A running reader thread.
+pub struct ReaderHandle {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<Result<()>>>,
+    pub table: String,
+}
+
+impl ReaderHandle {
+    /// Starts the reader loop of one table on its own thread. A read error ends the
+    /// thread with that error; the caller's supervisor reports it.
+    pub fn spawn(mut reader: TableReader) -> std::io::Result<ReaderHandle> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let table = reader.hot().config().name.clone();
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new().name(format!("ingest-{table}")).spawn(move || {
+            let mut last_publish = std::time::Instant::now() - Duration::from_secs(1);
+            let mut backpressured = false;
+            while !flag.load(Ordering::Relaxed) {
+                if reader.hot().over_budget() {
+                    if !backpressured {
+                        tracing::warn!(table = %reader.hot().config().name, "hot tier at its byte budget: reading paused");
+                    }
+                    backpressured = true;
+                    reader.publish(true);
+                    std::thread::sleep(Duration::from_millis(50));
+                    continue;
+                }
+                backpressured = false;
+                let taken = reader.step(READ_BYTES)?;
+                if taken == 0 || last_publish.elapsed() >= Duration::from_millis(100) {
+                    reader.publish(false);
+                    last_publish = std::time::Instant::now();
+                }
+                if taken == 0 {
+                    reader.wait(Duration::from_millis(100));
+                }
+            }
+            reader.publish(backpressured);
+            Ok(())
+        })?;
+        Ok(ReaderHandle { stop, thread: Some(thread), table })
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.thread.as_ref().is_none_or(|t| t.is_finished())
+    }
+
+    /// Stops the reader after its current step and returns how it ended.
+    pub fn stop(mut self) -> Result<()> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.join()
+    }
+
+    /// Waits for the thread to end (after `stop`, or after a failure).
+    pub fn join(&mut self) -> Result<()> {
+        match self.thread.take() {
+            Some(t) => t.join().map_err(|_| Error::ReaderPanicked { table: self.table.clone() })?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for ReaderHandle {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,717 @@
+//! Configuration: the server, the embedded log, the query limits and the tables.
+//!
+//! A config is TOML. It is parsed in two steps: serde reads the raw form (syntax and
+//! type errors carry TOML's own line and column), then [`WeirConfig::from_toml`]
+//! validates meaning (unknown fields referenced by a rollup, duplicate names, bad
+//! durations) and reports each error with the field's dotted path and its line.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::ops::Range;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::sketch::{DEFAULT_PRECISION, MAX_PRECISION, MIN_PRECISION};
+
+/// A configuration error: what is wrong, where (a dotted path), and on which line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Dotted path of the offending field, e.g. `tables[0].rollups[1].dimensions`.
+    pub path: String,
+    /// 1-based line in the source, when known.
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "config error at line {line}, `{}`: {}", self.path, self.message),
+            None => write!(f, "config error in `{}`: {}", self.path, self.message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The whole configuration of a `weir` process.
+#[derive(Debug, Clone)]
+pub struct WeirConfig {
+    pub server: ServerConfig,
+    pub log: LogConfig,
+    pub query: QueryConfig,
+    pub tables: Vec<TableConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: String,
+    pub data_dir: PathBuf,
+}
+
+/// When appended log records are forced to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    /// After every append call, before it returns: survives a power loss.
+    Always,
+    /// At most this long after an append (a background flusher): a power loss may
+    /// lose that window; a process crash loses nothing (the OS holds the pages).
+    Interval(Duration),
+    /// Left to the OS.
+    Never,
+}
+
+/// How long log segments are kept. Whole closed segments are deleted, oldest first,
+/// and never above the floor the owner gives (records not yet durable elsewhere).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RetentionPolicy {
+    /// Per partition, delete the oldest closed segments while the partition is larger.
+    pub max_bytes: Option<u64>,
+    /// Delete closed segments whose newest record is older than this.
+    pub max_age: Option<Duration>,
+}
+
+/// The embedded log's settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogConfig {
+    /// A partition rolls to a new segment file past this size.
+    pub segment_bytes: u64,
+    pub fsync: FsyncPolicy,
+    pub retention: RetentionPolicy,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            segment_bytes: 64 << 20,
+            fsync: FsyncPolicy::Interval(Duration::from_millis(100)),
+            retention: RetentionPolicy::default(),
+        }
+    }
+}
+
+/// Limits of one SQL query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueryConfig {
+    pub timeout: Duration,
+    pub memory_limit_bytes: usize,
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        QueryConfig { timeout: Duration::from_secs(30), memory_limit_bytes: 512 << 20 }
+    }
+}
+
+/// A table: its schema, event time, lateness, partitioning and rollups.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TableConfig {
+    pub name: String,
+    /// Partitions of the table's log topic.
+    pub partitions: u32,
+    /// The field whose value routes a record to a partition (one key, one partition).
+    pub key: Option<String>,
+    pub time: TimeConfig,
+    pub dimensions: Vec<FieldConfig>,
+    pub metrics: Vec<FieldConfig>,
+    /// How far behind the newest event time an event may arrive and still count.
+    pub allowed_lateness_ms: i64,
+    /// The time range of a bucket (and, with the cold tier, of a segment).
+    pub segment_granularity_ms: i64,
+    /// A partition that delivered nothing for this long no longer holds the table's
+    /// watermark back.
+    pub idle_timeout_ms: i64,
+    /// The hot tier's byte budget for this table.
+    pub hot_budget_bytes: u64,
+    pub unknown_fields: UnknownFields,
+    pub rollups: Vec<RollupConfig>,
+}
+
+/// What to do with JSON fields the schema does not declare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownFields {
+    #[default]
+    Ignore,
+    Reject,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimeConfig {
+    pub field: String,
+    pub formats: Vec<TimeFormat>,
+}
+
+/// Accepted encodings of event time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimeFormat {
+    /// A string such as `2026-11-21T10:00:00.123Z` or `...+01:00` (a zone is required).
+    Rfc3339,
+    /// An integer number of milliseconds since the Unix epoch.
+    EpochMillis,
+    /// An integer number of seconds since the Unix epoch.
+    EpochSeconds,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FieldType {
+    String,
+    Int64,
+    Float64,
+    Bool,
+}
+
+impl fmt::Display for FieldType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FieldType::String => "string",
+            FieldType::Int64 => "int64",
+            FieldType::Float64 => "float64",
+            FieldType::Bool => "bool",
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldConfig {
+    pub name: String,
+    pub ty: FieldType,
+    /// A record without this field (or with null) is dead-lettered.
+    pub required: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RollupConfig {
+    pub name: String,
+    /// The tumbling window.
+    pub granularity_ms: i64,
+    pub dimensions: Vec<String>,
+    pub aggregations: Vec<Aggregation>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Aggregation {
+    /// The output column's name.
+    pub name: String,
+    pub func: AggFn,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AggFn {
+    Count,
+    Sum { field: String },
+    Min { field: String },
+    Max { field: String },
+    /// A HyperLogLog++ distinct-count sketch of a field's values.
+    Hll { field: String, precision: u8 },
+}
+
+impl TableConfig {
+    /// Every declared field (dimensions first, then metrics).
+    pub fn fields(&self) -> impl Iterator<Item = &FieldConfig> {
+        self.dimensions.iter().chain(self.metrics.iter())
+    }
+
+    pub fn field(&self, name: &str) -> Option<&FieldConfig> {
+        self.fields().find(|f| f.name == name)
+    }
+
+    /// The SQL name of a rollup's relation.
+    pub fn rollup_relation(&self, rollup: &str) -> String {
+        format!("{}_{}", self.name, rollup)
+    }
+
+    pub fn dead_letter_relation(&self) -> String {
+        format!("{}_dead_letter", self.name)
+    }
+
+    pub fn late_relation(&self) -> String {
+        format!("{}_late", self.name)
+    }
+
+    /// The log topic holding this table's records.
+    pub fn topic(&self) -> &str {
+        &self.name
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Raw (serde) form.
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    log: RawLog,
+    #[serde(default)]
+    query: RawQuery,
+    #[serde(default)]
+    tables: Vec<Spanned<RawTable>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    listen: Option<String>,
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    segment_bytes: Option<Spanned<u64>>,
+    fsync: Option<Spanned<String>>,
+    fsync_interval: Option<Spanned<String>>,
+    retention_bytes: Option<u64>,
+    retention_age: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawQuery {
+    timeout: Option<Spanned<String>>,
+    memory_limit_bytes: Option<Spanned<u64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTable {
+    name: Spanned<String>,
+    #[serde(default)]
+    partitions: Option<Spanned<u32>>,
+    key: Option<Spanned<String>>,
+    time: Spanned<RawTime>,
+    #[serde(default)]
+    dimensions: Vec<Spanned<RawField>>,
+    #[serde(default)]
+    metrics: Vec<Spanned<RawField>>,
+    allowed_lateness: Option<Spanned<String>>,
+    segment_granularity: Option<Spanned<String>>,
+    idle_timeout: Option<Spanned<String>>,
+    hot_budget_bytes: Option<Spanned<u64>>,
+    #[serde(default)]
+    unknown_fields: UnknownFields,
+    #[serde(default)]
+    rollups: Vec<Spanned<RawRollup>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTime {
+    field: Spanned<String>,
+    #[serde(default)]
+    formats: Option<Vec<TimeFormat>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawField {
+    name: Spanned<String>,
+    #[serde(rename = "type")]
+    ty: FieldType,
+    #[serde(default)]
+    required: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRollup {
+    name: Spanned<String>,
+    granularity: Spanned<String>,
+    #[serde(default)]
+    dimensions: Vec<Spanned<String>>,
+    aggregations: Vec<Spanned<RawAgg>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAgg {
+    name: Spanned<String>,
+    #[serde(rename = "fn")]
+    func: Spanned<String>,
+    field: Option<Spanned<String>>,
+    precision: Option<Spanned<u8>>,
+}
+
+// ---------------------------------------------------------------------------------
+// Validation.
+
+struct Ctx<'a> {
+    src: &'a str,
+}
+
+impl Ctx<'_> {
+    fn line(&self, span: &Range<usize>) -> usize {
+        self.src[..span.start.min(self.src.len())].bytes().filter(|b| *b == b'\n').count() + 1
+    }
+
+    fn err(&self, path: impl Into<String>, span: &Range<usize>, message: impl Into<String>) -> ConfigError {
+        ConfigError { path: path.into(), line: Some(self.line(span)), message: message.into() }
+    }
+
+    fn duration(&self, path: &str, value: &Spanned<String>) -> Result<Duration, ConfigError> {
+        parse_duration(value.get_ref()).map_err(|m| self.err(path, &value.span(), m))
+    }
+}
+
+/// Parses `250ms`, `30s`, `5m`, `1h`, `7d` (an integer and a unit).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (num, unit) = text.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration: expected a whole number and a unit, like 5m"))?;
+    let ms = match unit.trim() {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        other => {
+            return Err(format!("`{text}`: unknown duration unit `{other}` (use ms, s, m, h or d)"));
+        }
+    };
+    n.checked_mul(ms)
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("`{text}` is too long a duration"))
+}
+
+fn is_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+impl WeirConfig {
+    /// Parses and validates a TOML config.
+    pub fn from_toml(src: &str) -> Result<WeirConfig, ConfigError> {
+        let raw: RawConfig = toml::from_str(src).map_err(|e| {
+            let line = e.span().map(|s| Ctx { src }.line(&s));
+            ConfigError { path: "(file)".into(), line, message: e.message().to_string() }
+        })?;
+        let ctx = Ctx { src };
+        let server = ServerConfig {
+            listen: raw.server.listen.unwrap_or_else(|| "127.0.0.1:8080".into()),
+            data_dir: raw.server.data_dir.unwrap_or_else(|| PathBuf::from("weir-data")),
+        };
+        let log = validate_log(&ctx, raw.log)?;
+        let query = validate_query(&ctx, raw.query)?;
+        let mut tables = Vec::new();
+        let mut relation_names = HashSet::new();
+        for (i, t) in raw.tables.into_iter().enumerate() {
+            let span = t.span();
+            let table = validate_table(&ctx, i, t.into_inner())?;
+            let mut names = vec![table.name.clone(), table.dead_letter_relation(), table.late_relation()];
+            names.extend(table.rollups.iter().map(|r| table.rollup_relation(&r.name)));
+            for n in names {
+                if !relation_names.insert(n.clone()) {
+                    return Err(ctx.err(
+                        format!("tables[{i}]"),
+                        &span,
+                        format!("the SQL relation `{n}` would be defined twice; rename a table or rollup"),
+                    ));
+                }
+            }
+            tables.push(table);
+        }
+        Ok(WeirConfig { server, log, query, tables })
+    }
+
+    pub fn table(&self, name: &str) -> Option<&TableConfig> {
+        self.tables.iter().find(|t| t.name == name)
+    }
+}
+
+fn validate_log(ctx: &Ctx, raw: RawLog) -> Result<LogConfig, ConfigError> {
+    let mut log = LogConfig::default();
+    if let Some(b) = raw.segment_bytes {
+        if *b.get_ref() < 4096 {
+            return Err(ctx.err("log.segment_bytes", &b.span(), "must be at least 4096"));
+        }
+        log.segment_bytes = *b.get_ref();
+    }
+    let interval = match &raw.fsync_interval {
+        Some(v) => ctx.duration("log.fsync_interval", v)?,
+        None => Duration::from_millis(100),
+    };
+    if let Some(f) = raw.fsync {
+        log.fsync = match f.get_ref().as_str() {
+            "always" => FsyncPolicy::Always,
+            "interval" => FsyncPolicy::Interval(interval),
+            "never" => FsyncPolicy::Never,
+            other => {
+                return Err(ctx.err(
+                    "log.fsync",
+                    &f.span(),
+                    format!("unknown fsync policy `{other}` (use always, interval or never)"),
+                ));
+            }
+        };
+    } else {
+        log.fsync = FsyncPolicy::Interval(interval);
+    }
+    log.retention.max_bytes = raw.retention_bytes;
+    if let Some(a) = &raw.retention_age {
+        log.retention.max_age = Some(ctx.duration("log.retention_age", a)?);
+    }
+    Ok(log)
+}
+
+fn validate_query(ctx: &Ctx, raw: RawQuery) -> Result<QueryConfig, ConfigError> {
+    let mut q = QueryConfig::default();
+    if let Some(t) = &raw.timeout {
+        q.timeout = ctx.duration("query.timeout", t)?;
+        if q.timeout.is_zero() {
+            return Err(ctx.err("query.timeout", &t.span(), "must be longer than zero"));
+        }
+    }
+    if let Some(m) = raw.memory_limit_bytes {
+        if *m.get_ref() < (1 << 20) {
+            return Err(ctx.err("query.memory_limit_bytes", &m.span(), "must be at least 1048576 (1 MiB)"));
+        }
+        q.memory_limit_bytes = *m.get_ref() as usize;
+    }
+    Ok(q)
+}
+
+fn validate_table(ctx: &Ctx, i: usize, raw: RawTable) -> Result<TableConfig, ConfigError> {
+    let p = format!("tables[{i}]");
+    let name = raw.name.get_ref().clone();
+    if !is_identifier(&name) {
+        return Err(ctx.err(
+            format!("{p}.name"),
+            &raw.name.span(),
+            format!("`{name}` is not a valid table name: use lowercase letters, digits and _, starting with a letter"),
+        ));
+    }
+    let partitions = match &raw.partitions {
+        Some(n) if *n.get_ref() == 0 || *n.get_ref() > 1024 => {
+            return Err(ctx.err(format!("{p}.partitions"), &n.span(), "must be between 1 and 1024"));
+        }
+        Some(n) => *n.get_ref(),
+        None => 1,
+    };
+
+    let mut seen = HashSet::new();
+    let mut fields = |list: Vec<Spanned<RawField>>, what: &str, metric: bool| -> Result<Vec<FieldConfig>, ConfigError> {
+        let mut out = Vec::new();
+        for (j, f) in list.into_iter().enumerate() {
+            let fp = format!("{p}.{what}[{j}]");
+            let span = f.span();
+            let f = f.into_inner();
+            let fname = f.name.get_ref().clone();
+            if !is_identifier(&fname) {
+                return Err(ctx.err(format!("{fp}.name"), &f.name.span(), format!("`{fname}` is not a valid field name")));
+            }
+            if !seen.insert(fname.clone()) {
+                return Err(ctx.err(format!("{fp}.name"), &f.name.span(), format!("field `{fname}` is declared twice")));
+            }
+            if metric && !matches!(f.ty, FieldType::Int64 | FieldType::Float64) {
+                return Err(ctx.err(fp, &span, format!("metric `{fname}` must be int64 or float64, not {}", f.ty)));
+            }
+            out.push(FieldConfig { name: fname, ty: f.ty, required: f.required });
+        }
+        Ok(out)
+    };
+    let dimensions = fields(raw.dimensions, "dimensions", false)?;
+    let metrics = fields(raw.metrics, "metrics", true)?;
+    let has = |n: &str| dimensions.iter().chain(metrics.iter()).find(|f| f.name == n).cloned();
+
+    let time_span = raw.time.span();
+    let time_raw = raw.time.into_inner();
+    let time_field = time_raw.field.get_ref().clone();
+    if has(&time_field).is_some() {
+        return Err(ctx.err(
+            format!("{p}.time.field"),
+            &time_raw.field.span(),
+            format!("`{time_field}` is the event-time field; do not declare it as a dimension or metric too"),
+        ));
+    }
+    if !is_identifier(&time_field) {
+        return Err(ctx.err(format!("{p}.time.field"), &time_raw.field.span(), format!("`{time_field}` is not a valid field name")));
+    }
+    let formats = time_raw.formats.unwrap_or_else(|| vec![TimeFormat::Rfc3339, TimeFormat::EpochMillis]);
+    if formats.is_empty() {
+        return Err(ctx.err(format!("{p}.time.formats"), &time_span, "give at least one time format"));
+    }
+    if formats.contains(&TimeFormat::EpochMillis) && formats.contains(&TimeFormat::EpochSeconds) {
+        return Err(ctx.err(
+            format!("{p}.time.formats"),
+            &time_span,
+            "epoch_millis and epoch_seconds cannot both be accepted: an integer would be ambiguous",
+        ));
+    }
+
+    let key = match raw.key {
+        Some(k) => {
+            let kname = k.get_ref().clone();
+            match has(&kname) {
+                Some(f) if f.ty == FieldType::String || f.ty == FieldType::Int64 => Some(kname),
+                Some(f) => {
+                    return Err(ctx.err(format!("{p}.key"), &k.span(), format!("key field `{kname}` is {}, it must be string or int64", f.ty)));
+                }
+                None => {
+                    return Err(ctx.err(format!("{p}.key"), &k.span(), format!("key field `{kname}` is not a declared dimension")));
+                }
+            }
+        }
+        None => None,
+    };
+
+    let dur = |v: &Option<Spanned<String>>, what: &str, default: Duration| -> Result<i64, ConfigError> {
+        match v {
+            Some(v) => Ok(ctx.duration(&format!("{p}.{what}"), v)?.as_millis() as i64),
+            None => Ok(default.as_millis() as i64),
+        }
+    };
+    let allowed_lateness_ms = dur(&raw.allowed_lateness, "allowed_lateness", Duration::from_secs(300))?;
+    let segment_granularity_ms = dur(&raw.segment_granularity, "segment_granularity", Duration::from_secs(3600))?;
+    let idle_timeout_ms = dur(&raw.idle_timeout, "idle_timeout", Duration::from_secs(30))?;
+    if segment_granularity_ms <= 0 || 86_400_000 % segment_granularity_ms != 0 && segment_granularity_ms % 86_400_000 != 0 {
+        let s = raw.segment_granularity.as_ref().map(|s| s.span()).unwrap_or(time_span.clone());
+        return Err(ctx.err(format!("{p}.segment_granularity"), &s, "must divide a day evenly (like 1m, 15m, 1h) or be whole days"));
+    }
+    let hot_budget_bytes = match raw.hot_budget_bytes {
+        Some(b) if *b.get_ref() < (1 << 20) => {
+            return Err(ctx.err(format!("{p}.hot_budget_bytes"), &b.span(), "must be at least 1048576 (1 MiB)"));
+        }
+        Some(b) => *b.get_ref(),
+        None => 1 << 30,
+    };
+
+    let mut rollups = Vec::new();
+    let mut rollup_names = HashSet::new();
+    for (j, r) in raw.rollups.into_iter().enumerate() {
+        let rp = format!("{p}.rollups[{j}]");
+        let r = r.into_inner();
+        let rname = r.name.get_ref().clone();
+        if !is_identifier(&rname) {
+            return Err(ctx.err(format!("{rp}.name"), &r.name.span(), format!("`{rname}` is not a valid rollup name")));
+        }
+        if !rollup_names.insert(rname.clone()) {
+            return Err(ctx.err(format!("{rp}.name"), &r.name.span(), format!("rollup `{rname}` is declared twice")));
+        }
+        let granularity_ms = ctx.duration(&format!("{rp}.granularity"), &r.granularity)?.as_millis() as i64;
+        if granularity_ms <= 0 || segment_granularity_ms % granularity_ms != 0 {
+            return Err(ctx.err(
+                format!("{rp}.granularity"),
+                &r.granularity.span(),
+                "must be longer than zero and divide the table's segment_granularity evenly",
+            ));
+        }
+        let mut dims = Vec::new();
+        for (k, d) in r.dimensions.iter().enumerate() {
+            let dname = d.get_ref();
+            match has(dname) {
+                Some(f) if dimensions.iter().any(|x| x.name == *dname) => {
+                    if f.ty == FieldType::Float64 {
+                        return Err(ctx.err(
+                            format!("{rp}.dimensions[{k}]"),
+                            &d.span(),
+                            format!("`{dname}` is float64; a rollup groups by string, int64 or bool dimensions"),
+                        ));
+                    }
+                    if dims.contains(&f.name) {
+                        return Err(ctx.err(format!("{rp}.dimensions[{k}]"), &d.span(), format!("dimension `{dname}` is listed twice")));
+                    }
+                    dims.push(f.name)
+                }
+                _ => {
+                    return Err(ctx.err(
+                        format!("{rp}.dimensions[{k}]"),
+                        &d.span(),
+                        format!("`{dname}` is not a dimension of table `{name}`"),
+                    ));
+                }
+            }
+        }
+        let mut aggregations = Vec::new();
+        let mut out_names: HashSet<String> = dims.iter().cloned().collect();
+        out_names.insert("bucket".into());
+        for (k, a) in r.aggregations.into_iter().enumerate() {
+            let ap = format!("{rp}.aggregations[{k}]");
+            let aspan = a.span();
+            let a = a.into_inner();
+            let aname = a.name.get_ref().clone();
+            if !is_identifier(&aname) {
+                return Err(ctx.err(format!("{ap}.name"), &a.name.span(), format!("`{aname}` is not a valid column name")));
+            }
+            if !out_names.insert(aname.clone()) {
+                return Err(ctx.err(format!("{ap}.name"), &a.name.span(), format!("column `{aname}` appears twice in rollup `{rname}`")));
+            }
+            let need_field = |numeric: bool| -> Result<String, ConfigError> {
+                let f = a.field.as_ref().ok_or_else(|| {
+                    ctx.err(format!("{ap}.field"), &aspan, format!("`{}` needs a `field`", a.func.get_ref()))
+                })?;
+                let fname = f.get_ref();
+                match has(fname) {
+                    Some(fc) if numeric && !matches!(fc.ty, FieldType::Int64 | FieldType::Float64) => Err(ctx.err(
+                        format!("{ap}.field"),
+                        &f.span(),
+                        format!("`{fname}` is {}, `{}` needs a numeric field", fc.ty, a.func.get_ref()),
+                    )),
+                    Some(fc) => Ok(fc.name),
+                    None => Err(ctx.err(format!("{ap}.field"), &f.span(), format!("`{fname}` is not a field of table `{name}`"))),
+                }
+            };
+            let func = match a.func.get_ref().as_str() {
+                "count" => AggFn::Count,
+                "sum" => AggFn::Sum { field: need_field(true)? },
+                "min" => AggFn::Min { field: need_field(true)? },
+                "max" => AggFn::Max { field: need_field(true)? },
+                "hll" | "distinct" => {
+                    let precision = match &a.precision {
+                        Some(pr) if !(MIN_PRECISION..=MAX_PRECISION).contains(pr.get_ref()) => {
+                            return Err(ctx.err(
+                                format!("{ap}.precision"),
+                                &pr.span(),
+                                format!("precision must be between {MIN_PRECISION} and {MAX_PRECISION}"),
+                            ));
+                        }
+                        Some(pr) => *pr.get_ref(),
+                        None => DEFAULT_PRECISION,
+                    };
+                    AggFn::Hll { field: need_field(false)?, precision }
+                }
+                other => {
+                    return Err(ctx.err(
+                        format!("{ap}.fn"),
+                        &a.func.span(),
+                        format!("unknown aggregation `{other}` (use count, sum, min, max or hll)"),
+                    ));
+                }
+            };
+            aggregations.push(Aggregation { name: aname, func });
+        }
+        if aggregations.is_empty() {
+            return Err(ctx.err(format!("{rp}.aggregations"), &r.name.span(), "a rollup needs at least one aggregation"));
+        }
+        rollups.push(RollupConfig { name: rname, granularity_ms, dimensions: dims, aggregations });
+    }
+
+    Ok(TableConfig {
+        name,
+        partitions,
+        key,
+        time: TimeConfig { field: time_field, formats },
+        dimensions,
+        metrics,
+        allowed_lateness_ms,
+        segment_granularity_ms,
+        idle_timeout_ms,
+        hot_budget_bytes,
+        unknown_fields: raw.unknown_fields,
+        rollups,
+    })
+}
+
+#[cfg(test)]
+mod tests;

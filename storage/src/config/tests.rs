@@ -1,0 +1,114 @@
+use super::*;
+
+const GOOD: &str = r#"
+[server]
+listen = "127.0.0.1:9000"
+
+[log]
+fsync = "always"
+retention_age = "7d"
+
+[[tables]]
+name = "transactions"
+partitions = 4
+key = "card_id"
+allowed_lateness = "5m"
+segment_granularity = "1h"
+time = { field = "ts", formats = ["rfc3339", "epoch_millis"] }
+dimensions = [
+  { name = "card_id", type = "string", required = true },
+  { name = "category", type = "string" },
+  { name = "country", type = "string" },
+]
+metrics = [{ name = "amount", type = "float64", required = true }]
+
+[[tables.rollups]]
+name = "per_minute"
+granularity = "1m"
+dimensions = ["category", "country"]
+aggregations = [
+  { name = "events", fn = "count" },
+  { name = "amount_sum", fn = "sum", field = "amount" },
+  { name = "cards", fn = "hll", field = "card_id", precision = 12 },
+]
+"#;
+
+#[test]
+fn a_good_config_parses() {
+    let c = WeirConfig::from_toml(GOOD).unwrap();
+    assert_eq!(c.server.listen, "127.0.0.1:9000");
+    assert_eq!(c.log.fsync, FsyncPolicy::Always);
+    assert_eq!(c.log.retention.max_age, Some(Duration::from_secs(7 * 86400)));
+    let t = c.table("transactions").unwrap();
+    assert_eq!(t.partitions, 4);
+    assert_eq!(t.allowed_lateness_ms, 300_000);
+    assert_eq!(t.segment_granularity_ms, 3_600_000);
+    assert_eq!(t.rollups[0].granularity_ms, 60_000);
+    assert_eq!(t.rollups[0].aggregations[2].func, AggFn::Hll { field: "card_id".into(), precision: 12 });
+    assert_eq!(t.rollup_relation("per_minute"), "transactions_per_minute");
+    assert!(t.field("amount").unwrap().required);
+}
+
+fn error_of(src: &str) -> ConfigError {
+    WeirConfig::from_toml(src).expect_err("config should be refused")
+}
+
+#[test]
+fn an_unknown_rollup_dimension_names_the_field_and_line() {
+    let bad = GOOD.replace(r#"dimensions = ["category", "country"]"#, r#"dimensions = ["category", "colour"]"#);
+    let e = error_of(&bad);
+    assert_eq!(e.path, "tables[0].rollups[0].dimensions[1]");
+    let line = bad.lines().position(|l| l.contains("colour")).unwrap() + 1;
+    assert_eq!(e.line, Some(line));
+    assert!(e.to_string().contains("`colour` is not a dimension"), "{e}");
+}
+
+#[test]
+fn a_syntax_error_has_a_line() {
+    let e = error_of("[server]\nlisten = \n");
+    assert_eq!(e.line, Some(2), "{e}");
+}
+
+#[test]
+fn a_wrong_type_has_a_line() {
+    let bad = GOOD.replace("partitions = 4", "partitions = \"four\"");
+    let e = error_of(&bad);
+    let line = bad.lines().position(|l| l.contains("four")).unwrap() + 1;
+    assert_eq!(e.line, Some(line), "{e}");
+}
+
+#[test]
+fn semantic_errors_are_refused_with_paths() {
+    let cases = [
+        (GOOD.replace("\"1m\"", "\"7m\""), "tables[0].rollups[0].granularity"),
+        (GOOD.replace("fn = \"sum\", field = \"amount\"", "fn = \"sum\", field = \"country\""), "tables[0].rollups[0].aggregations[1].field"),
+        (GOOD.replace("fn = \"count\"", "fn = \"median\""), "tables[0].rollups[0].aggregations[0].fn"),
+        (GOOD.replace("precision = 12", "precision = 30"), "tables[0].rollups[0].aggregations[2].precision"),
+        (GOOD.replace("key = \"card_id\"", "key = \"nope\""), "tables[0].key"),
+        (GOOD.replace("\"5m\"", "\"5 minutes\""), "tables[0].allowed_lateness"),
+        (GOOD.replace("fsync = \"always\"", "fsync = \"sometimes\""), "log.fsync"),
+        (GOOD.replace("name = \"amount\", type = \"float64\"", "name = \"amount\", type = \"string\""), "tables[0].metrics[0]"),
+        (GOOD.replace("name = \"country\", type", "name = \"category\", type"), "tables[0].dimensions[2].name"),
+        (GOOD.replace("name = \"transactions\"", "name = \"Bad-Name\""), "tables[0].name"),
+    ];
+    for (src, path) in cases {
+        let e = error_of(&src);
+        assert_eq!(e.path, path, "{e}");
+        assert!(e.line.is_some(), "{e}");
+    }
+}
+
+#[test]
+fn durations_parse() {
+    assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+    assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
+    assert!(parse_duration("h").is_err());
+    assert!(parse_duration("5y").is_err());
+}
+
+#[test]
+fn duplicate_relations_are_refused() {
+    let two = format!("{GOOD}\n[[tables]]\nname = \"transactions\"\ntime = {{ field = \"ts\" }}\n");
+    let e = error_of(&two);
+    assert_eq!(e.path, "tables[1]");
+}

@@ -1,0 +1,71 @@
+//! The read side of the hot tier, as the query layer sees it.
+//!
+//! `ingest` implements [`HotSource`]; `query` reads through it, so the query crate
+//! never imports the ingest crate. A scan returns a consistent snapshot: batches
+//! that are immutable once handed out, taken without stalling ingest for longer than
+//! it takes to finish the rows appended since the previous snapshot.
+
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+
+/// What a SQL-visible relation holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RelationKind {
+    /// Validated raw rows of a table, named after the table.
+    Raw,
+    /// A rollup of a table: one row per time bucket and group, with aggregate
+    /// states; named `<table>_<rollup>`.
+    Rollup { rollup: String },
+    /// Records that failed decoding or validation: `<table>_dead_letter`.
+    DeadLetter,
+    /// Valid records too late for their bucket: `<table>_late`.
+    Late,
+}
+
+/// One SQL-visible relation served from the hot tier.
+#[derive(Clone, Debug)]
+pub struct Relation {
+    /// The SQL name of the relation.
+    pub name: String,
+    /// The table it derives from.
+    pub table: String,
+    pub kind: RelationKind,
+    pub schema: SchemaRef,
+    /// The column holding event time (or bucket start), if any; used for pruning.
+    pub time_column: Option<String>,
+}
+
+/// A consistent, immutable snapshot of one relation.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    pub schema: SchemaRef,
+    pub batches: Vec<RecordBatch>,
+}
+
+impl Snapshot {
+    pub fn num_rows(&self) -> usize {
+        self.batches.iter().map(|b| b.num_rows()).sum()
+    }
+}
+
+/// Errors of a hot-tier scan.
+#[derive(Debug, thiserror::Error)]
+pub enum HotError {
+    #[error("no relation named `{0}`")]
+    UnknownRelation(String),
+    #[error("building the snapshot of `{relation}` failed: {detail}")]
+    Snapshot { relation: String, detail: String },
+}
+
+/// The hot tier as the query layer reads it.
+pub trait HotSource: Send + Sync + 'static {
+    /// Every relation currently served, in a stable order.
+    fn relations(&self) -> Vec<Relation>;
+    /// A consistent snapshot of one relation.
+    fn snapshot(&self, relation: &str) -> Result<Snapshot, HotError>;
+}
+
+/// A shared handle to a hot source.
+pub type SharedHotSource = Arc<dyn HotSource>;

@@ -1,0 +1,23 @@
+//! Weir's storage layer: the bottom of the crate graph.
+//!
+//! ```text
+//!  producers (HTTP ingest, `weir produce`, the demo generator)
+//!        |  append(key, timestamp, value)
+//!        v
+//!  log::Log ── topic per table ── partition = segment files with offsets + CRCs
+//!        |  read(partition, from offset)            (ingest reads, replay re-reads)
+//!        v
+//!  [ingest crate] decode, validate, watermark, hot tier ──implements──> hot::HotSource
+//!                                                                          |
+//!  [query crate] DataFusion table providers <──── snapshot(relation) ──────┘
+//! ```
+//!
+//! What lives here: table configuration and its validation ([`config`]), the
+//! embedded log ([`log`]), the distinct-count sketch and its binary format
+//! ([`sketch`]), and the interface through which the query layer reads the hot tier
+//! ([`hot`]). It knows nothing of Kafka, DataFusion plans or HTTP.
+
+pub mod config;
+pub mod hot;
+pub mod log;
+pub mod sketch;
