@@ -1,0 +1,228 @@
+//! The read-only guard: which SQL statements the query endpoint accepts.
+//!
+//! A request holds exactly one statement, parsed with DataFusion's parser (generic
+//! dialect). Allowed: queries (`SELECT`, `WITH`, `VALUES`, set operations), `EXPLAIN`
+//! of a query (with `ANALYZE`/`VERBOSE`), `SHOW TABLES`, `SHOW COLUMNS` and
+//! `DESCRIBE`. Everything else is refused with [`Error::Refused`] naming the
+//! statement: DDL (`CREATE`, `DROP`, `ALTER`, ...), DML (`INSERT`, `UPDATE`,
+//! `DELETE`, `MERGE`, `SELECT INTO`), `COPY`, `SET`/`RESET`, transactions, and any
+//! table reference that looks like a file path or URL (`SELECT * FROM '/etc/passwd'`).
+//!
+//! This is the first of three defences. The second is [`sql_options`], checked
+//! against the logical plan (no DDL, DML or session statements). The third is the
+//! session itself: URL tables are never enabled and the catalog is read-only, so a
+//! statement that slipped through could still not read a file or change a table.
+
+use std::ops::ControlFlow;
+
+use datafusion::execution::context::SQLOptions;
+use datafusion::sql::parser::{DFParserBuilder, Statement as DfStatement};
+use datafusion::sql::sqlparser::ast::{
+    DescribeAlias, ObjectName, Select, Statement, Visit, Visitor,
+};
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+
+use crate::{Error, Result};
+
+/// The statements the endpoint accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatementKind {
+    /// `SELECT`, `WITH`, `VALUES`, `UNION`/`INTERSECT`/`EXCEPT`, `TABLE t`.
+    Query,
+    /// `EXPLAIN [ANALYZE] [VERBOSE] <query>`.
+    Explain,
+    /// `SHOW TABLES`.
+    ShowTables,
+    /// `SHOW COLUMNS FROM <table>`.
+    ShowColumns,
+    /// `DESCRIBE <table>` or `DESCRIBE <query>`.
+    Describe,
+}
+
+/// A statement the guard allowed, ready to plan.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    pub kind: StatementKind,
+    pub statement: DfStatement,
+}
+
+const ALLOWED: &str = "the SQL endpoint is read-only: it accepts one query \
+    (SELECT, WITH, VALUES), EXPLAIN <query>, SHOW TABLES, SHOW COLUMNS or DESCRIBE";
+
+/// Parses `sql` and allows it only if it is one read-only statement.
+pub fn check(sql: &str) -> Result<Checked> {
+    let dialect = GenericDialect {};
+    let mut statements = DFParserBuilder::new(sql)
+        .with_dialect(&dialect)
+        .build()?
+        .parse_statements()?;
+    if statements.len() > 1 {
+        return Err(Error::Refused {
+            reason: format!(
+                "found {} statements: send one statement per request",
+                statements.len()
+            ),
+        });
+    }
+    let Some(statement) = statements.pop_front() else {
+        return Err(Error::Sql {
+            message: "the request holds no SQL statement".into(),
+        });
+    };
+    let kind = classify(&statement)?;
+    Ok(Checked { kind, statement })
+}
+
+/// The options the logical plan is verified against: the guard's second line.
+///
+/// `SHOW TABLES` and `SHOW COLUMNS` plan as queries over `information_schema` and
+/// `DESCRIBE` as a `DescribeTable` node, none of them a `Statement` node, so they pass
+/// with `allow_statements` off; `SET`, transactions and `PREPARE` do not.
+pub fn sql_options() -> SQLOptions {
+    SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false)
+}
+
+fn classify(statement: &DfStatement) -> Result<StatementKind> {
+    match statement {
+        DfStatement::Statement(s) => classify_sql(s),
+        DfStatement::Explain(explain) => match explain.statement.as_ref() {
+            DfStatement::Statement(s) if matches!(**s, Statement::Query(_)) => {
+                check_query(s)?;
+                Ok(StatementKind::Explain)
+            }
+            DfStatement::Statement(s) => Err(refused(&format!("EXPLAIN {}", kind_name(s)))),
+            other => Err(refused(&format!("EXPLAIN {}", df_kind_name(other)))),
+        },
+        other => Err(refused(&df_kind_name(other))),
+    }
+}
+
+fn classify_sql(statement: &Statement) -> Result<StatementKind> {
+    let kind = match statement {
+        Statement::Query(_) => StatementKind::Query,
+        Statement::ShowTables { .. } => StatementKind::ShowTables,
+        Statement::ShowColumns { .. } => StatementKind::ShowColumns,
+        Statement::ExplainTable {
+            describe_alias: DescribeAlias::Describe | DescribeAlias::Desc,
+            ..
+        } => StatementKind::Describe,
+        Statement::Explain {
+            describe_alias,
+            statement: inner,
+            ..
+        } if matches!(**inner, Statement::Query(_)) => match describe_alias {
+            DescribeAlias::Explain => StatementKind::Explain,
+            DescribeAlias::Describe | DescribeAlias::Desc => StatementKind::Describe,
+        },
+        other => return Err(refused(&kind_name(other))),
+    };
+    check_query(statement)?;
+    Ok(kind)
+}
+
+/// Walks every nested statement, `SELECT` and relation of an allowed statement.
+fn check_query(statement: &Statement) -> Result<()> {
+    match statement.visit(&mut ReadOnly) {
+        ControlFlow::Continue(()) => Ok(()),
+        ControlFlow::Break(err) => Err(err),
+    }
+}
+
+struct ReadOnly;
+
+impl Visitor for ReadOnly {
+    type Break = Error;
+
+    fn pre_visit_statement(&mut self, statement: &Statement) -> ControlFlow<Error> {
+        match statement {
+            Statement::Query(_)
+            | Statement::ShowTables { .. }
+            | Statement::ShowColumns { .. }
+            | Statement::ExplainTable { .. }
+            | Statement::Explain { .. } => ControlFlow::Continue(()),
+            // e.g. `WITH x AS (...) INSERT INTO ...` or a data-modifying CTE.
+            other => ControlFlow::Break(refused(&kind_name(other))),
+        }
+    }
+
+    fn pre_visit_select(&mut self, select: &Select) -> ControlFlow<Error> {
+        match &select.into {
+            Some(_) => ControlFlow::Break(refused("SELECT INTO")),
+            None => ControlFlow::Continue(()),
+        }
+    }
+
+    fn pre_visit_relation(&mut self, relation: &ObjectName) -> ControlFlow<Error> {
+        let looks_like_path = relation
+            .0
+            .iter()
+            .filter_map(|part| part.as_ident())
+            .any(|ident| {
+                ident.quote_style == Some('\'') || ident.value.contains(['/', '\\', ':', '.', '~'])
+            });
+        if looks_like_path {
+            return ControlFlow::Break(Error::Refused {
+                reason: format!(
+                    "`{relation}` looks like a file path or URL: queries read only Weir's \
+                     tables (see SHOW TABLES)"
+                ),
+            });
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+fn refused(kind: &str) -> Error {
+    Error::Refused {
+        reason: format!("{kind} is not allowed: {ALLOWED}"),
+    }
+}
+
+fn df_kind_name(statement: &DfStatement) -> String {
+    match statement {
+        DfStatement::Statement(s) => kind_name(s),
+        DfStatement::CreateExternalTable(_) => "CREATE EXTERNAL TABLE".into(),
+        DfStatement::CopyTo(_) => "COPY".into(),
+        DfStatement::Explain(_) => "EXPLAIN".into(),
+        DfStatement::Reset(_) => "RESET".into(),
+    }
+}
+
+/// A short name for a statement, such as `DROP TABLE` or `INSERT`.
+fn kind_name(statement: &Statement) -> String {
+    let name = match statement {
+        Statement::Insert(_) => "INSERT",
+        Statement::Update(_) => "UPDATE",
+        Statement::Delete(_) => "DELETE",
+        Statement::Merge(_) => "MERGE",
+        Statement::Copy { .. } | Statement::CopyIntoSnowflake { .. } => "COPY",
+        Statement::CreateTable(_) => "CREATE TABLE",
+        Statement::CreateView(_) => "CREATE VIEW",
+        Statement::AlterTable(_) => "ALTER TABLE",
+        Statement::Set(_) => "SET",
+        Statement::Truncate(_) => "TRUNCATE",
+        Statement::Drop { object_type, .. } => return format!("DROP {object_type}"),
+        // Otherwise the leading keywords of the statement as SQL, e.g.
+        // `CREATE FUNCTION`, `START TRANSACTION`, `PREPARE`.
+        other => {
+            let text = other.to_string();
+            let words: Vec<&str> = text
+                .split_whitespace()
+                .take(2)
+                .take_while(|w| w.chars().all(|c| c.is_ascii_uppercase() || c == '_'))
+                .collect();
+            return if words.is_empty() {
+                "this statement".into()
+            } else {
+                words.join(" ")
+            };
+        }
+    };
+    name.to_string()
+}
+
+#[cfg(test)]
+mod tests;

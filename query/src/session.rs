@@ -1,0 +1,66 @@
+//! The DataFusion session each query runs in.
+//!
+//! A fresh session per query, so limits are per query and nothing a query does
+//! outlives it: its own memory pool of `memory_limit_bytes` (greedy, reporting the
+//! largest consumers when exhausted), no disk manager (operators that would spill fail
+//! with `ResourcesExhausted` instead), [`TARGET_PARTITIONS`] partitions,
+//! `information_schema` for `SHOW TABLES`, the read-only hot-tier catalog as the
+//! default `weir.public`, DataFusion's built-in functions and Weir's sketch functions.
+//! URL tables (`SELECT * FROM 'file.csv'`) are never enabled.
+
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+
+use datafusion::catalog::CatalogProviderList;
+use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::memory_pool::{GreedyMemoryPool, TrackConsumersPool};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::session_state::SessionState;
+use datafusion::prelude::SessionConfig;
+use weir_storage::config::QueryConfig;
+
+use crate::catalog::{CATALOG, SCHEMA};
+use crate::{Result, sketch};
+
+/// Partitions each query's scans and operators are split into.
+pub const TARGET_PARTITIONS: usize = 2;
+
+/// How many of the largest memory consumers a `ResourcesExhausted` error names.
+const REPORTED_CONSUMERS: NonZeroUsize = NonZeroUsize::new(3).unwrap();
+
+/// A new session for one query over `catalogs`.
+pub fn new_state(
+    catalogs: Arc<dyn CatalogProviderList>,
+    limits: &QueryConfig,
+) -> Result<SessionState> {
+    let pool = TrackConsumersPool::new(
+        GreedyMemoryPool::new(limits.memory_limit_bytes),
+        REPORTED_CONSUMERS,
+    );
+    let runtime = RuntimeEnvBuilder::new()
+        .with_memory_pool(Arc::new(pool))
+        .with_disk_manager_builder(
+            DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
+        )
+        .build_arc()?;
+    let config = SessionConfig::new()
+        .with_target_partitions(TARGET_PARTITIONS)
+        .with_information_schema(true)
+        .with_create_default_catalog_and_schema(false)
+        .with_default_catalog_and_schema(CATALOG, SCHEMA);
+    let mut builder = SessionStateBuilder::new()
+        .with_config(config)
+        .with_runtime_env(runtime)
+        .with_catalog_list(catalogs)
+        .with_default_features();
+    builder
+        .scalar_functions()
+        .get_or_insert_with(Vec::new)
+        .extend(sketch::scalar_functions());
+    builder
+        .aggregate_functions()
+        .get_or_insert_with(Vec::new)
+        .extend(sketch::aggregate_functions());
+    Ok(builder.build())
+}
