@@ -124,7 +124,7 @@ impl Decoder {
         }
         .map_err(|e| format!("field `{}`: {e}", self.time_field))?;
         let mut values = Vec::with_capacity(self.fields.len());
-        for ((name, ty, required), r) in self.fields.iter().zip(raw.into_iter()) {
+        for ((name, ty, required), r) in self.fields.iter().zip(raw) {
             values.push(validate(name, *ty, *required, r)?);
         }
         Ok(Decoded { ts_ms, values })

@@ -58,8 +58,8 @@ pub fn late_schema(t: &TableConfig) -> SchemaRef {
 /// The dead-letter relation's schema.
 pub fn dead_letter_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
-        Field::new("partition", DataType::Int32, false),
-        Field::new("offset", DataType::Int64, false),
+        Field::new("log_partition", DataType::Int32, false),
+        Field::new("log_offset", DataType::Int64, false),
         Field::new("log_time", timestamp_type(), false),
         Field::new("reason", DataType::Utf8, false),
         Field::new("raw", DataType::Binary, false),

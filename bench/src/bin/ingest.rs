@@ -1,0 +1,128 @@
+//! Ingest benchmark: events from the embedded log into raw rows and rollups.
+//!
+//! Generates the demo's card transactions (JSON, 6 string dimensions, 1 metric, a
+//! per-minute rollup with count/sum/min/max and a HyperLogLog), appends them to an
+//! embedded log in a temporary directory, then reads them into the hot tier on one
+//! thread. Where the time goes is measured by passes that stop after each stage:
+//! read the log only; read and decode; the full pipeline.
+//!
+//! `cargo run --release -p weir-bench --bin ingest -- --events 2000000`
+
+use std::sync::Arc;
+
+use clap::Parser;
+use weir_bench::{machine, timed};
+use weir_ingest::clock::ManualClock;
+use weir_ingest::decode::Decoder;
+use weir_ingest::generator::{DEMO_CONFIG, Generator, Mix};
+use weir_ingest::hot::HotTable;
+use weir_ingest::pipeline::{READ_BYTES, TableReader};
+use weir_storage::config::{LogConfig, WeirConfig, FsyncPolicy};
+use weir_storage::log::{Log, NewRecord};
+
+#[derive(Parser)]
+struct Args {
+    /// Events to generate and ingest.
+    #[arg(long, default_value_t = 2_000_000)]
+    events: usize,
+    /// Events per second of event time in the generated stream.
+    #[arg(long, default_value_t = 10_000)]
+    event_rate: u64,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let cfg = WeirConfig::from_toml(DEMO_CONFIG)?;
+    let table = Arc::new(cfg.tables[0].clone());
+    let dir = tempfile::tempdir()?;
+    let log = Log::open(dir.path(), LogConfig { fsync: FsyncPolicy::Never, ..LogConfig::default() })?;
+    let topic = log.topic(&table.name, table.partitions)?;
+
+    // Generate and append.
+    let mut g = Generator::new(42, Mix::default());
+    let start_ms = 1_795_000_000_000i64;
+    let step = 1000.0 / args.event_rate as f64;
+    let mut bytes = 0usize;
+    let (_, append_s) = timed(|| -> anyhow::Result<()> {
+        let mut i = 0usize;
+        while i < args.events {
+            let n = (args.events - i).min(5000);
+            let events: Vec<_> = (0..n).map(|k| g.next_event(start_ms + ((i + k) as f64 * step) as i64)).collect();
+            let recs: Vec<NewRecord> = events
+                .iter()
+                .map(|e| NewRecord { key: e.key.as_bytes(), timestamp_ms: start_ms, value: e.line.as_bytes() })
+                .collect();
+            bytes += events.iter().map(|e| e.line.len()).sum::<usize>();
+            topic.append(&recs)?;
+            i += n;
+        }
+        Ok(())
+    });
+    let n = args.events as f64;
+
+    // Pass 1: read the log only.
+    let (read_count, read_s) = timed(|| {
+        let mut count = 0usize;
+        for p in 0..topic.partitions() {
+            let mut from = topic.offsets(p).low;
+            loop {
+                let b = topic.read(p, from, READ_BYTES).expect("read");
+                if b.is_empty() {
+                    break;
+                }
+                count += b.iter().map(|r| r.value.len().min(1)).sum::<usize>();
+                from = b.next_offset();
+            }
+        }
+        count
+    });
+    assert_eq!(read_count, args.events);
+
+    // Pass 2: read and decode.
+    let decoder = Decoder::new(&table);
+    let (ok, decode_s) = timed(|| {
+        let mut ok = 0usize;
+        for p in 0..topic.partitions() {
+            let mut from = topic.offsets(p).low;
+            loop {
+                let b = topic.read(p, from, READ_BYTES).expect("read");
+                if b.is_empty() {
+                    break;
+                }
+                ok += b.iter().filter(|r| decoder.decode(r.value).is_ok()).count();
+                from = b.next_offset();
+            }
+        }
+        ok
+    });
+
+    // Pass 3: the full pipeline on one thread.
+    let hot = Arc::new(HotTable::new(table.clone()));
+    let mut reader = TableReader::new(hot.clone(), topic.clone(), ManualClock::new(start_ms));
+    let (_, full_s) = timed(|| while reader.step(READ_BYTES).expect("step") > 0 {});
+    let status = hot.status();
+    assert_eq!(status.counts.total() as usize, args.events);
+
+    println!("## Ingest: embedded log -> raw rows + rollups (one core)\n");
+    println!("machine: {}  ", machine());
+    println!("command: `cargo run --release -p weir-bench --bin ingest -- --events {}`\n", args.events);
+    println!("| measure | value |\n|---|---|");
+    println!("| events | {} ({:.0} bytes of JSON each) |", args.events, bytes as f64 / n);
+    println!("| decoded ok | {ok} |");
+    println!("| ingested / late / dead-lettered | {} / {} / {} |", status.counts.ingested, status.counts.late, status.counts.dead_lettered);
+    println!("| append to log (4 partitions, no fsync) | {:.0} events/s |", n / append_s);
+    println!("| **full pipeline, one thread** | **{:.0} events/s** ({:.2} s) |", n / full_s, full_s);
+    println!("| hot raw bytes per row | {:.1} |", status.raw_bytes as f64 / status.raw_rows.max(1) as f64);
+    let groups: u64 = status.rollup_groups.iter().map(|g| g.1).sum();
+    println!("| rollup groups / bytes per group | {} / {:.0} |", groups, status.rollup_bytes as f64 / groups.max(1) as f64);
+    println!("\nWhere the time goes (share of the full pipeline):\n");
+    println!("| stage | seconds | share |\n|---|---|---|");
+    println!("| read the log | {:.3} | {:.0}% |", read_s, 100.0 * read_s / full_s);
+    println!("| decode + validate JSON | {:.3} | {:.0}% |", decode_s - read_s, 100.0 * (decode_s - read_s) / full_s);
+    println!(
+        "| watermark, raw rows, rollups, sketches | {:.3} | {:.0}% |",
+        full_s - decode_s,
+        100.0 * (full_s - decode_s) / full_s
+    );
+    Ok(())
+}

@@ -1,0 +1,142 @@
+//! Wiring: the log, the hot tier, the readers and the query service of one process,
+//! with its ordered shutdown.
+//!
+//! Start-up: open the log (recovering torn tails), open each table's topic, build
+//! each table's hot tier, start one reader thread per table, start the query
+//! service. Shutdown, in order: refuse new ingest, stop the demo generator, stop the
+//! readers, force the log to disk; the caller then stops the HTTP server.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use parking_lot::Mutex;
+use weir_ingest::clock::{Clock, SystemClock};
+use weir_ingest::hot::HotTable;
+use weir_ingest::pipeline::{ReaderHandle, TableReader};
+use weir_ingest::tier::HotTier;
+use weir_query::QueryService;
+use weir_storage::config::{FsyncPolicy, WeirConfig};
+use weir_storage::log::{Log, Topic};
+
+use crate::generator::GeneratorHandle;
+
+/// Everything a running `weir` process holds.
+pub struct App {
+    pub config: WeirConfig,
+    pub log: Arc<Log>,
+    pub topics: Vec<Arc<Topic>>,
+    pub tier: Arc<HotTier>,
+    pub query: QueryService,
+    pub clock: Arc<dyn Clock>,
+    /// False once shutdown began: ingest answers 503.
+    pub accepting: AtomicBool,
+    readers: Mutex<Vec<ReaderHandle>>,
+    pub generator: Mutex<Option<GeneratorHandle>>,
+    flusher: Mutex<Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>>,
+}
+
+impl App {
+    /// Opens the log and starts the readers and the query service.
+    pub fn start(config: WeirConfig) -> anyhow::Result<Arc<App>> {
+        let data_dir = &config.server.data_dir;
+        std::fs::create_dir_all(data_dir).with_context(|| format!("creating data directory {}", data_dir.display()))?;
+        let log = Arc::new(
+            Log::open(&data_dir.join("log"), config.log)
+                .with_context(|| format!("opening the log in {}", data_dir.display()))?,
+        );
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let mut topics = Vec::new();
+        let mut tables = Vec::new();
+        let mut readers = Vec::new();
+        for t in &config.tables {
+            let topic = log.topic(t.topic(), t.partitions).with_context(|| format!("opening the log of table `{}`", t.name))?;
+            let hot = Arc::new(HotTable::new(Arc::new(t.clone())));
+            let reader = TableReader::new(hot.clone(), topic.clone(), clock.clone());
+            readers.push(ReaderHandle::spawn(reader).context("starting a reader thread")?);
+            topics.push(topic);
+            tables.push(hot);
+        }
+        let tier = Arc::new(HotTier::new(tables));
+        let query = QueryService::new(tier.clone(), config.query).context("starting the query service")?;
+        let flusher = match config.log.fsync {
+            FsyncPolicy::Interval(every) => Some(spawn_flusher(topics.clone(), every)?),
+            _ => None,
+        };
+        Ok(Arc::new(App {
+            config,
+            log,
+            topics,
+            tier,
+            query,
+            clock,
+            accepting: AtomicBool::new(true),
+            readers: Mutex::new(readers),
+            generator: Mutex::new(None),
+            flusher: Mutex::new(flusher),
+        }))
+    }
+
+    pub fn topic(&self, table: &str) -> Option<&Arc<Topic>> {
+        self.topics.iter().find(|t| t.name() == table)
+    }
+
+    /// A reader that stopped on its own (an error): its table and what happened.
+    pub fn failed_reader(&self) -> Option<(String, String)> {
+        let mut readers = self.readers.lock();
+        let i = readers.iter().position(|r| r.is_finished())?;
+        let mut r = readers.remove(i);
+        let outcome = match r.join() {
+            Ok(()) => "stopped unexpectedly".to_string(),
+            Err(e) => e.to_string(),
+        };
+        Some((r.table.clone(), outcome))
+    }
+
+    /// Stops ingest in order: refuse appends, stop the generator, stop the readers,
+    /// force the log to disk.
+    pub fn shutdown(&self) {
+        self.accepting.store(false, Ordering::SeqCst);
+        if let Some(g) = self.generator.lock().take() {
+            g.stop();
+        }
+        for r in self.readers.lock().drain(..) {
+            let table = r.table.clone();
+            if let Err(e) = r.stop() {
+                tracing::error!(%table, error = %e, "reader ended with an error");
+            }
+        }
+        if let Some((stop, thread)) = self.flusher.lock().take() {
+            stop.store(true, Ordering::SeqCst);
+            let _ = thread.join();
+        }
+        for t in &self.topics {
+            if let Err(e) = t.flush() {
+                tracing::error!(topic = t.name(), error = %e, "flushing the log failed");
+            }
+        }
+        tracing::info!("ingest stopped and the log is on disk");
+    }
+}
+
+/// Forces the log to disk every `every`, so that FsyncPolicy::Interval holds even
+/// when appends stop.
+fn spawn_flusher(
+    topics: Vec<Arc<Topic>>,
+    every: Duration,
+) -> anyhow::Result<(Arc<AtomicBool>, std::thread::JoinHandle<()>)> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let thread = std::thread::Builder::new().name("log-flusher".into()).spawn(move || {
+        while !flag.load(Ordering::SeqCst) {
+            std::thread::sleep(every.min(Duration::from_millis(100)));
+            for t in &topics {
+                if let Err(e) = t.flush() {
+                    tracing::error!(topic = t.name(), error = %e, "flushing the log failed");
+                }
+            }
+        }
+    })?;
+    Ok((stop, thread))
+}

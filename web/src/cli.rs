@@ -1,0 +1,101 @@
+//! The `weir` command line.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use weir_ingest::generator::DEMO_CONFIG;
+use weir_storage::config::WeirConfig;
+
+#[derive(Parser, Debug)]
+#[command(name = "weir", version, about = "Weir: a real-time OLAP store. Events from a log, queryable in milliseconds.")]
+pub struct Cli {
+    /// Log output format.
+    #[arg(long, global = true, value_enum, default_value = "text", env = "WEIR_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the server with the demo table `transactions`, an embedded log and a
+    /// generator of card transactions (some out of order, a few late, a few malformed).
+    Demo {
+        /// Address to listen on (port 0 picks a free port).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// Where the log and other state are kept.
+        #[arg(long, default_value = "weir-data")]
+        data_dir: PathBuf,
+        /// Events per second the generator appends; 0 runs no generator.
+        #[arg(long, default_value_t = 2000)]
+        rate: u64,
+    },
+    /// Run the server with the tables of a config file.
+    Serve {
+        /// The TOML config (see `ingest/src/demo.toml` for an example).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Overrides `server.listen`.
+        #[arg(long)]
+        listen: Option<String>,
+        /// Overrides `server.data_dir`.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Append NDJSON records (one JSON object per line) to a table through a running
+    /// server. Reads FILE, or standard input when FILE is absent or `-`.
+    Produce {
+        /// The table to append to.
+        #[arg(long)]
+        table: String,
+        /// The NDJSON file.
+        file: Option<PathBuf>,
+        /// The server's base URL.
+        #[arg(long, default_value = "http://127.0.0.1:8080", env = "WEIR_SERVER")]
+        server: String,
+        /// Records per request.
+        #[arg(long, default_value_t = 10_000)]
+        batch: usize,
+    },
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG").unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    init_logging(cli.log_format);
+    match cli.command {
+        Command::Demo { listen, data_dir, rate } => {
+            let mut config = WeirConfig::from_toml(DEMO_CONFIG).context("the built-in demo config")?;
+            config.server.listen = listen;
+            config.server.data_dir = data_dir;
+            crate::server::run(config, Some(rate))
+        }
+        Command::Serve { config, listen, data_dir } => {
+            let src = std::fs::read_to_string(&config).with_context(|| format!("reading {}", config.display()))?;
+            let mut cfg = WeirConfig::from_toml(&src).with_context(|| format!("in {}", config.display()))?;
+            if let Some(l) = listen {
+                cfg.server.listen = l;
+            }
+            if let Some(d) = data_dir {
+                cfg.server.data_dir = d;
+            }
+            crate::server::run(cfg, None)
+        }
+        Command::Produce { table, file, server, batch } => crate::produce::run(&server, &table, file.as_deref(), batch),
+    }
+}

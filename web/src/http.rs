@@ -1,0 +1,217 @@
+//! The HTTP API: ingest, SQL, table descriptions, health.
+//!
+//! | route | what |
+//! |---|---|
+//! | `POST /v1/ingest/{table}` | NDJSON body; appends every non-blank line to the table's log |
+//! | `POST /v1/sql` | `{"sql": "...", "format": "json" \| "ndjson" \| "csv" \| "arrow"}` |
+//! | `GET /v1/tables` | every table, with its relations and counts |
+//! | `GET /v1/tables/{name}` | one table: schema, rollups, watermark, offsets, hot tier, counts |
+//! | `GET /healthz` | the process is up |
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use weir_ingest::decode::partition_key;
+use weir_query::format::{Format, encode};
+use weir_storage::config::{AggFn, TableConfig};
+use weir_storage::log::NewRecord;
+
+use crate::app::App;
+use crate::error::ApiError;
+
+/// Largest ingest or SQL request body.
+pub const MAX_BODY_BYTES: usize = 64 << 20;
+/// Most records one ingest request may carry.
+pub const MAX_RECORDS_PER_REQUEST: usize = 500_000;
+
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/v1/ingest/{table}", post(ingest))
+        .route("/v1/sql", post(sql))
+        .route("/v1/tables", get(tables))
+        .route("/v1/tables/{name}", get(table))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(app)
+}
+
+fn table_config<'a>(app: &'a App, name: &str) -> Result<&'a TableConfig, ApiError> {
+    app.config.table(name).ok_or_else(|| {
+        let known: Vec<&str> = app.config.tables.iter().map(|t| t.name.as_str()).collect();
+        ApiError::not_found(format!("no table named `{name}`; tables: {}", known.join(", ")))
+    })
+}
+
+/// The keys and values routed to one partition.
+type Routed<'a> = (Vec<Vec<u8>>, Vec<&'a [u8]>);
+
+async fn ingest(State(app): State<Arc<App>>, Path(name): Path<String>, body: Bytes) -> Result<Response, ApiError> {
+    let cfg = table_config(&app, &name)?.clone();
+    if !app.accepting.load(Ordering::SeqCst) {
+        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the server is shutting down"));
+    }
+    let topic = app.topic(&name).expect("every table has a topic").clone();
+    let now = app.clock.now_ms();
+    let result = tokio::task::spawn_blocking(move || {
+        let lines: Vec<&[u8]> = body
+            .split(|b| *b == b'\n')
+            .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+            .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
+            .collect();
+        if lines.len() > MAX_RECORDS_PER_REQUEST {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_many_records",
+                format!("{} records in one request; send at most {MAX_RECORDS_PER_REQUEST}", lines.len()),
+            ));
+        }
+        // Route each record: by its key field when it has one, else by its bytes.
+        let mut per_partition: BTreeMap<u32, Routed> = BTreeMap::new();
+        for line in &lines {
+            let key = cfg.key.as_deref().and_then(|k| partition_key(line, k));
+            let p = topic.partition_for_key(key.as_deref().unwrap_or(line));
+            let e = per_partition.entry(p).or_default();
+            e.0.push(key.unwrap_or_default());
+            e.1.push(line);
+        }
+        let mut parts = Vec::new();
+        for (p, (keys, values)) in &per_partition {
+            let recs: Vec<NewRecord> = keys
+                .iter()
+                .zip(values)
+                .map(|(k, v)| NewRecord { key: k, timestamp_ms: now, value: v })
+                .collect();
+            let first = topic
+                .append_to(*p, &recs)
+                .map_err(|e| ApiError::internal("appending to the log failed", e))?;
+            parts.push(json!({ "partition": p, "first_offset": first, "last_offset": first + recs.len() as u64 - 1, "records": recs.len() }));
+        }
+        Ok(json!({ "table": cfg.name, "appended": lines.len(), "partitions": parts }))
+    })
+    .await
+    .map_err(|e| ApiError::internal("the ingest task failed", e))??;
+    Ok(Json(result).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SqlRequest {
+    sql: String,
+    #[serde(default)]
+    format: Option<String>,
+}
+
+async fn sql(State(app): State<Arc<App>>, body: Bytes) -> Result<Response, ApiError> {
+    let req: SqlRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request("bad_request", format!("the body must be JSON like {{\"sql\": \"SELECT 1\", \"format\": \"json\"}}: {e}"))
+    })?;
+    let format = Format::parse(req.format.as_deref().unwrap_or("json"))?;
+    let output = app.query.execute(&req.sql).await?;
+    let bytes = encode(&output, format)?;
+    Ok(([(header::CONTENT_TYPE, format.content_type())], bytes).into_response())
+}
+
+async fn tables(State(app): State<Arc<App>>) -> Json<Value> {
+    let list: Vec<Value> = app
+        .config
+        .tables
+        .iter()
+        .map(|t| {
+            let hot = app.tier.table(&t.name).expect("every table has a hot tier");
+            let relations: Vec<&str> = hot.relations().iter().map(|r| r.name.as_str()).collect();
+            json!({ "name": t.name, "partitions": t.partitions, "relations": relations, "counts": hot.counts() })
+        })
+        .collect();
+    Json(json!({ "tables": list }))
+}
+
+async fn table(State(app): State<Arc<App>>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+    let cfg = table_config(&app, &name)?;
+    let hot = app.tier.table(&name).expect("every table has a hot tier");
+    let topic = app.topic(&name).expect("every table has a topic");
+    let status = hot.status();
+    let schema = |s: &arrow::datatypes::SchemaRef| -> Vec<Value> {
+        s.fields()
+            .iter()
+            .map(|f| json!({ "name": f.name(), "type": f.data_type().to_string(), "nullable": f.is_nullable() }))
+            .collect()
+    };
+    let rel = |name: &str| hot.relations().iter().find(|r| r.name == name).expect("relation exists");
+    let rollups: Vec<Value> = cfg
+        .rollups
+        .iter()
+        .map(|r| {
+            let relation = cfg.rollup_relation(&r.name);
+            let aggs: Vec<Value> = r
+                .aggregations
+                .iter()
+                .map(|a| match &a.func {
+                    AggFn::Count => json!({ "name": a.name, "fn": "count" }),
+                    AggFn::Sum { field } => json!({ "name": a.name, "fn": "sum", "field": field }),
+                    AggFn::Min { field } => json!({ "name": a.name, "fn": "min", "field": field }),
+                    AggFn::Max { field } => json!({ "name": a.name, "fn": "max", "field": field }),
+                    AggFn::Hll { field, precision } => {
+                        json!({ "name": a.name, "fn": "hll", "field": field, "precision": precision })
+                    }
+                })
+                .collect();
+            let groups = status.rollup_groups.iter().find(|(n, _)| *n == r.name).map_or(0, |g| g.1);
+            json!({
+                "name": r.name, "relation": relation, "granularity_ms": r.granularity_ms,
+                "dimensions": r.dimensions, "aggregations": aggs, "groups": groups,
+                "schema": schema(&rel(&relation).schema),
+            })
+        })
+        .collect();
+    let mut produced = 0;
+    let mut lag = 0;
+    let offsets: Vec<Value> = (0..topic.partitions())
+        .map(|p| {
+            let o = topic.offsets(p);
+            let next = status.next_offsets[p as usize];
+            produced += o.high;
+            lag += o.high.saturating_sub(next);
+            json!({
+                "partition": p, "low": o.low, "high": o.high, "ingested_up_to": next,
+                "lag": o.high.saturating_sub(next),
+                "watermark": status.watermark.partitions_ms[p as usize].map(weir_ingest::time::format_ms),
+                "idle": status.watermark.idle[p as usize],
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "name": cfg.name,
+        "partitions": cfg.partitions,
+        "key": cfg.key,
+        "time": { "field": cfg.time.field, "formats": cfg.time.formats.iter().map(|f| format!("{f:?}")).collect::<Vec<_>>() },
+        "segment_granularity_ms": cfg.segment_granularity_ms,
+        "allowed_lateness_ms": cfg.allowed_lateness_ms,
+        "schema": schema(&rel(&cfg.name).schema),
+        "rollups": rollups,
+        "relations": {
+            "raw": cfg.name, "late": cfg.late_relation(), "dead_letter": cfg.dead_letter_relation(),
+        },
+        "watermark": status.watermark.table_ms.map(weir_ingest::time::format_ms),
+        "watermark_ms": status.watermark.table_ms,
+        "offsets": offsets,
+        "produced": produced,
+        "lag": lag,
+        "hot": {
+            "raw_rows": status.raw_rows, "raw_bytes": status.raw_bytes,
+            "rollup_bytes": status.rollup_bytes, "late_rows": status.late_rows,
+            "dead_letter_rows": status.dead_letter_rows, "bytes": status.bytes,
+            "budget_bytes": status.budget_bytes, "backpressured": status.backpressured,
+        },
+        "counts": status.counts,
+    })))
+}

@@ -1,0 +1,21 @@
+//! Weir's top layer: the HTTP API and the `weir` binary's wiring.
+//!
+//! ```text
+//! weir demo | weir serve --config F
+//!   -> app::App::start     log (recovered), topics, hot tiers, one reader per table,
+//!                          query service (its own runtime)
+//!   -> http::router        POST /v1/ingest/{table} -> log append
+//!                          POST /v1/sql            -> QueryService -> JSON/NDJSON/CSV/Arrow
+//!                          GET  /v1/tables[/{name}] -> config + hot-tier status
+//!   -> server::run         serves until Ctrl-C/SIGTERM or a failed reader, then
+//!                          App::shutdown (stop appends, generator, readers; flush)
+//! weir produce             NDJSON from a file or stdin -> POST /v1/ingest/{table}
+//! ```
+
+pub mod app;
+pub mod cli;
+pub mod error;
+pub mod generator;
+pub mod http;
+pub mod produce;
+pub mod server;

@@ -1,0 +1,131 @@
+//! Running the server: start-up, the URLs it prints, and ordered shutdown.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use weir_storage::config::WeirConfig;
+
+use crate::app::App;
+use crate::generator::GeneratorHandle;
+
+/// How long in-flight HTTP requests get to finish once shutdown began.
+const HTTP_DRAIN: Duration = Duration::from_secs(10);
+
+/// Why the server stopped.
+enum Stop {
+    Signal(&'static str),
+    ReaderFailed(String, String),
+}
+
+pub fn run(config: WeirConfig, demo_rate: Option<u64>) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("weir-http")
+        .enable_all()
+        .build()
+        .context("starting the HTTP runtime")?;
+    rt.block_on(serve(config, demo_rate))
+}
+
+async fn serve(config: WeirConfig, demo_rate: Option<u64>) -> anyhow::Result<()> {
+    let listen = config.server.listen.clone();
+    let listener = tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("listening on {listen}"))?;
+    let addr = listener.local_addr()?;
+    let app = tokio::task::spawn_blocking(move || App::start(config)).await??;
+
+    if let Some(rate) = demo_rate.filter(|r| *r > 0) {
+        let topic = app.topic("transactions").context("the demo table")?.clone();
+        *app.generator.lock() = Some(GeneratorHandle::spawn(topic, rate, app.clock.clone())?);
+    }
+    print_banner(&app, addr, demo_rate);
+
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<Stop>();
+    let watcher = tokio::spawn(watch(app.clone(), stop_tx));
+    let shutdown_app = app.clone();
+    let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = async move {
+        let why = stop_rx.await.unwrap_or(Stop::Signal("watcher ended"));
+        match &why {
+            Stop::Signal(s) => tracing::info!(signal = s, "shutting down"),
+            Stop::ReaderFailed(t, e) => tracing::error!(table = %t, error = %e, "a reader failed; shutting down"),
+        }
+        let a = shutdown_app.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || a.shutdown()).await {
+            tracing::error!(error = %e, "shutdown task failed");
+        }
+        let _ = drained_tx.send(());
+        why
+    };
+    let (why_tx, why_rx) = tokio::sync::oneshot::channel();
+    let server = axum::serve(listener, crate::http::router(app.clone())).with_graceful_shutdown(async move {
+        let why = shutdown.await;
+        let _ = why_tx.send(why);
+    });
+    let serving = tokio::spawn(async move { server.await });
+    // Once ingest is stopped, give in-flight requests a deadline.
+    let _ = drained_rx.await;
+    match tokio::time::timeout(HTTP_DRAIN, serving).await {
+        Ok(r) => r.context("the HTTP server task")?.context("serving HTTP")?,
+        Err(_) => tracing::warn!("in-flight requests did not finish within {HTTP_DRAIN:?}; exiting anyway"),
+    }
+    watcher.abort();
+    match why_rx.await {
+        Ok(Stop::ReaderFailed(t, e)) => anyhow::bail!("the reader of table `{t}` failed: {e}"),
+        _ => Ok(()),
+    }
+}
+
+/// Waits for Ctrl-C, SIGTERM or a failed reader.
+async fn watch(app: Arc<App>, stop: tokio::sync::oneshot::Sender<Stop>) {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let why = loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break Stop::Signal("SIGINT"),
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => break Stop::Signal("SIGTERM"),
+            _ = tick.tick() => {
+                if let Some((table, error)) = app.failed_reader() {
+                    break Stop::ReaderFailed(table, error);
+                }
+            }
+        }
+    };
+    let _ = stop.send(why);
+}
+
+fn print_banner(app: &App, addr: std::net::SocketAddr, demo_rate: Option<u64>) {
+    let base = format!("http://{addr}");
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "weir listening on {base}");
+    let _ = writeln!(out, "  data directory: {}", app.config.server.data_dir.display());
+    match demo_rate {
+        Some(0) => {
+            let _ = writeln!(out, "  demo generator: off (--rate 0); the server serves what is sent to it");
+        }
+        Some(r) => {
+            let _ = writeln!(out, "  demo generator: {r} card transactions/s into table `transactions`");
+        }
+        None => {}
+    }
+    let _ = writeln!(out, "  tables:       {base}/v1/tables");
+    for t in &app.config.tables {
+        let _ = writeln!(out, "  table:        {base}/v1/tables/{}", t.name);
+        let _ = writeln!(out, "  ingest:       curl -X POST --data-binary @events.ndjson {base}/v1/ingest/{}", t.name);
+    }
+    let _ = writeln!(out, "  sql:          {base}/v1/sql");
+    if let Some(t) = app.config.tables.first() {
+        let example = match t.rollups.first() {
+            Some(r) => format!("SELECT count(*) AS rollup_rows FROM {}", t.rollup_relation(&r.name)),
+            None => format!("SELECT count(*) FROM {}", t.name),
+        };
+        let _ = writeln!(
+            out,
+            "  try:          curl -s {base}/v1/sql -d '{{\"sql\": \"{example}\", \"format\": \"json\"}}'"
+        );
+    }
+    let _ = writeln!(out, "  health:       {base}/healthz");
+    let _ = writeln!(out, "  the API is open (no auth) and listens on {addr} only; Ctrl-C stops it");
+    let _ = out.flush();
+}

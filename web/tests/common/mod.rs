@@ -1,0 +1,175 @@
+//! Helpers for end-to-end tests: spawn the real `weir` binary, talk HTTP to it.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_weir");
+
+/// A running `weir` process.
+pub struct Weir {
+    pub child: Child,
+    pub base: String,
+    pub addr: String,
+}
+
+impl Weir {
+    /// Starts `weir ARGS...` and waits for its "listening on" line.
+    pub fn start(args: &[&str]) -> Weir {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .env("WEIR_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawning weir");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let base = loop {
+            let line = lines.next().expect("weir exited before listening").unwrap();
+            if let Some(url) = line.strip_prefix("weir listening on ") {
+                break url.trim().to_string();
+            }
+        };
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        let addr = base.trim_start_matches("http://").to_string();
+        Weir { child, base, addr }
+    }
+
+    pub fn demo(data_dir: &Path) -> Weir {
+        Self::start(&["demo", "--rate", "0", "--listen", "127.0.0.1:0", "--data-dir", data_dir.to_str().unwrap()])
+    }
+
+    pub fn request(&self, method: &str, path: &str, body: &[u8]) -> Response {
+        request(&self.addr, method, path, body)
+    }
+
+    pub fn get_json(&self, path: &str) -> Value {
+        let r = self.request("GET", path, b"");
+        assert_eq!(r.status, 200, "GET {path}: {}", r.text());
+        r.json()
+    }
+
+    pub fn ingest(&self, table: &str, lines: &[String]) -> Value {
+        let body = lines.join("\n");
+        let r = self.request("POST", &format!("/v1/ingest/{table}"), body.as_bytes());
+        assert_eq!(r.status, 200, "ingest: {}", r.text());
+        r.json()
+    }
+
+    /// Runs SQL and returns the rows as JSON objects.
+    pub fn sql(&self, sql: &str) -> Vec<Value> {
+        let r = self.sql_raw(sql, "json");
+        assert_eq!(r.status, 200, "{sql}: {}", r.text());
+        r.json().as_array().expect("json format is an array").clone()
+    }
+
+    pub fn sql_raw(&self, sql: &str, format: &str) -> Response {
+        let body = serde_json::json!({ "sql": sql, "format": format }).to_string();
+        self.request("POST", "/v1/sql", body.as_bytes())
+    }
+
+    /// Waits until the table has taken every record of its log.
+    pub fn wait_caught_up(&self, table: &str, expect_total: u64) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let t = self.get_json(&format!("/v1/tables/{table}"));
+            let c = &t["counts"];
+            let total = c["ingested"].as_u64().unwrap() + c["late"].as_u64().unwrap() + c["dead_lettered"].as_u64().unwrap();
+            if total == expect_total && t["lag"].as_u64() == Some(0) {
+                return t;
+            }
+            assert!(total <= expect_total, "more records than produced: {t}");
+            assert!(Instant::now() < deadline, "not caught up after 30 s: {t}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "weir did not exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Weir {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+/// A minimal HTTP/1.1 client: one request per connection.
+pub fn request(addr: &str, method: &str, path: &str, body: &[u8]) -> Response {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("HTTP head");
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut rest = raw[split + 4..].to_vec();
+    let mut lines = head.lines();
+    let status: u16 = lines.next().unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_string(), v.trim().to_string())))
+        .collect();
+    let chunked = headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    if chunked {
+        let mut out = Vec::new();
+        let mut buf = &rest[..];
+        loop {
+            let nl = buf.windows(2).position(|w| w == b"\r\n").unwrap();
+            let size = usize::from_str_radix(std::str::from_utf8(&buf[..nl]).unwrap().trim(), 16).unwrap();
+            buf = &buf[nl + 2..];
+            if size == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..size]);
+            buf = &buf[size + 2..];
+        }
+        rest = out;
+    }
+    Response { status, headers, body: rest }
+}

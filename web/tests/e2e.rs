@@ -1,0 +1,348 @@
+//! End to end: the real `weir` binary, real HTTP, real answers.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::Weir;
+use serde_json::{Value, json};
+
+const CATEGORIES: [&str; 3] = ["grocery", "travel", "fuel"];
+const COUNTRIES: [&str; 2] = ["DE", "JP"];
+
+/// The events of the main scenario and what must come out.
+struct Scenario {
+    on_time: Vec<String>,
+    late: Vec<String>,
+    malformed: Vec<String>,
+    /// Sum of amounts of accepted events (quarters: exact in binary floating point).
+    sum: f64,
+    /// Distinct cards among accepted events, per hour.
+    cards_per_hour: BTreeMap<String, usize>,
+}
+
+fn scenario() -> Scenario {
+    let mut on_time = Vec::new();
+    let mut sum = 0.0;
+    let mut cards_per_hour: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
+    // 1,200 events over 10:00..11:59, 1 every 6 s, some 40 s out of order, in
+    // both time formats.
+    for i in 0..1200u32 {
+        let mut secs = 36_000 + i as i64 * 6;
+        if i % 7 == 3 {
+            secs -= 40;
+        }
+        let ts_ms = 1_795_000_000_000i64 - 1_795_000_000_000i64 % 86_400_000 + secs * 1000;
+        let card = format!("card-{:03}", i % 97);
+        let amount = (i % 40) as f64 * 0.25 + 1.0;
+        sum += amount;
+        let hour = chrono_hour(ts_ms);
+        cards_per_hour.entry(hour).or_default().insert(card.clone());
+        let ts = if i % 3 == 0 { ts_ms.to_string() } else { format!("\"{}\"", rfc3339(ts_ms)) };
+        on_time.push(
+            json!({
+                "card_id": card, "merchant": format!("m{}", i % 11), "category": CATEGORIES[i as usize % 3],
+                "country": COUNTRIES[i as usize % 2], "device": if i % 5 == 0 { Value::Null } else { json!("ios") },
+                "status": "approved", "amount": amount, "extra_field": [1, 2],
+            })
+            .to_string()
+            .replacen('{', &format!("{{\"ts\":{ts},"), 1),
+        );
+    }
+    // Late: three hours before the stream, for cards already seen (so their
+    // partition's watermark has passed), sent after the stream.
+    let base = 1_795_000_000_000i64 - 1_795_000_000_000i64 % 86_400_000 + 36_000_000 - 3 * 3_600_000;
+    let late = (0..5)
+        .map(|i| {
+            format!(
+                r#"{{"ts":"{}","card_id":"card-{:03}","merchant":"m","category":"grocery","country":"DE","status":"approved","amount":5}}"#,
+                rfc3339(base + i * 1000),
+                i
+            )
+        })
+        .collect();
+    let malformed = vec![
+        r#"{"ts":"2026-11-21T10:00:00Z","card_id":"card-001","merchant":"m","category":"grocery","country":"DE","status":"approved","amount":"12.5"}"#.to_string(),
+        r#"{"ts":"2026-11-21T10:00:00Z","merchant":"m","category":"grocery","country":"DE","status":"approved","amount":1}"#.to_string(),
+        r#"{"ts":"not a time","card_id":"card-002","merchant":"m","category":"grocery","country":"DE","status":"approved","amount":1}"#.to_string(),
+        r#"{"ts":"2026-11-21T10:00:00Z","card_id":"card-003","#.to_string(),
+        "[1,2,3]".to_string(),
+    ];
+    Scenario {
+        on_time,
+        late,
+        malformed,
+        sum,
+        cards_per_hour: cards_per_hour.into_iter().map(|(k, v)| (k, v.len())).collect(),
+    }
+}
+
+fn rfc3339(ms: i64) -> String {
+    // Integer arithmetic to avoid a date dependency in the test: days since epoch.
+    let secs = ms.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (y, m, d) = civil_from_days(days);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z", rem / 3600, rem % 3600 / 60, rem % 60, ms.rem_euclid(1000))
+}
+
+fn chrono_hour(ms: i64) -> String {
+    let s = rfc3339(ms);
+    format!("{}:00:00Z", &s[..13])
+}
+
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+fn num(v: &Value) -> f64 {
+    v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
+}
+
+#[test]
+fn ingest_query_rollups_and_accounting_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let weir = Weir::demo(dir.path());
+    let s = scenario();
+
+    // Mixed batch: on-time and out-of-order events plus malformed lines and blanks.
+    let mut first: Vec<String> = s.on_time.clone();
+    first.insert(100, s.malformed[0].clone());
+    first.insert(500, String::new());
+    first.extend(s.malformed[1..].iter().cloned());
+    let reply = weir.ingest("transactions", &first);
+    assert_eq!(reply["appended"], 1200 + 5, "{reply}");
+    let parts = reply["partitions"].as_array().unwrap();
+    assert_eq!(parts.iter().map(|p| p["records"].as_u64().unwrap()).sum::<u64>(), 1205);
+    weir.wait_caught_up("transactions", 1205);
+    let reply = weir.ingest("transactions", &s.late);
+    assert_eq!(reply["appended"], 5);
+    let t = weir.wait_caught_up("transactions", 1210);
+
+    // produced = ingested + late + dead-lettered, each term exact.
+    assert_eq!(t["produced"], 1210);
+    assert_eq!(t["counts"], json!({ "ingested": 1200, "late": 5, "dead_lettered": 5 }), "{t}");
+    assert_eq!(t["hot"]["raw_rows"], 1200);
+    assert!(t["watermark"].is_string(), "{t}");
+    assert_eq!(t["schema"][0], json!({ "name": "ts", "type": "Timestamp(ms, \"UTC\")", "nullable": false }));
+    assert_eq!(t["rollups"][0]["relation"], "transactions_per_minute");
+
+    // Exact count and sum over raw rows.
+    let rows = weir.sql("SELECT count(*) AS n, sum(amount) AS total FROM transactions");
+    assert_eq!(rows[0]["n"], 1200);
+    assert_eq!(num(&rows[0]["total"]), s.sum);
+
+    // The rollup equals a recomputation from raw rows, group by group.
+    let from_rollup = weir.sql(
+        "SELECT category, country, sum(events) AS n, sum(amount_sum) AS total, min(amount_min) AS lo, max(amount_max) AS hi \
+         FROM transactions_per_minute GROUP BY category, country ORDER BY category, country",
+    );
+    let from_raw = weir.sql(
+        "SELECT category, country, count(*) AS n, sum(amount) AS total, min(amount) AS lo, max(amount) AS hi \
+         FROM transactions GROUP BY category, country ORDER BY category, country",
+    );
+    assert_eq!(from_rollup, from_raw);
+    assert_eq!(from_rollup.len(), 6);
+    let per_minute = weir.sql(
+        "SELECT bucket, sum(events) AS n FROM transactions_per_minute GROUP BY bucket ORDER BY bucket",
+    );
+    let per_minute_raw = weir.sql(
+        "SELECT date_trunc('minute', ts) AS bucket, count(*) AS n FROM transactions GROUP BY 1 ORDER BY 1",
+    );
+    assert_eq!(per_minute, per_minute_raw);
+
+    // Distinct cards per hour, merged from per-minute sketches, equal exact counts.
+    let hourly = weir.sql(
+        "SELECT date_trunc('hour', bucket) AS hour, hll_distinct(distinct_cards) AS cards \
+         FROM transactions_per_minute GROUP BY 1 ORDER BY 1",
+    );
+    assert_eq!(hourly.len(), s.cards_per_hour.len(), "{hourly:?}");
+    for (row, (hour, cards)) in hourly.iter().zip(&s.cards_per_hour) {
+        assert!(row["hour"].as_str().unwrap().starts_with(&hour[..13]), "{row} vs {hour}");
+        assert_eq!(row["cards"], *cards as u64, "{row}");
+    }
+    let total_cards = weir.sql("SELECT hll_estimate(hll_merge(distinct_cards)) AS c FROM transactions_per_minute");
+    assert_eq!(total_cards[0]["c"], 97);
+
+    // Dead letters carry the reason, the raw bytes and where they were in the log.
+    let dead = weir.sql("SELECT reason, log_partition, log_offset, raw FROM transactions_dead_letter ORDER BY reason");
+    assert_eq!(dead.len(), 5);
+    let reasons: Vec<&str> = dead.iter().map(|r| r["reason"].as_str().unwrap()).collect();
+    for want in ["field `amount`: expected a number", "missing required field `card_id`", "`not a time`", "invalid JSON", "expected a JSON object"] {
+        assert!(reasons.iter().any(|r| r.contains(want)), "no reason with {want:?} in {reasons:?}");
+    }
+    // The raw bytes are kept as they were (hex in JSON).
+    let hex: String = b"[1,2,3]".iter().map(|b| format!("{b:02x}")).collect();
+    assert!(dead.iter().any(|r| r["raw"] == hex.as_str()), "{dead:?}");
+    let late = weir.sql("SELECT count(*) AS n, min(_watermark) AS w FROM transactions_late");
+    assert_eq!(late[0]["n"], 5);
+}
+
+#[test]
+fn formats_errors_and_the_read_only_guard() {
+    let dir = tempfile::tempdir().unwrap();
+    let weir = Weir::demo(dir.path());
+    let s = scenario();
+    weir.ingest("transactions", &s.on_time[..10]);
+    weir.wait_caught_up("transactions", 10);
+
+    let q = "SELECT card_id, amount FROM transactions ORDER BY ts, card_id LIMIT 3";
+    let csv = weir.sql_raw(q, "csv");
+    assert_eq!(csv.status, 200);
+    assert!(csv.header("content-type").unwrap().starts_with("text/csv"));
+    let text = csv.text();
+    assert_eq!(text.lines().next(), Some("card_id,amount"));
+    assert_eq!(text.lines().count(), 4);
+    let nd = weir.sql_raw(q, "ndjson");
+    assert_eq!(nd.text().lines().count(), 3);
+    for l in nd.text().lines() {
+        serde_json::from_str::<Value>(l).unwrap();
+    }
+    let arrow = weir.sql_raw(q, "arrow");
+    assert_eq!(arrow.status, 200);
+    assert_eq!(arrow.header("content-type"), Some("application/vnd.apache.arrow.stream"));
+    assert!(arrow.body.len() > 100);
+
+    let empty = weir.sql("SELECT * FROM transactions WHERE amount < 0");
+    assert!(empty.is_empty());
+
+    let cases: [(&str, u16, &str); 6] = [
+        ("DROP TABLE transactions", 403, ""),
+        ("INSERT INTO transactions_late SELECT * FROM transactions_late", 403, ""),
+        ("COPY transactions TO '/tmp/x.csv'", 403, ""),
+        ("CREATE EXTERNAL TABLE x STORED AS CSV LOCATION '/etc/passwd'", 403, ""),
+        ("SELEC 1", 400, ""),
+        ("SELECT nope FROM transactions", 400, "nope"),
+    ];
+    for (sql, status, contains) in cases {
+        let r = weir.sql_raw(sql, "json");
+        assert_eq!(r.status, status, "{sql}: {}", r.text());
+        let msg = r.json()["error"]["message"].as_str().unwrap().to_string();
+        assert!(!msg.is_empty() && msg.contains(contains), "{sql}: {msg}");
+    }
+    let r = weir.sql_raw("SELECT * FROM no_such_table", "json");
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("no_such_table"), "{}", r.text());
+    let r = weir.sql_raw("SELECT 1", "xml");
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("xml"));
+    let r = weir.request("POST", "/v1/sql", b"not json");
+    assert_eq!(r.status, 400);
+    let r = weir.request("POST", "/v1/ingest/nope", b"{}");
+    assert_eq!(r.status, 404);
+    assert!(r.text().contains("transactions"), "{}", r.text());
+    let r = weir.request("GET", "/v1/tables/nope", b"");
+    assert_eq!(r.status, 404);
+
+    let tables = weir.get_json("/v1/tables");
+    assert_eq!(tables["tables"][0]["name"], "transactions");
+    assert!(tables["tables"][0]["relations"].as_array().unwrap().contains(&json!("transactions_per_minute")));
+    // Nothing that was accepted was lost by the bad requests.
+    assert_eq!(weir.sql("SELECT count(*) AS n FROM transactions")[0]["n"], 10);
+}
+
+#[test]
+fn produce_from_a_file_and_survive_kill_and_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut weir = Weir::demo(&data);
+    let s = scenario();
+    let file = dir.path().join("events.ndjson");
+    let mut lines = s.on_time.clone();
+    lines.extend(s.malformed.iter().cloned());
+    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+    let out = std::process::Command::new(common::BIN)
+        .args(["produce", "--table", "transactions", "--batch", "300", "--server", &weir.base, file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "appended 1205 records to table `transactions`");
+    let before = weir.wait_caught_up("transactions", 1205);
+    let sums = weir.sql("SELECT count(*) AS n, sum(amount) AS total FROM transactions");
+
+    // Standard input works too, and a table that does not exist is refused.
+    let mut child = std::process::Command::new(common::BIN)
+        .args(["produce", "--table", "nope", "--server", &weir.base])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(b"{}\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no table named `nope`"));
+
+    // kill -9, restart on the same data directory: the log replays into the same state.
+    weir.kill();
+    let weir = Weir::demo(&data);
+    let after = weir.wait_caught_up("transactions", 1205);
+    assert_eq!(after["counts"], before["counts"]);
+    assert_eq!(weir.sql("SELECT count(*) AS n, sum(amount) AS total FROM transactions"), sums);
+}
+
+#[test]
+fn the_demo_generator_streams_and_sigterm_stops_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut weir = Weir::start(&["demo", "--rate", "5000", "--listen", "127.0.0.1:0", "--data-dir", dir.path().to_str().unwrap()]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let t = weir.get_json("/v1/tables/transactions");
+        let c = &t["counts"];
+        if c["ingested"].as_u64().unwrap() > 2000 && c["dead_lettered"].as_u64().unwrap() > 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the generator did not stream: {t}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let rows = weir.sql("SELECT count(*) AS n FROM transactions_per_minute");
+    assert!(rows[0]["n"].as_u64().unwrap() > 0);
+    let status = weir.terminate();
+    assert!(status.success(), "{status:?}");
+    // After a clean stop, a restart finds exactly what the log holds.
+    let weir = Weir::demo(dir.path());
+    let t = weir.get_json("/v1/tables/transactions");
+    let produced = t["produced"].as_u64().unwrap();
+    let t = weir.wait_caught_up("transactions", produced);
+    assert!(t["counts"]["ingested"].as_u64().unwrap() > 2000);
+}
+
+#[test]
+fn serve_refuses_a_bad_config_naming_the_field_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("weir.toml");
+    std::fs::write(
+        &cfg,
+        "[[tables]]\nname = \"t\"\ntime = { field = \"ts\" }\ndimensions = [{ name = \"a\", type = \"string\" }]\n\n[[tables.rollups]]\nname = \"r\"\ngranularity = \"1m\"\ndimensions = [\"b\"]\naggregations = [{ name = \"n\", fn = \"count\" }]\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(common::BIN).args(["serve", "--config", cfg.to_str().unwrap()]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("line 9") && err.contains("tables[0].rollups[0].dimensions[0]") && err.contains("`b`"), "{err}");
+
+    // A good config with its own table serves it.
+    std::fs::write(
+        &cfg,
+        format!(
+            "[server]\ndata_dir = \"{}\"\nlisten = \"127.0.0.1:0\"\n[[tables]]\nname = \"clicks\"\ntime = {{ field = \"at\", formats = [\"epoch_seconds\"] }}\ndimensions = [{{ name = \"page\", type = \"string\", required = true }}]\nmetrics = [{{ name = \"ms\", type = \"int64\" }}]\n\n[[tables.rollups]]\nname = \"per_hour\"\ngranularity = \"1h\"\ndimensions = [\"page\"]\naggregations = [{{ name = \"n\", fn = \"count\" }}, {{ name = \"ms_sum\", fn = \"sum\", field = \"ms\" }}]\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let weir = Weir::start(&["serve", "--config", cfg.to_str().unwrap()]);
+    let lines: Vec<String> =
+        (0..10).map(|i| format!(r#"{{"at": {}, "page": "/p{}", "ms": {}}}"#, 1_795_000_000 + i * 60, i % 2, i)).collect();
+    weir.ingest("clicks", &lines);
+    weir.wait_caught_up("clicks", 10);
+    let rows = weir.sql("SELECT page, sum(n) AS n, sum(ms_sum) AS ms FROM clicks_per_hour GROUP BY page ORDER BY page");
+    assert_eq!(rows, vec![json!({"page": "/p0", "n": 5, "ms": 20}), json!({"page": "/p1", "n": 5, "ms": 25})]);
+}
