@@ -11,6 +11,7 @@ use std::borrow::Cow;
 use std::fmt;
 
 use rustc_hash::FxHashMap;
+use smallvec::SmallVec;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use weir_storage::config::{FieldType, TableConfig, TimeFormat, UnknownFields};
 
@@ -74,12 +75,15 @@ pub struct Decoder {
     reject_unknown: bool,
 }
 
+/// Values of one record, inline up to 12 fields.
+pub type Values<'a> = SmallVec<[Val<'a>; 12]>;
+
 /// A decoded, validated record.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decoded<'a> {
     pub ts_ms: i64,
     /// One value per declared field, in column order.
-    pub values: Vec<Val<'a>>,
+    pub values: Values<'a>,
 }
 
 /// The time slot sits after the declared fields.
@@ -105,9 +109,12 @@ impl Decoder {
 
     /// Decodes and validates one record; the error is the dead-letter reason.
     pub fn decode<'a>(&self, bytes: &'a [u8]) -> Result<Decoded<'a>, String> {
-        let mut raw: Vec<Raw<'a>> = (0..=self.fields.len()).map(|_| Raw::Missing).collect();
-        let mut de = serde_json::Deserializer::from_slice(bytes);
-        let seed = RecordSeed { decoder: self, slots: &mut raw };
+        let mut raw: SmallVec<[Raw<'a>; 13]> = (0..=self.fields.len()).map(|_| Raw::Missing).collect();
+        // Validating UTF-8 once over the whole record (fast, vectorized) lets the
+        // parser skip checking each string on its own.
+        let text = std::str::from_utf8(bytes).map_err(|e| format!("invalid JSON: the record is not UTF-8 ({e})"))?;
+        let mut de = serde_json::Deserializer::from_str(text);
+        let seed = RecordSeed { decoder: self, slots: &mut raw[..] };
         match seed.deserialize(&mut de) {
             Ok(()) => {}
             Err(e) => return Err(describe_json_error(e)),
@@ -123,7 +130,7 @@ impl Decoder {
             other => Err(format!("event time field `{}` must be a string or an integer, got {other}", self.time_field)),
         }
         .map_err(|e| format!("field `{}`: {e}", self.time_field))?;
-        let mut values = Vec::with_capacity(self.fields.len());
+        let mut values = Values::with_capacity(self.fields.len());
         for ((name, ty, required), r) in self.fields.iter().zip(raw) {
             values.push(validate(name, *ty, *required, r)?);
         }
@@ -166,7 +173,7 @@ fn article(ty: FieldType) -> &'static str {
 
 struct RecordSeed<'d, 's, 'a> {
     decoder: &'d Decoder,
-    slots: &'s mut Vec<Raw<'a>>,
+    slots: &'s mut [Raw<'a>],
 }
 
 impl<'de> DeserializeSeed<'de> for RecordSeed<'_, '_, 'de> {

@@ -39,4 +39,8 @@ impl HotSource for HotTier {
         }
         Err(HotError::UnknownRelation(relation.to_string()))
     }
+
+    fn version(&self, relation: &str) -> Option<u64> {
+        self.tables.iter().find(|t| t.relations().iter().any(|r| r.name == relation)).map(|t| t.version())
+    }
 }

@@ -53,6 +53,12 @@ impl HotSource for FakeHot {
             batches: batches.clone(),
         })
     }
+
+    fn version(&self, relation: &str) -> Option<u64> {
+        // Fixed contents: the version is the number of relations, which only grows.
+        let relations = self.relations.lock().unwrap();
+        relations.iter().any(|(r, _)| r.name == relation).then_some(relations.len() as u64)
+    }
 }
 
 pub fn timestamp_type() -> DataType {

@@ -65,6 +65,10 @@ pub trait HotSource: Send + Sync + 'static {
     fn relations(&self) -> Vec<Relation>;
     /// A consistent snapshot of one relation.
     fn snapshot(&self, relation: &str) -> Result<Snapshot, HotError>;
+    /// A counter that changes whenever the relation's contents may have changed
+    /// (it only grows); `None` for an unknown relation. Live queries compare it to
+    /// decide whether to re-evaluate.
+    fn version(&self, relation: &str) -> Option<u64>;
 }
 
 /// A shared handle to a hot source.

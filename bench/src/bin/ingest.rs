@@ -28,6 +28,9 @@ struct Args {
     /// Events per second of event time in the generated stream.
     #[arg(long, default_value_t = 10_000)]
     event_rate: u64,
+    /// Also run the same work in DuckDB (`pip install duckdb`) and report the ratio.
+    #[arg(long)]
+    duckdb: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -43,6 +46,8 @@ fn main() -> anyhow::Result<()> {
     let start_ms = 1_795_000_000_000i64;
     let step = 1000.0 / args.event_rate as f64;
     let mut bytes = 0usize;
+    let dump_path = dir.path().join("events.ndjson");
+    let mut dump = args.duckdb.then(|| std::io::BufWriter::new(std::fs::File::create(&dump_path).expect("dump file")));
     let (_, append_s) = timed(|| -> anyhow::Result<()> {
         let mut i = 0usize;
         while i < args.events {
@@ -53,12 +58,19 @@ fn main() -> anyhow::Result<()> {
                 .map(|e| NewRecord { key: e.key.as_bytes(), timestamp_ms: start_ms, value: e.line.as_bytes() })
                 .collect();
             bytes += events.iter().map(|e| e.line.len()).sum::<usize>();
+            if let Some(d) = dump.as_mut() {
+                use std::io::Write;
+                for e in &events {
+                    writeln!(d, "{}", e.line)?;
+                }
+            }
             topic.append(&recs)?;
             i += n;
         }
         Ok(())
     });
     let n = args.events as f64;
+    drop(dump);
 
     // Pass 1: read the log only.
     let (read_count, read_s) = timed(|| {
@@ -96,7 +108,15 @@ fn main() -> anyhow::Result<()> {
         ok
     });
 
-    // Pass 3: the full pipeline on one thread.
+    // Pass 3: the pipeline without rollups (raw rows, late rows and dead letters).
+    let mut bare = (*table).clone();
+    bare.rollups.clear();
+    let bare_hot = Arc::new(HotTable::new(Arc::new(bare)));
+    let mut bare_reader = TableReader::new(bare_hot, topic.clone(), ManualClock::new(start_ms));
+    let (_, bare_s) = timed(|| while bare_reader.step(READ_BYTES).expect("step") > 0 {});
+    drop(bare_reader);
+
+    // Pass 4: the full pipeline on one thread.
     let hot = Arc::new(HotTable::new(table.clone()));
     let mut reader = TableReader::new(hot.clone(), topic.clone(), ManualClock::new(start_ms));
     let (_, full_s) = timed(|| while reader.step(READ_BYTES).expect("step") > 0 {});
@@ -115,14 +135,35 @@ fn main() -> anyhow::Result<()> {
     println!("| hot raw bytes per row | {:.1} |", status.raw_bytes as f64 / status.raw_rows.max(1) as f64);
     let groups: u64 = status.rollup_groups.iter().map(|g| g.1).sum();
     println!("| rollup groups / bytes per group | {} / {:.0} |", groups, status.rollup_bytes as f64 / groups.max(1) as f64);
+    if args.duckdb {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/peers/ingest_duckdb.py");
+        let out = std::process::Command::new("python3").arg(script).arg(&dump_path).output()?;
+        anyhow::ensure!(out.status.success(), "duckdb peer failed: {}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8_lossy(&out.stdout);
+        let field = |k: &str| text.lines().find_map(|l| l.strip_prefix(k)).unwrap_or("0").trim().to_string();
+        let secs: f64 = field("seconds=").parse()?;
+        println!(
+            "| DuckDB, same NDJSON to the same rollup, 1 thread | {:.0} events/s ({:.2} s, {} rollup rows, {} events) |",
+            n / secs,
+            secs,
+            field("rows="),
+            field("events=")
+        );
+        println!("| **Weir / DuckDB** | **{:.2}x** |", secs / full_s);
+    }
     println!("\nWhere the time goes (share of the full pipeline):\n");
     println!("| stage | seconds | share |\n|---|---|---|");
     println!("| read the log | {:.3} | {:.0}% |", read_s, 100.0 * read_s / full_s);
     println!("| decode + validate JSON | {:.3} | {:.0}% |", decode_s - read_s, 100.0 * (decode_s - read_s) / full_s);
     println!(
-        "| watermark, raw rows, rollups, sketches | {:.3} | {:.0}% |",
-        full_s - decode_s,
-        100.0 * (full_s - decode_s) / full_s
+        "| watermark, classify, raw rows into Arrow builders | {:.3} | {:.0}% |",
+        bare_s - decode_s,
+        100.0 * (bare_s - decode_s) / full_s
+    );
+    println!(
+        "| rollups: group lookup, count/sum/min/max, HyperLogLog | {:.3} | {:.0}% |",
+        full_s - bare_s,
+        100.0 * (full_s - bare_s) / full_s
     );
     Ok(())
 }

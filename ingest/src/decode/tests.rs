@@ -25,7 +25,7 @@ fn a_good_record_decodes_with_borrowed_strings() {
     let rec = br#"{"ts":"1970-01-01T00:00:01Z","card_id":"c1","amount":12,"extra":[1,{"a":2}],"flag":true}"#;
     let out = d.decode(rec).unwrap();
     assert_eq!(out.ts_ms, 1000);
-    assert_eq!(out.values, vec![Val::Str("c1".into()), Val::Null, Val::Bool(true), Val::F64(12.0)]);
+    assert_eq!(out.values.to_vec(), vec![Val::Str("c1".into()), Val::Null, Val::Bool(true), Val::F64(12.0)]);
     assert!(matches!(out.values[0], Val::Str(Cow::Borrowed(_))));
     let esc = d.decode(br#"{"ts":5,"card_id":"a\"b","amount":1.5,"n":-3}"#).unwrap();
     assert_eq!(esc.values[0], Val::Str("a\"b".into()));

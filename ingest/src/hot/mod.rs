@@ -12,6 +12,7 @@ pub mod columns;
 pub mod rollup;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
@@ -22,13 +23,13 @@ use weir_storage::hot::{HotError, Relation, RelationKind, Snapshot};
 
 use self::columns::{DeadLetters, LateMeta, RowBuffer};
 use self::rollup::Rollup;
-use crate::decode::Val;
+use crate::decode::Values;
 
 /// A record after decoding, ready to be applied.
 #[derive(Debug)]
 pub enum Staged<'a> {
-    Row { ts_ms: i64, values: Vec<Val<'a>> },
-    Late { ts_ms: i64, values: Vec<Val<'a>>, meta: LateMeta },
+    Row { ts_ms: i64, values: Values<'a> },
+    Late { ts_ms: i64, values: Values<'a>, meta: LateMeta },
     Dead { offset: u64, log_time_ms: i64, reason: String, raw: &'a [u8] },
 }
 
@@ -97,6 +98,8 @@ pub struct HotTable {
     config: Arc<TableConfig>,
     relations: Vec<Relation>,
     state: Mutex<State>,
+    /// Bumped by every applied batch that changed something.
+    version: AtomicU64,
 }
 
 /// Which buffer a relation reads.
@@ -148,6 +151,7 @@ impl HotTable {
                 },
                 backpressured: false,
             }),
+            version: AtomicU64::new(0),
             config,
         }
     }
@@ -190,6 +194,14 @@ impl HotTable {
             }
         }
         s.next_offsets[partition as usize] = next_offset;
+        if !staged.is_empty() {
+            self.version.fetch_add(1, Ordering::Release);
+        }
+    }
+
+    /// Changes whenever an applied batch changed this table's relations.
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
     }
 
     /// Publishes the reader's watermark view and backpressure state.
