@@ -125,7 +125,11 @@ fn main() -> anyhow::Result<()> {
 
     println!("## Ingest: embedded log -> raw rows + rollups (one core)\n");
     println!("machine: {}  ", machine());
-    println!("command: `cargo run --release -p weir-bench --bin ingest -- --events {}`\n", args.events);
+    println!(
+        "command: `cargo run --release -p weir-bench --bin ingest -- --events {}{}`\n",
+        args.events,
+        if args.duckdb { " --duckdb" } else { "" }
+    );
     println!("| measure | value |\n|---|---|");
     println!("| events | {} ({:.0} bytes of JSON each) |", args.events, bytes as f64 / n);
     println!("| decoded ok | {ok} |");
