@@ -105,7 +105,8 @@ impl TableReader {
                         });
                     } else {
                         self.watermarks.observe(pi, d.ts_ms);
-                        staged.push(Staged::Row { ts_ms: d.ts_ms, values: d.values });
+                        let watermark_ms = self.watermarks.partition(pi);
+                        staged.push(Staged::Row { ts_ms: d.ts_ms, values: d.values, watermark_ms });
                     }
                 }
             }

@@ -128,6 +128,18 @@ pub struct TableConfig {
     pub hot_budget_bytes: u64,
     pub unknown_fields: UnknownFields,
     pub rollups: Vec<RollupConfig>,
+    pub sessions: Vec<SessionConfig>,
+}
+
+/// A session window: per key, events no more than `gap_ms` apart form one session;
+/// a session closes when its partition's watermark passes its last event + gap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionConfig {
+    pub name: String,
+    /// The dimension whose value identifies whose session it is.
+    pub key: String,
+    pub gap_ms: i64,
+    pub aggregations: Vec<Aggregation>,
 }
 
 /// What to do with JSON fields the schema does not declare.
@@ -226,6 +238,11 @@ impl TableConfig {
         format!("{}_{}", self.name, rollup)
     }
 
+    /// The SQL name of a session window's relation.
+    pub fn session_relation(&self, session: &str) -> String {
+        format!("{}_{}", self.name, session)
+    }
+
     pub fn dead_letter_relation(&self) -> String {
         format!("{}_dead_letter", self.name)
     }
@@ -300,6 +317,17 @@ struct RawTable {
     unknown_fields: UnknownFields,
     #[serde(default)]
     rollups: Vec<Spanned<RawRollup>>,
+    #[serde(default)]
+    sessions: Vec<Spanned<RawSession>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSession {
+    name: Spanned<String>,
+    key: Spanned<String>,
+    gap: Spanned<String>,
+    aggregations: Vec<Spanned<RawAgg>>,
 }
 
 #[derive(Deserialize)]
@@ -411,6 +439,7 @@ impl WeirConfig {
             let table = validate_table(&ctx, i, t.into_inner())?;
             let mut names = vec![table.name.clone(), table.dead_letter_relation(), table.late_relation()];
             names.extend(table.rollups.iter().map(|r| table.rollup_relation(&r.name)));
+            names.extend(table.sessions.iter().map(|w| table.session_relation(&w.name)));
             for n in names {
                 if !relation_names.insert(n.clone()) {
                     return Err(ctx.err(
@@ -633,68 +662,47 @@ fn validate_table(ctx: &Ctx, i: usize, raw: RawTable) -> Result<TableConfig, Con
                 }
             }
         }
-        let mut aggregations = Vec::new();
         let mut out_names: HashSet<String> = dims.iter().cloned().collect();
         out_names.insert("bucket".into());
-        for (k, a) in r.aggregations.into_iter().enumerate() {
-            let ap = format!("{rp}.aggregations[{k}]");
-            let aspan = a.span();
-            let a = a.into_inner();
-            let aname = a.name.get_ref().clone();
-            if !is_identifier(&aname) {
-                return Err(ctx.err(format!("{ap}.name"), &a.name.span(), format!("`{aname}` is not a valid column name")));
-            }
-            if !out_names.insert(aname.clone()) {
-                return Err(ctx.err(format!("{ap}.name"), &a.name.span(), format!("column `{aname}` appears twice in rollup `{rname}`")));
-            }
-            let need_field = |numeric: bool| -> Result<String, ConfigError> {
-                let f = a.field.as_ref().ok_or_else(|| {
-                    ctx.err(format!("{ap}.field"), &aspan, format!("`{}` needs a `field`", a.func.get_ref()))
-                })?;
-                let fname = f.get_ref();
-                match has(fname) {
-                    Some(fc) if numeric && !matches!(fc.ty, FieldType::Int64 | FieldType::Float64) => Err(ctx.err(
-                        format!("{ap}.field"),
-                        &f.span(),
-                        format!("`{fname}` is {}, `{}` needs a numeric field", fc.ty, a.func.get_ref()),
-                    )),
-                    Some(fc) => Ok(fc.name),
-                    None => Err(ctx.err(format!("{ap}.field"), &f.span(), format!("`{fname}` is not a field of table `{name}`"))),
-                }
-            };
-            let func = match a.func.get_ref().as_str() {
-                "count" => AggFn::Count,
-                "sum" => AggFn::Sum { field: need_field(true)? },
-                "min" => AggFn::Min { field: need_field(true)? },
-                "max" => AggFn::Max { field: need_field(true)? },
-                "hll" | "distinct" => {
-                    let precision = match &a.precision {
-                        Some(pr) if !(MIN_PRECISION..=MAX_PRECISION).contains(pr.get_ref()) => {
-                            return Err(ctx.err(
-                                format!("{ap}.precision"),
-                                &pr.span(),
-                                format!("precision must be between {MIN_PRECISION} and {MAX_PRECISION}"),
-                            ));
-                        }
-                        Some(pr) => *pr.get_ref(),
-                        None => DEFAULT_PRECISION,
-                    };
-                    AggFn::Hll { field: need_field(false)?, precision }
-                }
-                other => {
-                    return Err(ctx.err(
-                        format!("{ap}.fn"),
-                        &a.func.span(),
-                        format!("unknown aggregation `{other}` (use count, sum, min, max or hll)"),
-                    ));
-                }
-            };
-            aggregations.push(Aggregation { name: aname, func });
-        }
+        let aggregations = validate_aggregations(ctx, &rp, &rname, &name, r.aggregations, &mut out_names, &has)?;
         if aggregations.is_empty() {
             return Err(ctx.err(format!("{rp}.aggregations"), &r.name.span(), "a rollup needs at least one aggregation"));
         }
         rollups.push(RollupConfig { name: rname, granularity_ms, dimensions: dims, aggregations });
+    }
+
+    let mut sessions = Vec::new();
+    for (j, w) in raw.sessions.into_iter().enumerate() {
+        let wp = format!("{p}.sessions[{j}]");
+        let w = w.into_inner();
+        let wname = w.name.get_ref().clone();
+        if !is_identifier(&wname) {
+            return Err(ctx.err(format!("{wp}.name"), &w.name.span(), format!("`{wname}` is not a valid session window name")));
+        }
+        if !rollup_names.insert(wname.clone()) {
+            return Err(ctx.err(format!("{wp}.name"), &w.name.span(), format!("`{wname}` is already the name of a rollup or session window")));
+        }
+        let kname = w.key.get_ref().clone();
+        match dimensions.iter().find(|d| d.name == kname) {
+            Some(d) if d.ty != FieldType::Float64 => {}
+            Some(_) => {
+                return Err(ctx.err(format!("{wp}.key"), &w.key.span(), format!("`{kname}` is float64; a session key must be string, int64 or bool")));
+            }
+            None => {
+                return Err(ctx.err(format!("{wp}.key"), &w.key.span(), format!("`{kname}` is not a dimension of table `{name}`")));
+            }
+        }
+        let gap_ms = ctx.duration(&format!("{wp}.gap"), &w.gap)?.as_millis() as i64;
+        if gap_ms <= 0 {
+            return Err(ctx.err(format!("{wp}.gap"), &w.gap.span(), "must be longer than zero"));
+        }
+        let mut out_names: HashSet<String> =
+            [kname.clone(), "session_start".into(), "session_end".into(), "closed".into()].into_iter().collect();
+        let aggregations = validate_aggregations(ctx, &wp, &wname, &name, w.aggregations, &mut out_names, &has)?;
+        if aggregations.is_empty() {
+            return Err(ctx.err(format!("{wp}.aggregations"), &w.name.span(), "a session window needs at least one aggregation"));
+        }
+        sessions.push(SessionConfig { name: wname, key: kname, gap_ms, aggregations });
     }
 
     Ok(TableConfig {
@@ -710,7 +718,78 @@ fn validate_table(ctx: &Ctx, i: usize, raw: RawTable) -> Result<TableConfig, Con
         hot_budget_bytes,
         unknown_fields: raw.unknown_fields,
         rollups,
+        sessions,
     })
+}
+
+/// Validates the aggregations of a rollup or session window; `out_names` holds the
+/// output columns already taken.
+fn validate_aggregations(
+    ctx: &Ctx,
+    rp: &str,
+    rname: &str,
+    name: &str,
+    raw: Vec<Spanned<RawAgg>>,
+    out_names: &mut HashSet<String>,
+    has: &dyn Fn(&str) -> Option<FieldConfig>,
+) -> Result<Vec<Aggregation>, ConfigError> {
+    let mut aggregations = Vec::new();
+    for (k, a) in raw.into_iter().enumerate() {
+        let ap = format!("{rp}.aggregations[{k}]");
+        let aspan = a.span();
+        let a = a.into_inner();
+        let aname = a.name.get_ref().clone();
+        if !is_identifier(&aname) {
+            return Err(ctx.err(format!("{ap}.name"), &a.name.span(), format!("`{aname}` is not a valid column name")));
+        }
+        if !out_names.insert(aname.clone()) {
+            return Err(ctx.err(format!("{ap}.name"), &a.name.span(), format!("column `{aname}` appears twice in `{rname}`")));
+        }
+        let need_field = |numeric: bool| -> Result<String, ConfigError> {
+            let f = a.field.as_ref().ok_or_else(|| {
+                ctx.err(format!("{ap}.field"), &aspan, format!("`{}` needs a `field`", a.func.get_ref()))
+            })?;
+            let fname = f.get_ref();
+            match has(fname) {
+                Some(fc) if numeric && !matches!(fc.ty, FieldType::Int64 | FieldType::Float64) => Err(ctx.err(
+                    format!("{ap}.field"),
+                    &f.span(),
+                    format!("`{fname}` is {}, `{}` needs a numeric field", fc.ty, a.func.get_ref()),
+                )),
+                Some(fc) => Ok(fc.name),
+                None => Err(ctx.err(format!("{ap}.field"), &f.span(), format!("`{fname}` is not a field of table `{name}`"))),
+            }
+        };
+        let func = match a.func.get_ref().as_str() {
+            "count" => AggFn::Count,
+            "sum" => AggFn::Sum { field: need_field(true)? },
+            "min" => AggFn::Min { field: need_field(true)? },
+            "max" => AggFn::Max { field: need_field(true)? },
+            "hll" | "distinct" => {
+                let precision = match &a.precision {
+                    Some(pr) if !(MIN_PRECISION..=MAX_PRECISION).contains(pr.get_ref()) => {
+                        return Err(ctx.err(
+                            format!("{ap}.precision"),
+                            &pr.span(),
+                            format!("precision must be between {MIN_PRECISION} and {MAX_PRECISION}"),
+                        ));
+                    }
+                    Some(pr) => *pr.get_ref(),
+                    None => DEFAULT_PRECISION,
+                };
+                AggFn::Hll { field: need_field(false)?, precision }
+            }
+            other => {
+                return Err(ctx.err(
+                    format!("{ap}.fn"),
+                    &a.func.span(),
+                    format!("unknown aggregation `{other}` (use count, sum, min, max or hll)"),
+                ));
+            }
+        };
+        aggregations.push(Aggregation { name: aname, func });
+    }
+    Ok(aggregations)
 }
 
 #[cfg(test)]

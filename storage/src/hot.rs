@@ -22,6 +22,8 @@ pub enum RelationKind {
     DeadLetter,
     /// Valid records too late for their bucket: `<table>_late`.
     Late,
+    /// Session windows of a table, closed and open: `<table>_<session>`.
+    Session { session: String },
 }
 
 /// One SQL-visible relation served from the hot tier.

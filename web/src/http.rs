@@ -173,6 +173,19 @@ async fn table(State(app): State<Arc<App>>, Path(name): Path<String>) -> Result<
             })
         })
         .collect();
+    let sessions: Vec<Value> = cfg
+        .sessions
+        .iter()
+        .map(|w| {
+            let relation = cfg.session_relation(&w.name);
+            let (open, closed) =
+                status.sessions.iter().find(|(n, _, _)| *n == w.name).map_or((0, 0), |s| (s.1, s.2));
+            json!({
+                "name": w.name, "relation": relation, "key": w.key, "gap_ms": w.gap_ms,
+                "open": open, "closed": closed, "schema": schema(&rel(&relation).schema),
+            })
+        })
+        .collect();
     let mut produced = 0;
     let mut lag = 0;
     let offsets: Vec<Value> = (0..topic.partitions())
@@ -198,6 +211,7 @@ async fn table(State(app): State<Arc<App>>, Path(name): Path<String>) -> Result<
         "allowed_lateness_ms": cfg.allowed_lateness_ms,
         "schema": schema(&rel(&cfg.name).schema),
         "rollups": rollups,
+        "sessions": sessions,
         "relations": {
             "raw": cfg.name, "late": cfg.late_relation(), "dead_letter": cfg.dead_letter_relation(),
         },
@@ -208,7 +222,8 @@ async fn table(State(app): State<Arc<App>>, Path(name): Path<String>) -> Result<
         "lag": lag,
         "hot": {
             "raw_rows": status.raw_rows, "raw_bytes": status.raw_bytes,
-            "rollup_bytes": status.rollup_bytes, "late_rows": status.late_rows,
+            "rollup_bytes": status.rollup_bytes, "session_bytes": status.session_bytes,
+            "late_rows": status.late_rows,
             "dead_letter_rows": status.dead_letter_rows, "bytes": status.bytes,
             "budget_bytes": status.budget_bytes, "backpressured": status.backpressured,
         },

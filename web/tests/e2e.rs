@@ -184,6 +184,22 @@ fn ingest_query_rollups_and_accounting_end_to_end() {
     assert!(dead.iter().any(|r| r["raw"] == hex.as_str()), "{dead:?}");
     let late = weir.sql("SELECT count(*) AS n, min(_watermark) AS w FROM transactions_late");
     assert_eq!(late[0]["n"], 5);
+
+    // Session windows: every accepted event is in exactly one session of its card,
+    // and sessions of a card never overlap within the gap.
+    let sessions = weir.sql(
+        "SELECT count(DISTINCT card_id) AS cards, sum(events) AS n, sum(spend) AS spend FROM transactions_card_sessions",
+    );
+    assert_eq!(sessions[0]["cards"], 97);
+    assert_eq!(sessions[0]["n"], 1200);
+    assert_eq!(num(&sessions[0]["spend"]), s.sum);
+    assert_eq!(t["sessions"][0]["relation"], "transactions_card_sessions");
+    let t = weir.get_json("/v1/tables/transactions");
+    let (open, closed) = (t["sessions"][0]["open"].as_u64().unwrap(), t["sessions"][0]["closed"].as_u64().unwrap());
+    let rows = weir.sql("SELECT count(*) AS n, sum(CASE WHEN closed THEN 1 ELSE 0 END) AS closed FROM transactions_card_sessions");
+    assert_eq!(rows[0]["n"], open + closed);
+    assert_eq!(rows[0]["closed"], closed);
+    assert!(closed > 0, "the watermark closed some sessions: {t}");
 }
 
 #[test]

@@ -10,6 +10,7 @@
 
 pub mod columns;
 pub mod rollup;
+pub mod sessions;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,12 +24,15 @@ use weir_storage::hot::{HotError, Relation, RelationKind, Snapshot};
 
 use self::columns::{DeadLetters, LateMeta, RowBuffer};
 use self::rollup::Rollup;
+use self::sessions::Sessions;
 use crate::decode::Values;
 
 /// A record after decoding, ready to be applied.
 #[derive(Debug)]
 pub enum Staged<'a> {
-    Row { ts_ms: i64, values: Values<'a> },
+    /// An accepted row; `watermark_ms` is its partition's watermark once it is
+    /// counted (closes session windows).
+    Row { ts_ms: i64, values: Values<'a>, watermark_ms: Option<i64> },
     Late { ts_ms: i64, values: Values<'a>, meta: LateMeta },
     Dead { offset: u64, log_time_ms: i64, reason: String, raw: &'a [u8] },
 }
@@ -63,6 +67,7 @@ struct State {
     late: RowBuffer,
     dead: DeadLetters,
     rollups: Vec<Rollup>,
+    sessions: Vec<Sessions>,
     counts: Counts,
     /// Per partition, the next log offset to ingest: everything below is applied.
     next_offsets: Vec<u64>,
@@ -72,7 +77,11 @@ struct State {
 
 impl State {
     fn bytes(&self) -> usize {
-        self.raw.bytes() + self.late.bytes() + self.dead.bytes() + self.rollups.iter().map(Rollup::bytes).sum::<usize>()
+        self.raw.bytes()
+            + self.late.bytes()
+            + self.dead.bytes()
+            + self.rollups.iter().map(Rollup::bytes).sum::<usize>()
+            + self.sessions.iter().map(Sessions::bytes).sum::<usize>()
     }
 }
 
@@ -85,6 +94,9 @@ pub struct TableStatus {
     pub raw_bytes: usize,
     pub rollup_groups: Vec<(String, u64)>,
     pub rollup_bytes: usize,
+    /// Per session window: (name, open sessions, closed sessions).
+    pub sessions: Vec<(String, u64, u64)>,
+    pub session_bytes: usize,
     pub late_rows: u64,
     pub dead_letter_rows: u64,
     pub bytes: usize,
@@ -108,6 +120,7 @@ enum Source {
     Late,
     Dead,
     Rollup(usize),
+    Session(usize),
 }
 
 impl HotTable {
@@ -116,6 +129,7 @@ impl HotTable {
         let late = RowBuffer::late(&config);
         let dead = DeadLetters::default();
         let rollups: Vec<Rollup> = config.rollups.iter().map(|r| Rollup::new(&config, r)).collect();
+        let sessions: Vec<Sessions> = config.sessions.iter().map(|w| Sessions::new(&config, w)).collect();
         let rel = |name: String, kind: RelationKind, schema: &SchemaRef, time: &str| Relation {
             name,
             table: config.name.clone(),
@@ -132,6 +146,14 @@ impl HotTable {
                 "bucket",
             ));
         }
+        for w in &sessions {
+            relations.push(rel(
+                config.session_relation(w.name()),
+                RelationKind::Session { session: w.name().to_string() },
+                w.schema(),
+                "session_start",
+            ));
+        }
         relations.push(rel(config.dead_letter_relation(), RelationKind::DeadLetter, dead.schema(), "log_time"));
         relations.push(rel(config.late_relation(), RelationKind::Late, late.schema(), &config.time.field));
         let partitions = config.partitions as usize;
@@ -142,6 +164,7 @@ impl HotTable {
                 late,
                 dead,
                 rollups,
+                sessions,
                 counts: Counts::default(),
                 next_offsets: vec![0; partitions],
                 watermark: WatermarkStatus {
@@ -176,10 +199,16 @@ impl HotTable {
         let s = &mut *s;
         for rec in staged {
             match rec {
-                Staged::Row { ts_ms, values } => {
+                Staged::Row { ts_ms, values, watermark_ms } => {
                     s.raw.push(*ts_ms, values, None);
                     for r in &mut s.rollups {
                         r.add(*ts_ms, values);
+                    }
+                    for w in &mut s.sessions {
+                        if let Some(wm) = watermark_ms {
+                            w.close_due(partition, *wm);
+                        }
+                        w.add(partition, *ts_ms, values);
                     }
                     s.counts.ingested += 1;
                 }
@@ -234,6 +263,15 @@ impl HotTable {
             raw_bytes: s.raw.bytes(),
             rollup_groups: s.rollups.iter().map(|r| (r.name().to_string(), r.groups())).collect(),
             rollup_bytes: s.rollups.iter().map(Rollup::bytes).sum(),
+            sessions: s
+                .sessions
+                .iter()
+                .map(|w| {
+                    let (open, closed) = w.counts();
+                    (w.name().to_string(), open, closed)
+                })
+                .collect(),
+            session_bytes: s.sessions.iter().map(Sessions::bytes).sum(),
             late_rows: s.late.rows(),
             dead_letter_rows: s.dead.rows(),
             bytes: s.bytes(),
@@ -252,6 +290,9 @@ impl HotTable {
             RelationKind::Rollup { rollup } => {
                 Source::Rollup(self.config.rollups.iter().position(|r| &r.name == rollup)?)
             }
+            RelationKind::Session { session } => {
+                Source::Session(self.config.sessions.iter().position(|w| &w.name == session)?)
+            }
         };
         Some((src, rel.schema.clone()))
     }
@@ -265,6 +306,7 @@ impl HotTable {
             Source::Late => s.late.snapshot(),
             Source::Dead => s.dead.snapshot(),
             Source::Rollup(i) => s.rollups[i].snapshot(),
+            Source::Session(i) => s.sessions[i].snapshot(),
         };
         Ok(Snapshot { schema, batches })
     }

@@ -17,7 +17,7 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use rustc_hash::FxHashMap;
-use weir_storage::config::{AggFn, FieldType, RollupConfig, TableConfig};
+use weir_storage::config::{AggFn, Aggregation, FieldType, RollupConfig, TableConfig};
 use weir_storage::sketch::{Sketch, hash_bytes};
 
 use super::columns::timestamp_type;
@@ -27,7 +27,7 @@ use crate::time::bucket_start;
 
 /// How one aggregation reads its input.
 #[derive(Debug, Clone)]
-enum Plan {
+pub(crate) enum Plan {
     Count,
     SumI(usize),
     SumF(usize),
@@ -39,7 +39,7 @@ enum Plan {
 }
 
 #[derive(Debug, Clone)]
-enum State {
+pub(crate) enum State {
     Count(i64),
     SumI(Option<i64>),
     SumF(Option<ExactSum>),
@@ -52,7 +52,7 @@ enum State {
 
 /// A group key value, owned.
 #[derive(Debug, Clone, PartialEq)]
-enum Key {
+pub(crate) enum Key {
     Null,
     Str(Box<str>),
     I64(i64),
@@ -98,28 +98,8 @@ impl Rollup {
             let f = table.field(d).expect("validated field");
             fields.push(Field::new(d, arrow_type(f.ty), true));
         }
-        let mut plans = Vec::new();
-        for a in &cfg.aggregations {
-            let (plan, ty) = match &a.func {
-                AggFn::Count => (Plan::Count, DataType::Int64),
-                AggFn::Sum { field } => match type_of(field) {
-                    FieldType::Int64 => (Plan::SumI(index_of(field)), DataType::Int64),
-                    _ => (Plan::SumF(index_of(field)), DataType::Float64),
-                },
-                AggFn::Min { field } => match type_of(field) {
-                    FieldType::Int64 => (Plan::MinI(index_of(field)), DataType::Int64),
-                    _ => (Plan::MinF(index_of(field)), DataType::Float64),
-                },
-                AggFn::Max { field } => match type_of(field) {
-                    FieldType::Int64 => (Plan::MaxI(index_of(field)), DataType::Int64),
-                    _ => (Plan::MaxF(index_of(field)), DataType::Float64),
-                },
-                AggFn::Hll { field, precision } => (Plan::Hll(index_of(field), *precision), DataType::Binary),
-            };
-            let nullable = !matches!(plan, Plan::Count | Plan::Hll(..));
-            fields.push(Field::new(&a.name, ty, nullable));
-            plans.push(plan);
-        }
+        let (plans, agg_fields) = plan_aggregations(table, &cfg.aggregations);
+        fields.extend(agg_fields);
         Rollup {
             name: cfg.name.clone(),
             granularity_ms: cfg.granularity_ms,
@@ -195,6 +175,36 @@ impl Rollup {
     }
 }
 
+/// How each aggregation reads its input, and its output column.
+pub(crate) fn plan_aggregations(table: &TableConfig, aggs: &[Aggregation]) -> (Vec<Plan>, Vec<Field>) {
+    let index_of = |name: &str| table.fields().position(|f| f.name == name).expect("validated field");
+    let type_of = |name: &str| table.field(name).expect("validated field").ty;
+    let mut plans = Vec::new();
+    let mut fields = Vec::new();
+    for a in aggs {
+        let (plan, ty) = match &a.func {
+            AggFn::Count => (Plan::Count, DataType::Int64),
+            AggFn::Sum { field } => match type_of(field) {
+                FieldType::Int64 => (Plan::SumI(index_of(field)), DataType::Int64),
+                _ => (Plan::SumF(index_of(field)), DataType::Float64),
+            },
+            AggFn::Min { field } => match type_of(field) {
+                FieldType::Int64 => (Plan::MinI(index_of(field)), DataType::Int64),
+                _ => (Plan::MinF(index_of(field)), DataType::Float64),
+            },
+            AggFn::Max { field } => match type_of(field) {
+                FieldType::Int64 => (Plan::MaxI(index_of(field)), DataType::Int64),
+                _ => (Plan::MaxF(index_of(field)), DataType::Float64),
+            },
+            AggFn::Hll { field, precision } => (Plan::Hll(index_of(field), *precision), DataType::Binary),
+        };
+        let nullable = !matches!(plan, Plan::Count | Plan::Hll(..));
+        fields.push(Field::new(&a.name, ty, nullable));
+        plans.push(plan);
+    }
+    (plans, fields)
+}
+
 fn arrow_type(ty: FieldType) -> DataType {
     match ty {
         FieldType::String => DataType::Utf8,
@@ -205,7 +215,7 @@ fn arrow_type(ty: FieldType) -> DataType {
 }
 
 #[inline]
-fn encode_key(buf: &mut Vec<u8>, v: &Val<'_>) {
+pub(crate) fn encode_key(buf: &mut Vec<u8>, v: &Val<'_>) {
     match v {
         Val::Null => buf.push(0),
         Val::Str(s) => {
@@ -225,7 +235,7 @@ fn encode_key(buf: &mut Vec<u8>, v: &Val<'_>) {
     }
 }
 
-fn to_key(v: &Val<'_>) -> Key {
+pub(crate) fn to_key(v: &Val<'_>) -> Key {
     match v {
         Val::Null | Val::F64(_) => Key::Null,
         Val::Str(s) => Key::Str(s.as_ref().into()),
@@ -234,7 +244,7 @@ fn to_key(v: &Val<'_>) -> Key {
     }
 }
 
-fn new_state(plan: &Plan) -> State {
+pub(crate) fn new_state(plan: &Plan) -> State {
     match plan {
         Plan::Count => State::Count(0),
         Plan::SumI(_) => State::SumI(None),
@@ -249,7 +259,7 @@ fn new_state(plan: &Plan) -> State {
 
 /// Updates one state; returns the bytes it grew by (estimated).
 #[inline]
-fn update(plan: &Plan, state: &mut State, values: &[Val<'_>]) -> usize {
+pub(crate) fn update(plan: &Plan, state: &mut State, values: &[Val<'_>]) -> usize {
     match (plan, state) {
         (Plan::Count, State::Count(c)) => *c += 1,
         (Plan::SumI(i), State::SumI(s)) => {
@@ -306,6 +316,79 @@ fn update(plan: &Plan, state: &mut State, values: &[Val<'_>]) -> usize {
     0
 }
 
+/// One output column of aggregate states.
+pub(crate) fn agg_column<'s>(ty: &DataType, states: impl ExactSizeIterator<Item = &'s mut State>) -> ArrayRef {
+    let n = states.len();
+    match ty {
+        DataType::Binary => {
+            let mut b = BinaryBuilder::with_capacity(n, n * 32);
+            for st in states {
+                match st {
+                    State::Hll { sketch, .. } => b.append_value(sketch.to_bytes()),
+                    _ => unreachable!("binary columns are sketches"),
+                }
+            }
+            Arc::new(b.finish())
+        }
+        DataType::Int64 => {
+            let mut b = Int64Builder::with_capacity(n);
+            for st in states {
+                match st {
+                    State::Count(c) => b.append_value(*c),
+                    State::SumI(v) | State::MinI(v) | State::MaxI(v) => b.append_option(*v),
+                    _ => unreachable!("int64 columns hold integer states"),
+                }
+            }
+            Arc::new(b.finish())
+        }
+        _ => {
+            let mut b = Float64Builder::with_capacity(n);
+            for st in states {
+                match st {
+                    State::SumF(v) => b.append_option(v.as_ref().map(ExactSum::value)),
+                    State::MinF(v) | State::MaxF(v) => b.append_option(*v),
+                    _ => unreachable!("float64 columns hold float states"),
+                }
+            }
+            Arc::new(b.finish())
+        }
+    }
+}
+
+/// Merges state `b` into `a` (same plan): the union of what each saw.
+pub(crate) fn merge_state(a: &mut State, b: &State) {
+    match (a, b) {
+        (State::Count(x), State::Count(y)) => *x += y,
+        (State::SumI(x), State::SumI(y)) => {
+            if let Some(y) = y {
+                *x = Some(x.unwrap_or(0).wrapping_add(*y));
+            }
+        }
+        (State::SumF(x), State::SumF(y)) => {
+            if let Some(y) = y {
+                x.get_or_insert_with(ExactSum::default).merge(y);
+            }
+        }
+        (State::MinI(x), State::MinI(y)) => *x = opt(*x, *y, i64::min),
+        (State::MaxI(x), State::MaxI(y)) => *x = opt(*x, *y, i64::max),
+        (State::MinF(x), State::MinF(y)) => *x = opt(*x, *y, f64::min),
+        (State::MaxF(x), State::MaxF(y)) => *x = opt(*x, *y, f64::max),
+        (State::Hll { sketch: x, inserts: i }, State::Hll { sketch: y, inserts: j }) => {
+            x.merge(y).expect("same plan, same precision");
+            *i = i.saturating_add(*j);
+        }
+        _ => unreachable!("merged states come from the same plan"),
+    }
+}
+
+fn opt<T: Copy>(a: Option<T>, b: Option<T>, f: impl Fn(T, T) -> T) -> Option<T> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(f(a, b)),
+        (a, None) => a,
+        (None, b) => b,
+    }
+}
+
 fn materialize(schema: &SchemaRef, dims: &[(usize, FieldType)], start: i64, groups: &mut [Group]) -> RecordBatch {
     let n = groups.len();
     let mut cols: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
@@ -355,41 +438,7 @@ fn materialize(schema: &SchemaRef, dims: &[(usize, FieldType)], start: i64, grou
     debug_assert!(n == 0 || aggs == agg_count);
     for a in 0..agg_count {
         let ty = schema.field(1 + dims.len() + a).data_type().clone();
-        let col: ArrayRef = match ty {
-            DataType::Binary => {
-                let mut b = BinaryBuilder::with_capacity(n, n * 32);
-                for g in groups.iter_mut() {
-                    match &mut g.states[a] {
-                        State::Hll { sketch, .. } => b.append_value(sketch.to_bytes()),
-                        _ => unreachable!("binary columns are sketches"),
-                    }
-                }
-                Arc::new(b.finish())
-            }
-            DataType::Int64 => {
-                let mut b = Int64Builder::with_capacity(n);
-                for g in groups.iter() {
-                    match &g.states[a] {
-                        State::Count(c) => b.append_value(*c),
-                        State::SumI(v) | State::MinI(v) | State::MaxI(v) => b.append_option(*v),
-                        _ => unreachable!("int64 columns hold integer states"),
-                    }
-                }
-                Arc::new(b.finish())
-            }
-            _ => {
-                let mut b = Float64Builder::with_capacity(n);
-                for g in groups.iter() {
-                    match &g.states[a] {
-                        State::SumF(v) => b.append_option(v.as_ref().map(ExactSum::value)),
-                        State::MinF(v) | State::MaxF(v) => b.append_option(*v),
-                        _ => unreachable!("float64 columns hold float states"),
-                    }
-                }
-                Arc::new(b.finish())
-            }
-        };
-        cols.push(col);
+        cols.push(agg_column(&ty, groups.iter_mut().map(|g| &mut g.states[a])));
     }
     RecordBatch::try_new(schema.clone(), cols).expect("columns match the rollup schema")
 }

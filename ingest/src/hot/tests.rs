@@ -152,7 +152,81 @@ fn results_do_not_depend_on_read_interleaving() {
         rows.sort();
         rows
     };
-    for rel in ["transactions_per_minute", "transactions_late", "transactions", "transactions_dead_letter"] {
+    for rel in ["transactions_per_minute", "transactions_late", "transactions", "transactions_dead_letter", "transactions_card_sessions"] {
         assert_eq!(canon(&a, rel), canon(&b, rel), "{rel}");
     }
+}
+
+/// Session windows: gaps split sessions, a bridging event merges them, and the
+/// watermark closes them.
+#[test]
+fn sessions_split_merge_and_close_with_the_watermark() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = r#"
+[[tables]]
+name = "t"
+time = { field = "ts", formats = ["epoch_millis"] }
+allowed_lateness = "10m"
+segment_granularity = "1h"
+dimensions = [{ name = "user", type = "string", required = true }]
+metrics = [{ name = "x", type = "int64" }]
+
+[[tables.sessions]]
+name = "visits"
+key = "user"
+gap = "5m"
+aggregations = [{ name = "n", fn = "count" }, { name = "x_sum", fn = "sum", field = "x" }]
+"#;
+    let table = Arc::new(WeirConfig::from_toml(src).unwrap().tables.remove(0));
+    let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+    let topic = log.topic("t", 1).unwrap();
+    let m = 60_000i64;
+    let t0 = 1_800_000_000_000i64 - 1_800_000_000_000i64 % 3_600_000;
+    let events = [
+        ("a", 0, 1),
+        ("a", 2 * m, 2),
+        ("b", 3 * m, 10),
+        ("a", 12 * m, 4),  // more than 5 m after a's last: a second session
+        ("a", 7 * m, 8),   // out of order, within 5 m of both: merges them
+        ("a", 30 * m, 16), // a third session; watermark 20 m closes b (at 8 m) and a (at 17 m)
+    ];
+    let lines: Vec<String> =
+        events.iter().map(|(u, t, x)| format!(r#"{{"ts":{},"user":"{u}","x":{x}}}"#, t0 + t)).collect();
+    let recs: Vec<NewRecord> =
+        lines.iter().map(|l| NewRecord { key: b"", timestamp_ms: 0, value: l.as_bytes() }).collect();
+    topic.append_to(0, &recs).unwrap();
+    let hot = Arc::new(HotTable::new(table));
+    let mut reader = TableReader::new(hot.clone(), topic, ManualClock::new(0));
+    while reader.step(1 << 20).unwrap() > 0 {}
+    let snap = hot.snapshot("t_visits").unwrap();
+    let mut rows: Vec<(String, i64, i64, bool, i64, i64)> = Vec::new();
+    for b in &snap.batches {
+        let user = b.column(0).as_string::<i32>();
+        let start = b.column(1).as_primitive::<TimestampMillisecondType>();
+        let end = b.column(2).as_primitive::<TimestampMillisecondType>();
+        let closed = b.column(3).as_boolean();
+        let n = b.column(4).as_primitive::<Int64Type>();
+        let x = b.column(5).as_primitive::<Int64Type>();
+        for i in 0..b.num_rows() {
+            rows.push((
+                user.value(i).to_string(),
+                (start.value(i) - t0) / m,
+                (end.value(i) - t0) / m,
+                closed.value(i),
+                n.value(i),
+                x.value(i),
+            ));
+        }
+    }
+    rows.sort();
+    assert_eq!(
+        rows,
+        vec![
+            ("a".into(), 0, 12, true, 4, 15),
+            ("a".into(), 30, 30, false, 1, 16),
+            ("b".into(), 3, 3, true, 1, 10),
+        ]
+    );
+    let status = hot.status();
+    assert_eq!(status.sessions, vec![("visits".to_string(), 1, 2)]);
 }

@@ -99,6 +99,23 @@ fn semantic_errors_are_refused_with_paths() {
 }
 
 #[test]
+fn session_windows_parse_and_are_checked() {
+    let with = format!(
+        "{GOOD}\n[[tables.sessions]]\nname = \"card_sessions\"\nkey = \"card_id\"\ngap = \"10m\"\naggregations = [{{ name = \"events\", fn = \"count\" }}, {{ name = \"spend\", fn = \"sum\", field = \"amount\" }}]\n"
+    );
+    let c = WeirConfig::from_toml(&with).unwrap();
+    let t = c.table("transactions").unwrap();
+    assert_eq!(t.sessions[0].gap_ms, 600_000);
+    assert_eq!(t.session_relation("card_sessions"), "transactions_card_sessions");
+    let e = error_of(&with.replace("key = \"card_id\"\ngap", "key = \"amount\"\ngap"));
+    assert_eq!(e.path, "tables[0].sessions[0].key");
+    let e = error_of(&with.replace("\"10m\"", "\"0s\""));
+    assert_eq!(e.path, "tables[0].sessions[0].gap");
+    let e = error_of(&with.replace("name = \"card_sessions\"", "name = \"per_minute\""));
+    assert_eq!(e.path, "tables[0].sessions[0].name");
+}
+
+#[test]
 fn durations_parse() {
     assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
     assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
