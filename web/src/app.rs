@@ -32,6 +32,8 @@ pub struct App {
     pub clock: Arc<dyn Clock>,
     /// False once shutdown began: ingest answers 503.
     pub accepting: AtomicBool,
+    /// Counters kept by the HTTP layer, rendered at `/metrics`.
+    pub metrics: crate::metrics::Metrics,
     readers: Mutex<Vec<ReaderHandle>>,
     pub generator: Mutex<Option<GeneratorHandle>>,
     flusher: Mutex<Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>>,
@@ -72,6 +74,7 @@ impl App {
             query,
             clock,
             accepting: AtomicBool::new(true),
+            metrics: crate::metrics::Metrics::default(),
             readers: Mutex::new(readers),
             generator: Mutex::new(None),
             flusher: Mutex::new(flusher),
@@ -80,6 +83,18 @@ impl App {
 
     pub fn topic(&self, table: &str) -> Option<&Arc<Topic>> {
         self.topics.iter().find(|t| t.name() == table)
+    }
+
+    /// Ready to serve: not shutting down, and every reader still running.
+    pub fn ready(&self) -> Result<(), String> {
+        if !self.accepting.load(Ordering::SeqCst) {
+            return Err("shutting down".into());
+        }
+        let readers = self.readers.lock();
+        match readers.iter().find(|r| r.is_finished()) {
+            Some(r) => Err(format!("the reader of table `{}` has stopped", r.table)),
+            None => Ok(()),
+        }
     }
 
     /// A reader that stopped on its own (an error): its table and what happened.

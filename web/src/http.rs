@@ -7,6 +7,8 @@
 //! | `GET /v1/tables` | every table, with its relations and counts |
 //! | `GET /v1/tables/{name}` | one table: schema, rollups, watermark, offsets, hot tier, counts |
 //! | `GET /healthz` | the process is up |
+//! | `GET /readyz` | ready to serve: not shutting down, every table's reader running |
+//! | `GET /metrics` | Prometheus metrics (see `metrics.rs`) |
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -41,6 +43,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/tables", get(tables))
         .route("/v1/tables/{name}", get(table))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(app)
 }
@@ -100,6 +104,8 @@ async fn ingest(State(app): State<Arc<App>>, Path(name): Path<String>, body: Byt
     })
     .await
     .map_err(|e| ApiError::internal("the ingest task failed", e))??;
+    app.metrics.ingest_requests.fetch_add(1, Ordering::Relaxed);
+    app.metrics.ingest_records.fetch_add(result["appended"].as_u64().unwrap_or(0), Ordering::Relaxed);
     Ok(Json(result).into_response())
 }
 
@@ -111,8 +117,29 @@ struct SqlRequest {
     format: Option<String>,
 }
 
+async fn readyz(State(app): State<Arc<App>>) -> Response {
+    match app.ready() {
+        Ok(()) => "ready\n".into_response(),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")).into_response(),
+    }
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    let body = tokio::task::spawn_blocking(move || crate::metrics::render(&app)).await.unwrap_or_default();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
+}
+
 async fn sql(State(app): State<Arc<App>>, body: Bytes) -> Result<Response, ApiError> {
-    let req: SqlRequest = serde_json::from_slice(&body).map_err(|e| {
+    let started = std::time::Instant::now();
+    let result = run_sql(&app, &body).await;
+    app.metrics.query_latency.observe(started.elapsed());
+    let counter = if result.is_ok() { &app.metrics.queries_ok } else { &app.metrics.queries_failed };
+    counter.fetch_add(1, Ordering::Relaxed);
+    result
+}
+
+async fn run_sql(app: &App, body: &[u8]) -> Result<Response, ApiError> {
+    let req: SqlRequest = serde_json::from_slice(body).map_err(|e| {
         ApiError::bad_request("bad_request", format!("the body must be JSON like {{\"sql\": \"SELECT 1\", \"format\": \"json\"}}: {e}"))
     })?;
     let format = Format::parse(req.format.as_deref().unwrap_or("json"))?;

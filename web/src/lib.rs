@@ -17,5 +17,6 @@ pub mod cli;
 pub mod error;
 pub mod generator;
 pub mod http;
+pub mod metrics;
 pub mod produce;
 pub mod server;

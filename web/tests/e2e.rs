@@ -403,3 +403,50 @@ fn at_its_byte_budget_a_table_stops_reading_and_loses_nothing() {
     let n = weir.sql("SELECT count(*) AS n FROM small")[0]["n"].as_u64().unwrap();
     assert_eq!(n, c["ingested"].as_u64().unwrap());
 }
+
+/// The value of one sample line of a Prometheus text exposition.
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("no sample {series} in:\n{text}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn metrics_move_as_events_flow_and_readyz_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let weir = Weir::demo(dir.path());
+    let r = weir.request("GET", "/readyz", b"");
+    assert_eq!((r.status, r.text().as_str()), (200, "ready\n"));
+    let before = weir.request("GET", "/metrics", b"");
+    assert_eq!(before.status, 200);
+    assert!(before.header("content-type").unwrap().starts_with("text/plain; version=0.0.4"));
+    let before = before.text();
+    assert_eq!(sample(&before, "weir_records_ingested_total{table=\"transactions\"}"), 0.0);
+    assert!(before.contains("# TYPE weir_query_duration_seconds histogram"));
+
+    let s = scenario();
+    let mut lines = s.on_time[..100].to_vec();
+    lines.push("not json".to_string());
+    weir.ingest("transactions", &lines);
+    weir.wait_caught_up("transactions", 101);
+    weir.sql("SELECT count(*) FROM transactions");
+    let _ = weir.sql_raw("SELECT nope", "json");
+
+    let after = weir.request("GET", "/metrics", b"").text();
+    assert_eq!(sample(&after, "weir_records_produced_total{table=\"transactions\"}"), 101.0);
+    assert_eq!(sample(&after, "weir_records_ingested_total{table=\"transactions\"}"), 100.0);
+    assert_eq!(sample(&after, "weir_records_dead_lettered_total{table=\"transactions\"}"), 1.0);
+    assert_eq!(sample(&after, "weir_records_late_total{table=\"transactions\"}"), 0.0);
+    for p in 0..4 {
+        assert_eq!(sample(&after, &format!("weir_consumer_lag_records{{table=\"transactions\",partition=\"{p}\"}}")), 0.0);
+    }
+    assert!(sample(&after, "weir_hot_bytes{table=\"transactions\"}") > 0.0);
+    assert!(sample(&after, "weir_watermark_delay_seconds{table=\"transactions\"}") > 0.0);
+    assert_eq!(sample(&after, "weir_query_duration_seconds_count"), 2.0);
+    assert_eq!(sample(&after, "weir_queries_total{outcome=\"ok\"}"), 1.0);
+    assert_eq!(sample(&after, "weir_queries_total{outcome=\"error\"}"), 1.0);
+    assert_eq!(sample(&after, "weir_ingest_records_total"), 101.0);
+}

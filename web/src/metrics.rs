@@ -1,0 +1,170 @@
+//! Prometheus metrics at `GET /metrics`, in the text exposition format.
+//!
+//! Table figures (records produced, ingested, late and dead-lettered, lag per
+//! partition, watermark delay, hot-tier bytes) are read from the log and the hot
+//! tier at scrape time, so they are never stale; request figures (query latency,
+//! ingest requests) are counted as requests are served.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::app::App;
+
+/// Upper bounds (seconds) of the query latency histogram.
+const LATENCY_BOUNDS: [f64; 13] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// A latency histogram with fixed buckets.
+#[derive(Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; LATENCY_BOUNDS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, d: Duration) {
+        let s = d.as_secs_f64();
+        for (b, bound) in self.buckets.iter().zip(LATENCY_BOUNDS) {
+            if s <= bound {
+                b.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_micros.fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        for (b, bound) in self.buckets.iter().zip(LATENCY_BOUNDS) {
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {}", b.load(Ordering::Relaxed));
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(out, "{name}_sum {}", self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6);
+        let _ = writeln!(out, "{name}_count {count}");
+    }
+}
+
+/// Counters kept by the HTTP layer.
+#[derive(Default)]
+pub struct Metrics {
+    pub query_latency: Histogram,
+    pub queries_ok: AtomicU64,
+    pub queries_failed: AtomicU64,
+    pub ingest_requests: AtomicU64,
+    pub ingest_records: AtomicU64,
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// Escapes a label value.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// Renders every metric.
+pub fn render(app: &App) -> String {
+    let mut out = String::with_capacity(4096);
+    let now = app.clock.now_ms();
+    let tables: Vec<_> = app
+        .config
+        .tables
+        .iter()
+        .map(|t| {
+            let hot = app.tier.table(&t.name).expect("every table has a hot tier");
+            let topic = app.topic(&t.name).expect("every table has a topic");
+            (label(&t.name), hot.status(), topic)
+        })
+        .collect();
+
+    family(&mut out, "weir_records_produced_total", "counter", "Records appended to the table's log.");
+    for (name, _, topic) in &tables {
+        let produced: u64 = (0..topic.partitions()).map(|p| topic.offsets(p).high).sum();
+        let _ = writeln!(out, "weir_records_produced_total{{table=\"{name}\"}} {produced}");
+    }
+    for (metric, help, pick) in [
+        ("weir_records_ingested_total", "Records taken into the table.", 0),
+        ("weir_records_late_total", "Records too late for their bucket, kept in the late relation.", 1),
+        ("weir_records_dead_lettered_total", "Records that failed validation, kept in the dead-letter relation.", 2),
+    ] {
+        family(&mut out, metric, "counter", help);
+        for (name, status, _) in &tables {
+            let c = status.counts;
+            let v = [c.ingested, c.late, c.dead_lettered][pick];
+            let _ = writeln!(out, "{metric}{{table=\"{name}\"}} {v}");
+        }
+    }
+    family(&mut out, "weir_consumer_lag_records", "gauge", "Records in the log not yet read, per partition.");
+    for (name, status, topic) in &tables {
+        for p in 0..topic.partitions() {
+            let lag = topic.offsets(p).high.saturating_sub(status.next_offsets[p as usize]);
+            let _ = writeln!(out, "weir_consumer_lag_records{{table=\"{name}\",partition=\"{p}\"}} {lag}");
+        }
+    }
+    family(
+        &mut out,
+        "weir_watermark_delay_seconds",
+        "gauge",
+        "Wall-clock time minus the table's watermark (absent before the first event).",
+    );
+    for (name, status, _) in &tables {
+        if let Some(w) = status.watermark.table_ms {
+            let _ = writeln!(out, "weir_watermark_delay_seconds{{table=\"{name}\"}} {}", (now - w) as f64 / 1000.0);
+        }
+    }
+    family(&mut out, "weir_hot_bytes", "gauge", "Bytes held by the table's hot tier.");
+    for (name, status, _) in &tables {
+        let _ = writeln!(out, "weir_hot_bytes{{table=\"{name}\"}} {}", status.bytes);
+    }
+    family(&mut out, "weir_hot_budget_bytes", "gauge", "The table's hot-tier byte budget.");
+    for (name, status, _) in &tables {
+        let _ = writeln!(out, "weir_hot_budget_bytes{{table=\"{name}\"}} {}", status.budget_bytes);
+    }
+    family(&mut out, "weir_hot_backpressured", "gauge", "1 while the table's reader is paused at its budget.");
+    for (name, status, _) in &tables {
+        let _ = writeln!(out, "weir_hot_backpressured{{table=\"{name}\"}} {}", u8::from(status.backpressured));
+    }
+    family(&mut out, "weir_hot_raw_rows", "gauge", "Raw rows held by the table's hot tier.");
+    for (name, status, _) in &tables {
+        let _ = writeln!(out, "weir_hot_raw_rows{{table=\"{name}\"}} {}", status.raw_rows);
+    }
+
+    let m = &app.metrics;
+    m.query_latency.render(&mut out, "weir_query_duration_seconds", "Time to answer POST /v1/sql, encoding included.");
+    family(&mut out, "weir_queries_total", "counter", "SQL queries answered, by outcome.");
+    let _ = writeln!(out, "weir_queries_total{{outcome=\"ok\"}} {}", m.queries_ok.load(Ordering::Relaxed));
+    let _ = writeln!(out, "weir_queries_total{{outcome=\"error\"}} {}", m.queries_failed.load(Ordering::Relaxed));
+    family(&mut out, "weir_ingest_requests_total", "counter", "Accepted POST /v1/ingest requests.");
+    let _ = writeln!(out, "weir_ingest_requests_total {}", m.ingest_requests.load(Ordering::Relaxed));
+    family(&mut out, "weir_ingest_records_total", "counter", "Records appended through POST /v1/ingest.");
+    let _ = writeln!(out, "weir_ingest_records_total {}", m.ingest_records.load(Ordering::Relaxed));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_histogram_is_cumulative() {
+        let h = Histogram::default();
+        h.observe(Duration::from_micros(500));
+        h.observe(Duration::from_millis(20));
+        h.observe(Duration::from_secs(60));
+        let mut out = String::new();
+        h.render(&mut out, "x", "help");
+        assert!(out.contains("x_bucket{le=\"0.001\"} 1\n"), "{out}");
+        assert!(out.contains("x_bucket{le=\"0.025\"} 2\n"), "{out}");
+        assert!(out.contains("x_bucket{le=\"10\"} 2\n"), "{out}");
+        assert!(out.contains("x_bucket{le=\"+Inf\"} 3\n"), "{out}");
+        assert!(out.contains("x_count 3\n"), "{out}");
+    }
+
+    #[test]
+    fn labels_are_escaped() {
+        assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}
