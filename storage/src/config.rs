@@ -41,9 +41,40 @@ impl std::error::Error for ConfigError {}
 #[derive(Debug, Clone)]
 pub struct WeirConfig {
     pub server: ServerConfig,
+    pub auth: AuthConfig,
     pub log: LogConfig,
     pub query: QueryConfig,
     pub tables: Vec<TableConfig>,
+}
+
+/// What a token may do. `Admin` implies the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    Query,
+    Ingest,
+    Admin,
+}
+
+/// One API token.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TokenConfig {
+    /// A name for logs; never the secret.
+    pub name: String,
+    pub secret: String,
+    pub scopes: Vec<Scope>,
+}
+
+impl fmt::Debug for TokenConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenConfig").field("name", &self.name).field("scopes", &self.scopes).finish_non_exhaustive()
+    }
+}
+
+/// API tokens. With none, the API is open (fine on 127.0.0.1, as the demo runs).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuthConfig {
+    pub tokens: Vec<TokenConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -266,6 +297,8 @@ struct RawConfig {
     #[serde(default)]
     server: RawServer,
     #[serde(default)]
+    auth: RawAuth,
+    #[serde(default)]
     log: RawLog,
     #[serde(default)]
     query: RawQuery,
@@ -278,6 +311,22 @@ struct RawConfig {
 struct RawServer {
     listen: Option<String>,
     data_dir: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    #[serde(default)]
+    tokens: Vec<Spanned<RawToken>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawToken {
+    name: Spanned<String>,
+    token: Option<Spanned<String>>,
+    token_env: Option<Spanned<String>>,
+    scopes: Spanned<Vec<Scope>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -430,6 +479,7 @@ impl WeirConfig {
             listen: raw.server.listen.unwrap_or_else(|| "127.0.0.1:8080".into()),
             data_dir: raw.server.data_dir.unwrap_or_else(|| PathBuf::from("weir-data")),
         };
+        let auth = validate_auth(&ctx, raw.auth)?;
         let log = validate_log(&ctx, raw.log)?;
         let query = validate_query(&ctx, raw.query)?;
         let mut tables = Vec::new();
@@ -451,12 +501,51 @@ impl WeirConfig {
             }
             tables.push(table);
         }
-        Ok(WeirConfig { server, log, query, tables })
+        Ok(WeirConfig { server, auth, log, query, tables })
     }
 
     pub fn table(&self, name: &str) -> Option<&TableConfig> {
         self.tables.iter().find(|t| t.name == name)
     }
+}
+
+/// Shortest secret accepted, in bytes.
+pub const MIN_TOKEN_BYTES: usize = 16;
+
+fn validate_auth(ctx: &Ctx, raw: RawAuth) -> Result<AuthConfig, ConfigError> {
+    let mut tokens = Vec::new();
+    let mut names = HashSet::new();
+    for (i, t) in raw.tokens.into_iter().enumerate() {
+        let p = format!("auth.tokens[{i}]");
+        let span = t.span();
+        let t = t.into_inner();
+        let name = t.name.get_ref().clone();
+        if !names.insert(name.clone()) {
+            return Err(ctx.err(format!("{p}.name"), &t.name.span(), format!("token name `{name}` is used twice")));
+        }
+        let secret = match (&t.token, &t.token_env) {
+            (Some(s), None) => s.get_ref().clone(),
+            (None, Some(var)) => std::env::var(var.get_ref()).map_err(|_| {
+                ctx.err(format!("{p}.token_env"), &var.span(), format!("environment variable `{}` is not set", var.get_ref()))
+            })?,
+            _ => return Err(ctx.err(p, &span, "give exactly one of `token` and `token_env`")),
+        };
+        if secret.len() < MIN_TOKEN_BYTES {
+            return Err(ctx.err(
+                format!("{p}.token"),
+                &span,
+                format!("token `{name}` is shorter than {MIN_TOKEN_BYTES} bytes; use a long random secret"),
+            ));
+        }
+        if t.scopes.get_ref().is_empty() {
+            return Err(ctx.err(format!("{p}.scopes"), &t.scopes.span(), "give at least one scope: query, ingest or admin"));
+        }
+        let mut scopes = t.scopes.into_inner();
+        scopes.sort();
+        scopes.dedup();
+        tokens.push(TokenConfig { name, secret, scopes });
+    }
+    Ok(AuthConfig { tokens })
 }
 
 fn validate_log(ctx: &Ctx, raw: RawLog) -> Result<LogConfig, ConfigError> {

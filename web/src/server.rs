@@ -126,6 +126,10 @@ fn print_banner(app: &App, addr: std::net::SocketAddr, demo_rate: Option<u64>) {
         );
     }
     let _ = writeln!(out, "  health:       {base}/healthz");
-    let _ = writeln!(out, "  the API is open (no auth) and listens on {addr} only; Ctrl-C stops it");
+    if app.config.auth.tokens.is_empty() {
+        let _ = writeln!(out, "  auth:         none: the API is open to anyone who can reach {addr}; Ctrl-C stops it");
+    } else {
+        let _ = writeln!(out, "  auth:         {} API token(s); send Authorization: Bearer <token>", app.config.auth.tokens.len());
+    }
     let _ = out.flush();
 }

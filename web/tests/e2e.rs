@@ -450,3 +450,52 @@ fn metrics_move_as_events_flow_and_readyz_answers() {
     assert_eq!(sample(&after, "weir_queries_total{outcome=\"error\"}"), 1.0);
     assert_eq!(sample(&after, "weir_ingest_records_total"), 101.0);
 }
+
+#[test]
+fn tokens_and_scopes_guard_every_endpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("weir.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[server]\ndata_dir = \"{}\"\nlisten = \"127.0.0.1:0\"\n[auth]\ntokens = [\n  {{ name = \"reader\", token = \"reader-secret-0123456789\", scopes = [\"query\"] }},\n  {{ name = \"writer\", token = \"writer-secret-0123456789\", scopes = [\"ingest\"] }},\n  {{ name = \"ops\", token = \"admin-secret-0123456789\", scopes = [\"admin\"] }},\n]\n[[tables]]\nname = \"t\"\ntime = {{ field = \"ts\" }}\ndimensions = [{{ name = \"k\", type = \"string\" }}]\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let weir = Weir::start(&["serve", "--config", cfg.to_str().unwrap()]);
+    let call = |method: &str, path: &str, body: &[u8], token: Option<&str>| {
+        let mut s = std::net::TcpStream::connect(&weir.addr).unwrap();
+        use std::io::{Read, Write};
+        let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+        write!(s, "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}Content-Length: {}\r\n\r\n", body.len()).unwrap();
+        s.write_all(body).unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out.split_whitespace().nth(1).unwrap().parse::<u16>().unwrap()
+    };
+    let sql = br#"{"sql": "SELECT count(*) FROM t"}"#;
+    let event = br#"{"ts": 1, "k": "a"}"#;
+    // (method, path, body, the scope it needs)
+    let endpoints: [(&str, &str, &[u8], &str); 5] = [
+        ("POST", "/v1/sql", sql, "query"),
+        ("GET", "/v1/tables", b"", "query"),
+        ("GET", "/v1/tables/t", b"", "query"),
+        ("POST", "/v1/ingest/t", event, "ingest"),
+        ("GET", "/metrics", b"", "admin"),
+    ];
+    for (method, path, body, scope) in endpoints {
+        assert_eq!(call(method, path, body, None), 401, "{path} without a token");
+        assert_eq!(call(method, path, body, Some("wrong-secret-0123456789")), 401, "{path} with a wrong token");
+        let (good, other) = match scope {
+            "query" => ("reader-secret-0123456789", "writer-secret-0123456789"),
+            "ingest" => ("writer-secret-0123456789", "reader-secret-0123456789"),
+            _ => ("admin-secret-0123456789", "reader-secret-0123456789"),
+        };
+        assert_eq!(call(method, path, body, Some(other)), 403, "{path} under-scoped");
+        assert_eq!(call(method, path, body, Some(good)), 200, "{path} with its scope");
+        assert_eq!(call(method, path, body, Some("admin-secret-0123456789")), 200, "{path} as admin");
+    }
+    assert_eq!(call("GET", "/healthz", b"", None), 200);
+    assert_eq!(call("GET", "/readyz", b"", None), 200);
+}

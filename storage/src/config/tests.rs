@@ -129,3 +129,26 @@ fn duplicate_relations_are_refused() {
     let e = error_of(&two);
     assert_eq!(e.path, "tables[1]");
 }
+
+#[test]
+fn tokens_come_from_config_or_environment() {
+    // SAFETY: no other test reads or writes this variable.
+    unsafe { std::env::set_var("WEIR_TEST_TOKEN_A", "0123456789abcdef-from-env") };
+    let src = r#"
+[auth]
+tokens = [
+  { name = "dash", token = "0123456789abcdef-dash", scopes = ["query"] },
+  { name = "ops", token_env = "WEIR_TEST_TOKEN_A", scopes = ["admin", "query", "admin"] },
+]
+"#;
+    let c = WeirConfig::from_toml(src).unwrap();
+    assert_eq!(c.auth.tokens[1].secret, "0123456789abcdef-from-env");
+    assert_eq!(c.auth.tokens[1].scopes, vec![Scope::Query, Scope::Admin]);
+    assert!(!format!("{:?}", c.auth).contains("0123456789abcdef"), "secrets never in Debug output");
+    let e = error_of(&src.replace("WEIR_TEST_TOKEN_A", "WEIR_TEST_TOKEN_UNSET"));
+    assert_eq!((e.path.as_str(), e.line), ("auth.tokens[1].token_env", Some(5)));
+    let e = error_of(&src.replace("0123456789abcdef-dash", "short"));
+    assert_eq!(e.path, "auth.tokens[0].token");
+    let e = error_of(&src.replace("[\"query\"]", "[\"root\"]"));
+    assert_eq!(e.line, Some(4), "{e}");
+}

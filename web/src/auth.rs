@@ -1,0 +1,116 @@
+//! API tokens with scopes.
+//!
+//! With no tokens configured the API is open (the demo's case, on 127.0.0.1). With
+//! tokens, every route but `/healthz`, `/readyz` and the dashboard's static files
+//! needs `Authorization: Bearer <token>` (or `?token=<token>` on `/v1/live`, since
+//! browsers cannot set headers on a WebSocket). No or an unknown token: 401; a
+//! token without the route's scope: 403. Tokens are compared in constant time.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use weir_storage::config::{AuthConfig, Scope};
+
+use crate::app::App;
+use crate::error::ApiError;
+
+/// The scope a path needs; `None` for open paths.
+pub fn required_scope(path: &str) -> Option<Scope> {
+    if path.starts_with("/v1/ingest/") {
+        Some(Scope::Ingest)
+    } else if path.starts_with("/v1/") {
+        Some(Scope::Query)
+    } else if path == "/metrics" {
+        Some(Scope::Admin)
+    } else {
+        None
+    }
+}
+
+/// Compares two secrets in time that depends only on their lengths.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for i in 0..a.len().max(b.len()) {
+        diff |= (a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0)) as usize;
+    }
+    diff == 0
+}
+
+/// The scopes of a presented secret; checks every token, with no early exit.
+pub fn scopes_of<'a>(auth: &'a AuthConfig, presented: &str) -> Option<&'a [Scope]> {
+    let mut found = None;
+    for t in &auth.tokens {
+        if constant_time_eq(t.secret.as_bytes(), presented.as_bytes()) {
+            found = Some(t.scopes.as_slice());
+        }
+    }
+    found
+}
+
+fn presented(req: &Request) -> Option<String> {
+    if let Some(h) = req.headers().get(axum::http::header::AUTHORIZATION) {
+        let v = h.to_str().ok()?;
+        return v.strip_prefix("Bearer ").map(|s| s.trim().to_string());
+    }
+    if req.uri().path() == "/v1/live" {
+        return req.uri().query()?.split('&').find_map(|kv| kv.strip_prefix("token=")).map(str::to_string);
+    }
+    None
+}
+
+/// The middleware: lets a request through or answers 401/403.
+pub async fn check(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    let auth = &app.config.auth;
+    if auth.tokens.is_empty() {
+        return next.run(req).await;
+    }
+    let Some(needed) = required_scope(req.uri().path()) else {
+        return next.run(req).await;
+    };
+    let Some(secret) = presented(&req) else {
+        return ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "send `Authorization: Bearer <token>`")
+            .into_response();
+    };
+    match scopes_of(auth, &secret) {
+        None => ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "unknown token").into_response(),
+        Some(scopes) if scopes.contains(&needed) || scopes.contains(&Scope::Admin) => next.run(req).await,
+        Some(_) => {
+            let name = format!("{needed:?}").to_lowercase();
+            ApiError::new(StatusCode::FORBIDDEN, "forbidden", format!("this token lacks the `{name}` scope"))
+                .into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weir_storage::config::TokenConfig;
+
+    #[test]
+    fn routes_map_to_scopes() {
+        assert_eq!(required_scope("/v1/ingest/t"), Some(Scope::Ingest));
+        assert_eq!(required_scope("/v1/sql"), Some(Scope::Query));
+        assert_eq!(required_scope("/v1/tables/t"), Some(Scope::Query));
+        assert_eq!(required_scope("/v1/live"), Some(Scope::Query));
+        assert_eq!(required_scope("/metrics"), Some(Scope::Admin));
+        assert_eq!(required_scope("/healthz"), None);
+        assert_eq!(required_scope("/"), None);
+    }
+
+    #[test]
+    fn secrets_compare_exactly() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+        assert!(!constant_time_eq(b"", b"a"));
+        let auth = AuthConfig {
+            tokens: vec![TokenConfig { name: "a".into(), secret: "s1".into(), scopes: vec![Scope::Query] }],
+        };
+        assert_eq!(scopes_of(&auth, "s1"), Some(&[Scope::Query][..]));
+        assert_eq!(scopes_of(&auth, "s2"), None);
+    }
+}
