@@ -42,6 +42,7 @@ impl std::error::Error for ConfigError {}
 pub struct WeirConfig {
     pub server: ServerConfig,
     pub auth: AuthConfig,
+    pub limits: LimitsConfig,
     pub log: LogConfig,
     pub query: QueryConfig,
     pub tables: Vec<TableConfig>,
@@ -68,6 +69,30 @@ pub struct TokenConfig {
 impl fmt::Debug for TokenConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TokenConfig").field("name", &self.name).field("scopes", &self.scopes).finish_non_exhaustive()
+    }
+}
+
+/// Request limits; each refusal names the limit and its value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitsConfig {
+    /// Largest request body (ingest or SQL), in bytes.
+    pub max_body_bytes: usize,
+    /// Most records one ingest request may carry.
+    pub max_records_per_request: usize,
+    /// Most live (WebSocket) connections open at once.
+    pub max_live_connections: usize,
+    /// Most tiles one live connection may subscribe to.
+    pub max_tiles_per_connection: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_body_bytes: 64 << 20,
+            max_records_per_request: 500_000,
+            max_live_connections: 4096,
+            max_tiles_per_connection: 64,
+        }
     }
 }
 
@@ -299,6 +324,8 @@ struct RawConfig {
     #[serde(default)]
     auth: RawAuth,
     #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
     log: RawLog,
     #[serde(default)]
     query: RawQuery,
@@ -311,6 +338,15 @@ struct RawConfig {
 struct RawServer {
     listen: Option<String>,
     data_dir: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_body_bytes: Option<Spanned<usize>>,
+    max_records_per_request: Option<Spanned<usize>>,
+    max_live_connections: Option<Spanned<usize>>,
+    max_tiles_per_connection: Option<Spanned<usize>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -480,6 +516,7 @@ impl WeirConfig {
             data_dir: raw.server.data_dir.unwrap_or_else(|| PathBuf::from("weir-data")),
         };
         let auth = validate_auth(&ctx, raw.auth)?;
+        let limits = validate_limits(&ctx, raw.limits)?;
         let log = validate_log(&ctx, raw.log)?;
         let query = validate_query(&ctx, raw.query)?;
         let mut tables = Vec::new();
@@ -501,12 +538,30 @@ impl WeirConfig {
             }
             tables.push(table);
         }
-        Ok(WeirConfig { server, auth, log, query, tables })
+        Ok(WeirConfig { server, auth, limits, log, query, tables })
     }
 
     pub fn table(&self, name: &str) -> Option<&TableConfig> {
         self.tables.iter().find(|t| t.name == name)
     }
+}
+
+fn validate_limits(ctx: &Ctx, raw: RawLimits) -> Result<LimitsConfig, ConfigError> {
+    let mut l = LimitsConfig::default();
+    for (value, slot, name) in [
+        (raw.max_body_bytes, &mut l.max_body_bytes, "max_body_bytes"),
+        (raw.max_records_per_request, &mut l.max_records_per_request, "max_records_per_request"),
+        (raw.max_live_connections, &mut l.max_live_connections, "max_live_connections"),
+        (raw.max_tiles_per_connection, &mut l.max_tiles_per_connection, "max_tiles_per_connection"),
+    ] {
+        if let Some(v) = value {
+            if *v.get_ref() == 0 {
+                return Err(ctx.err(format!("limits.{name}"), &v.span(), "must be at least 1"));
+            }
+            *slot = *v.get_ref();
+        }
+    }
+    Ok(l)
 }
 
 /// Shortest secret accepted, in bytes.

@@ -29,10 +29,10 @@ pub enum Command {
     /// generator of card transactions (some out of order, a few late, a few malformed).
     Demo {
         /// Address to listen on (port 0 picks a free port).
-        #[arg(long, default_value = "127.0.0.1:8080")]
+        #[arg(long, default_value = "127.0.0.1:8080", env = "WEIR_LISTEN")]
         listen: String,
         /// Where the log and other state are kept.
-        #[arg(long, default_value = "weir-data")]
+        #[arg(long, default_value = "weir-data", env = "WEIR_DATA_DIR")]
         data_dir: PathBuf,
         /// Events per second the generator appends; 0 runs no generator.
         #[arg(long, default_value_t = 2000)]
@@ -41,13 +41,13 @@ pub enum Command {
     /// Run the server with the tables of a config file.
     Serve {
         /// The TOML config (see `ingest/src/demo.toml` for an example).
-        #[arg(long, short)]
+        #[arg(long, short, env = "WEIR_CONFIG")]
         config: PathBuf,
         /// Overrides `server.listen`.
-        #[arg(long)]
+        #[arg(long, env = "WEIR_LISTEN")]
         listen: Option<String>,
         /// Overrides `server.data_dir`.
-        #[arg(long)]
+        #[arg(long, env = "WEIR_DATA_DIR")]
         data_dir: Option<PathBuf>,
     },
     /// Append NDJSON records (one JSON object per line) to a table through a running

@@ -17,6 +17,7 @@ use std::sync::atomic::Ordering;
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -31,10 +32,6 @@ use weir_storage::log::NewRecord;
 use crate::app::App;
 use crate::error::ApiError;
 
-/// Largest ingest or SQL request body.
-pub const MAX_BODY_BYTES: usize = 64 << 20;
-/// Most records one ingest request may carry.
-pub const MAX_RECORDS_PER_REQUEST: usize = 500_000;
 
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
@@ -45,7 +42,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(DefaultBodyLimit::max(app.config.limits.max_body_bytes))
         .layer(axum::middleware::from_fn_with_state(app.clone(), crate::auth::check))
         .with_state(app)
 }
@@ -60,8 +57,26 @@ fn table_config<'a>(app: &'a App, name: &str) -> Result<&'a TableConfig, ApiErro
 /// The keys and values routed to one partition.
 type Routed<'a> = (Vec<Vec<u8>>, Vec<&'a [u8]>);
 
-async fn ingest(State(app): State<Arc<App>>, Path(name): Path<String>, body: Bytes) -> Result<Response, ApiError> {
+/// The request body, or a JSON 413 naming the limit.
+fn body_or_limit(app: &App, body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|e| match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the request body is larger than limits.max_body_bytes = {}", app.config.limits.max_body_bytes),
+        ),
+        status => ApiError::new(status, "bad_request", e.body_text()),
+    })
+}
+
+async fn ingest(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
     let cfg = table_config(&app, &name)?.clone();
+    let body = body_or_limit(&app, body)?;
+    let max_records = app.config.limits.max_records_per_request;
     if !app.accepting.load(Ordering::SeqCst) {
         return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the server is shutting down"));
     }
@@ -73,11 +88,14 @@ async fn ingest(State(app): State<Arc<App>>, Path(name): Path<String>, body: Byt
             .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
             .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
             .collect();
-        if lines.len() > MAX_RECORDS_PER_REQUEST {
+        if lines.len() > max_records {
             return Err(ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "too_many_records",
-                format!("{} records in one request; send at most {MAX_RECORDS_PER_REQUEST}", lines.len()),
+                format!(
+                    "{} records in one request; limits.max_records_per_request is {max_records}",
+                    lines.len()
+                ),
             ));
         }
         // Route each record: by its key field when it has one, else by its bytes.
@@ -130,7 +148,8 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
 }
 
-async fn sql(State(app): State<Arc<App>>, body: Bytes) -> Result<Response, ApiError> {
+async fn sql(State(app): State<Arc<App>>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+    let body = body_or_limit(&app, body)?;
     let started = std::time::Instant::now();
     let result = run_sql(&app, &body).await;
     app.metrics.query_latency.observe(started.elapsed());

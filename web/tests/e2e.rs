@@ -499,3 +499,34 @@ fn tokens_and_scopes_guard_every_endpoint() {
     assert_eq!(call("GET", "/healthz", b"", None), 200);
     assert_eq!(call("GET", "/readyz", b"", None), 200);
 }
+
+#[test]
+fn request_limits_refuse_clearly_and_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("weir.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[server]\ndata_dir = \"{}\"\nlisten = \"127.0.0.1:0\"\n[limits]\nmax_body_bytes = 2000\nmax_records_per_request = 3\n[[tables]]\nname = \"t\"\ntime = {{ field = \"ts\" }}\ndimensions = [{{ name = \"k\", type = \"string\" }}]\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let weir = Weir::start(&["serve", "--config", cfg.to_str().unwrap()]);
+    let ev = |i: usize| format!(r#"{{"ts": {i}, "k": "a"}}"#);
+    assert_eq!(weir.ingest("t", &[ev(1), ev(2)])["appended"], 2);
+    let four: Vec<String> = (0..4).map(ev).collect();
+    let r = weir.request("POST", "/v1/ingest/t", four.join("\n").as_bytes());
+    assert_eq!(r.status, 413);
+    assert!(r.text().contains("limits.max_records_per_request is 3"), "{}", r.text());
+    let big = format!(r#"{{"ts": 1, "k": "{}"}}"#, "x".repeat(3000));
+    let r = weir.request("POST", "/v1/ingest/t", big.as_bytes());
+    assert_eq!(r.status, 413);
+    assert!(r.text().contains("limits.max_body_bytes = 2000"), "{}", r.text());
+    let r = weir.sql_raw(&format!("SELECT '{}'", "y".repeat(3000)), "json");
+    assert_eq!(r.status, 413);
+    assert_eq!(r.json()["error"]["code"], "body_too_large");
+    // What was accepted before the refusals is all there, and nothing else.
+    let t = weir.wait_caught_up("t", 2);
+    assert_eq!(t["counts"]["ingested"], 2);
+}
