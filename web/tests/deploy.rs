@@ -1,0 +1,27 @@
+//! The deployment files carry Weir configs that must stay valid.
+
+use weir_storage::config::WeirConfig;
+
+#[test]
+fn the_container_config_is_valid_and_listens_on_all_interfaces() {
+    let src = include_str!("../../deploy/weir.toml");
+    let c = WeirConfig::from_toml(src).unwrap_or_else(|e| panic!("deploy/weir.toml: {e}"));
+    assert_eq!(c.server.listen, "0.0.0.0:8080");
+    assert_eq!(c.server.data_dir.to_str(), Some("/var/lib/weir"));
+    assert_eq!(c.tables[0].name, "transactions");
+}
+
+#[test]
+fn the_kubernetes_config_map_holds_a_valid_config() {
+    let manifest = include_str!("../../deploy/k8s/weir.yaml");
+    let start = manifest.find("weir.toml: |\n").expect("the ConfigMap's weir.toml") + "weir.toml: |\n".len();
+    let end = start + manifest[start..].find("\n---").expect("end of the ConfigMap");
+    let toml: String = manifest[start..end].lines().map(|l| l.strip_prefix("    ").unwrap_or(l)).collect::<Vec<_>>().join("\n");
+    for var in ["WEIR_QUERY_TOKEN", "WEIR_INGEST_TOKEN", "WEIR_ADMIN_TOKEN"] {
+        // SAFETY: this test binary runs no other code that reads these variables.
+        unsafe { std::env::set_var(var, "a-test-secret-of-enough-bytes") };
+    }
+    let c = WeirConfig::from_toml(&toml).unwrap_or_else(|e| panic!("the ConfigMap's weir.toml: {e}\n{toml}"));
+    assert_eq!(c.auth.tokens.len(), 3);
+    assert_eq!(c.server.listen, "0.0.0.0:8080");
+}
