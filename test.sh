@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
-# Runs every test of Weir. Needs only the Rust toolchain.
+# Runs every test of Weir: the Rust workspace (unit, property and end-to-end tests
+# against the real binary), the deployment files, and the dashboard in headless
+# Chromium. Needs only the Rust toolchain; installs the rest (Debian's chromium,
+# node and playwright-core from npm, kubernetes-validate from PyPI) when missing.
 #
 # The cargo target directory lives outside the checkout ($HOME/.cache/weir-target
 # unless CARGO_TARGET_DIR says otherwise) so that later runs build incrementally.
@@ -9,13 +12,23 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/weir-target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
+status=0
 
 echo "== building (target dir: $CARGO_TARGET_DIR)"
 cargo build --workspace --all-targets --locked
-echo "== testing"
-status=0
-cargo test --workspace --locked -- --test-threads=2 2>&1 | tee "$log" || status=$?
-# One closing line over every test binary: "tests: N passed, N failed".
+
+echo "== Rust tests"
+cargo test --workspace --locked -- --test-threads=2 2>&1 | tee -a "$log" || status=$?
+
+echo "== deployment files"
+deploy/validate.sh 2>&1 | tee -a "$log" || status=$?
+
+echo "== the dashboard in headless Chromium"
+web/tests/browser/run.sh 2>&1 | tee -a "$log" || status=$?
+
+# One closing line over every runner: "tests: N passed, N failed".
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     /^ℹ pass [0-9]+$/ { p += $3 }
+     /^ℹ fail [0-9]+$/ { f += $3 }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
 exit "$status"

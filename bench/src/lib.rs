@@ -3,6 +3,8 @@
 //!
 //! - `ingest`: embedded log -> decode -> hot tier (raw rows + rollups), events/s on
 //!   one core, with a breakdown of where the time goes and bytes per hot row.
+//! - `live`: the real `weir` binary, N WebSocket connections on M live tiles while
+//!   events are posted at R events/s: event-to-push latency (p50/p99), pushes/s.
 
 use std::time::Instant;
 

@@ -6,7 +6,8 @@
 //! [`Error::ResourcesExhausted`] are limits the query hit (408/503 or 413),
 //! [`Error::Execution`] is a failure while running a valid plan (usually bad data or
 //! an invalid cast, 400/422), [`Error::Encode`] an output that a format cannot hold,
-//! and [`Error::Internal`] is a bug. Every message is written for a dashboard user.
+//! [`Error::Live`] a live tile that cannot be served as asked (the client's), and
+//! [`Error::Internal`] is a bug. Every message is written for a dashboard user.
 
 use std::time::Duration;
 
@@ -46,6 +47,10 @@ pub enum Error {
         format: &'static str,
         message: String,
     },
+    /// A live tile that cannot be served as asked: a key column that is not in the
+    /// result, a result too large to push (see [`crate::live`]).
+    #[error("{message}")]
+    Live { message: String },
     /// A bug in Weir or DataFusion, or a lost query task.
     #[error("internal error: {message}")]
     Internal { message: String },

@@ -24,6 +24,10 @@
 //!  QueryOutput { schema, batches } --format::encode--> JSON | NDJSON | CSV | Arrow IPC
 //! ```
 //!
+//! [`live`] keeps SQL results fresh for subscribers: it watches the versions of the
+//! relations a tile reads, re-evaluates it through the same service and publishes
+//! the rows added, changed and removed.
+//!
 //! The crate reads the hot tier only through [`weir_storage::hot::HotSource`]; it never
 //! imports the ingest crate. Errors are one enum, [`Error`], whose variants tell the web
 //! layer which HTTP status to answer without parsing strings.
@@ -35,6 +39,7 @@ pub mod catalog;
 pub mod error;
 pub mod format;
 pub mod guard;
+pub mod live;
 pub mod provider;
 pub mod service;
 pub mod session;
@@ -45,4 +50,4 @@ mod testing;
 
 pub use error::{Error, Result};
 pub use format::{Format, encode};
-pub use service::{QueryOutput, QueryService};
+pub use service::{Described, QueryOutput, QueryService};

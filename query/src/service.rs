@@ -7,6 +7,7 @@
 //! stops waiting (a client went away), the task is aborted, which drops the plan's
 //! streams and cancels every task they spawned.
 
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -15,6 +16,9 @@ use std::task::{Context, Poll};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::CatalogProviderList;
+use datafusion::common::TableReference;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::execution::session_state::SessionState;
 use datafusion::physical_plan::collect;
 use datafusion::sql::parser::Statement;
@@ -37,6 +41,15 @@ impl QueryOutput {
     pub fn num_rows(&self) -> usize {
         self.batches.iter().map(RecordBatch::num_rows).sum()
     }
+}
+
+/// What [`QueryService::describe`] finds out about a statement without running it.
+#[derive(Debug, Clone)]
+pub struct Described {
+    /// The hot relations the statement reads, sorted, without duplicates.
+    pub relations: Vec<String>,
+    /// The schema of its result.
+    pub schema: SchemaRef,
 }
 
 /// Answers read-only SQL over the hot tier.
@@ -88,6 +101,36 @@ impl QueryService {
         }
     }
 
+    /// Plans one read-only statement without running it: the relations it reads
+    /// (every table scan, subqueries included, in the hot catalog) and the schema of
+    /// its result. Live tiles use it to know what to watch and which key columns
+    /// exist before the first evaluation.
+    pub async fn describe(&self, sql: &str) -> Result<Described> {
+        let checked = guard::check(sql)?;
+        let state = session::new_state(Arc::clone(&self.catalogs), &self.limits)?;
+        let plan = match tokio::time::timeout(self.limits.timeout, plan(&state, checked.statement)).await {
+            Ok(plan) => plan?,
+            Err(_elapsed) => {
+                return Err(Error::Timeout {
+                    after: self.limits.timeout,
+                });
+            }
+        };
+        let mut relations = BTreeSet::new();
+        plan.apply_with_subqueries(|node| {
+            if let LogicalPlan::TableScan(scan) = node
+                && is_hot_relation(&scan.table_name)
+            {
+                relations.insert(scan.table_name.table().to_string());
+            }
+            Ok(TreeNodeRecursion::Continue)
+        })?;
+        Ok(Described {
+            relations: relations.into_iter().collect(),
+            schema: Arc::new(plan.schema().as_arrow().clone()),
+        })
+    }
+
     fn runtime(&self) -> &Runtime {
         self.runtime
             .as_ref()
@@ -111,14 +154,27 @@ impl Drop for QueryService {
     }
 }
 
-/// Plans and runs a checked statement.
-async fn run(state: SessionState, statement: Statement) -> Result<QueryOutput> {
+/// Plans a checked statement and verifies the plan is read-only.
+async fn plan(state: &SessionState, statement: Statement) -> Result<LogicalPlan> {
     let plan = state.statement_to_plan(statement).await?;
     guard::sql_options()
         .verify_plan(&plan)
         .map_err(|e| Error::Refused {
             reason: e.message().into_owned(),
         })?;
+    Ok(plan)
+}
+
+/// Whether a scanned table is one of the hot tier's relations (and not, say,
+/// `information_schema.tables`).
+fn is_hot_relation(table: &TableReference) -> bool {
+    table.catalog().is_none_or(|c| c == catalog::CATALOG)
+        && table.schema().is_none_or(|s| s == catalog::SCHEMA)
+}
+
+/// Plans and runs a checked statement.
+async fn run(state: SessionState, statement: Statement) -> Result<QueryOutput> {
+    let plan = plan(&state, statement).await?;
     let physical = state.create_physical_plan(&plan).await?;
     let schema = physical.schema();
     let batches = collect(physical, state.task_ctx()).await?;

@@ -62,5 +62,9 @@ pub fn new_state(
         .aggregate_functions()
         .get_or_insert_with(Vec::new)
         .extend(sketch::aggregate_functions());
-    Ok(builder.build())
+    let mut state = builder.build();
+    // `now()` and friends are folded to the query's start time while planning;
+    // without a start time they fail at run time.
+    state.mark_start_execution();
+    Ok(state)
 }

@@ -1,6 +1,7 @@
 //! Test doubles: an in-memory [`HotSource`] standing in for the ingest crate's hot
 //! tier, and small fixtures.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,16 +20,35 @@ use crate::{QueryOutput, QueryService};
 pub const T0: i64 = 1_767_261_600_000;
 pub const MINUTE: i64 = 60_000;
 
-/// An in-memory hot tier: relations with fixed batches; relations can be added while
-/// a service uses it.
+/// An in-memory hot tier: relations with batches that can be added or replaced while
+/// a service uses it; each change bumps the relation's version.
 #[derive(Default)]
 pub struct FakeHot {
     relations: Mutex<Vec<(Relation, Vec<RecordBatch>)>>,
+    versions: Mutex<HashMap<String, u64>>,
 }
 
 impl FakeHot {
     pub fn add(&self, relation: Relation, batches: Vec<RecordBatch>) {
+        self.bump(&relation.name);
         self.relations.lock().unwrap().push((relation, batches));
+    }
+
+    /// Replaces the batches of a relation added before, as an applied ingest batch
+    /// would, and bumps its version.
+    pub fn replace(&self, relation: &str, batches: Vec<RecordBatch>) {
+        let mut relations = self.relations.lock().unwrap();
+        let entry = relations
+            .iter_mut()
+            .find(|(r, _)| r.name == relation)
+            .expect("replace a relation that was added");
+        entry.1 = batches;
+        self.bump(relation);
+    }
+
+    /// Bumps a relation's version without changing its contents.
+    pub fn bump(&self, relation: &str) {
+        *self.versions.lock().unwrap().entry(relation.to_string()).or_default() += 1;
     }
 }
 
@@ -55,9 +75,7 @@ impl HotSource for FakeHot {
     }
 
     fn version(&self, relation: &str) -> Option<u64> {
-        // Fixed contents: the version is the number of relations, which only grows.
-        let relations = self.relations.lock().unwrap();
-        relations.iter().any(|(r, _)| r.name == relation).then_some(relations.len() as u64)
+        self.versions.lock().unwrap().get(relation).copied()
     }
 }
 

@@ -106,6 +106,14 @@ pub struct AuthConfig {
 pub struct ServerConfig {
     pub listen: String,
     pub data_dir: PathBuf,
+    /// Serve HTTPS with this certificate chain and key (PEM files).
+    pub tls: Option<TlsConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// When appended log records are forced to disk.
@@ -338,6 +346,8 @@ struct RawConfig {
 struct RawServer {
     listen: Option<String>,
     data_dir: Option<PathBuf>,
+    tls_cert: Option<Spanned<PathBuf>>,
+    tls_key: Option<Spanned<PathBuf>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -511,9 +521,17 @@ impl WeirConfig {
             ConfigError { path: "(file)".into(), line, message: e.message().to_string() }
         })?;
         let ctx = Ctx { src };
+        let tls = match (raw.server.tls_cert, raw.server.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsConfig { cert: cert.into_inner(), key: key.into_inner() }),
+            (None, None) => None,
+            (Some(one), None) | (None, Some(one)) => {
+                return Err(ctx.err("server", &one.span(), "give both tls_cert and tls_key, or neither"));
+            }
+        };
         let server = ServerConfig {
             listen: raw.server.listen.unwrap_or_else(|| "127.0.0.1:8080".into()),
             data_dir: raw.server.data_dir.unwrap_or_else(|| PathBuf::from("weir-data")),
+            tls,
         };
         let auth = validate_auth(&ctx, raw.auth)?;
         let limits = validate_limits(&ctx, raw.limits)?;

@@ -21,6 +21,7 @@ use weir_storage::config::{FsyncPolicy, WeirConfig};
 use weir_storage::log::{Log, Topic};
 
 use crate::generator::GeneratorHandle;
+use crate::live::Live;
 
 /// Everything a running `weir` process holds.
 pub struct App {
@@ -28,7 +29,9 @@ pub struct App {
     pub log: Arc<Log>,
     pub topics: Vec<Arc<Topic>>,
     pub tier: Arc<HotTier>,
-    pub query: QueryService,
+    pub query: Arc<QueryService>,
+    /// Live tiles over WebSocket (`/v1/live`).
+    pub live: Live,
     pub clock: Arc<dyn Clock>,
     /// False once shutdown began: ingest answers 503.
     pub accepting: AtomicBool,
@@ -61,7 +64,8 @@ impl App {
             tables.push(hot);
         }
         let tier = Arc::new(HotTier::new(tables));
-        let query = QueryService::new(tier.clone(), config.query).context("starting the query service")?;
+        let query = Arc::new(QueryService::new(tier.clone(), config.query).context("starting the query service")?);
+        let live = Live::new(query.clone(), tier.clone());
         let flusher = match config.log.fsync {
             FsyncPolicy::Interval(every) => Some(spawn_flusher(topics.clone(), every)?),
             _ => None,
@@ -72,6 +76,7 @@ impl App {
             topics,
             tier,
             query,
+            live,
             clock,
             accepting: AtomicBool::new(true),
             metrics: crate::metrics::Metrics::default(),

@@ -6,9 +6,11 @@
 //! | `POST /v1/sql` | `{"sql": "...", "format": "json" \| "ndjson" \| "csv" \| "arrow"}` |
 //! | `GET /v1/tables` | every table, with its relations and counts |
 //! | `GET /v1/tables/{name}` | one table: schema, rollups, watermark, offsets, hot tier, counts |
+//! | `GET /v1/live` | live tiles over WebSocket (docs/live.md); without an upgrade, the hub's counters |
 //! | `GET /healthz` | the process is up |
 //! | `GET /readyz` | ready to serve: not shutting down, every table's reader running |
 //! | `GET /metrics` | Prometheus metrics (see `metrics.rs`) |
+//! | `GET /`, `GET /assets/{file}` | the dashboard page (see `dashboard.rs`) |
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -31,6 +33,7 @@ use weir_storage::log::NewRecord;
 
 use crate::app::App;
 use crate::error::ApiError;
+use crate::live::live;
 
 
 pub fn router(app: Arc<App>) -> Router {
@@ -39,9 +42,12 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/sql", post(sql))
         .route("/v1/tables", get(tables))
         .route("/v1/tables/{name}", get(table))
+        .route("/v1/live", get(live))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/", get(crate::dashboard::index))
+        .route("/assets/{file}", get(crate::dashboard::asset))
         .layer(DefaultBodyLimit::max(app.config.limits.max_body_bytes))
         .layer(axum::middleware::from_fn_with_state(app.clone(), crate::auth::check))
         .with_state(app)

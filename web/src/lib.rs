@@ -7,6 +7,7 @@
 //!   -> http::router        POST /v1/ingest/{table} -> log append
 //!                          POST /v1/sql            -> QueryService -> JSON/NDJSON/CSV/Arrow
 //!                          GET  /v1/tables[/{name}] -> config + hot-tier status
+//!                          GET  /v1/live  (WebSocket) -> live::connection <- TileHub
 //!   -> server::run         serves until Ctrl-C/SIGTERM or a failed reader, then
 //!                          App::shutdown (stop appends, generator, readers; flush)
 //! weir produce             NDJSON from a file or stdin -> POST /v1/ingest/{table}
@@ -15,9 +16,12 @@
 pub mod app;
 pub mod auth;
 pub mod cli;
+pub mod dashboard;
 pub mod error;
 pub mod generator;
 pub mod http;
+pub mod live;
 pub mod metrics;
 pub mod produce;
 pub mod server;
+pub mod tls;

@@ -30,6 +30,7 @@ pub fn run(config: WeirConfig, demo_rate: Option<u64>) -> anyhow::Result<()> {
 }
 
 async fn serve(config: WeirConfig, demo_rate: Option<u64>) -> anyhow::Result<()> {
+    let tls = config.server.tls.as_ref().map(crate::tls::acceptor).transpose()?;
     let listen = config.server.listen.clone();
     let listener = tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("listening on {listen}"))?;
     let addr = listener.local_addr()?;
@@ -39,7 +40,7 @@ async fn serve(config: WeirConfig, demo_rate: Option<u64>) -> anyhow::Result<()>
         let topic = app.topic("transactions").context("the demo table")?.clone();
         *app.generator.lock() = Some(GeneratorHandle::spawn(topic, rate, app.clock.clone())?);
     }
-    print_banner(&app, addr, demo_rate);
+    print_banner(&app, addr, demo_rate, tls.is_some());
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<Stop>();
     let watcher = tokio::spawn(watch(app.clone(), stop_tx));
@@ -59,11 +60,17 @@ async fn serve(config: WeirConfig, demo_rate: Option<u64>) -> anyhow::Result<()>
         why
     };
     let (why_tx, why_rx) = tokio::sync::oneshot::channel();
-    let server = axum::serve(listener, crate::http::router(app.clone())).with_graceful_shutdown(async move {
+    let graceful = async move {
         let why = shutdown.await;
         let _ = why_tx.send(why);
-    });
-    let serving = tokio::spawn(async move { server.await });
+    };
+    let router = crate::http::router(app.clone());
+    let serving = match tls {
+        None => tokio::spawn(async move {
+            axum::serve(listener, router).with_graceful_shutdown(graceful).await.map_err(anyhow::Error::from)
+        }),
+        Some(acceptor) => tokio::spawn(crate::tls::serve(listener, router, acceptor, graceful)),
+    };
     // Once ingest is stopped, give in-flight requests a deadline.
     let _ = drained_rx.await;
     match tokio::time::timeout(HTTP_DRAIN, serving).await {
@@ -95,8 +102,8 @@ async fn watch(app: Arc<App>, stop: tokio::sync::oneshot::Sender<Stop>) {
     let _ = stop.send(why);
 }
 
-fn print_banner(app: &App, addr: std::net::SocketAddr, demo_rate: Option<u64>) {
-    let base = format!("http://{addr}");
+fn print_banner(app: &App, addr: std::net::SocketAddr, demo_rate: Option<u64>, tls: bool) {
+    let base = format!("{}://{addr}", if tls { "https" } else { "http" });
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "weir listening on {base}");
     let _ = writeln!(out, "  data directory: {}", app.config.server.data_dir.display());

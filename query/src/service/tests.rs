@@ -405,3 +405,20 @@ fn the_service_is_shareable_and_its_futures_are_send() {
     send_sync(&service);
     send(&service.execute("SELECT 1"));
 }
+
+#[tokio::test]
+async fn now_is_the_query_start_time() {
+    let before = chrono_like_now_ms();
+    let out = query("SELECT CAST(now() AS BIGINT) / 1000000 AS ms, now() - INTERVAL '10 minutes' < now() AS earlier")
+        .await
+        .expect("now() plans and runs");
+    let batch = &out.batches[0];
+    let ms = batch.column(0).as_any().downcast_ref::<arrow::array::Int64Array>().unwrap().value(0);
+    assert!(ms >= before && ms <= chrono_like_now_ms(), "{ms} not within the query's run");
+    let earlier = batch.column(1).as_any().downcast_ref::<arrow::array::BooleanArray>().unwrap().value(0);
+    assert!(earlier);
+}
+
+fn chrono_like_now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+}

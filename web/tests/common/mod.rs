@@ -135,6 +135,16 @@ impl Response {
     }
 }
 
+/// Like [`request`], but `None` when no HTTP answer comes back.
+pub fn try_request(addr: &str, method: &str, path: &str, body: &[u8]) -> Option<Response> {
+    let addr = addr.to_string();
+    let (method, path, body) = (method.to_string(), path.to_string(), body.to_vec());
+    std::thread::spawn(move || std::panic::catch_unwind(|| request(&addr, &method, &path, &body)).ok())
+        .join()
+        .ok()
+        .flatten()
+}
+
 /// A minimal HTTP/1.1 client: one request per connection.
 pub fn request(addr: &str, method: &str, path: &str, body: &[u8]) -> Response {
     let mut s = TcpStream::connect(addr).expect("connect");

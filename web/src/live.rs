@@ -1,0 +1,113 @@
+//! `GET /v1/live`: live tiles over WebSocket, protocol version 1 (docs/live.md).
+//!
+//! ```text
+//!  client frames -> connection::serve (reader loop: subscribe / unsubscribe / ping)
+//!                     |  subscribe -> TileHub::subscribe -> one forwarder task per tile
+//!                     v
+//!  TileHub watch --> forwarder (waits for a change, then for its max_rate_hz slot;
+//!                     |         takes only the latest state: update or snapshot+skipped)
+//!                     v
+//!                   outbox (bounded, OUTBOX messages) -> writer task -> socket
+//!                                                        (heartbeat + ping when idle)
+//! ```
+//!
+//! The hub never waits for a connection: it only replaces the value in each tile's
+//! watch channel. A connection that cannot keep up blocks its own writer, then its
+//! forwarders, which then skip to the latest state when they can send again.
+//!
+//! A plain `GET /v1/live` without a WebSocket upgrade answers the hub's counters as
+//! JSON (tiles, subscriptions, evaluations, publishes, pushes, skipped, connections).
+
+mod connection;
+mod protocol;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use weir_query::QueryService;
+use weir_query::live::TileHub;
+use weir_storage::hot::SharedHotSource;
+
+use crate::app::App;
+use crate::error::ApiError;
+
+/// How often an idle connection gets a heartbeat (and a WebSocket ping).
+pub const HEARTBEAT: Duration = Duration::from_secs(15);
+/// Overrides [`HEARTBEAT`] in milliseconds (for tests).
+pub const HEARTBEAT_ENV: &str = "WEIR_LIVE_HEARTBEAT_MS";
+/// The largest client message (a subscribe carries SQL).
+pub const MAX_CLIENT_MESSAGE_BYTES: usize = 256 << 10;
+
+/// The live side of a process: the tile hub and the connection settings.
+pub struct Live {
+    pub hub: TileHub,
+    heartbeat: Duration,
+    connections: AtomicU64,
+}
+
+impl Live {
+    /// A hub over `query` and `hot`; no task runs until the first subscription.
+    pub fn new(query: Arc<QueryService>, hot: SharedHotSource) -> Live {
+        let heartbeat = std::env::var(HEARTBEAT_ENV)
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .filter(|ms| *ms > 0)
+            .map_or(HEARTBEAT, Duration::from_millis);
+        Live {
+            hub: TileHub::new(query, hot),
+            heartbeat,
+            connections: AtomicU64::new(0),
+        }
+    }
+}
+
+/// The `/v1/live` handler: upgrades to a WebSocket, or answers the counters.
+pub async fn live(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(rejection) if headers.contains_key(header::UPGRADE) => return rejection.into_response(),
+        Err(_) => return Json(stats(&app.live)).into_response(),
+    };
+    let limits = app.config.limits;
+    if app.live.connections.load(Ordering::Relaxed) >= limits.max_live_connections as u64 {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_connections",
+            format!("{} live connections are open, limits.max_live_connections", limits.max_live_connections),
+        )
+        .into_response();
+    }
+    ws.max_message_size(MAX_CLIENT_MESSAGE_BYTES)
+        .max_frame_size(MAX_CLIENT_MESSAGE_BYTES)
+        .on_upgrade(move |socket| async move {
+            let live = &app.live;
+            live.connections.fetch_add(1, Ordering::Relaxed);
+            connection::serve(socket, live.hub.clone(), live.heartbeat, limits.max_tiles_per_connection).await;
+            live.connections.fetch_sub(1, Ordering::Relaxed);
+        })
+}
+
+fn stats(live: &Live) -> serde_json::Value {
+    let s = live.hub.stats();
+    json!({
+        "protocol": protocol::PROTOCOL,
+        "connections": live.connections.load(Ordering::Relaxed),
+        "tiles": s.tiles,
+        "subscriptions": s.subscriptions,
+        "evaluations": s.evaluations,
+        "publishes": s.publishes,
+        "pushes": s.pushes,
+        "skipped": s.skipped,
+    })
+}
