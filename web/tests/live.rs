@@ -354,8 +354,12 @@ async fn identical_tiles_on_two_connections_are_evaluated_once() {
     let stats = weir.get_json("/v1/live");
     assert_eq!((stats["tiles"].as_u64(), stats["subscriptions"].as_u64()), (Some(1), Some(2)), "{stats}");
     assert_eq!(stats["connections"], 2);
-    // Each evaluation served both connections: one per published result.
-    assert_eq!(stats["evaluations"], stats["publishes"], "{stats}");
+    // Evaluations served both connections: fewer than one per connection per
+    // result. (An evaluation can also find its result unchanged, when a batch
+    // landed between reading the versions and taking the snapshot; it is then
+    // not published.)
+    let (evaluations, publishes) = (stats["evaluations"].as_u64().unwrap(), stats["publishes"].as_u64().unwrap());
+    assert!(evaluations >= publishes && evaluations < 2 * publishes, "{stats}");
     assert_eq!(stats["publishes"].as_u64(), Some(ta.seq), "{stats}");
 }
 

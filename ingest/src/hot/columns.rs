@@ -25,7 +25,8 @@ pub fn timestamp_type() -> DataType {
     DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()))
 }
 
-fn arrow_type(ty: FieldType) -> DataType {
+/// The Arrow type of a declared field.
+pub fn arrow_type(ty: FieldType) -> DataType {
     match ty {
         FieldType::String => DataType::Utf8,
         FieldType::Int64 => DataType::Int64,

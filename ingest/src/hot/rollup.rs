@@ -20,7 +20,7 @@ use rustc_hash::FxHashMap;
 use weir_storage::config::{AggFn, Aggregation, FieldType, RollupConfig, TableConfig};
 use weir_storage::sketch::{Sketch, hash_bytes};
 
-use super::columns::timestamp_type;
+use super::columns::{arrow_type, timestamp_type};
 use crate::decode::Val;
 use crate::exact_sum::ExactSum;
 use crate::time::bucket_start;
@@ -205,13 +205,6 @@ pub(crate) fn plan_aggregations(table: &TableConfig, aggs: &[Aggregation]) -> (V
     (plans, fields)
 }
 
-fn arrow_type(ty: FieldType) -> DataType {
-    match ty {
-        FieldType::String => DataType::Utf8,
-        FieldType::Int64 => DataType::Int64,
-        FieldType::Float64 => DataType::Float64,
-        FieldType::Bool => DataType::Boolean,
-    }
 }
 
 #[inline]
