@@ -43,12 +43,11 @@ async fn live_connections_need_the_query_scope_and_respect_the_limits() {
         Some(t) => format!("ws://{}/v1/live?token={t}", weir.addr),
         None => format!("ws://{}/v1/live", weir.addr),
     };
-    let refused = tokio_tungstenite::connect_async(url(None)).await.err().expect("no token is refused");
+    let Err(refused) = tokio_tungstenite::connect_async(url(None)).await else { panic!("no token is refused") };
     assert_eq!(status_of(refused), 401);
-    let refused = tokio_tungstenite::connect_async(url(Some("nope-nope-nope-nope"))).await.err().expect("refused");
+    let Err(refused) = tokio_tungstenite::connect_async(url(Some("nope-nope-nope-nope"))).await else { panic!("refused") };
     assert_eq!(status_of(refused), 401);
-    let refused =
-        tokio_tungstenite::connect_async(url(Some("writer-secret-0123456789"))).await.err().expect("under-scoped");
+    let Err(refused) = tokio_tungstenite::connect_async(url(Some("writer-secret-0123456789"))).await else { panic!("under-scoped") };
     assert_eq!(status_of(refused), 403);
 
     let (mut ws, _) = tokio_tungstenite::connect_async(url(Some("reader-secret-0123456789"))).await.expect("connect");
@@ -63,8 +62,7 @@ async fn live_connections_need_the_query_scope_and_respect_the_limits() {
     assert!(e["message"].as_str().unwrap().contains("limits.max_tiles_per_connection"), "{e}");
 
     // A second connection while one is open goes over max_live_connections.
-    let refused =
-        tokio_tungstenite::connect_async(url(Some("reader-secret-0123456789"))).await.err().expect("over the limit");
+    let Err(refused) = tokio_tungstenite::connect_async(url(Some("reader-secret-0123456789"))).await else { panic!("over the limit") };
     assert_eq!(status_of(refused), 503);
     // The first connection still works.
     ws.send(Message::text(json!({"op": "ping"}).to_string())).await.unwrap();

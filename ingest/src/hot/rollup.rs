@@ -205,8 +205,6 @@ pub(crate) fn plan_aggregations(table: &TableConfig, aggs: &[Aggregation]) -> (V
     (plans, fields)
 }
 
-}
-
 #[inline]
 pub(crate) fn encode_key(buf: &mut Vec<u8>, v: &Val<'_>) {
     match v {

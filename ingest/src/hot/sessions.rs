@@ -47,6 +47,9 @@ struct Closed {
     session: Session,
 }
 
+/// Per partition: (close time, session id) -> the session's key.
+type Closing = BTreeMap<(i64, u64), Box<[u8]>>;
+
 /// The state of one session window of one table.
 pub struct Sessions {
     name: String,
@@ -56,8 +59,8 @@ pub struct Sessions {
     plans: Vec<Plan>,
     schema: SchemaRef,
     open: FxHashMap<Box<[u8]>, OpenKey>,
-    /// Per partition: (close time, session id) -> key of the session.
-    closing: Vec<BTreeMap<(i64, u64), Box<[u8]>>>,
+    /// Sessions to close, per partition, by close time.
+    closing: Vec<Closing>,
     pending: Vec<Closed>,
     frozen: Vec<RecordBatch>,
     next_id: u64,

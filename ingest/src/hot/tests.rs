@@ -181,7 +181,7 @@ aggregations = [{ name = "n", fn = "count" }, { name = "x_sum", fn = "sum", fiel
     let log = Log::open(dir.path(), LogConfig::default()).unwrap();
     let topic = log.topic("t", 1).unwrap();
     let m = 60_000i64;
-    let t0 = 1_800_000_000_000i64 - 1_800_000_000_000i64 % 3_600_000;
+    let t0 = 1_800_000_000_000i64; // on the hour
     let events = [
         ("a", 0, 1),
         ("a", 2 * m, 2),
