@@ -51,6 +51,7 @@ impl From<weir_query::Error> for ApiError {
             Q::ResourcesExhausted { .. } => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "memory_limit", e.to_string()),
             Q::Execution { .. } => ApiError::bad_request("execution", e.to_string()),
             Q::UnknownFormat { .. } => ApiError::bad_request("format", e.to_string()),
+            Q::Live { .. } => ApiError::bad_request("live", e.to_string()),
             Q::Encode { .. } => ApiError::bad_request("format", e.to_string()),
             other => ApiError::internal("query failed", other),
         }
