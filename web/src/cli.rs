@@ -64,6 +64,9 @@ pub enum Command {
         /// Records per request.
         #[arg(long, default_value_t = 10_000)]
         batch: usize,
+        /// An API token with the `ingest` scope, when the server requires one.
+        #[arg(long, env = "WEIR_TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
 }
 
@@ -96,6 +99,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             }
             crate::server::run(cfg, None)
         }
-        Command::Produce { table, file, server, batch } => crate::produce::run(&server, &table, file.as_deref(), batch),
+        Command::Produce { table, file, server, batch, token } => {
+            crate::produce::run(&server, &table, file.as_deref(), batch, token.as_deref())
+        }
     }
 }

@@ -10,7 +10,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-pub fn run(server: &str, table: &str, file: Option<&Path>, batch: usize) -> anyhow::Result<()> {
+pub fn run(server: &str, table: &str, file: Option<&Path>, batch: usize, token: Option<&str>) -> anyhow::Result<()> {
     if batch == 0 {
         bail!("--batch must be at least 1");
     }
@@ -44,7 +44,7 @@ pub fn run(server: &str, table: &str, file: Option<&Path>, batch: usize) -> anyh
         }
         if (n == 0 && in_body > 0) || in_body >= batch {
             let sent = rt
-                .block_on(post(&client, &uri, std::mem::take(&mut body)))
+                .block_on(post(&client, &uri, token, std::mem::take(&mut body)))
                 .with_context(|| format!("after {appended} records were appended"))?;
             appended += sent;
             in_body = 0;
@@ -57,13 +57,15 @@ pub fn run(server: &str, table: &str, file: Option<&Path>, batch: usize) -> anyh
     Ok(())
 }
 
-async fn post<C>(client: &Client<C, Full<Bytes>>, uri: &hyper::Uri, body: Vec<u8>) -> anyhow::Result<u64>
+async fn post<C>(client: &Client<C, Full<Bytes>>, uri: &hyper::Uri, token: Option<&str>, body: Vec<u8>) -> anyhow::Result<u64>
 where
     C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
 {
-    let req = hyper::Request::post(uri.clone())
-        .header("content-type", "application/x-ndjson")
-        .body(Full::new(Bytes::from(body)))?;
+    let mut req = hyper::Request::post(uri.clone()).header("content-type", "application/x-ndjson");
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let req = req.body(Full::new(Bytes::from(body)))?;
     let resp = client.request(req).await.with_context(|| format!("sending to {uri}: is the server running?"))?;
     let status = resp.status();
     let bytes = resp.into_body().collect().await?.to_bytes();

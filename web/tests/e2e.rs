@@ -498,6 +498,24 @@ fn tokens_and_scopes_guard_every_endpoint() {
     }
     assert_eq!(call("GET", "/healthz", b"", None), 200);
     assert_eq!(call("GET", "/readyz", b"", None), 200);
+
+    // `weir produce` sends its token; without one it is refused with the reason.
+    let file = dir.path().join("one.ndjson");
+    std::fs::write(&file, "{\"ts\": 2, \"k\": \"b\"}\n").unwrap();
+    let produce = |token: Option<&str>| {
+        let mut cmd = std::process::Command::new(common::BIN);
+        cmd.args(["produce", "--table", "t", "--server", &weir.base, file.to_str().unwrap()]).env_remove("WEIR_TOKEN");
+        if let Some(t) = token {
+            cmd.env("WEIR_TOKEN", t);
+        }
+        cmd.output().unwrap()
+    };
+    let out = produce(None);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("401"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = produce(Some("writer-secret-0123456789"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "appended 1 records to table `t`");
 }
 
 #[test]
