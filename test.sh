@@ -24,7 +24,11 @@ echo "== deployment files"
 deploy/validate.sh 2>&1 | tee -a "$log" || status=$?
 
 echo "== the dashboard in headless Chromium"
-web/tests/browser/run.sh 2>&1 | tee -a "$log" || status=$?
+# Screenshots of this run go to a temporary directory; `web/tests/browser/run.sh`
+# alone refreshes the ones in docs/screenshots/.
+shots="$(mktemp -d)"
+WEIR_SCREENSHOTS="$shots" web/tests/browser/run.sh 2>&1 | tee -a "$log" || status=$?
+rm -rf "$shots"
 
 # One closing line over every runner: "tests: N passed, N failed".
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }

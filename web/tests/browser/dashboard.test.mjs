@@ -22,7 +22,9 @@ const repo = resolve(here, '../../..');
 const targetDir = process.env.CARGO_TARGET_DIR || join(repo, 'target');
 const weirBin = process.env.WEIR_BIN || join(targetDir, 'debug', 'weir');
 const chromiumPath = process.env.CHROMIUM || '/usr/bin/chromium';
-const shots = join(repo, 'docs', 'screenshots');
+// Screenshots go to docs/screenshots/, or to WEIR_SCREENSHOTS (test.sh uses a
+// temporary directory so that a test run does not rewrite the committed ones).
+const shots = process.env.WEIR_SCREENSHOTS || join(repo, 'docs', 'screenshots');
 const WAIT = 60_000; // generous: the machine may be busy building
 
 let server; // { proc, url, dataDir, output }
