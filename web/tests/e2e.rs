@@ -346,15 +346,10 @@ fn serve_refuses_a_bad_config_naming_the_field_and_line() {
     assert!(err.contains("line 9") && err.contains("tables[0].rollups[0].dimensions[0]") && err.contains("`b`"), "{err}");
 
     // A good config with its own table serves it.
-    std::fs::write(
-        &cfg,
-        format!(
-            "[server]\ndata_dir = \"{}\"\nlisten = \"127.0.0.1:0\"\n[[tables]]\nname = \"clicks\"\ntime = {{ field = \"at\", formats = [\"epoch_seconds\"] }}\ndimensions = [{{ name = \"page\", type = \"string\", required = true }}]\nmetrics = [{{ name = \"ms\", type = \"int64\" }}]\n\n[[tables.rollups]]\nname = \"per_hour\"\ngranularity = \"1h\"\ndimensions = [\"page\"]\naggregations = [{{ name = \"n\", fn = \"count\" }}, {{ name = \"ms_sum\", fn = \"sum\", field = \"ms\" }}]\n",
-            dir.path().join("data").display()
-        ),
-    )
-    .unwrap();
-    let weir = Weir::start(&["serve", "--config", cfg.to_str().unwrap()]);
+    let weir = Weir::serve(
+        dir.path(),
+        "[[tables]]\nname = \"clicks\"\ntime = { field = \"at\", formats = [\"epoch_seconds\"] }\ndimensions = [{ name = \"page\", type = \"string\", required = true }]\nmetrics = [{ name = \"ms\", type = \"int64\" }]\n\n[[tables.rollups]]\nname = \"per_hour\"\ngranularity = \"1h\"\ndimensions = [\"page\"]\naggregations = [{ name = \"n\", fn = \"count\" }, { name = \"ms_sum\", fn = \"sum\", field = \"ms\" }]\n",
+    );
     let lines: Vec<String> =
         (0..10).map(|i| format!(r#"{{"at": {}, "page": "/p{}", "ms": {}}}"#, 1_795_000_000 + i * 60, i % 2, i)).collect();
     weir.ingest("clicks", &lines);
@@ -366,16 +361,10 @@ fn serve_refuses_a_bad_config_naming_the_field_and_line() {
 #[test]
 fn at_its_byte_budget_a_table_stops_reading_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("weir.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[server]\ndata_dir = \"{}\"\nlisten = \"127.0.0.1:0\"\n[[tables]]\nname = \"small\"\nhot_budget_bytes = 1048576\ntime = {{ field = \"ts\" }}\ndimensions = [{{ name = \"page\", type = \"string\", required = true }}]\n",
-            dir.path().join("data").display()
-        ),
-    )
-    .unwrap();
-    let weir = Weir::start(&["serve", "--config", cfg.to_str().unwrap()]);
+    let weir = Weir::serve(
+        dir.path(),
+        "[[tables]]\nname = \"small\"\nhot_budget_bytes = 1048576\ntime = { field = \"ts\" }\ndimensions = [{ name = \"page\", type = \"string\", required = true }]\n",
+    );
     // About 300 bytes a row: 20,000 rows are far over a 1 MiB budget.
     let pad = "x".repeat(280);
     let lines: Vec<String> =
@@ -454,16 +443,10 @@ fn metrics_move_as_events_flow_and_readyz_answers() {
 #[test]
 fn tokens_and_scopes_guard_every_endpoint() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("weir.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[server]\ndata_dir = \"{}\"\nlisten = \"127.0.0.1:0\"\n[auth]\ntokens = [\n  {{ name = \"reader\", token = \"reader-secret-0123456789\", scopes = [\"query\"] }},\n  {{ name = \"writer\", token = \"writer-secret-0123456789\", scopes = [\"ingest\"] }},\n  {{ name = \"ops\", token = \"admin-secret-0123456789\", scopes = [\"admin\"] }},\n]\n[[tables]]\nname = \"t\"\ntime = {{ field = \"ts\" }}\ndimensions = [{{ name = \"k\", type = \"string\" }}]\n",
-            dir.path().join("data").display()
-        ),
-    )
-    .unwrap();
-    let weir = Weir::start(&["serve", "--config", cfg.to_str().unwrap()]);
+    let weir = Weir::serve(
+        dir.path(),
+        "[auth]\ntokens = [\n  { name = \"reader\", token = \"reader-secret-0123456789\", scopes = [\"query\"] },\n  { name = \"writer\", token = \"writer-secret-0123456789\", scopes = [\"ingest\"] },\n  { name = \"ops\", token = \"admin-secret-0123456789\", scopes = [\"admin\"] },\n]\n[[tables]]\nname = \"t\"\ntime = { field = \"ts\" }\ndimensions = [{ name = \"k\", type = \"string\" }]\n",
+    );
     let call = |method: &str, path: &str, body: &[u8], token: Option<&str>| {
         let mut s = std::net::TcpStream::connect(&weir.addr).unwrap();
         use std::io::{Read, Write};
@@ -521,16 +504,10 @@ fn tokens_and_scopes_guard_every_endpoint() {
 #[test]
 fn request_limits_refuse_clearly_and_lose_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("weir.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[server]\ndata_dir = \"{}\"\nlisten = \"127.0.0.1:0\"\n[limits]\nmax_body_bytes = 2000\nmax_records_per_request = 3\n[[tables]]\nname = \"t\"\ntime = {{ field = \"ts\" }}\ndimensions = [{{ name = \"k\", type = \"string\" }}]\n",
-            dir.path().join("data").display()
-        ),
-    )
-    .unwrap();
-    let weir = Weir::start(&["serve", "--config", cfg.to_str().unwrap()]);
+    let weir = Weir::serve(
+        dir.path(),
+        "[limits]\nmax_body_bytes = 2000\nmax_records_per_request = 3\n[[tables]]\nname = \"t\"\ntime = { field = \"ts\" }\ndimensions = [{ name = \"k\", type = \"string\" }]\n",
+    );
     let ev = |i: usize| format!(r#"{{"ts": {i}, "k": "a"}}"#);
     assert_eq!(weir.ingest("t", &[ev(1), ev(2)])["appended"], 2);
     let four: Vec<String> = (0..4).map(ev).collect();

@@ -365,24 +365,11 @@ async fn identical_tiles_on_two_connections_are_evaluated_once() {
 
 /// `weir demo` with the heartbeat shortened through its environment variable.
 fn demo_with_heartbeat(data_dir: &std::path::Path, ms: u64) -> Weir {
-    use std::io::BufRead;
-    let mut child = std::process::Command::new(common::BIN)
-        .args(["demo", "--rate", "0", "--listen", "127.0.0.1:0", "--data-dir", data_dir.to_str().unwrap()])
-        .env("WEIR_LOG", "warn")
-        .env("WEIR_LIVE_HEARTBEAT_MS", ms.to_string())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawning weir");
-    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let base = loop {
-        let line = lines.next().expect("weir exited before listening").unwrap();
-        if let Some(url) = line.strip_prefix("weir listening on ") {
-            break url.trim().to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    let addr = base.trim_start_matches("http://").to_string();
-    Weir { child, base, addr }
+    let ms = ms.to_string();
+    Weir::start_with_env(
+        &["demo", "--rate", "0", "--listen", "127.0.0.1:0", "--data-dir", data_dir.to_str().unwrap()],
+        &[("WEIR_LIVE_HEARTBEAT_MS", &ms)],
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

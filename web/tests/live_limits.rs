@@ -29,16 +29,10 @@ fn status_of(e: WsError) -> u16 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_connections_need_the_query_scope_and_respect_the_limits() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("weir.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[server]\ndata_dir = \"{}\"\nlisten = \"127.0.0.1:0\"\n[limits]\nmax_live_connections = 1\nmax_tiles_per_connection = 1\n[auth]\ntokens = [\n  {{ name = \"reader\", token = \"reader-secret-0123456789\", scopes = [\"query\"] }},\n  {{ name = \"writer\", token = \"writer-secret-0123456789\", scopes = [\"ingest\"] }},\n]\n[[tables]]\nname = \"t\"\ntime = {{ field = \"ts\" }}\ndimensions = [{{ name = \"k\", type = \"string\" }}]\n",
-            dir.path().join("data").display()
-        ),
-    )
-    .unwrap();
-    let weir = Weir::start(&["serve", "--config", cfg.to_str().unwrap()]);
+    let weir = Weir::serve(
+        dir.path(),
+        "[limits]\nmax_live_connections = 1\nmax_tiles_per_connection = 1\n[auth]\ntokens = [\n  { name = \"reader\", token = \"reader-secret-0123456789\", scopes = [\"query\"] },\n  { name = \"writer\", token = \"writer-secret-0123456789\", scopes = [\"ingest\"] },\n]\n[[tables]]\nname = \"t\"\ntime = { field = \"ts\" }\ndimensions = [{ name = \"k\", type = \"string\" }]\n",
+    );
     let url = |token: Option<&str>| match token {
         Some(t) => format!("ws://{}/v1/live?token={t}", weir.addr),
         None => format!("ws://{}/v1/live", weir.addr),

@@ -36,20 +36,8 @@ fn serves_https_with_the_configured_certificate() {
     let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
     std::fs::write(&cert_path, cert.pem()).unwrap();
     std::fs::write(&key_path, key.serialize_pem()).unwrap();
-    let cfg = dir.path().join("weir.toml");
-    let write_cfg = |key: &std::path::Path| {
-        std::fs::write(
-            &cfg,
-            format!(
-                "[server]\ndata_dir = \"{}\"\nlisten = \"127.0.0.1:0\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
-                dir.path().join("data").display(),
-                cert_path.display(),
-                key.display()
-            ),
-        )
-        .unwrap()
-    };
-    write_cfg(&key_path);
+    let tls = format!("tls_cert = \"{}\"\ntls_key = \"{}\"\n", cert_path.display(), key_path.display());
+    let cfg = common::write_config(dir.path(), &tls);
     let weir = Weir::start(&["serve", "--config", cfg.to_str().unwrap()]);
     assert!(weir.base.starts_with("https://"), "{}", weir.base);
     let addr = weir.base.trim_start_matches("https://").to_string();

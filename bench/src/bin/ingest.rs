@@ -18,7 +18,7 @@ use weir_ingest::generator::{DEMO_CONFIG, Generator, Mix};
 use weir_ingest::hot::HotTable;
 use weir_ingest::pipeline::{READ_BYTES, TableReader};
 use weir_storage::config::{LogConfig, WeirConfig, FsyncPolicy};
-use weir_storage::log::{Log, NewRecord};
+use weir_storage::log::{Log, NewRecord, ReadBatch, Topic};
 
 #[derive(Parser)]
 struct Args {
@@ -31,6 +31,21 @@ struct Args {
     /// Also run the same work in DuckDB (`pip install duckdb`) and report the ratio.
     #[arg(long)]
     duckdb: bool,
+}
+
+/// Reads every partition of `topic` from its oldest offset, batch by batch.
+fn for_each_batch(topic: &Topic, mut f: impl FnMut(&ReadBatch)) {
+    for p in 0..topic.partitions() {
+        let mut from = topic.offsets(p).low;
+        loop {
+            let b = topic.read(p, from, READ_BYTES).expect("read");
+            if b.is_empty() {
+                break;
+            }
+            f(&b);
+            from = b.next_offset();
+        }
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -80,17 +95,7 @@ fn main() -> anyhow::Result<()> {
     // Pass 1: read the log only.
     let (read_count, read_s) = timed(|| {
         let mut count = 0usize;
-        for p in 0..topic.partitions() {
-            let mut from = topic.offsets(p).low;
-            loop {
-                let b = topic.read(p, from, READ_BYTES).expect("read");
-                if b.is_empty() {
-                    break;
-                }
-                count += b.iter().map(|r| r.value.len().min(1)).sum::<usize>();
-                from = b.next_offset();
-            }
-        }
+        for_each_batch(&topic, |b| count += b.iter().map(|r| r.value.len().min(1)).sum::<usize>());
         count
     });
     assert_eq!(read_count, args.events);
@@ -99,17 +104,7 @@ fn main() -> anyhow::Result<()> {
     let decoder = Decoder::new(&table);
     let (ok, decode_s) = timed(|| {
         let mut ok = 0usize;
-        for p in 0..topic.partitions() {
-            let mut from = topic.offsets(p).low;
-            loop {
-                let b = topic.read(p, from, READ_BYTES).expect("read");
-                if b.is_empty() {
-                    break;
-                }
-                ok += b.iter().filter(|r| decoder.decode(r.value).is_ok()).count();
-                from = b.next_offset();
-            }
-        }
+        for_each_batch(&topic, |b| ok += b.iter().filter(|r| decoder.decode(r.value).is_ok()).count());
         ok
     });
 

@@ -3,7 +3,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -21,9 +21,15 @@ pub struct Weir {
 impl Weir {
     /// Starts `weir ARGS...` and waits for its "listening on" line.
     pub fn start(args: &[&str]) -> Weir {
+        Self::start_with_env(args, &[])
+    }
+
+    /// Like [`Weir::start`], with extra environment variables.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Weir {
         let mut child = Command::new(BIN)
             .args(args)
             .env("WEIR_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -40,6 +46,12 @@ impl Weir {
         std::thread::spawn(move || for _ in lines {});
         let addr = base.trim_start_matches("http://").to_string();
         Weir { child, base, addr }
+    }
+
+    /// Starts `weir serve` on a config written by [`write_config`].
+    pub fn serve(dir: &Path, body: &str) -> Weir {
+        let cfg = write_config(dir, body);
+        Self::start(&["serve", "--config", cfg.to_str().unwrap()])
     }
 
     pub fn demo(data_dir: &Path) -> Weir {
@@ -115,6 +127,16 @@ impl Drop for Weir {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Writes `dir/weir.toml`: a `[server]` section listening on a free port with its
+/// data under `dir/data`, then `body` (keys before its first header are
+/// `[server]` keys). Returns the file's path.
+pub fn write_config(dir: &Path, body: &str) -> PathBuf {
+    let cfg = dir.join("weir.toml");
+    let server = format!("[server]\ndata_dir = \"{}\"\nlisten = \"127.0.0.1:0\"\n", dir.join("data").display());
+    std::fs::write(&cfg, server + body).expect("writing weir.toml");
+    cfg
 }
 
 pub struct Response {
