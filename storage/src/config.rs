@@ -45,7 +45,53 @@ pub struct WeirConfig {
     pub limits: LimitsConfig,
     pub log: LogConfig,
     pub query: QueryConfig,
+    pub storage: StorageConfig,
     pub tables: Vec<TableConfig>,
+}
+
+/// Where sealed segments go: object storage.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StorageConfig {
+    /// `s3://bucket/prefix`, or `file:///path`; `None` means `<data_dir>/cold`.
+    pub url: Option<String>,
+    /// An S3-compatible endpoint (`http://127.0.0.1:9000`); else `AWS_ENDPOINT_URL`
+    /// or AWS itself.
+    pub endpoint: Option<String>,
+    /// Else `AWS_REGION` / `AWS_DEFAULT_REGION`.
+    pub region: Option<String>,
+    /// Else `AWS_ACCESS_KEY_ID`.
+    pub access_key_id: Option<String>,
+    /// Else `AWS_SECRET_ACCESS_KEY`.
+    pub secret_access_key: Option<String>,
+    /// An object store request that takes longer is abandoned and retried.
+    pub request_timeout: Duration,
+    /// Compact a closed time range once it has this many segments.
+    pub compact_min_segments: usize,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            url: None,
+            endpoint: None,
+            region: None,
+            access_key_id: None,
+            secret_access_key: None,
+            request_timeout: Duration::from_secs(30),
+            compact_min_segments: 4,
+        }
+    }
+}
+
+impl fmt::Debug for StorageConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StorageConfig")
+            .field("url", &self.url)
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("request_timeout", &self.request_timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What a token may do. `Admin` implies the others.
@@ -190,6 +236,8 @@ pub struct TableConfig {
     pub idle_timeout_ms: i64,
     /// The hot tier's byte budget for this table.
     pub hot_budget_bytes: u64,
+    /// Sealed segments whose time range ended longer ago than this are deleted.
+    pub retention_ms: Option<i64>,
     pub unknown_fields: UnknownFields,
     pub rollups: Vec<RollupConfig>,
     pub sessions: Vec<SessionConfig>,
@@ -338,6 +386,8 @@ struct RawConfig {
     #[serde(default)]
     query: RawQuery,
     #[serde(default)]
+    storage: RawStorage,
+    #[serde(default)]
     tables: Vec<Spanned<RawTable>>,
 }
 
@@ -392,6 +442,19 @@ struct RawQuery {
     memory_limit_bytes: Option<Spanned<u64>>,
 }
 
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawStorage {
+    url: Option<Spanned<String>>,
+    endpoint: Option<Spanned<String>>,
+    region: Option<String>,
+    access_key_id: Option<String>,
+    secret_access_key: Option<String>,
+    secret_access_key_env: Option<Spanned<String>>,
+    request_timeout: Option<Spanned<String>>,
+    compact_min_segments: Option<Spanned<usize>>,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawTable {
@@ -408,6 +471,7 @@ struct RawTable {
     segment_granularity: Option<Spanned<String>>,
     idle_timeout: Option<Spanned<String>>,
     hot_budget_bytes: Option<Spanned<u64>>,
+    retention: Option<Spanned<String>>,
     #[serde(default)]
     unknown_fields: UnknownFields,
     #[serde(default)]
@@ -537,6 +601,7 @@ impl WeirConfig {
         let limits = validate_limits(&ctx, raw.limits)?;
         let log = validate_log(&ctx, raw.log)?;
         let query = validate_query(&ctx, raw.query)?;
+        let storage = validate_storage(&ctx, raw.storage)?;
         let mut tables = Vec::new();
         let mut relation_names = HashSet::new();
         for (i, t) in raw.tables.into_iter().enumerate() {
@@ -556,7 +621,7 @@ impl WeirConfig {
             }
             tables.push(table);
         }
-        Ok(WeirConfig { server, auth, limits, log, query, tables })
+        Ok(WeirConfig { server, auth, limits, log, query, storage, tables })
     }
 
     pub fn table(&self, name: &str) -> Option<&TableConfig> {
@@ -673,6 +738,51 @@ fn validate_query(ctx: &Ctx, raw: RawQuery) -> Result<QueryConfig, ConfigError> 
     Ok(q)
 }
 
+fn validate_storage(ctx: &Ctx, raw: RawStorage) -> Result<StorageConfig, ConfigError> {
+    let mut s = StorageConfig::default();
+    if let Some(url) = &raw.url {
+        let u = url.get_ref();
+        let ok = u.strip_prefix("s3://").is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'))
+            || u.strip_prefix("file://").is_some_and(|rest| rest.starts_with('/'));
+        if !ok {
+            return Err(ctx.err("storage.url", &url.span(), format!("`{u}` is not s3://bucket/prefix or file:///absolute/path")));
+        }
+        s.url = Some(u.clone());
+    }
+    if let Some(e) = &raw.endpoint {
+        let v = e.get_ref();
+        if !(v.starts_with("http://") || v.starts_with("https://")) {
+            return Err(ctx.err("storage.endpoint", &e.span(), format!("`{v}` must start with http:// or https://")));
+        }
+        s.endpoint = Some(v.clone());
+    }
+    s.region = raw.region;
+    s.access_key_id = raw.access_key_id;
+    s.secret_access_key = match (raw.secret_access_key, raw.secret_access_key_env) {
+        (Some(v), None) => Some(v),
+        (None, Some(var)) => Some(std::env::var(var.get_ref()).map_err(|_| {
+            ctx.err("storage.secret_access_key_env", &var.span(), format!("environment variable `{}` is not set", var.get_ref()))
+        })?),
+        (None, None) => None,
+        (Some(_), Some(var)) => {
+            return Err(ctx.err("storage", &var.span(), "give at most one of secret_access_key and secret_access_key_env"));
+        }
+    };
+    if let Some(t) = &raw.request_timeout {
+        s.request_timeout = ctx.duration("storage.request_timeout", t)?;
+        if s.request_timeout.is_zero() {
+            return Err(ctx.err("storage.request_timeout", &t.span(), "must be longer than zero"));
+        }
+    }
+    if let Some(n) = raw.compact_min_segments {
+        if *n.get_ref() < 2 {
+            return Err(ctx.err("storage.compact_min_segments", &n.span(), "must be at least 2"));
+        }
+        s.compact_min_segments = *n.get_ref();
+    }
+    Ok(s)
+}
+
 fn validate_table(ctx: &Ctx, i: usize, raw: RawTable) -> Result<TableConfig, ConfigError> {
     let p = format!("tables[{i}]");
     let name = raw.name.get_ref().clone();
@@ -778,6 +888,17 @@ fn validate_table(ctx: &Ctx, i: usize, raw: RawTable) -> Result<TableConfig, Con
         None => 1 << 30,
     };
 
+    let retention_ms = match &raw.retention {
+        Some(r) => {
+            let ms = ctx.duration(&format!("{p}.retention"), r)?.as_millis() as i64;
+            if ms < segment_granularity_ms {
+                return Err(ctx.err(format!("{p}.retention"), &r.span(), "must be at least the table's segment_granularity"));
+            }
+            Some(ms)
+        }
+        None => None,
+    };
+
     let mut rollups = Vec::new();
     let mut rollup_names = HashSet::new();
     for (j, r) in raw.rollups.into_iter().enumerate() {
@@ -878,6 +999,7 @@ fn validate_table(ctx: &Ctx, i: usize, raw: RawTable) -> Result<TableConfig, Con
         segment_granularity_ms,
         idle_timeout_ms,
         hot_budget_bytes,
+        retention_ms,
         unknown_fields: raw.unknown_fields,
         rollups,
         sessions,

@@ -20,4 +20,7 @@
 pub mod config;
 pub mod hot;
 pub mod log;
+pub mod manifest;
+pub mod segment;
 pub mod sketch;
+pub mod store;
