@@ -87,6 +87,16 @@ impl ExactSum {
         hi
     }
 
+    /// The state, to save it: the partials and the non-finite sum.
+    pub fn parts(&self) -> (Vec<f64>, Option<f64>) {
+        (self.partials.clone(), self.special)
+    }
+
+    /// A state saved with [`ExactSum::parts`].
+    pub fn from_parts(partials: Vec<f64>, special: Option<f64>) -> ExactSum {
+        ExactSum { partials, special }
+    }
+
     pub fn heap_bytes(&self) -> usize {
         self.partials.capacity() * 8
     }

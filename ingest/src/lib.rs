@@ -22,6 +22,7 @@ pub mod exact_sum;
 pub mod generator;
 pub mod hot;
 pub mod pipeline;
+pub mod seal;
 pub mod tier;
 pub mod time;
 pub mod watermark;
@@ -35,6 +36,10 @@ pub enum Error {
         #[source]
         source: weir_storage::log::Error,
     },
+    #[error(
+        "table `{table}` must resume partition {partition} at offset {resume}, but the log's oldest offset there is {oldest}: records were deleted before they were sealed; replay the table from offset {oldest} into a new table, or restore the log"
+    )]
+    Gap { table: String, partition: u32, resume: u64, oldest: u64 },
     #[error("the reader of table `{table}` panicked")]
     ReaderPanicked { table: String },
 }

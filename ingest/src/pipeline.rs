@@ -6,13 +6,22 @@
 //! with the offset it reaches. When the table's hot tier is at its byte budget the
 //! reader stops reading (backpressure): the log keeps accepting appends, nothing is
 //! dropped, and reading resumes when there is room.
+//!
+//! After a restart the reader starts from the manifest's resume points, with the
+//! watermark state recorded there, and classifies every record exactly as the
+//! first run did; a record that a sealed segment already holds (its range's
+//! coverage, or the side coverage for late and dead records, is above its offset)
+//! is skipped, and a row the session checkpoint already reflects does not feed the
+//! session windows again. See `weir_storage::manifest` for the rule.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use weir_storage::log::{ReadBatch, Topic};
+use weir_storage::manifest::Manifest;
 
 use crate::clock::Clock;
 use crate::decode::Decoder;
@@ -25,6 +34,34 @@ use crate::{Error, Result};
 /// Bytes read from one partition per step.
 pub const READ_BYTES: usize = 1 << 20;
 
+/// What a restart must not ingest twice: the coverage of the sealed segments.
+#[derive(Debug, Default)]
+struct Skip {
+    /// Per range start, per partition.
+    ranges: BTreeMap<i64, Vec<u64>>,
+    side: Vec<u64>,
+    sessions: Vec<u64>,
+    /// Per partition: at and above this offset nothing is skipped.
+    until: Vec<u64>,
+}
+
+impl Skip {
+    fn new(m: &Manifest) -> Skip {
+        let n = m.partitions as usize;
+        let ranges = m.coverage_index();
+        let side = m.side_coverage();
+        let sessions = m.sessions.as_ref().map_or_else(|| vec![0; n], |c| c.offsets.clone());
+        let until = (0..n)
+            .map(|p| ranges.values().map(|c| c[p]).chain([side[p], sessions[p]]).max().unwrap_or(0))
+            .collect();
+        Skip { ranges, side, sessions, until }
+    }
+
+    fn covered(&self, p: usize, start: i64, offset: u64) -> bool {
+        self.ranges.get(&start).is_some_and(|c| offset < c[p])
+    }
+}
+
 /// The reading and decoding state of one table.
 pub struct TableReader {
     hot: Arc<HotTable>,
@@ -34,23 +71,44 @@ pub struct TableReader {
     next: Vec<u64>,
     clock: Arc<dyn Clock>,
     segment_ms: i64,
+    skip: Skip,
 }
 
 impl TableReader {
-    /// A reader that starts at the oldest offset the log holds in each partition.
-    pub fn new(hot: Arc<HotTable>, topic: Arc<Topic>, clock: Arc<dyn Clock>) -> TableReader {
+    /// A reader that starts where the table's manifest (installed in `hot` by
+    /// `Sealer::recover`) says to resume, or at the oldest offset the log holds
+    /// if the table has sealed nothing. Fails if the log no longer holds a record
+    /// the table still needs.
+    pub fn new(hot: Arc<HotTable>, topic: Arc<Topic>, clock: Arc<dyn Clock>) -> Result<TableReader> {
         let cfg = hot.config().clone();
-        let next: Vec<u64> = (0..topic.partitions()).map(|p| topic.offsets(p).low).collect();
+        let cold = hot.cold();
+        let manifest = &cold.manifest;
+        let mut watermarks = Watermarks::new(cfg.partitions as usize, cfg.allowed_lateness_ms, cfg.idle_timeout_ms);
+        let next: Vec<u64> = if manifest.version == 0 {
+            (0..topic.partitions()).map(|p| topic.offsets(p).low).collect()
+        } else {
+            let mut next = Vec::with_capacity(manifest.resume.len());
+            for (p, r) in manifest.resume.iter().enumerate() {
+                let held = topic.offsets(p as u32);
+                if r.offset < held.low {
+                    return Err(Error::Gap { table: cfg.name.clone(), partition: p as u32, resume: r.offset, oldest: held.low });
+                }
+                watermarks.restore(p, r.max_event_ms);
+                next.push(r.offset);
+            }
+            next
+        };
         hot.set_start_offsets(&next);
-        TableReader {
+        Ok(TableReader {
             decoder: Decoder::new(&cfg),
-            watermarks: Watermarks::new(cfg.partitions as usize, cfg.allowed_lateness_ms, cfg.idle_timeout_ms),
+            watermarks,
             segment_ms: cfg.segment_granularity_ms,
+            skip: Skip::new(manifest),
             next,
             hot,
             topic,
             clock,
-        }
+        })
     }
 
     pub fn hot(&self) -> &Arc<HotTable> {
@@ -86,33 +144,50 @@ impl TableReader {
     fn apply(&mut self, p: u32, batch: &ReadBatch) {
         let pi = p as usize;
         let mut staged = Vec::with_capacity(batch.len());
+        let skip_until = self.skip.until.get(pi).copied().unwrap_or(0);
         for rec in batch.iter() {
+            let skipping = rec.offset < skip_until;
+            let prior_max_ms = self.watermarks.state(pi).max_event_ms;
             match self.decoder.decode(rec.value) {
-                Err(reason) => staged.push(Staged::Dead {
-                    offset: rec.offset,
-                    log_time_ms: rec.timestamp_ms,
-                    reason,
-                    raw: rec.value,
-                }),
+                Err(reason) => {
+                    if skipping && rec.offset < self.skip.side[pi] {
+                        continue;
+                    }
+                    staged.push(Staged::Dead { offset: rec.offset, log_time_ms: rec.timestamp_ms, reason, raw: rec.value, prior_max_ms })
+                }
                 Ok(d) => {
-                    let end = bucket_start(d.ts_ms, self.segment_ms) + self.segment_ms;
-                    if self.watermarks.is_late(pi, end) {
+                    let start = bucket_start(d.ts_ms, self.segment_ms);
+                    if self.watermarks.is_late(pi, start + self.segment_ms) {
+                        if skipping && rec.offset < self.skip.side[pi] {
+                            continue;
+                        }
                         let watermark_ms = self.watermarks.partition(pi).expect("late implies a watermark");
                         staged.push(Staged::Late {
                             ts_ms: d.ts_ms,
                             values: d.values,
                             meta: LateMeta { partition: p, offset: rec.offset, watermark_ms },
+                            prior_max_ms,
                         });
                     } else {
                         self.watermarks.observe(pi, d.ts_ms);
+                        if skipping && self.skip.covered(pi, start, rec.offset) {
+                            continue;
+                        }
                         let watermark_ms = self.watermarks.partition(pi);
-                        staged.push(Staged::Row { ts_ms: d.ts_ms, values: d.values, watermark_ms });
+                        staged.push(Staged::Row {
+                            ts_ms: d.ts_ms,
+                            values: d.values,
+                            watermark_ms,
+                            offset: rec.offset,
+                            prior_max_ms,
+                            sessions: !skipping || rec.offset >= self.skip.sessions[pi],
+                        });
                     }
                 }
             }
         }
         self.next[pi] = batch.next_offset();
-        self.hot.apply(p, &staged, self.next[pi]);
+        self.hot.apply(p, &staged, self.next[pi], self.watermarks.state(pi).max_event_ms);
     }
 
     /// Publishes watermarks and backpressure to the hot table's status.

@@ -3,18 +3,20 @@
 use std::sync::Arc;
 
 use weir_storage::hot::{HotError, HotSource, Relation, Snapshot};
+use weir_storage::store::Store;
 
 use crate::hot::HotTable;
 
-/// All tables' hot tiers.
+/// All tables' hot tiers, and the store holding their sealed segments.
 #[derive(Default)]
 pub struct HotTier {
     tables: Vec<Arc<HotTable>>,
+    store: Option<Store>,
 }
 
 impl HotTier {
-    pub fn new(tables: Vec<Arc<HotTable>>) -> HotTier {
-        HotTier { tables }
+    pub fn new(tables: Vec<Arc<HotTable>>, store: Option<Store>) -> HotTier {
+        HotTier { tables, store }
     }
 
     pub fn table(&self, name: &str) -> Option<&Arc<HotTable>> {
@@ -38,6 +40,10 @@ impl HotSource for HotTier {
             }
         }
         Err(HotError::UnknownRelation(relation.to_string()))
+    }
+
+    fn store(&self) -> Option<Store> {
+        self.store.clone()
     }
 
     fn version(&self, relation: &str) -> Option<u64> {

@@ -54,6 +54,11 @@ impl Watermarks {
         }
     }
 
+    /// Sets a partition's greatest accepted event time, as a restart recovers it.
+    pub fn restore(&mut self, p: usize, max_event_ms: Option<i64>) {
+        self.partitions[p].max_event_ms = max_event_ms;
+    }
+
     /// Records an accepted event's time.
     #[inline]
     pub fn observe(&mut self, p: usize, ts_ms: i64) {

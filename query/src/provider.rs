@@ -1,22 +1,24 @@
-//! [`HotTableProvider`]: one hot-tier relation as a DataFusion table.
+//! [`HotTableProvider`]: one relation as a DataFusion table: the hot snapshot
+//! UNION the sealed Parquet segments.
 //!
-//! A scan takes one snapshot of the relation (`HotSource::snapshot`) and serves its
-//! batches from memory through DataFusion's `DataSourceExec` over a
-//! `MemorySourceConfig`, with the projection and limit applied there. The rows are
-//! split into up to `target_partitions` partitions of about equal row counts
-//! (zero-copy slices), so aggregations run on every query thread.
+//! A scan takes one snapshot of the relation (`HotSource::snapshot`): the hot
+//! batches and the cold files, taken together under the table's lock, so a seal or
+//! compaction running at the same time is seen whole or not at all and each event
+//! is read exactly once. The snapshot is taken once per provider, and the planner
+//! makes one provider per table and query: a self-join sees one snapshot.
 //!
-//! The snapshot is taken once per provider, and the planner makes one provider per
-//! table and query: a self-join sees one consistent snapshot.
+//! The hot side is served from memory through `DataSourceExec` over a
+//! `MemorySourceConfig`, split into up to `target_partitions` partitions of about
+//! equal row counts (zero-copy slices). The cold side is a `DataSourceExec` over
+//! DataFusion's Parquet source, reading the object store registered under
+//! [`COLD_URL`]. Filters are taken as inexact (DataFusion still applies them) and
+//! used twice for pruning: whole files are skipped by the time range the manifest
+//! records for each (DataFusion's `PruningPredicate` over the files' min and max), and the
+//! Parquet reader skips row groups and pages by their statistics.
 //!
-//! Filters are not pushed down: the hot tier holds only the newest buckets, so
-//! DataFusion's own `FilterExec` over them is cheap. Pruning by the time column
-//! (`Relation::time_column`) belongs to the cold-tier provider that will come with
-//! sealed Parquet segments, where whole segments outside the queried range are skipped;
-//! the table then becomes "hot snapshot UNION cold segments".
-//!
-//! `EXPLAIN` shows the scan as `DataSourceExec: partitions=N, partition_sizes=[...]`
-//! in the physical plan, and as `TableScan: <relation>` in the logical plan.
+//! `EXPLAIN` shows a `UnionExec` over both sides when both have data: the memory
+//! scan (`partition_sizes=[...]`) and the Parquet scan (`file_groups={...}`, with
+//! its `predicate` and `pruning_predicate`).
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -24,13 +26,26 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
+use std::collections::HashSet;
+
+use datafusion::arrow::array::{ArrayRef, BooleanArray, TimestampMillisecondArray, UInt64Array};
 use datafusion::catalog::{Session, TableProvider};
-use datafusion::common::{DataFusionError, Result as DfResult};
+use datafusion::common::pruning::PruningStatistics;
+use datafusion::common::{Column, DFSchema, DataFusionError, Result as DfResult, ScalarValue};
 use datafusion::datasource::TableType;
+use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::memory::{DataSourceExec, MemorySourceConfig};
-use datafusion::logical_expr::Expr;
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::logical_expr::utils::conjunction;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::physical_optimizer::pruning::PruningPredicateBuilder;
 use datafusion::physical_plan::ExecutionPlan;
-use weir_storage::hot::{Relation, SharedHotSource, Snapshot};
+use datafusion::physical_plan::union::UnionExec;
+use weir_storage::hot::{ColdFile, Relation, SharedHotSource, Snapshot};
+
+/// Where each query's runtime finds the object store of the cold files.
+pub const COLD_URL: &str = "weir-cold://segments";
 
 /// One hot-tier relation, for the duration of one query.
 pub struct HotTableProvider {
@@ -73,7 +88,7 @@ impl HotTableProvider {
             .filter(|b| b.num_rows() > 0)
             .map(|b| conform(name, &schema, b))
             .collect::<DfResult<Vec<_>>>()?;
-        let snapshot = Arc::new(Snapshot { schema, batches });
+        let snapshot = Arc::new(Snapshot { schema, batches, cold: taken.cold });
         *memo = Some(Arc::clone(&snapshot));
         Ok(snapshot)
     }
@@ -139,18 +154,131 @@ impl TableProvider for HotTableProvider {
         TableType::Base
     }
 
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> DfResult<Vec<TableProviderFilterPushDown>> {
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
     async fn scan(
         &self,
         state: &dyn Session,
         projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
+        filters: &[Expr],
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         let snapshot = self.snapshot()?;
-        let partitions = split(&snapshot.batches, state.config().target_partitions());
-        let source = MemorySourceConfig::try_new(&partitions, self.schema(), projection.cloned())?
-            .with_limit(limit);
-        Ok(DataSourceExec::from_data_source(source))
+        let target = state.config().target_partitions();
+        let predicate = match conjunction(filters.iter().cloned()) {
+            Some(expr) => {
+                let df_schema = DFSchema::try_from(self.schema())?;
+                Some(state.create_physical_expr(expr, &df_schema)?)
+            }
+            None => None,
+        };
+        let files = match (&predicate, &self.relation.time_column) {
+            (Some(p), Some(time)) if !snapshot.cold.is_empty() => {
+                prune_files(&snapshot.cold, time, p, self.schema())?
+            }
+            _ => snapshot.cold.clone(),
+        };
+        let mut plans: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
+        if !snapshot.batches.is_empty() || files.is_empty() {
+            let partitions = split(&snapshot.batches, target);
+            let source =
+                MemorySourceConfig::try_new(&partitions, self.schema(), projection.cloned())?
+                    .with_limit(limit);
+            plans.push(DataSourceExec::from_data_source(source));
+        }
+        if !files.is_empty() {
+            let mut source = ParquetSource::new(self.schema());
+            if let Some(p) = &predicate {
+                source = source.with_predicate(Arc::clone(p));
+            }
+            let url = ObjectStoreUrl::parse(COLD_URL)?;
+            let config = FileScanConfigBuilder::new(url, Arc::new(source))
+                .with_file_groups(group_files(&files, target))
+                .with_projection_indices(projection.cloned())?
+                .with_limit(limit)
+                .build();
+            plans.push(DataSourceExec::from_data_source(config));
+        }
+        if plans.len() == 1 {
+            return Ok(plans.remove(0));
+        }
+        UnionExec::try_new(plans)
+    }
+}
+
+/// Spreads files over at most `partitions` groups of about equal bytes.
+fn group_files(files: &[ColdFile], partitions: usize) -> Vec<FileGroup> {
+    let n = partitions.max(1).min(files.len()).max(1);
+    let mut sorted: Vec<&ColdFile> = files.iter().collect();
+    sorted.sort_by(|a, b| b.bytes.cmp(&a.bytes).then_with(|| a.path.cmp(&b.path)));
+    let mut groups: Vec<(u64, Vec<PartitionedFile>)> = (0..n).map(|_| (0, Vec::new())).collect();
+    for f in sorted {
+        let g = groups.iter_mut().min_by_key(|(bytes, _)| *bytes).expect("at least one group");
+        g.0 += f.bytes;
+        g.1.push(PartitionedFile::new(f.path.clone(), f.bytes));
+    }
+    groups.into_iter().filter(|(_, f)| !f.is_empty()).map(|(_, f)| FileGroup::new(f)).collect()
+}
+
+/// The files whose recorded time range may satisfy `predicate`.
+fn prune_files(
+    files: &[ColdFile],
+    time_column: &str,
+    predicate: &Arc<dyn datafusion::physical_plan::PhysicalExpr>,
+    schema: SchemaRef,
+) -> DfResult<Vec<ColdFile>> {
+    let Some(pruning) = PruningPredicateBuilder::new().with_file_schema(schema).build(Arc::clone(predicate)) else {
+        return Ok(files.to_vec());
+    };
+    let stats = FileTimeStats { files, time_column };
+    let keep = pruning.prune(&stats)?;
+    Ok(files.iter().zip(keep).filter(|(_, k)| *k).map(|(f, _)| f.clone()).collect())
+}
+
+/// The manifest's per-file time range, as pruning statistics.
+struct FileTimeStats<'a> {
+    files: &'a [ColdFile],
+    time_column: &'a str,
+}
+
+impl FileTimeStats<'_> {
+    fn bound(&self, column: &Column, pick: impl Fn(&ColdFile) -> Option<i64>) -> Option<ArrayRef> {
+        if column.name != self.time_column {
+            return None;
+        }
+        let values: TimestampMillisecondArray = self.files.iter().map(pick).collect();
+        Some(Arc::new(values.with_timezone("UTC")))
+    }
+}
+
+impl PruningStatistics for FileTimeStats<'_> {
+    fn min_values(&self, column: &Column) -> Option<ArrayRef> {
+        self.bound(column, |f| f.min_time_ms)
+    }
+
+    fn max_values(&self, column: &Column) -> Option<ArrayRef> {
+        self.bound(column, |f| f.max_time_ms)
+    }
+
+    fn num_containers(&self) -> usize {
+        self.files.len()
+    }
+
+    fn null_counts(&self, _column: &Column) -> Option<ArrayRef> {
+        None
+    }
+
+    fn row_counts(&self) -> Option<ArrayRef> {
+        Some(Arc::new(self.files.iter().map(|f| Some(f.rows)).collect::<UInt64Array>()))
+    }
+
+    fn contained(&self, _column: &Column, _values: &HashSet<ScalarValue>) -> Option<BooleanArray> {
+        None
     }
 }
 

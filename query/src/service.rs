@@ -55,6 +55,8 @@ pub struct Described {
 /// Answers read-only SQL over the hot tier.
 pub struct QueryService {
     catalogs: Arc<dyn CatalogProviderList>,
+    /// The object store of the sealed segments, registered in every query's runtime.
+    cold: Option<Arc<dyn object_store::ObjectStore>>,
     limits: QueryConfig,
     /// The runtime DataFusion runs on; `None` only while dropping.
     runtime: Option<Runtime>,
@@ -71,6 +73,7 @@ impl QueryService {
             .build()
             .map_err(|e| Error::internal(format!("starting the query runtime: {e}")))?;
         Ok(QueryService {
+            cold: hot.store().map(|s| s.object_store()),
             catalogs: catalog::catalog_list(hot),
             limits: config,
             runtime: Some(runtime),
@@ -88,7 +91,7 @@ impl QueryService {
     /// there); the query itself runs on the service's runtime.
     pub async fn execute(&self, sql: &str) -> Result<QueryOutput> {
         let checked = guard::check(sql)?;
-        let state = session::new_state(Arc::clone(&self.catalogs), &self.limits)?;
+        let state = session::new_state(Arc::clone(&self.catalogs), &self.limits, self.cold.as_ref())?;
         // Dropping `task` (on return, or when the caller stops waiting) aborts the
         // query if it still runs.
         let mut task = AbortOnDrop(self.runtime().spawn(run(state, checked.statement)));
@@ -107,7 +110,7 @@ impl QueryService {
     /// exist before the first evaluation.
     pub async fn describe(&self, sql: &str) -> Result<Described> {
         let checked = guard::check(sql)?;
-        let state = session::new_state(Arc::clone(&self.catalogs), &self.limits)?;
+        let state = session::new_state(Arc::clone(&self.catalogs), &self.limits, self.cold.as_ref())?;
         let plan = match tokio::time::timeout(self.limits.timeout, plan(&state, checked.statement)).await {
             Ok(plan) => plan?,
             Err(_elapsed) => {

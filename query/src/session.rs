@@ -20,7 +20,10 @@ use datafusion::execution::session_state::SessionState;
 use datafusion::prelude::SessionConfig;
 use weir_storage::config::QueryConfig;
 
+use object_store::ObjectStore;
+
 use crate::catalog::{CATALOG, SCHEMA};
+use crate::provider::COLD_URL;
 use crate::{Result, sketch};
 
 /// Partitions each query's scans and operators are split into.
@@ -33,6 +36,7 @@ const REPORTED_CONSUMERS: NonZeroUsize = NonZeroUsize::new(3).unwrap();
 pub fn new_state(
     catalogs: Arc<dyn CatalogProviderList>,
     limits: &QueryConfig,
+    cold: Option<&Arc<dyn ObjectStore>>,
 ) -> Result<SessionState> {
     let pool = TrackConsumersPool::new(
         GreedyMemoryPool::new(limits.memory_limit_bytes),
@@ -44,6 +48,10 @@ pub fn new_state(
             DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
         )
         .build_arc()?;
+    if let Some(store) = cold {
+        let url = url::Url::parse(COLD_URL).expect("a valid URL");
+        runtime.register_object_store(&url, Arc::clone(store));
+    }
     let config = SessionConfig::new()
         .with_target_partitions(TARGET_PARTITIONS)
         .with_information_schema(true)

@@ -71,6 +71,7 @@ impl HotSource for FakeHot {
         Ok(Snapshot {
             schema: Arc::clone(&r.schema),
             batches: batches.clone(),
+            cold: Vec::new(),
         })
     }
 

@@ -1,14 +1,19 @@
-//! The read side of the hot tier, as the query layer sees it.
+//! The read side of the tables, as the query layer sees it.
 //!
 //! `ingest` implements [`HotSource`]; `query` reads through it, so the query crate
-//! never imports the ingest crate. A scan returns a consistent snapshot: batches
-//! that are immutable once handed out, taken without stalling ingest for longer than
-//! it takes to finish the rows appended since the previous snapshot.
+//! never imports the ingest crate. A scan returns a consistent snapshot: the hot
+//! tier's batches (immutable once handed out, taken without stalling ingest for
+//! longer than it takes to finish the rows appended since the previous snapshot)
+//! and the sealed Parquet files of the same relation, both taken under one lock, so
+//! that a seal (which publishes files and drops the hot copy in one step) is seen
+//! either before or after, never half: each event exactly once.
 
 use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
+
+use crate::store::Store;
 
 /// What a SQL-visible relation holds.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,11 +44,24 @@ pub struct Relation {
     pub time_column: Option<String>,
 }
 
-/// A consistent, immutable snapshot of one relation.
+/// A sealed Parquet file of a relation, on the object store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ColdFile {
+    /// Path relative to the store's root.
+    pub path: String,
+    pub bytes: u64,
+    pub rows: u64,
+    /// Least and greatest value of the relation's time column, if it has one.
+    pub min_time_ms: Option<i64>,
+    pub max_time_ms: Option<i64>,
+}
+
+/// A consistent, immutable snapshot of one relation: hot batches and cold files.
 #[derive(Clone, Debug)]
 pub struct Snapshot {
     pub schema: SchemaRef,
     pub batches: Vec<RecordBatch>,
+    pub cold: Vec<ColdFile>,
 }
 
 impl Snapshot {
@@ -71,6 +89,10 @@ pub trait HotSource: Send + Sync + 'static {
     /// (it only grows); `None` for an unknown relation. Live queries compare it to
     /// decide whether to re-evaluate.
     fn version(&self, relation: &str) -> Option<u64>;
+    /// The object store holding the cold files of snapshots, if any.
+    fn store(&self) -> Option<Store> {
+        None
+    }
 }
 
 /// A shared handle to a hot source.

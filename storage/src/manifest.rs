@@ -140,6 +140,15 @@ pub struct Retired {
     pub retired_ms: i64,
 }
 
+/// The coverage of segments deleted by retention, kept while a restart could still
+/// re-read their records, so that it skips them instead of ingesting them again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tombstone {
+    /// The range start; none for side segments.
+    pub start_ms: Option<i64>,
+    pub coverage: Vec<u64>,
+}
+
 /// One version of a table's manifest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -155,6 +164,8 @@ pub struct Manifest {
     pub segments: Vec<Segment>,
     pub relations: Vec<RelationSchema>,
     pub retired: Vec<Retired>,
+    #[serde(default)]
+    pub tombstones: Vec<Tombstone>,
     /// The id the next segment gets; files of higher ids are uncommitted leftovers.
     pub next_segment_id: u64,
 }
@@ -174,6 +185,7 @@ impl Manifest {
             segments: Vec::new(),
             relations: Vec::new(),
             retired: Vec::new(),
+            tombstones: Vec::new(),
             next_segment_id: 1,
         }
     }
@@ -181,10 +193,12 @@ impl Manifest {
     /// Per time range start, the elementwise greatest coverage of its segments.
     pub fn coverage_index(&self) -> BTreeMap<i64, Vec<u64>> {
         let mut out: BTreeMap<i64, Vec<u64>> = BTreeMap::new();
-        for s in &self.segments {
-            if let Some(start) = s.start_ms {
-                let c = out.entry(start).or_insert_with(|| vec![0; s.coverage.len()]);
-                for (a, b) in c.iter_mut().zip(&s.coverage) {
+        let ranged = self.segments.iter().map(|s| (s.start_ms, &s.coverage));
+        let dropped = self.tombstones.iter().map(|t| (t.start_ms, &t.coverage));
+        for (start, coverage) in ranged.chain(dropped) {
+            if let Some(start) = start {
+                let c = out.entry(start).or_insert_with(|| vec![0; coverage.len()]);
+                for (a, b) in c.iter_mut().zip(coverage) {
                     *a = (*a).max(*b);
                 }
             }
@@ -195,8 +209,10 @@ impl Manifest {
     /// The elementwise greatest coverage of the side segments.
     pub fn side_coverage(&self) -> Vec<u64> {
         let mut c = vec![0; self.partitions as usize];
-        for s in self.segments.iter().filter(|s| s.kind == SegmentKind::Side) {
-            for (a, b) in c.iter_mut().zip(&s.coverage) {
+        let side = self.segments.iter().filter(|s| s.kind == SegmentKind::Side).map(|s| &s.coverage);
+        let dropped = self.tombstones.iter().filter(|t| t.start_ms.is_none()).map(|t| &t.coverage);
+        for coverage in side.chain(dropped) {
+            for (a, b) in c.iter_mut().zip(coverage) {
                 *a = (*a).max(*b);
             }
         }

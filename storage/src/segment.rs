@@ -96,6 +96,22 @@ pub fn decode(path: &str, bytes: Bytes) -> Result<(SchemaRef, Vec<RecordBatch>),
     Ok((schema, batches))
 }
 
+/// Gives a batch read from an older segment the relation's current schema:
+/// columns found by name, a column the file lacks filled with nulls.
+pub fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, String> {
+    let n = batch.num_rows();
+    let cols = schema
+        .fields()
+        .iter()
+        .map(|f| match batch.column_by_name(f.name()) {
+            Some(c) if c.data_type() == f.data_type() => Ok(Arc::clone(c)),
+            Some(c) => arrow::compute::cast(c, f.data_type()).map_err(|e| format!("column `{}`: {e}", f.name())),
+            None => Ok(arrow::array::new_null_array(f.data_type(), n)),
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    RecordBatch::try_new(Arc::clone(schema), cols).map_err(|e| e.to_string())
+}
+
 /// A schema's columns as the manifest records them.
 pub fn columns_of(schema: &SchemaRef) -> Vec<ColumnSchema> {
     schema

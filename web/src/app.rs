@@ -1,10 +1,13 @@
 //! Wiring: the log, the hot tier, the readers and the query service of one process,
 //! with its ordered shutdown.
 //!
-//! Start-up: open the log (recovering torn tails), open each table's topic, build
-//! each table's hot tier, start one reader thread per table, start the query
-//! service. Shutdown, in order: refuse new ingest, stop the demo generator, stop the
-//! readers, force the log to disk; the caller then stops the HTTP server.
+//! Start-up: open the log (recovering torn tails), open the object store, and per
+//! table open its topic, build its hot tier, recover its manifest (sealed segments,
+//! resume points, session checkpoint; leftovers of a crash deleted), start its
+//! reader thread from the resume points and its sealer thread; then start the
+//! query service. Shutdown, in order: refuse new ingest, stop the demo generator,
+//! stop the readers, seal everything in memory (within a deadline), force the log
+//! to disk; the caller then stops the HTTP server.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,10 +18,12 @@ use parking_lot::Mutex;
 use weir_ingest::clock::{Clock, SystemClock};
 use weir_ingest::hot::HotTable;
 use weir_ingest::pipeline::{ReaderHandle, TableReader};
+use weir_ingest::seal::{Sealer, SealerHandle, seal_all};
 use weir_ingest::tier::HotTier;
 use weir_query::QueryService;
 use weir_storage::config::{FsyncPolicy, WeirConfig};
 use weir_storage::log::{Log, Topic};
+use weir_storage::store::Store;
 
 use crate::generator::GeneratorHandle;
 use crate::live::Live;
@@ -37,7 +42,10 @@ pub struct App {
     pub accepting: AtomicBool,
     /// Counters kept by the HTTP layer, rendered at `/metrics`.
     pub metrics: crate::metrics::Metrics,
+    /// Where sealed segments go.
+    pub store: Store,
     readers: Mutex<Vec<ReaderHandle>>,
+    sealers: Mutex<Vec<SealerHandle>>,
     pub generator: Mutex<Option<GeneratorHandle>>,
     flusher: Mutex<Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>>,
 }
@@ -52,18 +60,26 @@ impl App {
                 .with_context(|| format!("opening the log in {}", data_dir.display()))?,
         );
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let store = Store::open(&config.storage, data_dir).context("opening the object store")?;
+        tracing::info!(store = store.url(), "sealed segments go to the object store");
         let mut topics = Vec::new();
         let mut tables = Vec::new();
         let mut readers = Vec::new();
+        let mut sealers = Vec::new();
         for t in &config.tables {
             let topic = log.topic(t.topic(), t.partitions).with_context(|| format!("opening the log of table `{}`", t.name))?;
             let hot = Arc::new(HotTable::new(Arc::new(t.clone())));
-            let reader = TableReader::new(hot.clone(), topic.clone(), clock.clone());
+            let (h, st) = (hot.clone(), store.clone());
+            block_on_thread(async move { Sealer::recover(&h, &st).await })
+                .with_context(|| format!("recovering table `{}` from {}", t.name, store.url()))?;
+            let reader = TableReader::new(hot.clone(), topic.clone(), clock.clone())?;
             readers.push(ReaderHandle::spawn(reader).context("starting a reader thread")?);
+            let sealer = Sealer::new(hot.clone(), store.clone(), clock.clone(), config.storage.compact_min_segments);
+            sealers.push(SealerHandle::spawn(sealer).context("starting a sealer thread")?);
             topics.push(topic);
             tables.push(hot);
         }
-        let tier = Arc::new(HotTier::new(tables));
+        let tier = Arc::new(HotTier::new(tables, Some(store.clone())));
         let query = Arc::new(QueryService::new(tier.clone(), config.query).context("starting the query service")?);
         let live = Live::new(query.clone(), tier.clone());
         let flusher = match config.log.fsync {
@@ -80,7 +96,9 @@ impl App {
             clock,
             accepting: AtomicBool::new(true),
             metrics: crate::metrics::Metrics::default(),
+            store,
             readers: Mutex::new(readers),
+            sealers: Mutex::new(sealers),
             generator: Mutex::new(None),
             flusher: Mutex::new(flusher),
         }))
@@ -115,8 +133,9 @@ impl App {
     }
 
     /// Stops ingest in order: refuse appends, stop the generator, stop the readers,
-    /// force the log to disk.
-    pub fn shutdown(&self) {
+    /// seal what memory holds (until `deadline`), force the log to disk. A table
+    /// whose final seal fails loses nothing: a restart re-reads it from the log.
+    pub fn shutdown(&self, deadline: std::time::Instant) {
         self.accepting.store(false, Ordering::SeqCst);
         if let Some(g) = self.generator.lock().take() {
             g.stop();
@@ -125,6 +144,15 @@ impl App {
             let table = r.table.clone();
             if let Err(e) = r.stop() {
                 tracing::error!(%table, error = %e, "reader ended with an error");
+            }
+        }
+        for handle in self.sealers.lock().drain(..) {
+            let sealer = handle.stop();
+            let table = sealer.hot().config().name.clone();
+            let sealer2 = sealer.clone();
+            match block_on_thread(async move { seal_all(&sealer2, deadline).await }) {
+                Ok(r) => tracing::info!(%table, segments = r.segments, rows = r.rows, bytes = r.bytes, "sealed on shutdown"),
+                Err(e) => tracing::error!(%table, error = %e, "the final seal failed; a restart re-reads the rest from the log"),
             }
         }
         if let Some((stop, thread)) = self.flusher.lock().take() {
@@ -138,6 +166,21 @@ impl App {
         }
         tracing::info!("ingest stopped and the log is on disk");
     }
+}
+
+/// Runs a future to completion on a thread of its own with its own runtime, so
+/// that synchronous start-up and shutdown code can call the async store from
+/// inside (or outside) the server's runtime.
+pub fn block_on_thread<F>(f: F) -> F::Output
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime").block_on(f)
+    })
+    .join()
+    .expect("the store thread panicked")
 }
 
 /// Forces the log to disk every `every`, so that FsyncPolicy::Interval holds even

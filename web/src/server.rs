@@ -12,6 +12,8 @@ use crate::generator::GeneratorHandle;
 
 /// How long in-flight HTTP requests get to finish once shutdown began.
 const HTTP_DRAIN: Duration = Duration::from_secs(10);
+/// How long the final seal of a shutdown may retry a failing object store.
+const SEAL_DEADLINE: Duration = Duration::from_secs(20);
 
 /// Why the server stopped.
 enum Stop {
@@ -53,7 +55,8 @@ async fn serve(config: WeirConfig, demo_rate: Option<u64>) -> anyhow::Result<()>
             Stop::ReaderFailed(t, e) => tracing::error!(table = %t, error = %e, "a reader failed; shutting down"),
         }
         let a = shutdown_app.clone();
-        if let Err(e) = tokio::task::spawn_blocking(move || a.shutdown()).await {
+        let deadline = std::time::Instant::now() + SEAL_DEADLINE;
+        if let Err(e) = tokio::task::spawn_blocking(move || a.shutdown(deadline)).await {
             tracing::error!(error = %e, "shutdown task failed");
         }
         let _ = drained_tx.send(());

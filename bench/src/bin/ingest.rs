@@ -112,19 +112,19 @@ fn main() -> anyhow::Result<()> {
     let mut bare = (*table).clone();
     bare.rollups.clear();
     let bare_hot = Arc::new(HotTable::new(Arc::new(bare)));
-    let mut bare_reader = TableReader::new(bare_hot, topic.clone(), ManualClock::new(start_ms));
+    let mut bare_reader = TableReader::new(bare_hot, topic.clone(), ManualClock::new(start_ms)).expect("reader");
     let (_, bare_s) = timed(|| while bare_reader.step(READ_BYTES).expect("step") > 0 {});
     drop(bare_reader);
 
     // Pass 4: the full pipeline on one thread.
     let hot = Arc::new(HotTable::new(table.clone()));
-    let mut reader = TableReader::new(hot.clone(), topic.clone(), ManualClock::new(start_ms));
+    let mut reader = TableReader::new(hot.clone(), topic.clone(), ManualClock::new(start_ms)).expect("reader");
     let (_, full_s) = timed(|| while reader.step(READ_BYTES).expect("step") > 0 {});
     let status = hot.status();
 
     // Pass 5: the demo table with its session window too.
     let sess_hot = Arc::new(HotTable::new(with_sessions));
-    let mut sess_reader = TableReader::new(sess_hot.clone(), topic.clone(), ManualClock::new(start_ms));
+    let mut sess_reader = TableReader::new(sess_hot.clone(), topic.clone(), ManualClock::new(start_ms)).expect("reader");
     let (_, sess_s) = timed(|| while sess_reader.step(READ_BYTES).expect("step") > 0 {});
     let sess_status = sess_hot.status();
     assert_eq!(status.counts.total() as usize, args.events);

@@ -265,6 +265,10 @@ impl RowBuffer {
         self.rows
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+
     /// Bytes held: the frozen batches' Arrow buffers plus an estimate of the active rows.
     pub fn bytes(&self) -> usize {
         self.frozen_bytes + self.active_bytes

@@ -1,17 +1,26 @@
 //! The hot tier: every table's recent rows and rollup states, in memory.
 //!
-//! One [`HotTable`] per table holds, behind one mutex, the raw rows, the late rows,
-//! the dead letters and the rollup states, with the log offsets they cover. Ingest
-//! applies a whole decoded read batch under the lock at once, so a snapshot always
-//! sees whole batches: the counts, offsets, rows and rollups of a snapshot agree.
-//! Snapshots share frozen batches and copy only the rows added since the last
-//! freeze, so they never stall ingest for long. Memory is accounted in bytes
-//! against the table's budget; at the budget the reader stops reading.
-
+//! One [`HotTable`] per table holds, behind one mutex, the raw rows (one buffer per
+//! time range of the table's segment granularity), the late rows, the dead letters,
+//! the rollup states and the session windows, with the log offsets they cover, and
+//! the table's current manifest (its sealed segments). Ingest applies a whole
+//! decoded read batch under the lock at once, so a snapshot always sees whole
+//! batches: the counts, offsets, rows and rollups of a snapshot agree.
+//!
+//! Sealing takes ranges out in two steps. [`HotTable::begin_seal`] detaches them
+//! into a sealing slot that snapshots still read, so that ingest goes on into fresh
+//! buffers while the sealer writes Parquet; [`HotTable::finish_seal`] installs the
+//! manifest that publishes the segments and drops the slot in the same locked step.
+//! A query therefore sees each sealed event either in memory or in Parquet, never
+//! both and never neither.
+//!
+//! Memory is accounted in bytes against the table's budget, the sealing slot
+//! included; at the budget the reader stops reading.
 pub mod columns;
 pub mod rollup;
 pub mod sessions;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -20,21 +29,25 @@ use arrow::record_batch::RecordBatch;
 use parking_lot::Mutex;
 use serde::Serialize;
 use weir_storage::config::TableConfig;
-use weir_storage::hot::{HotError, Relation, RelationKind, Snapshot};
+use weir_storage::hot::{ColdFile, HotError, Relation, RelationKind, Snapshot};
+use weir_storage::manifest::{Manifest, ResumePoint};
 
 use self::columns::{DeadLetters, LateMeta, RowBuffer};
 use self::rollup::Rollup;
 use self::sessions::Sessions;
 use crate::decode::Values;
+use crate::time::bucket_start;
 
 /// A record after decoding, ready to be applied.
 #[derive(Debug)]
 pub enum Staged<'a> {
-    /// An accepted row; `watermark_ms` is its partition's watermark once it is
-    /// counted (closes session windows).
-    Row { ts_ms: i64, values: Values<'a>, watermark_ms: Option<i64> },
-    Late { ts_ms: i64, values: Values<'a>, meta: LateMeta },
-    Dead { offset: u64, log_time_ms: i64, reason: String, raw: &'a [u8] },
+    /// An accepted row. `watermark_ms` is its partition's watermark once it is
+    /// counted (closes session windows); `sessions` is false for a row the session
+    /// checkpoint already reflects; `prior_max_ms` is the partition's greatest
+    /// accepted event time before it (where a restart from `offset` resumes).
+    Row { ts_ms: i64, values: Values<'a>, watermark_ms: Option<i64>, offset: u64, prior_max_ms: Option<i64>, sessions: bool },
+    Late { ts_ms: i64, values: Values<'a>, meta: LateMeta, prior_max_ms: Option<i64> },
+    Dead { offset: u64, log_time_ms: i64, reason: String, raw: &'a [u8], prior_max_ms: Option<i64> },
 }
 
 /// Counts of what the table has taken from its log.
@@ -49,6 +62,14 @@ impl Counts {
     pub fn total(&self) -> u64 {
         self.ingested + self.late + self.dead_lettered
     }
+
+    fn add(&self, o: &Counts) -> Counts {
+        Counts {
+            ingested: self.ingested + o.ingested,
+            late: self.late + o.late,
+            dead_lettered: self.dead_lettered + o.dead_lettered,
+        }
+    }
 }
 
 /// Watermark facts, as last published by the table's reader.
@@ -61,40 +82,154 @@ pub struct WatermarkStatus {
     pub idle: Vec<bool>,
 }
 
+/// What the sealer has done, for status and metrics.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SealStats {
+    /// Seals committed since start.
+    pub seals: u64,
+    pub rows_sealed: u64,
+    pub bytes_written: u64,
+    /// Duration of the last committed seal, from detaching to the manifest commit.
+    pub last_seal_ms: Option<u64>,
+    /// Sum of seal durations, for a mean.
+    pub seal_ms_total: u64,
+    pub compactions: u64,
+    pub failures: u64,
+    pub last_error: Option<String>,
+}
+
+/// The rows of one time range taken out of memory to be sealed.
+#[derive(Debug)]
+pub struct SealRange {
+    pub start_ms: i64,
+    pub end_ms: i64,
+    pub raw: Vec<RecordBatch>,
+    pub raw_rows: u64,
+    /// Per configured rollup, in config order.
+    pub rollups: Vec<Vec<RecordBatch>>,
+}
+
+/// Everything one seal writes: detached from the buffers, still served by
+/// snapshots until the manifest that publishes it is installed.
+#[derive(Debug)]
+pub struct Sealing {
+    pub ranges: Vec<SealRange>,
+    pub late: Vec<RecordBatch>,
+    pub dead: Vec<RecordBatch>,
+    /// Closed sessions per session window, in config order.
+    pub closed_sessions: Vec<Vec<RecordBatch>>,
+    /// The open sessions as of `coverage`, if the table has session windows.
+    pub session_checkpoint: Option<Vec<u8>>,
+    /// Per partition, the next offset at the moment of detaching: every detached
+    /// record is below it.
+    pub coverage: Vec<u64>,
+    /// Where a restart resumes once this seal is committed.
+    pub resume: Vec<ResumePoint>,
+    pub counts: Counts,
+    pub bytes: usize,
+    /// When it was detached (a monotonic clock), to time the seal.
+    pub started: std::time::Instant,
+}
+
+/// Which ranges a seal takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SealScope {
+    /// Ranges whose end the table's watermark has reached.
+    Due,
+    /// Everything in memory: at the byte budget, and on shutdown.
+    All,
+}
+
 /// Mutable state of one table.
 struct State {
-    raw: RowBuffer,
+    /// Raw rows per time range start.
+    raw: BTreeMap<i64, RowBuffer>,
+    /// Per range start, per partition: the first row's offset and watermark state.
+    firsts: BTreeMap<i64, Vec<Option<ResumePoint>>>,
     late: RowBuffer,
     dead: DeadLetters,
+    /// Per partition: the first late or dead record in memory.
+    side_firsts: Vec<Option<ResumePoint>>,
     rollups: Vec<Rollup>,
     sessions: Vec<Sessions>,
+    /// Records in memory (buffers and the sealing slot).
     counts: Counts,
     /// Per partition, the next log offset to ingest: everything below is applied.
     next_offsets: Vec<u64>,
+    /// Per partition, the greatest accepted event time so far.
+    max_event_ms: Vec<Option<i64>>,
     watermark: WatermarkStatus,
     backpressured: bool,
+    sealing: Option<Arc<Sealing>>,
+    cold: Arc<Cold>,
+    seal_stats: SealStats,
+    /// Whether the session windows changed since their last checkpoint.
+    sessions_dirty: bool,
+}
+
+/// The sealed side of a table: its manifest, with derived totals.
+#[derive(Debug)]
+pub struct Cold {
+    pub manifest: Manifest,
+    pub counts: Counts,
+}
+
+impl Cold {
+    fn new(manifest: Manifest) -> Cold {
+        let (ingested, late, dead_lettered) = manifest.counts();
+        Cold { manifest, counts: Counts { ingested, late, dead_lettered } }
+    }
 }
 
 impl State {
     fn bytes(&self) -> usize {
-        self.raw.bytes()
+        self.raw.values().map(RowBuffer::bytes).sum::<usize>()
             + self.late.bytes()
             + self.dead.bytes()
             + self.rollups.iter().map(Rollup::bytes).sum::<usize>()
             + self.sessions.iter().map(Sessions::bytes).sum::<usize>()
+            + self.sealing.as_ref().map_or(0, |s| s.bytes)
+    }
+
+    fn raw_rows(&self) -> u64 {
+        self.raw.values().map(RowBuffer::rows).sum()
+    }
+
+    /// Where a restart would resume, given what memory holds now.
+    fn resume(&self) -> Vec<ResumePoint> {
+        (0..self.next_offsets.len())
+            .map(|p| {
+                let mut best = ResumePoint { offset: self.next_offsets[p], max_event_ms: self.max_event_ms[p] };
+                let firsts = self.firsts.values().map(|f| f[p]).chain(std::iter::once(self.side_firsts[p]));
+                for point in firsts.flatten() {
+                    if point.offset < best.offset {
+                        best = point;
+                    }
+                }
+                best
+            })
+            .collect()
     }
 }
 
-/// A point-in-time description of a table's hot tier.
+fn note_first(slot: &mut Option<ResumePoint>, offset: u64, prior_max_ms: Option<i64>) {
+    if slot.is_none() {
+        *slot = Some(ResumePoint { offset, max_event_ms: prior_max_ms });
+    }
+}
+
+/// A point-in-time description of a table.
 #[derive(Debug, Clone, Serialize)]
 pub struct TableStatus {
+    /// Everything taken from the log: sealed plus in memory.
     pub counts: Counts,
     pub next_offsets: Vec<u64>,
+    /// Raw rows in memory.
     pub raw_rows: u64,
     pub raw_bytes: usize,
     pub rollup_groups: Vec<(String, u64)>,
     pub rollup_bytes: usize,
-    /// Per session window: (name, open sessions, closed sessions).
+    /// Per session window: (name, open sessions, closed sessions in memory).
     pub sessions: Vec<(String, u64, u64)>,
     pub session_bytes: usize,
     pub late_rows: u64,
@@ -103,6 +238,21 @@ pub struct TableStatus {
     pub budget_bytes: u64,
     pub backpressured: bool,
     pub watermark: WatermarkStatus,
+    /// Whether a seal is being written now.
+    pub sealing: bool,
+    pub cold: ColdStatus,
+    pub seal: SealStats,
+}
+
+/// The sealed side, summed.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct ColdStatus {
+    pub manifest_version: u64,
+    pub segments: u64,
+    pub bytes: u64,
+    pub counts: Counts,
+    /// Per partition, where a restart would resume reading.
+    pub resume_offsets: Vec<u64>,
 }
 
 /// The hot tier of one table.
@@ -110,11 +260,12 @@ pub struct HotTable {
     config: Arc<TableConfig>,
     relations: Vec<Relation>,
     state: Mutex<State>,
-    /// Bumped by every applied batch that changed something.
+    /// Bumped by every change of what a snapshot returns.
     version: AtomicU64,
 }
 
 /// Which buffer a relation reads.
+#[derive(Clone, Copy)]
 enum Source {
     Raw,
     Late,
@@ -125,7 +276,6 @@ enum Source {
 
 impl HotTable {
     pub fn new(config: Arc<TableConfig>) -> HotTable {
-        let raw = RowBuffer::raw(&config);
         let late = RowBuffer::late(&config);
         let dead = DeadLetters::default();
         let rollups: Vec<Rollup> = config.rollups.iter().map(|r| Rollup::new(&config, r)).collect();
@@ -137,7 +287,7 @@ impl HotTable {
             schema: schema.clone(),
             time_column: Some(time.to_string()),
         };
-        let mut relations = vec![rel(config.name.clone(), RelationKind::Raw, raw.schema(), &config.time.field)];
+        let mut relations = vec![rel(config.name.clone(), RelationKind::Raw, &columns::raw_schema(&config), &config.time.field)];
         for r in &rollups {
             relations.push(rel(
                 config.rollup_relation(r.name()),
@@ -157,22 +307,30 @@ impl HotTable {
         relations.push(rel(config.dead_letter_relation(), RelationKind::DeadLetter, dead.schema(), "log_time"));
         relations.push(rel(config.late_relation(), RelationKind::Late, late.schema(), &config.time.field));
         let partitions = config.partitions as usize;
+        let manifest = Manifest::empty(&config.name, config.partitions, config.segment_granularity_ms);
         HotTable {
             relations,
             state: Mutex::new(State {
-                raw,
+                raw: BTreeMap::new(),
+                firsts: BTreeMap::new(),
                 late,
                 dead,
+                side_firsts: vec![None; partitions],
                 rollups,
                 sessions,
                 counts: Counts::default(),
                 next_offsets: vec![0; partitions],
+                max_event_ms: vec![None; partitions],
                 watermark: WatermarkStatus {
                     table_ms: None,
                     partitions_ms: vec![None; partitions],
                     idle: vec![false; partitions],
                 },
                 backpressured: false,
+                sealing: None,
+                cold: Arc::new(Cold::new(manifest)),
+                seal_stats: SealStats::default(),
+                sessions_dirty: false,
             }),
             version: AtomicU64::new(0),
             config,
@@ -187,48 +345,103 @@ impl HotTable {
         &self.relations
     }
 
-    /// Sets where ingest starts reading each partition (the log's oldest offsets).
+    /// The schema of a relation, by name.
+    pub fn relation(&self, name: &str) -> Option<&Relation> {
+        self.relations.iter().find(|r| r.name == name)
+    }
+
+    /// Installs the state recovered from the store: the manifest, and the open
+    /// session windows of its checkpoint. Call before any record is applied.
+    pub fn recover(&self, manifest: Manifest, sessions_checkpoint: Option<&[u8]>) -> Result<(), String> {
+        let mut s = self.state.lock();
+        if let Some(bytes) = sessions_checkpoint {
+            let parts: Vec<Vec<u8>> = bincode::deserialize(bytes).map_err(|e| format!("session checkpoint: {e}"))?;
+            if parts.len() != s.sessions.len() {
+                return Err(format!(
+                    "the session checkpoint holds {} session windows and the config declares {}; replay the table to change its session windows",
+                    parts.len(),
+                    s.sessions.len()
+                ));
+            }
+            for (w, part) in s.sessions.iter_mut().zip(&parts) {
+                w.restore(part).map_err(|e| format!("session checkpoint of `{}`: {e}", w.name()))?;
+            }
+        }
+        for (p, r) in manifest.resume.iter().enumerate() {
+            s.next_offsets[p] = r.offset;
+            s.max_event_ms[p] = r.max_event_ms;
+        }
+        s.cold = Arc::new(Cold::new(manifest));
+        drop(s);
+        self.version.fetch_add(1, Ordering::Release);
+        Ok(())
+    }
+
+    /// The current manifest.
+    pub fn cold(&self) -> Arc<Cold> {
+        Arc::clone(&self.state.lock().cold)
+    }
+
+    /// Sets where ingest starts reading each partition.
     pub fn set_start_offsets(&self, offsets: &[u64]) {
         self.state.lock().next_offsets.copy_from_slice(offsets);
     }
 
     /// Applies one decoded read batch of `partition`, all or nothing as seen by
-    /// snapshots, and records that the partition is ingested up to `next_offset`.
-    pub fn apply(&self, partition: u32, staged: &[Staged<'_>], next_offset: u64) {
+    /// snapshots, and records that the partition is ingested up to `next_offset`
+    /// with `max_event_ms` its greatest accepted event time.
+    pub fn apply(&self, partition: u32, staged: &[Staged<'_>], next_offset: u64, max_event_ms: Option<i64>) {
+        let seg = self.config.segment_granularity_ms;
+        let parts = self.config.partitions as usize;
+        let pi = partition as usize;
         let mut s = self.state.lock();
         let s = &mut *s;
+        let mut last_start: Option<i64> = None;
         for rec in staged {
             match rec {
-                Staged::Row { ts_ms, values, watermark_ms } => {
-                    s.raw.push(*ts_ms, values, None);
+                Staged::Row { ts_ms, values, watermark_ms, offset, prior_max_ms, sessions } => {
+                    let start = bucket_start(*ts_ms, seg);
+                    if last_start != Some(start) {
+                        let first = &mut s.firsts.entry(start).or_insert_with(|| vec![None; parts])[pi];
+                        note_first(first, *offset, *prior_max_ms);
+                        last_start = Some(start);
+                    }
+                    let buf = s.raw.entry(start).or_insert_with(|| RowBuffer::raw(&self.config));
+                    buf.push(*ts_ms, values, None);
                     for r in &mut s.rollups {
                         r.add(*ts_ms, values);
                     }
-                    for w in &mut s.sessions {
-                        if let Some(wm) = watermark_ms {
-                            w.close_due(partition, *wm);
+                    if *sessions {
+                        s.sessions_dirty |= !s.sessions.is_empty();
+                        for w in &mut s.sessions {
+                            if let Some(wm) = watermark_ms {
+                                w.close_due(partition, *wm);
+                            }
+                            w.add(partition, *ts_ms, values);
                         }
-                        w.add(partition, *ts_ms, values);
                     }
                     s.counts.ingested += 1;
                 }
-                Staged::Late { ts_ms, values, meta } => {
+                Staged::Late { ts_ms, values, meta, prior_max_ms } => {
+                    note_first(&mut s.side_firsts[pi], meta.offset, *prior_max_ms);
                     s.late.push(*ts_ms, values, Some(*meta));
                     s.counts.late += 1;
                 }
-                Staged::Dead { offset, log_time_ms, reason, raw } => {
+                Staged::Dead { offset, log_time_ms, reason, raw, prior_max_ms } => {
+                    note_first(&mut s.side_firsts[pi], *offset, *prior_max_ms);
                     s.dead.push(partition, *offset, *log_time_ms, reason, raw);
                     s.counts.dead_lettered += 1;
                 }
             }
         }
-        s.next_offsets[partition as usize] = next_offset;
+        s.next_offsets[pi] = next_offset;
+        s.max_event_ms[pi] = max_event_ms;
         if !staged.is_empty() {
             self.version.fetch_add(1, Ordering::Release);
         }
     }
 
-    /// Changes whenever an applied batch changed this table's relations.
+    /// Changes whenever a snapshot of this table's relations may have changed.
     pub fn version(&self) -> u64 {
         self.version.load(Ordering::Acquire)
     }
@@ -250,17 +463,129 @@ impl HotTable {
         self.bytes() as u64 >= self.config.hot_budget_bytes
     }
 
+    /// Everything taken from the log: sealed plus in memory.
     pub fn counts(&self) -> Counts {
-        self.state.lock().counts
+        let s = self.state.lock();
+        s.cold.counts.add(&s.counts)
+    }
+
+    /// Detaches what `scope` selects into the sealing slot and returns it; returns
+    /// the slot already there if a previous seal has not been committed (retry
+    /// it), and `None` when there is nothing to seal.
+    pub fn begin_seal(&self, scope: SealScope) -> Option<Arc<Sealing>> {
+        let mut s = self.state.lock();
+        if let Some(slot) = &s.sealing {
+            return Some(Arc::clone(slot));
+        }
+        let seg = self.config.segment_granularity_ms;
+        let starts: Vec<i64> = match scope {
+            SealScope::All => s.raw.keys().copied().collect(),
+            SealScope::Due => match s.watermark.table_ms {
+                Some(wm) => s.raw.keys().copied().filter(|start| start + seg <= wm).collect(),
+                None => Vec::new(),
+            },
+        };
+        // Late rows, dead letters and sessions ride along with due ranges; alone,
+        // only a full seal takes them (they are small, and sealing them on every
+        // tick would write many tiny files).
+        let side = !s.late.is_empty() || s.dead.rows() > 0 || s.sessions_dirty;
+        if starts.is_empty() && !(scope == SealScope::All && side) {
+            return None;
+        }
+        s.sessions_dirty = false;
+        let s = &mut *s;
+        let mut counts = Counts::default();
+        let mut ranges = Vec::with_capacity(starts.len());
+        for start in starts {
+            let mut buf = s.raw.remove(&start).expect("listed above");
+            s.firsts.remove(&start);
+            buf.freeze();
+            let raw_rows = buf.rows();
+            counts.ingested += raw_rows;
+            let rollups = s.rollups.iter_mut().map(|r| r.take_range(start, start + seg).0).collect();
+            ranges.push(SealRange { start_ms: start, end_ms: start + seg, raw: buf.snapshot(), raw_rows, rollups });
+        }
+        let late = std::mem::replace(&mut s.late, RowBuffer::late(&self.config));
+        counts.late = late.rows();
+        let dead = std::mem::take(&mut s.dead);
+        counts.dead_lettered = dead.rows();
+        s.side_firsts.iter_mut().for_each(|f| *f = None);
+        let closed_sessions = s.sessions.iter_mut().map(|w| w.take_closed().0).collect();
+        let session_checkpoint = (!s.sessions.is_empty()).then(|| {
+            let parts: Vec<Vec<u8>> = s.sessions.iter_mut().map(Sessions::checkpoint).collect();
+            bincode::serialize(&parts).expect("checkpoints serialize")
+        });
+        let mut slot = Sealing {
+            ranges,
+            late: late.snapshot(),
+            dead: dead.snapshot(),
+            closed_sessions,
+            session_checkpoint,
+            coverage: s.next_offsets.clone(),
+            resume: Vec::new(),
+            counts,
+            bytes: 0,
+            started: std::time::Instant::now(),
+        };
+        slot.resume = s.resume();
+        slot.bytes = slot_bytes(&slot);
+        let slot = Arc::new(slot);
+        s.sealing = Some(Arc::clone(&slot));
+        Some(slot)
+    }
+
+    /// Publishes a committed seal: installs its manifest and drops the sealing
+    /// slot, in one step as seen by snapshots.
+    pub fn finish_seal(&self, manifest: Manifest, bytes_written: u64) {
+        let mut s = self.state.lock();
+        if let Some(slot) = s.sealing.take() {
+            s.counts.ingested -= slot.counts.ingested;
+            s.counts.late -= slot.counts.late;
+            s.counts.dead_lettered -= slot.counts.dead_lettered;
+            let ms = slot.started.elapsed().as_millis() as u64;
+            s.seal_stats.seals += 1;
+            s.seal_stats.rows_sealed += slot.counts.total();
+            s.seal_stats.bytes_written += bytes_written;
+            s.seal_stats.last_seal_ms = Some(ms);
+            s.seal_stats.seal_ms_total += ms;
+        }
+        s.cold = Arc::new(Cold::new(manifest));
+        drop(s);
+        self.version.fetch_add(1, Ordering::Release);
+    }
+
+    /// Installs a manifest that changes no data, only its layout (compaction,
+    /// retention, retired files).
+    pub fn install_manifest(&self, manifest: Manifest, compaction: bool) {
+        let mut s = self.state.lock();
+        if compaction {
+            s.seal_stats.compactions += 1;
+        }
+        s.cold = Arc::new(Cold::new(manifest));
+        drop(s);
+        self.version.fetch_add(1, Ordering::Release);
+    }
+
+    /// Records a failed seal attempt (it is retried).
+    pub fn seal_failed(&self, error: String) {
+        let mut s = self.state.lock();
+        s.seal_stats.failures += 1;
+        s.seal_stats.last_error = Some(error);
+    }
+
+    /// Per partition, where a restart would resume now.
+    pub fn resume_points(&self) -> Vec<ResumePoint> {
+        self.state.lock().resume()
     }
 
     pub fn status(&self) -> TableStatus {
         let s = self.state.lock();
+        let m = &s.cold.manifest;
         TableStatus {
-            counts: s.counts,
+            counts: s.cold.counts.add(&s.counts),
             next_offsets: s.next_offsets.clone(),
-            raw_rows: s.raw.rows(),
-            raw_bytes: s.raw.bytes(),
+            raw_rows: s.raw_rows() + s.sealing.as_ref().map_or(0, |x| x.ranges.iter().map(|r| r.raw_rows).sum()),
+            raw_bytes: s.raw.values().map(RowBuffer::bytes).sum(),
             rollup_groups: s.rollups.iter().map(|r| (r.name().to_string(), r.groups())).collect(),
             rollup_bytes: s.rollups.iter().map(Rollup::bytes).sum(),
             sessions: s
@@ -272,12 +597,21 @@ impl HotTable {
                 })
                 .collect(),
             session_bytes: s.sessions.iter().map(Sessions::bytes).sum(),
-            late_rows: s.late.rows(),
-            dead_letter_rows: s.dead.rows(),
+            late_rows: s.late.rows() + s.sealing.as_ref().map_or(0, |x| x.counts.late),
+            dead_letter_rows: s.dead.rows() + s.sealing.as_ref().map_or(0, |x| x.counts.dead_lettered),
             bytes: s.bytes(),
             budget_bytes: self.config.hot_budget_bytes,
             backpressured: s.backpressured,
             watermark: s.watermark.clone(),
+            sealing: s.sealing.is_some(),
+            cold: ColdStatus {
+                manifest_version: m.version,
+                segments: m.segments.len() as u64,
+                bytes: m.segments.iter().map(|x| x.bytes()).sum(),
+                counts: s.cold.counts,
+                resume_offsets: m.resume.iter().map(|r| r.offset).collect(),
+            },
+            seal: s.seal_stats.clone(),
         }
     }
 
@@ -297,19 +631,50 @@ impl HotTable {
         Some((src, rel.schema.clone()))
     }
 
-    /// A consistent snapshot of one of this table's relations.
+    /// A consistent snapshot of one of this table's relations: memory and sealed
+    /// files, taken together.
     pub fn snapshot(&self, relation: &str) -> Result<Snapshot, HotError> {
         let (src, schema) = self.source_of(relation).ok_or_else(|| HotError::UnknownRelation(relation.to_string()))?;
         let mut s = self.state.lock();
-        let batches: Vec<RecordBatch> = match src {
-            Source::Raw => s.raw.snapshot(),
+        let mut batches: Vec<RecordBatch> = match src {
+            Source::Raw => s.raw.values().flat_map(RowBuffer::snapshot).collect(),
             Source::Late => s.late.snapshot(),
             Source::Dead => s.dead.snapshot(),
             Source::Rollup(i) => s.rollups[i].snapshot(),
             Source::Session(i) => s.sessions[i].snapshot(),
         };
-        Ok(Snapshot { schema, batches })
+        if let Some(slot) = &s.sealing {
+            match src {
+                Source::Raw => batches.extend(slot.ranges.iter().flat_map(|r| r.raw.iter().cloned())),
+                Source::Late => batches.extend(slot.late.iter().cloned()),
+                Source::Dead => batches.extend(slot.dead.iter().cloned()),
+                Source::Rollup(i) => batches.extend(slot.ranges.iter().flat_map(|r| r.rollups[i].iter().cloned())),
+                Source::Session(i) => batches.extend(slot.closed_sessions[i].iter().cloned()),
+            }
+        }
+        let cold = s
+            .cold
+            .manifest
+            .files(relation)
+            .map(|f| ColdFile {
+                path: f.path.clone(),
+                bytes: f.bytes,
+                rows: f.rows,
+                min_time_ms: f.min_time_ms,
+                max_time_ms: f.max_time_ms,
+            })
+            .collect();
+        Ok(Snapshot { schema, batches, cold })
     }
+}
+
+fn slot_bytes(slot: &Sealing) -> usize {
+    let size = |bs: &[RecordBatch]| bs.iter().map(RecordBatch::get_array_memory_size).sum::<usize>();
+    slot.ranges.iter().map(|r| size(&r.raw) + r.rollups.iter().map(|b| size(b)).sum::<usize>()).sum::<usize>()
+        + size(&slot.late)
+        + size(&slot.dead)
+        + slot.closed_sessions.iter().map(|b| size(b)).sum::<usize>()
+        + slot.session_checkpoint.as_ref().map_or(0, Vec::len)
 }
 
 #[cfg(test)]

@@ -161,6 +161,104 @@ impl Rollup {
         self.bytes += grew;
     }
 
+    /// Removes the buckets starting in `[start, end)` and returns them as batches.
+    pub fn take_range(&mut self, start: i64, end: i64) -> (Vec<RecordBatch>, u64) {
+        let starts: Vec<i64> = self.buckets.range(start..end).map(|(s, _)| *s).collect();
+        let mut out = Vec::with_capacity(starts.len());
+        let mut groups = 0u64;
+        for s in starts {
+            let mut bucket = self.buckets.remove(&s).expect("listed above");
+            let batch = match bucket.cached.take() {
+                Some(b) => b,
+                None => materialize(&self.schema, &self.dims, s, &mut bucket.groups),
+            };
+            self.bytes -= bucket.bytes;
+            self.groups -= bucket.groups.len() as u64;
+            groups += bucket.groups.len() as u64;
+            out.push(batch);
+        }
+        (out, groups)
+    }
+
+    /// Folds rows of this rollup's own relation (as sealed, or as snapshot) into
+    /// the state: compaction merges segments of one range this way. Columns are
+    /// found by name; a column missing from `batch` (sealed before it was
+    /// configured) contributes nothing.
+    pub fn merge_batch(&mut self, batch: &RecordBatch) -> Result<(), String> {
+        use arrow::array::{Array, AsArray};
+        use arrow::datatypes::{Float64Type, Int64Type, TimestampMillisecondType};
+        let col = |name: &str| batch.column_by_name(name).cloned();
+        let bucket = col("bucket").ok_or("the batch has no `bucket` column")?;
+        let bucket = bucket.as_primitive_opt::<TimestampMillisecondType>().ok_or("`bucket` is not a timestamp")?.clone();
+        let dim_cols: Vec<Option<ArrayRef>> =
+            self.schema.fields()[1..1 + self.dims.len()].iter().map(|f| col(f.name())).collect();
+        let agg_fields: Vec<Field> = self.schema.fields()[1 + self.dims.len()..].iter().map(|f| f.as_ref().clone()).collect();
+        let agg_cols: Vec<Option<ArrayRef>> = agg_fields.iter().map(|f| col(f.name())).collect();
+        let mut vals: Vec<Val<'_>> = Vec::new();
+        for row in 0..batch.num_rows() {
+            let start = bucket.value(row);
+            self.key_buf.clear();
+            vals.clear();
+            for ((_, ty), c) in self.dims.iter().zip(&dim_cols) {
+                let v = match c {
+                    Some(c) if c.is_valid(row) => match ty {
+                        FieldType::String => Val::Str(c.as_string::<i32>().value(row).to_string().into()),
+                        FieldType::Int64 => Val::I64(c.as_primitive::<Int64Type>().value(row)),
+                        FieldType::Bool => Val::Bool(c.as_boolean().value(row)),
+                        FieldType::Float64 => return Err("float64 rollup dimension".into()),
+                    },
+                    _ => Val::Null,
+                };
+                encode_key(&mut self.key_buf, &v);
+                vals.push(v);
+            }
+            let bucket = self.buckets.entry(start).or_default();
+            bucket.cached = None;
+            let gi = match bucket.index.get(self.key_buf.as_slice()) {
+                Some(gi) => *gi,
+                None => {
+                    let states = self.plans.iter().map(new_state).collect();
+                    let added = GROUP_OVERHEAD + 2 * self.key_buf.len() + self.plans.len() * 32;
+                    bucket.index.insert(self.key_buf.as_slice().into(), bucket.groups.len());
+                    bucket.groups.push(Group { key: vals.iter().map(to_key).collect(), states });
+                    bucket.bytes += added;
+                    self.bytes += added;
+                    self.groups += 1;
+                    bucket.groups.len() - 1
+                }
+            };
+            let group = &mut bucket.groups[gi];
+            for (a, (plan, state)) in self.plans.iter().zip(group.states.iter_mut()).enumerate() {
+                let Some(c) = &agg_cols[a] else { continue };
+                if !c.is_valid(row) {
+                    continue;
+                }
+                let other = match (plan, c.data_type()) {
+                    (Plan::Count, DataType::Int64) => State::Count(c.as_primitive::<Int64Type>().value(row)),
+                    (Plan::SumI(_), DataType::Int64) => State::SumI(Some(c.as_primitive::<Int64Type>().value(row))),
+                    (Plan::MinI(_), DataType::Int64) => State::MinI(Some(c.as_primitive::<Int64Type>().value(row))),
+                    (Plan::MaxI(_), DataType::Int64) => State::MaxI(Some(c.as_primitive::<Int64Type>().value(row))),
+                    (Plan::SumF(_), DataType::Float64) => {
+                        let mut e = ExactSum::default();
+                        e.add(c.as_primitive::<Float64Type>().value(row));
+                        State::SumF(Some(e))
+                    }
+                    (Plan::MinF(_), DataType::Float64) => State::MinF(Some(c.as_primitive::<Float64Type>().value(row))),
+                    (Plan::MaxF(_), DataType::Float64) => State::MaxF(Some(c.as_primitive::<Float64Type>().value(row))),
+                    (Plan::Hll(..), DataType::Binary) => {
+                        let sketch = Sketch::from_bytes(c.as_binary::<i32>().value(row)).map_err(|e| e.to_string())?;
+                        State::Hll { sketch, inserts: 0 }
+                    }
+                    (_, other) => {
+                        return Err(format!("column `{}` is {other}, which this rollup cannot merge", agg_fields[a].name()));
+                    }
+                };
+                merge_state(state, &other);
+            }
+        }
+        Ok(())
+    }
+
     /// Every bucket as a batch; rebuilds only buckets changed since the last call.
     pub fn snapshot(&mut self) -> Vec<RecordBatch> {
         let mut out = Vec::with_capacity(self.buckets.len());
@@ -369,6 +467,78 @@ pub(crate) fn merge_state(a: &mut State, b: &State) {
             *i = i.saturating_add(*j);
         }
         _ => unreachable!("merged states come from the same plan"),
+    }
+}
+
+/// An aggregate state in a form that can be saved (session checkpoints).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub(crate) enum SavedState {
+    Count(i64),
+    SumI(Option<i64>),
+    SumF(Option<(Vec<f64>, Option<f64>)>),
+    MinI(Option<i64>),
+    MaxI(Option<i64>),
+    MinF(Option<f64>),
+    MaxF(Option<f64>),
+    Hll { sketch: Vec<u8>, inserts: u32 },
+}
+
+impl State {
+    pub(crate) fn save(&mut self) -> SavedState {
+        match self {
+            State::Count(c) => SavedState::Count(*c),
+            State::SumI(v) => SavedState::SumI(*v),
+            State::SumF(v) => SavedState::SumF(v.as_ref().map(ExactSum::parts)),
+            State::MinI(v) => SavedState::MinI(*v),
+            State::MaxI(v) => SavedState::MaxI(*v),
+            State::MinF(v) => SavedState::MinF(*v),
+            State::MaxF(v) => SavedState::MaxF(*v),
+            State::Hll { sketch, inserts } => SavedState::Hll { sketch: sketch.to_bytes(), inserts: *inserts },
+        }
+    }
+
+    pub(crate) fn restore(saved: SavedState) -> Result<State, String> {
+        Ok(match saved {
+            SavedState::Count(c) => State::Count(c),
+            SavedState::SumI(v) => State::SumI(v),
+            SavedState::SumF(v) => State::SumF(v.map(|(p, s)| ExactSum::from_parts(p, s))),
+            SavedState::MinI(v) => State::MinI(v),
+            SavedState::MaxI(v) => State::MaxI(v),
+            SavedState::MinF(v) => State::MinF(v),
+            SavedState::MaxF(v) => State::MaxF(v),
+            SavedState::Hll { sketch, inserts } => {
+                State::Hll { sketch: Sketch::from_bytes(&sketch).map_err(|e| e.to_string())?, inserts }
+            }
+        })
+    }
+}
+
+/// A group key value in a form that can be saved.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub(crate) enum SavedKey {
+    Null,
+    Str(String),
+    I64(i64),
+    Bool(bool),
+}
+
+impl Key {
+    pub(crate) fn save(&self) -> SavedKey {
+        match self {
+            Key::Null => SavedKey::Null,
+            Key::Str(s) => SavedKey::Str(s.to_string()),
+            Key::I64(x) => SavedKey::I64(*x),
+            Key::Bool(b) => SavedKey::Bool(*b),
+        }
+    }
+
+    pub(crate) fn restore(saved: SavedKey) -> Key {
+        match saved {
+            SavedKey::Null => Key::Null,
+            SavedKey::Str(s) => Key::Str(s.into()),
+            SavedKey::I64(x) => Key::I64(x),
+            SavedKey::Bool(b) => Key::Bool(b),
+        }
     }
 }
 

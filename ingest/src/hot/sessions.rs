@@ -20,7 +20,7 @@ use rustc_hash::FxHashMap;
 use weir_storage::config::{FieldType, SessionConfig, TableConfig};
 
 use super::columns::timestamp_type;
-use super::rollup::{Key, Plan, State, agg_column, encode_key, merge_state, new_state, plan_aggregations, to_key, update};
+use super::rollup::{Key, Plan, SavedKey, SavedState, State, agg_column, encode_key, merge_state, new_state, plan_aggregations, to_key, update};
 use crate::decode::Val;
 
 /// Bytes charged per session beyond its states.
@@ -45,6 +45,28 @@ struct OpenKey {
 struct Closed {
     key: Key,
     session: Session,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SavedSession {
+    id: u64,
+    start: i64,
+    end: i64,
+    states: Vec<SavedState>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SavedOpenKey {
+    bytes: Vec<u8>,
+    partition: u32,
+    key: SavedKey,
+    sessions: Vec<SavedSession>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SavedSessions {
+    next_id: u64,
+    keys: Vec<SavedOpenKey>,
 }
 
 /// Per partition: (close time, session id) -> the session's key.
@@ -262,6 +284,68 @@ impl Sessions {
         let batch = self.batch(pending.iter_mut().map(|c| (&c.key, &mut c.session, true)));
         self.pending = pending;
         batch
+    }
+
+    /// Removes the closed sessions and returns them as batches (to seal them).
+    pub fn take_closed(&mut self) -> (Vec<RecordBatch>, u64) {
+        let mut out = std::mem::take(&mut self.frozen);
+        if !self.pending.is_empty() {
+            out.push(self.materialize_pending());
+            self.pending.clear();
+        }
+        let rows: u64 = out.iter().map(|b| b.num_rows() as u64).sum();
+        self.bytes = self.bytes.saturating_sub(rows as usize * (SESSION_OVERHEAD + self.plans.len() * 32));
+        (out, rows)
+    }
+
+    /// The open sessions, saved: with [`Sessions::restore`] they continue exactly
+    /// as if never interrupted.
+    pub fn checkpoint(&mut self) -> Vec<u8> {
+        let mut saved = SavedSessions { next_id: self.next_id, keys: Vec::with_capacity(self.open.len()) };
+        for (bytes, k) in self.open.iter_mut() {
+            saved.keys.push(SavedOpenKey {
+                bytes: bytes.to_vec(),
+                partition: k.partition,
+                key: k.key.save(),
+                sessions: k
+                    .sessions
+                    .iter_mut()
+                    .map(|s| SavedSession {
+                        id: s.id,
+                        start: s.start,
+                        end: s.end,
+                        states: s.states.iter_mut().map(State::save).collect(),
+                    })
+                    .collect(),
+            });
+        }
+        // A stable order: the same state gives the same bytes.
+        saved.keys.sort_by(|a, b| a.bytes.cmp(&b.bytes));
+        bincode::serialize(&saved).expect("sessions serialize")
+    }
+
+    /// Replaces the open sessions by a checkpoint's.
+    pub fn restore(&mut self, bytes: &[u8]) -> Result<(), String> {
+        let saved: SavedSessions = bincode::deserialize(bytes).map_err(|e| e.to_string())?;
+        self.open.clear();
+        self.closing.iter_mut().for_each(BTreeMap::clear);
+        self.next_id = saved.next_id;
+        self.open_count = 0;
+        self.bytes = 0;
+        for k in saved.keys {
+            let mut sessions = Vec::with_capacity(k.sessions.len());
+            for s in k.sessions {
+                let states = s.states.into_iter().map(State::restore).collect::<Result<Vec<_>, _>>()?;
+                let closing = self.closing.get_mut(k.partition as usize).ok_or("a session of an unknown partition")?;
+                closing.insert((s.end + self.gap_ms, s.id), k.bytes.as_slice().into());
+                self.bytes += SESSION_OVERHEAD + self.plans.len() * 32;
+                self.open_count += 1;
+                sessions.push(Session { id: s.id, start: s.start, end: s.end, states });
+            }
+            self.bytes += k.bytes.len() * 2;
+            self.open.insert(k.bytes.into(), OpenKey { partition: k.partition, key: Key::restore(k.key), sessions });
+        }
+        Ok(())
     }
 
     /// Closed sessions, then the open ones as they stand.

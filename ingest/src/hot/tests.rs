@@ -51,7 +51,7 @@ fn ingest(events: usize, seed: u64, read_bytes: usize) -> Fixture {
         topic.append(&recs).unwrap();
     }
     let hot = Arc::new(HotTable::new(table));
-    let mut reader = TableReader::new(hot, topic, ManualClock::new(now));
+    let mut reader = TableReader::new(hot, topic, ManualClock::new(now)).unwrap();
     while reader.step(read_bytes).unwrap() > 0 {}
     Fixture { _dir: dir, reader, produced }
 }
@@ -196,7 +196,7 @@ aggregations = [{ name = "n", fn = "count" }, { name = "x_sum", fn = "sum", fiel
         lines.iter().map(|l| NewRecord { key: b"", timestamp_ms: 0, value: l.as_bytes() }).collect();
     topic.append_to(0, &recs).unwrap();
     let hot = Arc::new(HotTable::new(table));
-    let mut reader = TableReader::new(hot.clone(), topic, ManualClock::new(0));
+    let mut reader = TableReader::new(hot.clone(), topic, ManualClock::new(0)).unwrap();
     while reader.step(1 << 20).unwrap() > 0 {}
     let snap = hot.snapshot("t_visits").unwrap();
     let mut rows: Vec<(String, i64, i64, bool, i64, i64)> = Vec::new();

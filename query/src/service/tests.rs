@@ -158,7 +158,7 @@ async fn refusals_come_through_the_service() {
 #[tokio::test]
 async fn the_session_has_no_url_tables_and_options_refuse_what_the_guard_missed() {
     let catalogs = catalog::catalog_list(fixture());
-    let state = session::new_state(catalogs, &limits()).unwrap();
+    let state = session::new_state(catalogs, &limits(), None).unwrap();
     // URL tables are off: a path is just an unknown table.
     let err = Error::from(
         state

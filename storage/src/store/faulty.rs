@@ -16,18 +16,34 @@ use object_store::{
 };
 
 /// Switches shared between a test and its [`Faulty`] store.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Faults {
     /// Every operation fails while set.
     pub down: AtomicBool,
     /// The next this-many puts fail.
     pub fail_puts: AtomicU32,
+    /// When not negative: puts allowed before every later put fails (a crash in
+    /// the middle of a seal, as its files are written).
+    pub puts_left: std::sync::atomic::AtomicI64,
     /// Every put first waits this many milliseconds.
     pub put_delay_ms: AtomicU64,
     /// Puts that reached the inner store.
     pub puts: AtomicU64,
     /// Operations refused by a fault.
     pub refused: AtomicU64,
+}
+
+impl Default for Faults {
+    fn default() -> Self {
+        Faults {
+            down: AtomicBool::new(false),
+            fail_puts: AtomicU32::new(0),
+            puts_left: std::sync::atomic::AtomicI64::new(-1),
+            put_delay_ms: AtomicU64::new(0),
+            puts: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+        }
+    }
 }
 
 impl Faults {
@@ -76,6 +92,11 @@ impl ObjectStore for Faulty {
             tokio::time::sleep(Duration::from_millis(delay)).await;
         }
         self.check("put")?;
+        let left = self.faults.puts_left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n > 0).then(|| n - 1));
+        if left == Err(0) {
+            self.faults.refused.fetch_add(1, Ordering::SeqCst);
+            return Err(object_store::Error::Generic { store: "faulty", source: "put: no puts left".into() });
+        }
         let failing = self.faults.fail_puts.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
         if failing.is_ok() {
             self.faults.refused.fetch_add(1, Ordering::SeqCst);

@@ -1,0 +1,536 @@
+//! Sealing: the hot tier's ranges become Parquet segments on object storage.
+//!
+//! A [`Sealer`] per table, on its own thread, seals:
+//! - each time range whose end the table's watermark has passed (allowed lateness
+//!   is already in the watermark);
+//! - everything in memory when the table reaches three quarters of its byte
+//!   budget, so that ingest rarely has to stop (at the full budget it does);
+//! - everything on graceful shutdown.
+//!
+//! One seal writes, per detached range, a segment with the raw rows and each
+//! rollup's rows as Parquet files (a `base` segment for the first seal of a range,
+//! a `delta` for later ones: late-but-allowed events, early seals), a `side`
+//! segment with late rows, dead letters and closed sessions, and a checkpoint of
+//! the open sessions; then it commits the next manifest version, which names the
+//! files, their coverage and the resume points. Only the commit publishes: files
+//! of a seal that crashed before it are leftovers, deleted at the next start.
+//!
+//! If the store fails, the seal is retried (with backoff, then again on the next
+//! tick) with the same segment ids; meanwhile the detached rows stay queryable in
+//! memory and count against the budget, so ingest stops reading at the budget
+//! until the store is back.
+//!
+//! The sealer also compacts: once a closed range has `compact_min_segments`
+//! segments it merges them (raw rows concatenated, rollups re-aggregated with
+//! sketches merged) into one, and retires the old files through the manifest; it
+//! deletes segments past the table's retention; and it deletes retired files
+//! after [`RETIRE_GRACE`], when no running query can still be reading them.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use arrow::record_batch::RecordBatch;
+use weir_storage::config::TableConfig;
+use weir_storage::manifest::{
+    self, ColumnSchema, Manifest, ManifestError, RelationSchema, Retired, Segment, SegmentFile, SegmentKind,
+    SessionCheckpoint, Tombstone,
+};
+use weir_storage::segment::{self, SegmentError};
+use weir_storage::store::{Store, StoreError};
+
+use crate::clock::Clock;
+use crate::hot::rollup::Rollup;
+use crate::hot::{HotTable, SealScope, Sealing};
+
+/// How long a retired file stays readable for queries that planned with it.
+pub const RETIRE_GRACE: Duration = Duration::from_secs(120);
+
+/// How often the sealer looks for work.
+pub const TICK: Duration = Duration::from_millis(200);
+
+#[derive(Debug, thiserror::Error)]
+pub enum SealError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error(transparent)]
+    Segment(#[from] SegmentError),
+    #[error("table `{table}`: {detail}")]
+    Incompatible { table: String, detail: String },
+    #[error("table `{table}`: {detail}")]
+    Merge { table: String, detail: String },
+}
+
+pub type Result<T, E = SealError> = std::result::Result<T, E>;
+
+/// What one seal wrote.
+#[derive(Debug, Clone, Default)]
+pub struct SealReport {
+    pub segments: usize,
+    pub rows: u64,
+    pub bytes: u64,
+}
+
+/// Seals, compacts and expires one table's segments.
+pub struct Sealer {
+    hot: Arc<HotTable>,
+    store: Store,
+    clock: Arc<dyn Clock>,
+    compact_min_segments: usize,
+}
+
+impl Sealer {
+    pub fn new(hot: Arc<HotTable>, store: Store, clock: Arc<dyn Clock>, compact_min_segments: usize) -> Sealer {
+        Sealer { hot, store, clock, compact_min_segments }
+    }
+
+    pub fn hot(&self) -> &Arc<HotTable> {
+        &self.hot
+    }
+
+    fn table(&self) -> &TableConfig {
+        self.hot.config()
+    }
+
+    /// Loads the table's newest manifest and session checkpoint into `hot`,
+    /// refuses a config its segments cannot serve, and deletes what a crash left
+    /// uncommitted and what was retired. Call before the table's reader starts.
+    pub async fn recover(hot: &HotTable, store: &Store) -> Result<()> {
+        let cfg = hot.config();
+        let name = cfg.name.clone();
+        let incompatible = |detail: String| SealError::Incompatible { table: name.clone(), detail };
+        let m = manifest::load(store, &cfg.name)
+            .await?
+            .unwrap_or_else(|| Manifest::empty(&cfg.name, cfg.partitions, cfg.segment_granularity_ms));
+        if m.partitions != cfg.partitions {
+            return Err(incompatible(format!(
+                "it was sealed with {} partitions and the config now has {}; the log's offsets are per partition, so keep {} or replay into a new table",
+                m.partitions, cfg.partitions, m.partitions
+            )));
+        }
+        if m.segment_granularity_ms != cfg.segment_granularity_ms {
+            return Err(incompatible(format!(
+                "it was sealed with segment_granularity {} ms and the config now says {} ms; keep it, or replay into a new table",
+                m.segment_granularity_ms, cfg.segment_granularity_ms
+            )));
+        }
+        for rel in hot.relations() {
+            if let Some(old) = m.relation_schema(&rel.name)
+                && let Some(why) = segment::incompatibility(&rel.name, &old.columns, &rel.schema)
+            {
+                return Err(incompatible(why));
+            }
+        }
+        let checkpoint = match &m.sessions {
+            Some(c) => Some(store.get(&c.path).await?),
+            None => None,
+        };
+        // Files of seals that never committed, and files retired before the stop.
+        let mut leftovers = Vec::new();
+        for prefix in [format!("tables/{}/segments", cfg.name), format!("tables/{}/checkpoints", cfg.name)] {
+            for meta in store.list(&prefix).await? {
+                let path = meta.location.to_string();
+                let id = manifest::segment_id_of(&cfg.name, &path).or_else(|| checkpoint_id(&path));
+                if id.is_some_and(|id| id >= m.next_segment_id) {
+                    leftovers.push(path);
+                }
+            }
+        }
+        leftovers.extend(m.retired.iter().map(|r| r.path.clone()));
+        for path in &leftovers {
+            store.delete(path).await?;
+        }
+        if !leftovers.is_empty() {
+            tracing::info!(table = %cfg.name, files = leftovers.len(), "deleted uncommitted and retired files");
+        }
+        hot.recover(m, checkpoint.as_deref()).map_err(incompatible)?;
+        Ok(())
+    }
+
+    /// Seals what `scope` selects (or retries a seal that failed before).
+    pub async fn seal(&self, scope: SealScope) -> Result<Option<SealReport>> {
+        let Some(slot) = self.hot.begin_seal(scope) else { return Ok(None) };
+        match self.write(&slot).await {
+            Ok((m, report)) => {
+                tracing::info!(
+                    table = %self.table().name,
+                    version = m.version,
+                    segments = report.segments,
+                    rows = report.rows,
+                    bytes = report.bytes,
+                    ms = slot.started.elapsed().as_millis() as u64,
+                    "sealed"
+                );
+                self.hot.finish_seal(m, report.bytes);
+                Ok(Some(report))
+            }
+            Err(e) => {
+                self.hot.seal_failed(e.to_string());
+                Err(e)
+            }
+        }
+    }
+
+    async fn put_file(
+        &self,
+        id: u64,
+        relation: &str,
+        batches: &[RecordBatch],
+        files: &mut Vec<SegmentFile>,
+        written: &mut u64,
+    ) -> Result<()> {
+        if batches.iter().all(|b| b.num_rows() == 0) {
+            return Ok(());
+        }
+        let rel = self.hot.relation(relation).expect("relations of this table");
+        let enc = segment::encode(relation, &rel.schema, batches, rel.time_column.as_deref())?;
+        let path = manifest::segment_file_path(&self.table().name, id, relation);
+        let bytes = enc.bytes.len() as u64;
+        self.store.put(&path, enc.bytes).await?;
+        *written += bytes;
+        files.push(SegmentFile {
+            relation: relation.to_string(),
+            path,
+            rows: enc.rows,
+            bytes,
+            min_time_ms: enc.min_time_ms,
+            max_time_ms: enc.max_time_ms,
+        });
+        Ok(())
+    }
+
+    async fn write(&self, slot: &Sealing) -> Result<(Manifest, SealReport)> {
+        let cfg = self.hot.config().clone();
+        let cold = self.hot.cold();
+        let prev = &cold.manifest;
+        let mut next = prev.clone();
+        let mut id = prev.next_segment_id;
+        let now = self.clock.now_ms();
+        let mut report = SealReport::default();
+        let sealed_starts: HashSet<i64> = prev.segments.iter().filter_map(|s| s.start_ms).collect();
+        for range in &slot.ranges {
+            let mut files = Vec::new();
+            self.put_file(id, &cfg.name, &range.raw, &mut files, &mut report.bytes).await?;
+            for (r, batches) in cfg.rollups.iter().zip(&range.rollups) {
+                self.put_file(id, &cfg.rollup_relation(&r.name), batches, &mut files, &mut report.bytes).await?;
+            }
+            next.segments.push(Segment {
+                id,
+                kind: if sealed_starts.contains(&range.start_ms) { SegmentKind::Delta } else { SegmentKind::Base },
+                start_ms: Some(range.start_ms),
+                end_ms: Some(range.end_ms),
+                coverage: slot.coverage.clone(),
+                ingested: range.raw_rows,
+                late: 0,
+                dead_lettered: 0,
+                files,
+                created_ms: now,
+            });
+            report.rows += range.raw_rows;
+            report.segments += 1;
+            id += 1;
+        }
+        let side_rows = slot.counts.late + slot.counts.dead_lettered;
+        let closed: usize = slot.closed_sessions.iter().flatten().map(RecordBatch::num_rows).sum();
+        if side_rows > 0 || closed > 0 {
+            let mut files = Vec::new();
+            self.put_file(id, &cfg.late_relation(), &slot.late, &mut files, &mut report.bytes).await?;
+            self.put_file(id, &cfg.dead_letter_relation(), &slot.dead, &mut files, &mut report.bytes).await?;
+            for (w, batches) in cfg.sessions.iter().zip(&slot.closed_sessions) {
+                self.put_file(id, &cfg.session_relation(&w.name), batches, &mut files, &mut report.bytes).await?;
+            }
+            next.segments.push(Segment {
+                id,
+                kind: SegmentKind::Side,
+                start_ms: None,
+                end_ms: None,
+                coverage: slot.coverage.clone(),
+                ingested: 0,
+                late: slot.counts.late,
+                dead_lettered: slot.counts.dead_lettered,
+                files,
+                created_ms: now,
+            });
+            report.rows += side_rows;
+            report.segments += 1;
+            id += 1;
+        }
+        if let Some(bytes) = &slot.session_checkpoint {
+            let path = manifest::checkpoint_path(&cfg.name, id);
+            self.store.put(&path, bytes::Bytes::from(bytes.clone())).await?;
+            report.bytes += bytes.len() as u64;
+            if let Some(old) = next.sessions.take() {
+                next.retired.push(Retired { path: old.path, retired_ms: now });
+            }
+            next.sessions = Some(SessionCheckpoint { path, offsets: slot.coverage.clone() });
+            id += 1;
+        }
+        next.resume = slot.resume.clone();
+        next.next_segment_id = id;
+        next.committed_ms = now;
+        record_schemas(&mut next, &self.hot);
+        prune_tombstones(&mut next);
+        let committed = manifest::commit(&self.store, prev.version, next).await?;
+        Ok((committed, report))
+    }
+
+    /// Merges the segments of one range (or the side segments) that has at least
+    /// `compact_min_segments` of them. Returns whether it compacted something.
+    pub async fn compact_one(&self) -> Result<bool> {
+        let cold = self.hot.cold();
+        let prev = &cold.manifest;
+        let watermark = self.hot.status().watermark.table_ms;
+        let mut groups: BTreeMap<Option<i64>, Vec<&Segment>> = BTreeMap::new();
+        for s in &prev.segments {
+            groups.entry(s.start_ms).or_default().push(s);
+        }
+        let pick = groups.into_iter().find(|(start, segs)| {
+            let closed = match start {
+                Some(st) => watermark.is_some_and(|wm| st + self.table().segment_granularity_ms <= wm),
+                None => true,
+            };
+            closed && segs.len() >= self.compact_min_segments
+        });
+        let Some((start, segs)) = pick else { return Ok(false) };
+        let cfg = self.hot.config().clone();
+        let id = prev.next_segment_id;
+        let now = self.clock.now_ms();
+        let mut files = Vec::new();
+        let mut written = 0u64;
+        let mut relations: Vec<String> = Vec::new();
+        for s in &segs {
+            for f in &s.files {
+                if !relations.contains(&f.relation) {
+                    relations.push(f.relation.clone());
+                }
+            }
+        }
+        for relation in &relations {
+            let Some(rel) = self.hot.relation(relation).cloned() else {
+                // A relation no longer configured: its files are not carried over.
+                continue;
+            };
+            let mut batches = Vec::new();
+            for f in segs.iter().flat_map(|s| s.files.iter()).filter(|f| &f.relation == relation) {
+                let bytes = self.store.get(&f.path).await?;
+                let (_, read) = segment::decode(&f.path, bytes)?;
+                for b in &read {
+                    batches.push(
+                        segment::conform(b, &rel.schema)
+                            .map_err(|detail| SealError::Merge { table: cfg.name.clone(), detail: format!("{}: {detail}", f.path) })?,
+                    );
+                }
+            }
+            let rollup = cfg.rollups.iter().find(|r| cfg.rollup_relation(&r.name) == *relation);
+            let merged = match (rollup, start) {
+                (Some(r), Some(st)) => {
+                    let mut state = Rollup::new(&cfg, r);
+                    for b in &batches {
+                        state
+                            .merge_batch(b)
+                            .map_err(|detail| SealError::Merge { table: cfg.name.clone(), detail: format!("`{relation}`: {detail}") })?;
+                    }
+                    state.take_range(st, st + cfg.segment_granularity_ms).0
+                }
+                _ => batches,
+            };
+            self.put_file(id, relation, &merged, &mut files, &mut written).await?;
+        }
+        let mut coverage = vec![0u64; prev.partitions as usize];
+        for s in &segs {
+            for (a, b) in coverage.iter_mut().zip(&s.coverage) {
+                *a = (*a).max(*b);
+            }
+        }
+        let merged = Segment {
+            id,
+            kind: if start.is_some() { SegmentKind::Compacted } else { SegmentKind::Side },
+            start_ms: start,
+            end_ms: segs[0].end_ms,
+            coverage,
+            ingested: segs.iter().map(|s| s.ingested).sum(),
+            late: segs.iter().map(|s| s.late).sum(),
+            dead_lettered: segs.iter().map(|s| s.dead_lettered).sum(),
+            files,
+            created_ms: now,
+        };
+        let ids: HashSet<u64> = segs.iter().map(|s| s.id).collect();
+        let mut next = prev.clone();
+        for s in next.segments.iter().filter(|s| ids.contains(&s.id)) {
+            next.retired.extend(s.files.iter().map(|f| Retired { path: f.path.clone(), retired_ms: now }));
+        }
+        next.segments.retain(|s| !ids.contains(&s.id));
+        let at = next.segments.iter().position(|s| s.start_ms > start).unwrap_or(next.segments.len());
+        next.segments.insert(at, merged);
+        next.next_segment_id = id + 1;
+        next.committed_ms = now;
+        let committed = manifest::commit(&self.store, prev.version, next).await?;
+        tracing::info!(table = %cfg.name, range = ?start, merged = ids.len(), bytes = written, "compacted");
+        self.hot.install_manifest(committed, true);
+        Ok(true)
+    }
+
+    /// Drops segments past the table's retention and deletes files retired longer
+    /// than [`RETIRE_GRACE`] ago. Returns whether it changed the manifest.
+    pub async fn expire(&self) -> Result<bool> {
+        let cold = self.hot.cold();
+        let prev = &cold.manifest;
+        let now = self.clock.now_ms();
+        let mut next = prev.clone();
+        if let Some(retention) = self.table().retention_ms {
+            let horizon = now - retention;
+            let expired = |s: &Segment| match s.end_ms {
+                Some(end) => end <= horizon,
+                None => !s.files.is_empty() && s.files.iter().all(|f| f.max_time_ms.is_some_and(|t| t < horizon)),
+            };
+            for s in prev.segments.iter().filter(|s| expired(s)) {
+                next.retired.extend(s.files.iter().map(|f| Retired { path: f.path.clone(), retired_ms: now }));
+                next.tombstones.push(Tombstone { start_ms: s.start_ms, coverage: s.coverage.clone() });
+            }
+            next.segments.retain(|s| !expired(s));
+        }
+        let grace = RETIRE_GRACE.as_millis() as i64;
+        let (due, keep): (Vec<Retired>, Vec<Retired>) = next.retired.drain(..).partition(|r| r.retired_ms + grace <= now);
+        next.retired = keep;
+        prune_tombstones(&mut next);
+        if next == *prev {
+            return Ok(false);
+        }
+        next.committed_ms = now;
+        let committed = manifest::commit(&self.store, prev.version, next).await?;
+        self.hot.install_manifest(committed, false);
+        // Deleted only once no manifest names them.
+        for r in due {
+            self.store.delete(&r.path).await?;
+        }
+        Ok(true)
+    }
+
+    /// One round of work: seal what is due (everything near the budget), then
+    /// compact and expire. Errors are logged and retried on the next round.
+    pub async fn tick(&self) {
+        let cfg = self.table();
+        let near_budget = self.hot.bytes() as u64 >= cfg.hot_budget_bytes / 4 * 3;
+        let scope = if near_budget { SealScope::All } else { SealScope::Due };
+        if let Err(e) = self.seal(scope).await {
+            tracing::warn!(table = %cfg.name, error = %e, "seal failed; retrying");
+            return;
+        }
+        if let Err(e) = self.compact_one().await {
+            tracing::warn!(table = %cfg.name, error = %e, "compaction failed; retrying");
+        }
+        if let Err(e) = self.expire().await {
+            tracing::warn!(table = %cfg.name, error = %e, "expiring segments failed; retrying");
+        }
+    }
+}
+
+fn checkpoint_id(path: &str) -> Option<u64> {
+    path.rsplit('/').next()?.strip_suffix(".sessions")?.parse().ok()
+}
+
+/// Records every relation's current columns, keeping columns sealed before and
+/// since dropped from the config (old segments still hold them).
+fn record_schemas(m: &mut Manifest, hot: &HotTable) {
+    for rel in hot.relations() {
+        let now: Vec<ColumnSchema> = segment::columns_of(&rel.schema);
+        match m.relations.iter_mut().find(|r| r.relation == rel.name) {
+            Some(r) => {
+                for c in now {
+                    if !r.columns.iter().any(|o| o.name == c.name) {
+                        r.columns.push(c);
+                    }
+                }
+            }
+            None => m.relations.push(RelationSchema { relation: rel.name.clone(), columns: now }),
+        }
+    }
+}
+
+/// Drops tombstones that no restart can reach: every partition resumes above them.
+fn prune_tombstones(m: &mut Manifest) {
+    let resume: Vec<u64> = m.resume.iter().map(|r| r.offset).collect();
+    m.tombstones.retain(|t| t.coverage.iter().zip(&resume).any(|(c, r)| r < c));
+}
+
+/// A running sealer thread.
+pub struct SealerHandle {
+    sealer: Arc<Sealer>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl SealerHandle {
+    /// Runs `sealer`'s ticks on its own thread until [`SealerHandle::stop`].
+    pub fn spawn(sealer: Sealer) -> std::io::Result<SealerHandle> {
+        let sealer = Arc::new(sealer);
+        let stop = Arc::new(AtomicBool::new(false));
+        let (flag, worker) = (stop.clone(), sealer.clone());
+        let name = format!("seal-{}", sealer.table().name);
+        let thread = std::thread::Builder::new().name(name).spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a sealer runtime");
+            rt.block_on(async {
+                while !flag.load(Ordering::Relaxed) {
+                    worker.tick().await;
+                    let until = Instant::now() + TICK;
+                    while Instant::now() < until && !flag.load(Ordering::Relaxed) {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+            });
+        })?;
+        Ok(SealerHandle { sealer, stop, thread: Some(thread) })
+    }
+
+    pub fn sealer(&self) -> &Arc<Sealer> {
+        &self.sealer
+    }
+
+    /// Stops the background loop after its current round, and returns the sealer
+    /// for the final seal ([`seal_all`]), once the table's reader has stopped.
+    pub fn stop(mut self) -> Arc<Sealer> {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        Arc::clone(&self.sealer)
+    }
+}
+
+impl Drop for SealerHandle {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Seals everything in memory, retrying until `deadline`: the last step of a
+/// graceful shutdown, once reading has stopped. A seal that failed earlier is
+/// retried first, then what was detached after it.
+pub async fn seal_all(sealer: &Sealer, deadline: Instant) -> Result<SealReport> {
+    let mut total = SealReport::default();
+    let mut rounds = 0;
+    while rounds < 2 {
+        match sealer.seal(SealScope::All).await {
+            Ok(Some(r)) => {
+                total.segments += r.segments;
+                total.rows += r.rows;
+                total.bytes += r.bytes;
+                rounds += 1;
+            }
+            Ok(None) => break,
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(e) => {
+                tracing::warn!(table = %sealer.table().name, error = %e, "final seal failed; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,309 @@
+//! Differential tests of sealing and recovery: a run that seals, compacts and
+//! crashes at random points (before, during and after a seal's uploads) must end
+//! with exactly the rows, rollups, sketches, sessions, late rows and dead letters
+//! of a run that only ever kept everything in memory.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use arrow::array::AsArray;
+use arrow::datatypes::{Float64Type, Int64Type, TimestampMillisecondType};
+use arrow::record_batch::RecordBatch;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use weir_storage::config::{LogConfig, TableConfig, WeirConfig};
+use weir_storage::log::{Log, NewRecord, Topic};
+use weir_storage::sketch::Sketch;
+use weir_storage::store::faulty::{Faults, Faulty};
+
+use super::*;
+use crate::clock::ManualClock;
+use crate::hot::Counts;
+use crate::generator::{DEMO_CONFIG, Generator, Mix};
+use crate::pipeline::TableReader;
+
+struct World {
+    _dir: tempfile::TempDir,
+    table: Arc<TableConfig>,
+    topic: Arc<Topic>,
+    store: Store,
+    faults: Arc<Faults>,
+    now: i64,
+}
+
+fn world(events: usize, seed: u64) -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = WeirConfig::from_toml(DEMO_CONFIG).unwrap();
+    let table = Arc::new(cfg.tables[0].clone());
+    let log = Log::open(&dir.path().join("log"), LogConfig::default()).unwrap();
+    let topic = log.topic(&table.name, table.partitions).unwrap();
+    let mut g = Generator::new(seed, Mix { out_of_order: 0.2, late: 0.01, malformed: 0.01 });
+    // Events over about three hours: several ranges close and seal.
+    let mut now = 1_800_000_000_000i64;
+    let step = (3 * 3_600_000 / events as i64).max(1);
+    let lines: Vec<_> = (0..events)
+        .map(|_| {
+            now += step;
+            g.next_event(now)
+        })
+        .collect();
+    for chunk in lines.chunks(500) {
+        let recs: Vec<NewRecord> =
+            chunk.iter().map(|e| NewRecord { key: e.key.as_bytes(), timestamp_ms: now, value: e.line.as_bytes() }).collect();
+        topic.append(&recs).unwrap();
+    }
+    let local = Store::local(&dir.path().join("cold")).unwrap();
+    let faults = Arc::new(Faults::default());
+    let store = Store::from_object_store("faulty".into(), Arc::new(Faulty::new(local.object_store(), faults.clone())))
+        .with_retry(weir_storage::store::RetryPolicy {
+            attempts: 1,
+            first_backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(1),
+            request_timeout: Duration::from_secs(10),
+        });
+    World { _dir: dir, table, topic, store, faults, now }
+}
+
+/// Every row of a relation, hot and cold, as sorted strings; cold files are read
+/// back from the store.
+async fn rows(hot: &HotTable, store: &Store, relation: &str) -> Vec<RecordBatch> {
+    let snap = hot.snapshot(relation).unwrap();
+    let mut out = snap.batches.clone();
+    for f in &snap.cold {
+        let bytes = store.get(&f.path).await.unwrap();
+        let (_, batches) = weir_storage::segment::decode(&f.path, bytes).unwrap();
+        for b in batches {
+            out.push(weir_storage::segment::conform(&b, &snap.schema).unwrap());
+        }
+    }
+    out
+}
+
+fn canon(batches: &[RecordBatch]) -> Vec<String> {
+    let mut rows = Vec::new();
+    for b in batches {
+        for i in 0..b.num_rows() {
+            let row: Vec<String> =
+                b.columns().iter().map(|c| arrow::util::display::array_value_to_string(c, i).unwrap()).collect();
+            rows.push(row.join("|"));
+        }
+    }
+    rows.sort();
+    rows
+}
+
+/// The per-minute rollup merged per (bucket, category, country): segments may
+/// split a group; merged, it must equal the group of one uninterrupted run.
+fn merged_rollup(batches: &[RecordBatch]) -> BTreeMap<(i64, String, String), (i64, f64, f64, f64, Vec<u8>)> {
+    let mut out: BTreeMap<(i64, String, String), (i64, f64, f64, f64, Option<Sketch>)> = BTreeMap::new();
+    for b in batches {
+        let bucket = b.column(0).as_primitive::<TimestampMillisecondType>();
+        let cat = b.column(1).as_string::<i32>();
+        let country = b.column(2).as_string::<i32>();
+        let events = b.column(3).as_primitive::<Int64Type>();
+        let sum = b.column(4).as_primitive::<Float64Type>();
+        let min = b.column(5).as_primitive::<Float64Type>();
+        let max = b.column(6).as_primitive::<Float64Type>();
+        let cards = b.column(7).as_binary::<i32>();
+        for i in 0..b.num_rows() {
+            let key = (bucket.value(i), cat.value(i).to_string(), country.value(i).to_string());
+            let e = out.entry(key).or_insert((0, 0.0, f64::MAX, f64::MIN, None));
+            e.0 += events.value(i);
+            e.1 += sum.value(i);
+            e.2 = e.2.min(min.value(i));
+            e.3 = e.3.max(max.value(i));
+            let s = Sketch::from_bytes(cards.value(i)).unwrap();
+            match &mut e.4 {
+                Some(acc) => acc.merge(&s).unwrap(),
+                None => e.4 = Some(s),
+            }
+        }
+    }
+    out.into_iter().map(|(k, (c, s, lo, hi, sk))| (k, (c, s, lo, hi, sk.unwrap().to_bytes()))).collect()
+}
+
+struct Outcome {
+    counts: Counts,
+    raw: Vec<String>,
+    late: Vec<String>,
+    dead: Vec<String>,
+    sessions: Vec<String>,
+    rollup: BTreeMap<(i64, String, String), (i64, f64, f64, f64, Vec<u8>)>,
+}
+
+async fn outcome(hot: &HotTable, store: &Store) -> Outcome {
+    Outcome {
+        counts: hot.counts(),
+        raw: canon(&rows(hot, store, "transactions").await),
+        late: canon(&rows(hot, store, "transactions_late").await),
+        dead: canon(&rows(hot, store, "transactions_dead_letter").await),
+        sessions: canon(&rows(hot, store, "transactions_card_sessions").await),
+        rollup: merged_rollup(&rows(hot, store, "transactions_per_minute").await),
+    }
+}
+
+fn assert_same(a: &Outcome, b: &Outcome) {
+    assert_eq!(a.counts, b.counts, "counts");
+    assert_eq!(a.raw.len(), b.raw.len(), "raw row count");
+    assert!(a.raw == b.raw, "raw rows differ");
+    assert!(a.late == b.late, "late rows differ");
+    assert!(a.dead == b.dead, "dead letters differ");
+    assert!(a.sessions == b.sessions, "session windows differ");
+    assert_eq!(a.rollup.len(), b.rollup.len(), "rollup groups");
+    for ((k, x), (_, y)) in a.rollup.iter().zip(&b.rollup) {
+        assert_eq!((x.0, x.2, x.3), (y.0, y.2, y.3), "{k:?}: count, min, max");
+        assert!((x.1 - y.1).abs() <= 1e-6 * x.1.abs().max(1.0), "{k:?}: sum {} vs {}", x.1, y.1);
+        assert_eq!(x.4, y.4, "{k:?}: distinct-count sketch");
+    }
+}
+
+/// Reads the whole log into memory, never sealing.
+async fn reference(w: &World) -> Outcome {
+    let hot = Arc::new(HotTable::new(w.table.clone()));
+    let mut reader = TableReader::new(hot.clone(), w.topic.clone(), ManualClock::new(w.now)).unwrap();
+    while reader.step(1 << 20).unwrap() > 0 {}
+    outcome(&hot, &w.store).await
+}
+
+/// One process lifetime: recover, read and seal at random, then crash (drop
+/// everything) or, on the last life, read to the end and seal everything.
+async fn life(w: &World, rng: &mut SmallRng, last: bool) -> Arc<HotTable> {
+    let hot = Arc::new(HotTable::new(w.table.clone()));
+    Sealer::recover(&hot, &w.store).await.unwrap();
+    let clock = ManualClock::new(w.now);
+    let mut reader = TableReader::new(hot.clone(), w.topic.clone(), clock.clone()).unwrap();
+    let sealer = Sealer::new(hot.clone(), w.store.clone(), clock, 3);
+    let steps = if last { usize::MAX } else { rng.random_range(1..40) };
+    for _ in 0..steps {
+        if reader.step(rng.random_range(2_000..40_000)).unwrap() == 0 {
+            break;
+        }
+        reader.publish(false);
+        match rng.random_range(0..10) {
+            0..=2 => {
+                sealer.seal(SealScope::Due).await.unwrap();
+            }
+            3 => {
+                sealer.seal(SealScope::All).await.unwrap();
+            }
+            4 => {
+                sealer.compact_one().await.unwrap();
+            }
+            5 if !last => {
+                // Crash in the middle of a seal: some files written, no commit.
+                w.faults.puts_left.store(rng.random_range(0..4), Ordering::SeqCst);
+                let _ = sealer.seal(SealScope::All).await;
+                w.faults.puts_left.store(-1, Ordering::SeqCst);
+                return hot;
+            }
+            _ => {}
+        }
+    }
+    if last {
+        reader.publish(false);
+        while sealer.compact_one().await.unwrap() {}
+        seal_all(&sealer, Instant::now() + Duration::from_secs(10)).await.unwrap();
+    }
+    hot
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn crashes_at_random_points_converge_to_the_uncrashed_result() {
+    for seed in 0..4u64 {
+        let w = world(12_000, seed);
+        let expected = reference(&w).await;
+        assert!(expected.late.len() > 10 && expected.dead.len() > 10, "the log has late and malformed records");
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let lives = rng.random_range(3..8);
+        for _ in 0..lives {
+            life(&w, &mut rng, false).await;
+        }
+        let hot = life(&w, &mut rng, true).await;
+        let status = hot.status();
+        assert!(status.cold.segments > 0, "seed {seed}: something was sealed");
+        assert_eq!(status.raw_rows, 0, "seed {seed}: everything sealed at the end");
+        let got = outcome(&hot, &w.store).await;
+        assert_same(&got, &expected);
+        // And a restart after the clean stop reads nothing twice.
+        let again = Arc::new(HotTable::new(w.table.clone()));
+        Sealer::recover(&again, &w.store).await.unwrap();
+        let mut reader = TableReader::new(again.clone(), w.topic.clone(), ManualClock::new(w.now)).unwrap();
+        while reader.step(1 << 20).unwrap() > 0 {}
+        assert_same(&outcome(&again, &w.store).await, &expected);
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn leftovers_of_a_crashed_seal_are_deleted_at_restart() {
+    let w = world(3_000, 9);
+    let hot = Arc::new(HotTable::new(w.table.clone()));
+    let mut reader = TableReader::new(hot.clone(), w.topic.clone(), ManualClock::new(w.now)).unwrap();
+    while reader.step(1 << 20).unwrap() > 0 {}
+    let sealer = Sealer::new(hot.clone(), w.store.clone(), ManualClock::new(w.now), 4);
+    w.faults.puts_left.store(2, Ordering::SeqCst);
+    assert!(sealer.seal(SealScope::All).await.is_err());
+    w.faults.puts_left.store(-1, Ordering::SeqCst);
+    let written = w.store.list("tables/transactions/segments").await.unwrap().len();
+    assert_eq!(written, 2, "two files written before the crash");
+    assert!(hot.status().sealing, "the failed seal stays in memory, queryable");
+    assert_eq!(hot.counts().total(), 3_000);
+
+    let again = Arc::new(HotTable::new(w.table.clone()));
+    Sealer::recover(&again, &w.store).await.unwrap();
+    assert_eq!(w.store.list("tables/transactions/segments").await.unwrap().len(), 0);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_store_outage_keeps_rows_in_memory_until_it_returns() {
+    let w = world(3_000, 11);
+    let hot = Arc::new(HotTable::new(w.table.clone()));
+    let mut reader = TableReader::new(hot.clone(), w.topic.clone(), ManualClock::new(w.now)).unwrap();
+    while reader.step(1 << 20).unwrap() > 0 {}
+    let sealer = Sealer::new(hot.clone(), w.store.clone(), ManualClock::new(w.now), 4);
+    let before = outcome(&hot, &w.store).await;
+    w.faults.set_down(true);
+    for _ in 0..3 {
+        assert!(sealer.seal(SealScope::All).await.is_err());
+        // Queries still see every row exactly once, from the sealing slot.
+        assert_same(&outcome(&hot, &w.store).await, &before);
+    }
+    let status = hot.status();
+    assert!(status.seal.failures >= 3 && status.seal.last_error.as_deref().unwrap_or("").contains("down"));
+    assert!(status.bytes > 0);
+    w.faults.set_down(false);
+    assert!(sealer.seal(SealScope::All).await.unwrap().is_some());
+    let after = outcome(&hot, &w.store).await;
+    assert_same(&after, &before);
+    assert_eq!(hot.status().raw_rows, 0);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_config_that_old_segments_cannot_serve_is_refused() {
+    let w = world(1_000, 5);
+    let hot = Arc::new(HotTable::new(w.table.clone()));
+    let mut reader = TableReader::new(hot.clone(), w.topic.clone(), ManualClock::new(w.now)).unwrap();
+    while reader.step(1 << 20).unwrap() > 0 {}
+    Sealer::new(hot.clone(), w.store.clone(), ManualClock::new(w.now), 4).seal(SealScope::All).await.unwrap();
+
+    let changed = |edit: &dyn Fn(&str) -> String| {
+        let cfg = WeirConfig::from_toml(&edit(DEMO_CONFIG)).unwrap();
+        Arc::new(cfg.tables[0].clone())
+    };
+    // A new optional dimension: old segments read it as null.
+    let added = changed(&|s| s.replace(r#"  { name = "device", type = "string" },"#, r#"  { name = "device", type = "string" },
+  { name = "channel", type = "string" },"#));
+    Sealer::recover(&HotTable::new(added), &w.store).await.unwrap();
+    // A changed type is refused, naming the column and both types.
+    let retyped = changed(&|s| s.replace(r#"{ name = "device", type = "string" }"#, r#"{ name = "device", type = "int64" }"#));
+    let e = Sealer::recover(&HotTable::new(retyped), &w.store).await.unwrap_err().to_string();
+    assert!(e.contains("`device`") && e.contains("Utf8") && e.contains("Int64"), "{e}");
+    // So is a new required field, and a changed partition count.
+    let required = changed(&|s| s.replace(r#"  { name = "device", type = "string" },"#, r#"  { name = "device", type = "string" },
+  { name = "channel", type = "string", required = true },"#));
+    let e = Sealer::recover(&HotTable::new(required), &w.store).await.unwrap_err().to_string();
+    assert!(e.contains("`channel`") && e.contains("optional"), "{e}");
+    let repartitioned = changed(&|s| s.replace("partitions = 4", "partitions = 8"));
+    let e = Sealer::recover(&HotTable::new(repartitioned), &w.store).await.unwrap_err().to_string();
+    assert!(e.contains("4 partitions") && e.contains("8"), "{e}");
+}
