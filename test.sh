@@ -2,7 +2,8 @@
 # Runs every test of Weir: the Rust workspace (unit, property and end-to-end tests
 # against the real binary), the deployment files, and the dashboard in headless
 # Chromium. Needs only the Rust toolchain; installs the rest (Debian's chromium,
-# node and playwright-core from npm, kubernetes-validate from PyPI) when missing.
+# node and playwright-core from npm, kubernetes-validate and moto's S3 server from
+# PyPI) when missing.
 #
 # The cargo target directory lives outside the checkout ($HOME/.cache/weir-target
 # unless CARGO_TARGET_DIR says otherwise) so that later runs build incrementally.
@@ -16,6 +17,12 @@ status=0
 
 echo "== building (target dir: $CARGO_TARGET_DIR)"
 cargo build --workspace --all-targets --locked
+
+echo "== the S3-compatible server the cold-tier tests start (moto, from PyPI)"
+if ! command -v moto_server >/dev/null 2>&1; then
+  python3 -m pip install --quiet --disable-pip-version-check 'moto[server]' >/dev/null
+fi
+command -v moto_server
 
 echo "== Rust tests"
 cargo test --workspace --locked -- --test-threads=2 2>&1 | tee -a "$log" || status=$?

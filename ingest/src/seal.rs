@@ -77,6 +77,9 @@ pub struct SealReport {
 
 /// Seals, compacts and expires one table's segments.
 pub struct Sealer {
+    /// Held by each seal, compaction and expiry: one manifest writer at a time,
+    /// whether the background loop or an operator's request runs it.
+    busy: tokio::sync::Mutex<()>,
     hot: Arc<HotTable>,
     store: Store,
     clock: Arc<dyn Clock>,
@@ -85,7 +88,7 @@ pub struct Sealer {
 
 impl Sealer {
     pub fn new(hot: Arc<HotTable>, store: Store, clock: Arc<dyn Clock>, compact_min_segments: usize) -> Sealer {
-        Sealer { hot, store, clock, compact_min_segments }
+        Sealer { busy: tokio::sync::Mutex::new(()), hot, store, clock, compact_min_segments }
     }
 
     pub fn hot(&self) -> &Arc<HotTable> {
@@ -153,6 +156,7 @@ impl Sealer {
 
     /// Seals what `scope` selects (or retries a seal that failed before).
     pub async fn seal(&self, scope: SealScope) -> Result<Option<SealReport>> {
+        let _busy = self.busy.lock().await;
         let Some(slot) = self.hot.begin_seal(scope) else { return Ok(None) };
         match self.write(&slot).await {
             Ok((m, report)) => {
@@ -281,6 +285,21 @@ impl Sealer {
     /// Merges the segments of one range (or the side segments) that has at least
     /// `compact_min_segments` of them. Returns whether it compacted something.
     pub async fn compact_one(&self) -> Result<bool> {
+        self.compact_with(self.compact_min_segments, false).await
+    }
+
+    /// Compacts every range with at least two segments, open ranges included (an
+    /// operator's request). Returns how many ranges it compacted.
+    pub async fn compact_all(&self) -> Result<usize> {
+        let mut n = 0;
+        while self.compact_with(2, true).await? {
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    async fn compact_with(&self, min_segments: usize, open_too: bool) -> Result<bool> {
+        let _busy = self.busy.lock().await;
         let cold = self.hot.cold();
         let prev = &cold.manifest;
         let watermark = self.hot.status().watermark.table_ms;
@@ -290,10 +309,10 @@ impl Sealer {
         }
         let pick = groups.into_iter().find(|(start, segs)| {
             let closed = match start {
-                Some(st) => watermark.is_some_and(|wm| st + self.table().segment_granularity_ms <= wm),
+                Some(st) => open_too || watermark.is_some_and(|wm| st + self.table().segment_granularity_ms <= wm),
                 None => true,
             };
-            closed && segs.len() >= self.compact_min_segments
+            closed && segs.len() >= min_segments
         });
         let Some((start, segs)) = pick else { return Ok(false) };
         let cfg = self.hot.config().clone();
@@ -377,6 +396,7 @@ impl Sealer {
     /// Drops segments past the table's retention and deletes files retired longer
     /// than [`RETIRE_GRACE`] ago. Returns whether it changed the manifest.
     pub async fn expire(&self) -> Result<bool> {
+        let _busy = self.busy.lock().await;
         let cold = self.hot.cold();
         let prev = &cold.manifest;
         let now = self.clock.now_ms();
@@ -390,6 +410,9 @@ impl Sealer {
             for s in prev.segments.iter().filter(|s| expired(s)) {
                 next.retired.extend(s.files.iter().map(|f| Retired { path: f.path.clone(), retired_ms: now }));
                 next.tombstones.push(Tombstone { start_ms: s.start_ms, coverage: s.coverage.clone() });
+                next.expired.0 += s.ingested;
+                next.expired.1 += s.late;
+                next.expired.2 += s.dead_lettered;
             }
             next.segments.retain(|s| !expired(s));
         }

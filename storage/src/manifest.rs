@@ -166,6 +166,10 @@ pub struct Manifest {
     pub retired: Vec<Retired>,
     #[serde(default)]
     pub tombstones: Vec<Tombstone>,
+    /// Records of segments deleted by retention: (ingested, late, dead-lettered).
+    /// Counted in [`Manifest::counts`], which only grows.
+    #[serde(default)]
+    pub expired: (u64, u64, u64),
     /// The id the next segment gets; files of higher ids are uncommitted leftovers.
     pub next_segment_id: u64,
 }
@@ -186,6 +190,7 @@ impl Manifest {
             relations: Vec::new(),
             retired: Vec::new(),
             tombstones: Vec::new(),
+            expired: (0, 0, 0),
             next_segment_id: 1,
         }
     }
@@ -219,9 +224,10 @@ impl Manifest {
         c
     }
 
-    /// Sealed totals: (ingested, late, dead-lettered).
+    /// Everything ever sealed, expired segments included: (ingested, late,
+    /// dead-lettered).
     pub fn counts(&self) -> (u64, u64, u64) {
-        self.segments.iter().fold((0, 0, 0), |(i, l, d), s| (i + s.ingested, l + s.late, d + s.dead_lettered))
+        self.segments.iter().fold(self.expired, |(i, l, d), s| (i + s.ingested, l + s.late, d + s.dead_lettered))
     }
 
     /// Every file of one relation.

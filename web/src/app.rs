@@ -104,6 +104,11 @@ impl App {
         }))
     }
 
+    /// The sealer of a table (absent once shutdown began).
+    pub fn sealer(&self, table: &str) -> Option<Arc<Sealer>> {
+        self.sealers.lock().iter().map(|h| h.sealer()).find(|s| s.hot().config().name == table).cloned()
+    }
+
     pub fn topic(&self, table: &str) -> Option<&Arc<Topic>> {
         self.topics.iter().find(|t| t.name() == table)
     }

@@ -21,6 +21,8 @@ use crate::error::ApiError;
 pub fn required_scope(path: &str) -> Option<Scope> {
     if path.starts_with("/v1/ingest/") {
         Some(Scope::Ingest)
+    } else if path.starts_with("/v1/tables/") && (path.ends_with("/seal") || path.ends_with("/compact")) {
+        Some(Scope::Admin)
     } else if path.starts_with("/v1/") {
         Some(Scope::Query)
     } else if path == "/metrics" {
@@ -97,6 +99,9 @@ mod tests {
         assert_eq!(required_scope("/v1/tables/t"), Some(Scope::Query));
         assert_eq!(required_scope("/v1/live"), Some(Scope::Query));
         assert_eq!(required_scope("/metrics"), Some(Scope::Admin));
+        assert_eq!(required_scope("/v1/tables/t/seal"), Some(Scope::Admin));
+        assert_eq!(required_scope("/v1/tables/t/compact"), Some(Scope::Admin));
+        assert_eq!(required_scope("/v1/tables/t/segments"), Some(Scope::Query));
         assert_eq!(required_scope("/healthz"), None);
         assert_eq!(required_scope("/"), None);
     }

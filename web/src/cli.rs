@@ -37,6 +37,11 @@ pub enum Command {
         /// Events per second the generator appends; 0 runs no generator.
         #[arg(long, default_value_t = 2000)]
         rate: u64,
+        /// Where sealed segments go: s3://bucket/prefix (endpoint and credentials
+        /// from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+        /// AWS_REGION) or file:///path; default DATA_DIR/cold.
+        #[arg(long, env = "WEIR_STORE")]
+        store: Option<String>,
     },
     /// Run the server with the tables of a config file.
     Serve {
@@ -49,6 +54,49 @@ pub enum Command {
         /// Overrides `server.data_dir`.
         #[arg(long, env = "WEIR_DATA_DIR")]
         data_dir: Option<PathBuf>,
+        /// Overrides `storage.url` (s3://bucket/prefix or file:///path).
+        #[arg(long, env = "WEIR_STORE")]
+        store: Option<String>,
+    },
+    /// List a table's sealed segments: time range, rows, bytes and the log offsets
+    /// each covers. Reads the manifest from the object store; no server needed.
+    Segments {
+        /// The table.
+        #[arg(long)]
+        table: String,
+        /// The config naming the table and its store; the demo's when absent.
+        #[arg(long, short, env = "WEIR_CONFIG")]
+        config: Option<PathBuf>,
+        /// Overrides `server.data_dir` (the default store is DATA_DIR/cold).
+        #[arg(long, env = "WEIR_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        /// Overrides `storage.url`.
+        #[arg(long, env = "WEIR_STORE")]
+        store: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ask a running server to seal everything a table holds in memory now.
+    Seal {
+        #[arg(long)]
+        table: String,
+        #[arg(long, default_value = "http://127.0.0.1:8080", env = "WEIR_SERVER")]
+        server: String,
+        /// An API token with the `admin` scope, when the server requires one.
+        #[arg(long, env = "WEIR_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
+    /// Ask a running server to compact a table: merge the segments of each time
+    /// range that has two or more into one (rollups re-aggregated, sketches merged).
+    Compact {
+        #[arg(long)]
+        table: String,
+        #[arg(long, default_value = "http://127.0.0.1:8080", env = "WEIR_SERVER")]
+        server: String,
+        /// An API token with the `admin` scope, when the server requires one.
+        #[arg(long, env = "WEIR_TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
     /// Append NDJSON records (one JSON object per line) to a table through a running
     /// server. Reads FILE, or standard input when FILE is absent or `-`.
@@ -82,13 +130,21 @@ fn init_logging(format: LogFormat) {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     init_logging(cli.log_format);
     match cli.command {
-        Command::Demo { listen, data_dir, rate } => {
+        Command::Demo { listen, data_dir, rate, store } => {
             let mut config = WeirConfig::from_toml(DEMO_CONFIG).context("the built-in demo config")?;
             config.server.listen = listen;
             config.server.data_dir = data_dir;
+            if store.is_some() {
+                config.storage.url = store;
+            }
             crate::server::run(config, Some(rate))
         }
-        Command::Serve { config, listen, data_dir } => {
+        Command::Seal { table, server, token } => crate::segments::request(&server, &table, "seal", token.as_deref()),
+        Command::Compact { table, server, token } => {
+            crate::segments::request(&server, &table, "compact", token.as_deref())
+        }
+        Command::Segments { table, config, data_dir, store, json } => crate::segments::run(&table, config, data_dir, store, json),
+        Command::Serve { config, listen, data_dir, store } => {
             let src = std::fs::read_to_string(&config).with_context(|| format!("reading {}", config.display()))?;
             let mut cfg = WeirConfig::from_toml(&src).with_context(|| format!("in {}", config.display()))?;
             if let Some(l) = listen {
@@ -96,6 +152,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             }
             if let Some(d) = data_dir {
                 cfg.server.data_dir = d;
+            }
+            if store.is_some() {
+                cfg.storage.url = store;
             }
             crate::server::run(cfg, None)
         }

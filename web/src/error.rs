@@ -27,6 +27,11 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
     }
 
+    /// A dependency (the object store) or the server's state refuses for now.
+    pub fn unavailable(message: impl Into<String>) -> ApiError {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+    }
+
     /// A failure that is Weir's, not the client's: logged in full, answered briefly.
     pub fn internal(context: &str, detail: impl std::fmt::Display) -> ApiError {
         tracing::error!(%detail, "{context}");

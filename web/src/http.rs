@@ -42,6 +42,9 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/sql", post(sql))
         .route("/v1/tables", get(tables))
         .route("/v1/tables/{name}", get(table))
+        .route("/v1/tables/{name}/segments", get(segments))
+        .route("/v1/tables/{name}/seal", post(seal))
+        .route("/v1/tables/{name}/compact", post(compact))
         .route("/v1/live", get(live))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -279,7 +282,45 @@ async fn table(State(app): State<Arc<App>>, Path(name): Path<String>) -> Result<
             "late_rows": status.late_rows,
             "dead_letter_rows": status.dead_letter_rows, "bytes": status.bytes,
             "budget_bytes": status.budget_bytes, "backpressured": status.backpressured,
+            "sealing": status.sealing,
         },
+        "cold": status.cold,
+        "seal": status.seal,
+        "store": app.store.url(),
         "counts": status.counts,
     })))
+}
+
+fn sealer_of(app: &App, name: &str) -> Result<Arc<weir_ingest::seal::Sealer>, ApiError> {
+    table_config(app, name)?;
+    app.sealer(name).ok_or_else(|| ApiError::unavailable("the server is shutting down"))
+}
+
+/// Seals everything the table holds in memory now (an operator's request; the
+/// server also seals on its own).
+async fn seal(State(app): State<Arc<App>>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+    let sealer = sealer_of(&app, &name)?;
+    match sealer.seal(weir_ingest::hot::SealScope::All).await {
+        Ok(r) => {
+            let r = r.unwrap_or_default();
+            Ok(Json(json!({ "table": name, "segments": r.segments, "rows": r.rows, "bytes": r.bytes })))
+        }
+        Err(e) => Err(ApiError::unavailable(format!("sealing `{name}` failed (it is retried): {e}"))),
+    }
+}
+
+/// Compacts every range of the table that has two or more segments.
+async fn compact(State(app): State<Arc<App>>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+    let sealer = sealer_of(&app, &name)?;
+    match sealer.compact_all().await {
+        Ok(n) => Ok(Json(json!({ "table": name, "ranges_compacted": n }))),
+        Err(e) => Err(ApiError::unavailable(format!("compacting `{name}` failed: {e}"))),
+    }
+}
+
+/// The table's sealed segments, as its current manifest lists them.
+async fn segments(State(app): State<Arc<App>>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+    table_config(&app, &name)?;
+    let hot = app.tier.table(&name).expect("every table has a hot tier");
+    Ok(Json(crate::segments::to_json(&hot.cold().manifest, app.store.url())))
 }

@@ -23,5 +23,6 @@ pub mod http;
 pub mod live;
 pub mod metrics;
 pub mod produce;
+pub mod segments;
 pub mod server;
 pub mod tls;

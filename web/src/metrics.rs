@@ -131,6 +131,34 @@ pub fn render(app: &App) -> String {
     for (name, status, _) in &tables {
         let _ = writeln!(out, "weir_hot_raw_rows{{table=\"{name}\"}} {}", status.raw_rows);
     }
+    let seal_counters: [(&str, &str, fn(&weir_ingest::hot::TableStatus) -> u64); 6] = [
+        ("weir_seals_total", "Seals committed (since start).", |s| s.seal.seals),
+        ("weir_seal_failures_total", "Seal attempts that failed and will be retried (since start).", |s| s.seal.failures),
+        ("weir_sealed_records_total", "Records written to Parquet segments (since start).", |s| s.seal.rows_sealed),
+        ("weir_sealed_bytes_total", "Bytes written to the object store by seals (since start).", |s| s.seal.bytes_written),
+        ("weir_seal_duration_milliseconds_total", "Time spent sealing, detach to commit (since start).", |s| s.seal.seal_ms_total),
+        ("weir_compactions_total", "Compactions committed (since start).", |s| s.seal.compactions),
+    ];
+    for (metric, help, pick) in seal_counters {
+        family(&mut out, metric, "counter", help);
+        for (name, status, _) in &tables {
+            let _ = writeln!(out, "{metric}{{table=\"{name}\"}} {}", pick(status));
+        }
+    }
+    family(&mut out, "weir_seal_last_duration_seconds", "gauge", "Duration of the last committed seal.");
+    for (name, status, _) in &tables {
+        if let Some(ms) = status.seal.last_seal_ms {
+            let _ = writeln!(out, "weir_seal_last_duration_seconds{{table=\"{name}\"}} {}", ms as f64 / 1000.0);
+        }
+    }
+    family(&mut out, "weir_cold_segments", "gauge", "Sealed segments the table's manifest lists.");
+    for (name, status, _) in &tables {
+        let _ = writeln!(out, "weir_cold_segments{{table=\"{name}\"}} {}", status.cold.segments);
+    }
+    family(&mut out, "weir_cold_bytes", "gauge", "Bytes of the table's sealed segments.");
+    for (name, status, _) in &tables {
+        let _ = writeln!(out, "weir_cold_bytes{{table=\"{name}\"}} {}", status.cold.bytes);
+    }
 
     let m = &app.metrics;
     m.query_latency.render(&mut out, "weir_query_duration_seconds", "Time to answer POST /v1/sql, encoding included.");

@@ -110,6 +110,7 @@ fn print_banner(app: &App, addr: std::net::SocketAddr, demo_rate: Option<u64>, t
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "weir listening on {base}");
     let _ = writeln!(out, "  data directory: {}", app.config.server.data_dir.display());
+    let _ = writeln!(out, "  sealed segments: {}", app.store.url());
     match demo_rate {
         Some(0) => {
             let _ = writeln!(out, "  demo generator: off (--rate 0); the server serves what is sent to it");

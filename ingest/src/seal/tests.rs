@@ -307,3 +307,56 @@ async fn a_config_that_old_segments_cannot_serve_is_refused() {
     let e = Sealer::recover(&HotTable::new(repartitioned), &w.store).await.unwrap_err().to_string();
     assert!(e.contains("4 partitions") && e.contains("8"), "{e}");
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn retention_drops_old_segments_and_a_restart_does_not_bring_them_back() {
+    let mut w = world(6_000, 13);
+    let cfg = WeirConfig::from_toml(&DEMO_CONFIG.replace("allowed_lateness = \"5m\"", "allowed_lateness = \"5m\"\nretention = \"1h\""))
+        .unwrap();
+    w.table = Arc::new(cfg.tables[0].clone());
+    let hot = Arc::new(HotTable::new(w.table.clone()));
+    let mut reader = TableReader::new(hot.clone(), w.topic.clone(), ManualClock::new(w.now)).unwrap();
+    // Read half, seal, read the rest: the oldest ranges are sealed, the newest hot.
+    for _ in 0..3 {
+        reader.step(100_000).unwrap();
+    }
+    let total_before = {
+        while reader.step(1 << 20).unwrap() > 0 {}
+        hot.counts()
+    };
+    let clock = ManualClock::new(w.now);
+    let sealer = Sealer::new(hot.clone(), w.store.clone(), clock.clone(), 100);
+    // Only the ranges the watermark closed: the newest stays in memory, so a
+    // restart resumes below the sealed ranges' coverage.
+    reader.publish(false);
+    sealer.seal(SealScope::Due).await.unwrap();
+    let hot_rows = hot.status().raw_rows;
+    assert!(hot_rows > 0);
+    let m = hot.cold().manifest.clone();
+    let first_end = m.segments.iter().filter_map(|s| s.end_ms).min().unwrap();
+    let ranges = m.segments.iter().filter(|s| s.end_ms.is_some()).count();
+    assert!(ranges >= 3, "{ranges} ranges");
+
+    // One hour after the first range ended, it (and only it) expires.
+    clock.set(first_end + 3_600_000);
+    assert!(sealer.expire().await.unwrap());
+    let m = hot.cold().manifest.clone();
+    assert_eq!(m.segments.iter().filter(|s| s.end_ms.is_some()).count(), ranges - 1);
+    assert!(m.segments.iter().all(|s| s.end_ms.is_none_or(|e| e > first_end)));
+    assert!(!m.retired.is_empty() && !m.tombstones.is_empty());
+    assert_eq!(hot.counts(), total_before, "counts only grow: expired records stay counted");
+    let retired = m.retired[0].path.clone();
+    assert!(w.store.get(&retired).await.is_ok(), "still readable during the grace period");
+    clock.set(first_end + 3_600_000 + RETIRE_GRACE.as_millis() as i64);
+    assert!(sealer.expire().await.unwrap());
+    assert!(w.store.get(&retired).await.is_err(), "deleted after the grace period");
+
+    // A restart re-reads from the resume points: the expired range's records are
+    // skipped (its tombstone), the unsealed range is read again.
+    let again = Arc::new(HotTable::new(w.table.clone()));
+    Sealer::recover(&again, &w.store).await.unwrap();
+    let mut reader = TableReader::new(again.clone(), w.topic.clone(), ManualClock::new(w.now)).unwrap();
+    while reader.step(1 << 20).unwrap() > 0 {}
+    assert_eq!(again.counts(), total_before);
+    assert_eq!(again.status().raw_rows, hot_rows);
+}

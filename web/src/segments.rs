@@ -1,0 +1,163 @@
+//! `weir segments`: what a table has sealed, read from its manifest.
+//!
+//! Reads the newest manifest straight from the object store, so it works with or
+//! without a running server (manifest versions are immutable: reading one while a
+//! server commits the next is safe). The same listing is served at
+//! `GET /v1/tables/{name}/segments`.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use serde_json::{Value, json};
+use weir_ingest::time::format_ms;
+use weir_storage::config::WeirConfig;
+use weir_storage::manifest::{self, Manifest, SegmentKind};
+use weir_storage::store::Store;
+
+/// A manifest as JSON: segments with their ranges, rows, bytes and coverage.
+pub fn to_json(m: &Manifest, store: &str) -> Value {
+    let segments: Vec<Value> = m
+        .segments
+        .iter()
+        .map(|s| {
+            json!({
+                "id": s.id,
+                "kind": s.kind,
+                "start": s.start_ms.map(format_ms),
+                "end": s.end_ms.map(format_ms),
+                "start_ms": s.start_ms,
+                "end_ms": s.end_ms,
+                "rows": { "ingested": s.ingested, "late": s.late, "dead_lettered": s.dead_lettered },
+                "bytes": s.bytes(),
+                "coverage": s.coverage,
+                "files": s.files,
+                "created": format_ms(s.created_ms),
+            })
+        })
+        .collect();
+    json!({
+        "table": m.table,
+        "store": store,
+        "manifest_version": m.version,
+        "committed": (m.version > 0).then(|| format_ms(m.committed_ms)),
+        "resume_offsets": m.resume.iter().map(|r| r.offset).collect::<Vec<_>>(),
+        "segments": segments,
+        "retired_files": m.retired.len(),
+    })
+}
+
+fn human_bytes(b: u64) -> String {
+    match b {
+        b if b >= 1 << 30 => format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64),
+        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
+        b if b >= 1 << 10 => format!("{:.1} KiB", b as f64 / 1024.0),
+        b => format!("{b} B"),
+    }
+}
+
+/// A manifest as a table for a terminal.
+pub fn to_text(m: &Manifest, store: &str) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "table {} in {store}: manifest version {}, {} segment(s)", m.table, m.version, m.segments.len());
+    let _ = writeln!(out, "{:<6} {:<9} {:<45} {:>10} {:>8} {:>8} {:>10}  coverage (offsets below, per partition)", "id", "kind", "time range (UTC)", "rows", "late", "dead", "bytes");
+    for s in &m.segments {
+        let range = match (s.start_ms, s.end_ms) {
+            (Some(a), Some(b)) => format!("{} .. {}", format_ms(a), format_ms(b)),
+            _ => "(late rows, dead letters, sessions)".to_string(),
+        };
+        let kind = match s.kind {
+            SegmentKind::Base => "base",
+            SegmentKind::Delta => "delta",
+            SegmentKind::Compacted => "compacted",
+            SegmentKind::Side => "side",
+        };
+        let coverage: Vec<String> = s.coverage.iter().enumerate().map(|(p, o)| format!("p{p}<{o}")).collect();
+        let _ = writeln!(
+            out,
+            "{:<6} {:<9} {:<45} {:>10} {:>8} {:>8} {:>10}  {}",
+            s.id,
+            kind,
+            range,
+            s.ingested,
+            s.late,
+            s.dead_lettered,
+            human_bytes(s.bytes()),
+            coverage.join(" ")
+        );
+    }
+    let resume: Vec<String> = m.resume.iter().enumerate().map(|(p, r)| format!("p{p}={}", r.offset)).collect();
+    let _ = writeln!(out, "a restart resumes reading at: {}", resume.join(" "));
+    out
+}
+
+/// Runs `weir segments`.
+pub fn run(table: &str, config: Option<PathBuf>, data_dir: Option<PathBuf>, store: Option<String>, as_json: bool) -> anyhow::Result<()> {
+    let mut cfg = match &config {
+        Some(path) => {
+            let src = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            WeirConfig::from_toml(&src).with_context(|| format!("in {}", path.display()))?
+        }
+        None => WeirConfig::from_toml(weir_ingest::generator::DEMO_CONFIG).context("the built-in demo config")?,
+    };
+    if let Some(d) = data_dir {
+        cfg.server.data_dir = d;
+    }
+    if let Some(url) = store {
+        cfg.storage.url = Some(url);
+    }
+    if cfg.table(table).is_none() {
+        let names: Vec<&str> = cfg.tables.iter().map(|t| t.name.as_str()).collect();
+        anyhow::bail!("no table `{table}` in the config; its tables are: {}", names.join(", "));
+    }
+    let store = Store::open(&cfg.storage, &cfg.server.data_dir).context("opening the object store")?;
+    let url = store.url().to_string();
+    let name = table.to_string();
+    let loaded = crate::app::block_on_thread(async move { manifest::load(&store, &name).await })?;
+    let m = loaded.unwrap_or_else(|| {
+        let t = cfg.table(table).expect("checked above");
+        Manifest::empty(&t.name, t.partitions, t.segment_granularity_ms)
+    });
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&to_json(&m, &url))?);
+    } else {
+        print!("{}", to_text(&m, &url));
+    }
+    Ok(())
+}
+
+/// Asks a running server to seal (`action` = "seal") or compact a table now, and
+/// prints its answer.
+pub fn request(server: &str, table: &str, action: &str, token: Option<&str>) -> anyhow::Result<()> {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    let url = format!("{}/v1/tables/{table}/{action}", server.trim_end_matches('/'));
+    let uri: hyper::Uri = url.parse().with_context(|| format!("`{url}` is not a valid URL"))?;
+    if uri.scheme_str() != Some("http") {
+        anyhow::bail!("--server must be an http:// URL, got `{server}`");
+    }
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let (status, body) = rt.block_on(async {
+        let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+        let mut req = hyper::Request::post(uri.clone());
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let resp = client
+            .request(req.body(Full::new(Bytes::new()))?)
+            .await
+            .with_context(|| format!("sending to {uri}: is the server running?"))?;
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await?.to_bytes();
+        anyhow::Ok((status, bytes))
+    })?;
+    let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    if !status.is_success() {
+        let msg = v["error"]["message"].as_str().map(str::to_string).unwrap_or_else(|| String::from_utf8_lossy(&body).into());
+        anyhow::bail!("the server refused ({status}): {msg}");
+    }
+    println!("{}", serde_json::to_string_pretty(&v)?);
+    Ok(())
+}

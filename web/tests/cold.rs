@@ -1,0 +1,357 @@
+//! The cold tier end to end: the real `weir` binary seals to Parquet on a local
+//! directory and on a real S3-compatible server (moto, started here on
+//! 127.0.0.1), queries merge hot and cold, and kill -9 at random moments
+//! converges to exactly the totals of a run that never crashed.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::Weir;
+use serde_json::Value;
+
+/// Midnight of a fixed day, in ms.
+const T0: i64 = 1_795_000_000_000 - 1_795_000_000_000 % 86_400_000;
+
+const TABLE: &str = r#"
+[storage]
+compact_min_segments = 2
+
+[[tables]]
+name = "t"
+partitions = 2
+key = "card"
+segment_granularity = "1m"
+allowed_lateness = "30s"
+idle_timeout = "1h"
+time = { field = "ts", formats = ["epoch_millis"] }
+dimensions = [
+  { name = "card", type = "string", required = true },
+  { name = "category", type = "string", required = true },
+]
+metrics = [{ name = "amount", type = "float64", required = true }]
+
+[[tables.rollups]]
+name = "per_minute"
+granularity = "1m"
+dimensions = ["category"]
+aggregations = [
+  { name = "events", fn = "count" },
+  { name = "amount_sum", fn = "sum", field = "amount" },
+  { name = "cards", fn = "hll", field = "card", precision = 12 },
+]
+"#;
+
+/// Events `from..to`: one every 100 ms of event time from T0, amounts in quarters
+/// (exact in binary floating point); every 50th malformed, every 97th far late.
+fn events(from: usize, to: usize) -> Vec<String> {
+    (from..to)
+        .map(|i| {
+            let ts = T0 + i as i64 * 100;
+            let card = format!("card-{}", i % 331);
+            let category = ["food", "fuel", "travel"][i % 3];
+            let amount = (i % 40) as f64 * 0.25;
+            if i % 50 == 49 {
+                format!(r#"{{"ts":{ts},"card":"{card}","category":"{category}","amount":"not a number"}}"#)
+            } else if i % 97 == 96 {
+                format!(r#"{{"ts":{},"card":"{card}","category":"{category}","amount":{amount}}}"#, T0 - 600_000)
+            } else {
+                format!(r#"{{"ts":{ts},"card":"{card}","category":"{category}","amount":{amount}}}"#)
+            }
+        })
+        .collect()
+}
+
+/// What a query sees: raw totals, rollup totals, distinct cards, late and dead.
+fn totals(w: &Weir) -> Value {
+    let raw = &w.sql("SELECT count(*) AS n, sum(amount) AS amount, count(DISTINCT card) AS cards FROM t")[0];
+    let roll = &w.sql(
+        "SELECT sum(events) AS n, sum(amount_sum) AS amount, hll_estimate(hll_merge(cards)) AS cards FROM t_per_minute",
+    )[0];
+    let late = &w.sql("SELECT count(*) AS n FROM t_late")[0];
+    let dead = &w.sql("SELECT count(*) AS n FROM t_dead_letter")[0];
+    serde_json::json!({
+        "raw_n": raw["n"], "raw_amount": raw["amount"], "raw_cards": raw["cards"],
+        "roll_n": roll["n"], "roll_amount": roll["amount"], "roll_cards": roll["cards"],
+        "late": late["n"], "dead": dead["n"],
+    })
+}
+
+fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn explain(w: &Weir, sql: &str) -> String {
+    let rows = w.sql(&format!("EXPLAIN {sql}"));
+    rows.iter().map(|r| r["plan"].as_str().unwrap_or("").to_string()).collect::<Vec<_>>().join("\n")
+}
+
+#[test]
+fn sealed_and_hot_rows_are_read_once_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = Weir::serve(dir.path(), TABLE);
+    let lines = events(0, 6_000); // ten minutes of event time
+    w.ingest("t", &lines);
+    w.wait_caught_up("t", 6_000);
+    // The watermark has passed the first nine minutes: they seal on their own.
+    wait_for("segments", || w.get_json("/v1/tables/t")["cold"]["segments"].as_u64().unwrap_or(0) >= 2);
+    let status = w.get_json("/v1/tables/t");
+    assert!(status["hot"]["raw_rows"].as_u64().unwrap() > 0, "the open minute stays in memory: {status}");
+    let before = totals(&w);
+    let expected_dead = 6_000 / 50;
+    assert_eq!(before["dead"], expected_dead as u64, "{before}");
+    assert_eq!(before["raw_n"], before["roll_n"]);
+    assert_eq!(before["raw_amount"], before["roll_amount"]);
+    assert_eq!(before["raw_n"].as_u64().unwrap() + before["late"].as_u64().unwrap() + expected_dead as u64, 6_000);
+
+    // Both tiers in one plan; a filter on the open minute prunes every file.
+    let plan = explain(&w, "SELECT count(*) FROM t");
+    assert!(plan.contains("UnionExec") && plan.contains("file_type=parquet") && plan.contains("partition_sizes"), "{plan}");
+    let last_minute = format!("SELECT count(*) FROM t WHERE ts >= to_timestamp_millis({})", T0 + 9 * 60_000);
+    let plan = explain(&w, &last_minute);
+    assert!(!plan.contains("file_type=parquet"), "files outside the range are pruned: {plan}");
+    let n_last = w.sql(&last_minute)[0]["count(*)"].as_u64().unwrap();
+    assert!(n_last > 0);
+
+    // SIGTERM seals the rest; a restart reads everything from Parquet, once.
+    assert!(w.terminate().success());
+    let cfg = dir.path().join("weir.toml");
+    let out = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["segments", "--table", "t", "--config", cfg.to_str().unwrap(), "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let listing: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let segs = listing["segments"].as_array().unwrap();
+    let sealed: u64 = segs.iter().map(|s| s["rows"]["ingested"].as_u64().unwrap()).sum();
+    assert_eq!(sealed, before["raw_n"].as_u64().unwrap(), "{listing}");
+    assert!(segs.iter().all(|s| s["coverage"].as_array().unwrap().len() == 2), "{listing}");
+    let text = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["segments", "--table", "t", "--config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("base") && text.contains("side") && text.contains("resumes reading at"), "{text}");
+
+    let w = Weir::start(&["serve", "--config", cfg.to_str().unwrap()]);
+    w.wait_caught_up("t", 6_000);
+    let status = w.get_json("/v1/tables/t");
+    assert_eq!(status["hot"]["raw_rows"], 0, "nothing read twice into memory: {status}");
+    assert_eq!(totals(&w), before);
+    let via_http = w.get_json("/v1/tables/t/segments");
+    assert_eq!(via_http["segments"].as_array().unwrap().len(), segs.len());
+}
+
+#[test]
+fn queries_during_seals_and_compactions_see_exact_totals() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = Arc::new(Weir::serve(dir.path(), TABLE));
+    let mut sent = 0;
+    let mut queries = 0u64;
+    for round in 0..5 {
+        // Each round continues the open minute of the round before: its seal is
+        // a delta of that range, and compaction merges base and deltas.
+        let lines = events(sent, sent + 1_500);
+        sent += 1_500;
+        w.ingest("t", &lines);
+        w.wait_caught_up("t", sent as u64);
+        let expected = totals(&w);
+        let stop = Arc::new(AtomicBool::new(false));
+        let seen = Arc::new(AtomicU64::new(0));
+        let reader = {
+            let (w, stop, seen, expected) = (w.clone(), stop.clone(), seen.clone(), expected.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    let got = totals(&w);
+                    assert_eq!(got, expected, "round {round}: a query saw another total during a seal or compaction");
+                    seen.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        };
+        let r = w.request("POST", "/v1/tables/t/seal", b"");
+        assert_eq!(r.status, 200, "{}", r.text());
+        let r = w.request("POST", "/v1/tables/t/compact", b"");
+        assert_eq!(r.status, 200, "{}", r.text());
+        std::thread::sleep(Duration::from_millis(300));
+        stop.store(true, Ordering::SeqCst);
+        reader.join().expect("the query loop saw exact totals");
+        queries += seen.load(Ordering::SeqCst);
+    }
+    let status = w.get_json("/v1/tables/t");
+    assert!(status["seal"]["compactions"].as_u64().unwrap() > 0, "{status}");
+    assert_eq!(status["hot"]["raw_rows"], 0);
+    assert!(queries >= 10, "only {queries} queries ran");
+}
+
+/// One acknowledged chunk at a time, with kill -9 at random moments (during
+/// ingest, during seals the server starts on its own or is asked for), then a
+/// final restart: the totals equal those of a server that never crashed.
+#[test]
+fn kill_9_at_random_moments_converges_to_the_uncrashed_totals() {
+    let all = events(0, 12_000);
+    let reference = {
+        let dir = tempfile::tempdir().unwrap();
+        let w = Weir::serve(dir.path(), TABLE);
+        for chunk in all.chunks(1_000) {
+            w.ingest("t", chunk);
+        }
+        w.wait_caught_up("t", all.len() as u64);
+        totals(&w)
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = common::write_config(dir.path(), TABLE);
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut rand = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let mut chunks = all.chunks(1_000);
+    let mut cycles = 0;
+    loop {
+        let mut w = Weir::start(&["serve", "--config", cfg.to_str().unwrap()]);
+        let mut more = false;
+        for _ in 0..1 + rand(2) {
+            if let Some(chunk) = chunks.next() {
+                w.ingest("t", chunk);
+                more = true;
+            }
+        }
+        if !more {
+            w.wait_caught_up("t", all.len() as u64);
+            let got = totals(&w);
+            assert_eq!(got, reference, "after {cycles} kill -9 cycles");
+            let status = w.get_json("/v1/tables/t");
+            assert!(status["cold"]["segments"].as_u64().unwrap() > 0, "{status}");
+            break;
+        }
+        if rand(2) == 0 {
+            // Ask for a seal and do not wait for it: the kill may land inside.
+            let addr = w.addr.clone();
+            std::thread::spawn(move || common::try_request(&addr, "POST", "/v1/tables/t/seal", b""));
+        }
+        std::thread::sleep(Duration::from_millis(rand(400)));
+        w.kill();
+        cycles += 1;
+    }
+    assert!(cycles >= 6, "{cycles} cycles");
+}
+
+/// moto's S3 server on a free port of 127.0.0.1, stopped on drop.
+struct Moto {
+    child: Child,
+    endpoint: String,
+}
+
+impl Moto {
+    fn start() -> Moto {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("moto_server is not installed: run ./test.sh, which installs it, or pip install 'moto[server]'");
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let mut moto = Moto { child, endpoint };
+        wait_for("moto to listen", || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+        // Create the bucket with a plain S3 request (moto accepts unsigned ones).
+        let r = common::request(&format!("127.0.0.1:{port}"), "PUT", "/weir-test", b"");
+        assert!(r.status == 200, "creating the bucket: {} {}", r.status, r.text());
+        if let Some(stderr) = moto.child.stderr.take() {
+            std::thread::spawn(move || for _ in BufReader::new(stderr).lines() {});
+        }
+        moto
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn s3_env(moto: &Moto) -> Vec<(&'static str, String)> {
+    vec![
+        ("AWS_ENDPOINT_URL", moto.endpoint.clone()),
+        ("AWS_ACCESS_KEY_ID", "testing".into()),
+        ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+        ("AWS_REGION", "us-east-1".into()),
+    ]
+}
+
+#[test]
+fn a_real_s3_server_holds_the_segments() {
+    let moto = Moto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let env = s3_env(&moto);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let data = dir.path().join("data");
+    let args = ["demo", "--rate", "0", "--listen", "127.0.0.1:0", "--data-dir", data.to_str().unwrap(), "--store", "s3://weir-test/demo"];
+    let mut w = Weir::start_with_env(&args, &env);
+    let lines: Vec<String> = (0..3_000)
+        .map(|i| {
+            format!(
+                r#"{{"ts":{},"card_id":"c{}","merchant":"m","category":"food","country":"DE","status":"ok","amount":{}}}"#,
+                T0 + i * 1_000,
+                i % 50,
+                (i % 8) as f64 * 0.5
+            )
+        })
+        .collect();
+    w.ingest("transactions", &lines);
+    w.wait_caught_up("transactions", 3_000);
+    let r = w.request("POST", "/v1/tables/transactions/seal", b"");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let status = w.get_json("/v1/tables/transactions");
+    assert_eq!(status["store"], "s3://weir-test/demo");
+    assert!(status["cold"]["segments"].as_u64().unwrap() > 0, "{status}");
+    let q = "SELECT count(*) AS n, sum(amount) AS s FROM transactions";
+    let before = w.sql(q);
+    assert_eq!(before[0]["n"], 3_000);
+    assert!(w.terminate().success());
+
+    // The objects are on the S3 server: list them with a plain request.
+    let listing = common::request(&moto.endpoint.replace("http://", ""), "GET", "/weir-test?list-type=2&prefix=demo/tables/transactions/", b"").text();
+    assert!(listing.contains("segments/") && listing.contains("transactions.parquet") && listing.contains("manifest/v"), "{listing}");
+    // Nothing is left on local disk but the log.
+    assert!(!data.join("cold").exists());
+
+    let w = Weir::start_with_env(&args, &env);
+    w.wait_caught_up("transactions", 3_000);
+    assert_eq!(w.sql(q), before);
+    assert_eq!(w.get_json("/v1/tables/transactions")["hot"]["raw_rows"], 0);
+    let out = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["segments", "--table", "transactions", "--data-dir", data.to_str().unwrap(), "--store", "s3://weir-test/demo"])
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("s3://weir-test/demo"));
+}
+
+#[test]
+fn a_bad_store_url_is_refused_at_start_with_its_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["demo", "--rate", "0", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .args(["--store", "gs://bucket/x"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("gs://bucket/x"), "{err}");
+}
