@@ -72,6 +72,8 @@ pub struct TableReader {
     clock: Arc<dyn Clock>,
     segment_ms: i64,
     skip: Skip,
+    /// Whether the table deduplicates (covered rows then go through the hot tier).
+    dedup: bool,
 }
 
 impl TableReader {
@@ -104,6 +106,7 @@ impl TableReader {
             watermarks,
             segment_ms: cfg.segment_granularity_ms,
             skip: Skip::new(manifest),
+            dedup: cfg.dedup.is_some(),
             next,
             hot,
             topic,
@@ -170,7 +173,10 @@ impl TableReader {
                         });
                     } else {
                         self.watermarks.observe(pi, d.ts_ms);
-                        if skipping && self.skip.covered(pi, start, rec.offset) {
+                        let covered = skipping && self.skip.covered(pi, start, rec.offset);
+                        // Without dedup a covered row is dropped here; with dedup it
+                        // still has to pass through the dedup state.
+                        if covered && !self.dedup {
                             continue;
                         }
                         let watermark_ms = self.watermarks.partition(pi);
@@ -181,6 +187,8 @@ impl TableReader {
                             offset: rec.offset,
                             prior_max_ms,
                             sessions: !skipping || rec.offset >= self.skip.sessions[pi],
+                            covered,
+                            side_covered: skipping && rec.offset < self.skip.side[pi],
                         });
                     }
                 }

@@ -132,6 +132,10 @@ impl Sealer {
             Some(c) => Some(store.get(&c.path).await?),
             None => None,
         };
+        let dedup = match &m.dedup {
+            Some(c) => Some(store.get(&c.path).await?),
+            None => None,
+        };
         // Files of seals that never committed, and files retired before the stop.
         let mut leftovers = Vec::new();
         for prefix in [format!("tables/{}/segments", cfg.name), format!("tables/{}/checkpoints", cfg.name)] {
@@ -150,7 +154,7 @@ impl Sealer {
         if !leftovers.is_empty() {
             tracing::info!(table = %cfg.name, files = leftovers.len(), "deleted uncommitted and retired files");
         }
-        hot.recover(m, checkpoint.as_deref()).map_err(incompatible)?;
+        hot.recover(m, checkpoint.as_deref(), dedup.as_deref()).map_err(incompatible)?;
         Ok(())
     }
 
@@ -231,6 +235,7 @@ impl Sealer {
                 ingested: range.raw_rows,
                 late: 0,
                 dead_lettered: 0,
+                duplicates: 0,
                 files,
                 created_ms: now,
             });
@@ -238,12 +243,15 @@ impl Sealer {
             report.segments += 1;
             id += 1;
         }
-        let side_rows = slot.counts.late + slot.counts.dead_lettered;
+        let side_rows = slot.counts.late + slot.counts.dead_lettered + slot.counts.duplicates;
         let closed: usize = slot.closed_sessions.iter().flatten().map(RecordBatch::num_rows).sum();
         if side_rows > 0 || closed > 0 {
             let mut files = Vec::new();
             self.put_file(id, &cfg.late_relation(), &slot.late, &mut files, &mut report.bytes).await?;
             self.put_file(id, &cfg.dead_letter_relation(), &slot.dead, &mut files, &mut report.bytes).await?;
+            if cfg.dedup.is_some() {
+                self.put_file(id, &cfg.duplicates_relation(), &slot.duplicates, &mut files, &mut report.bytes).await?;
+            }
             for (w, batches) in cfg.sessions.iter().zip(&slot.closed_sessions) {
                 self.put_file(id, &cfg.session_relation(&w.name), batches, &mut files, &mut report.bytes).await?;
             }
@@ -256,6 +264,7 @@ impl Sealer {
                 ingested: 0,
                 late: slot.counts.late,
                 dead_lettered: slot.counts.dead_lettered,
+                duplicates: slot.counts.duplicates,
                 files,
                 created_ms: now,
             });
@@ -263,15 +272,20 @@ impl Sealer {
             report.segments += 1;
             id += 1;
         }
-        if let Some(bytes) = &slot.session_checkpoint {
-            let path = manifest::checkpoint_path(&cfg.name, id);
+        // Both checkpoints of this seal share one id.
+        let checkpoint_id = id;
+        if slot.dedup_checkpoint.is_some() || slot.session_checkpoint.is_some() {
+            id += 1;
+        }
+        for (kind, bytes) in [("dedup", &slot.dedup_checkpoint), ("sessions", &slot.session_checkpoint)] {
+            let Some(bytes) = bytes else { continue };
+            let path = manifest::checkpoint_path(&cfg.name, checkpoint_id, kind);
             self.store.put(&path, bytes::Bytes::from(bytes.clone())).await?;
             report.bytes += bytes.len() as u64;
-            if let Some(old) = next.sessions.take() {
+            let field = if kind == "dedup" { &mut next.dedup } else { &mut next.sessions };
+            if let Some(old) = field.replace(SessionCheckpoint { path, offsets: slot.coverage.clone() }) {
                 next.retired.push(Retired { path: old.path, retired_ms: now });
             }
-            next.sessions = Some(SessionCheckpoint { path, offsets: slot.coverage.clone() });
-            id += 1;
         }
         next.resume = slot.resume.clone();
         next.next_segment_id = id;
@@ -374,6 +388,7 @@ impl Sealer {
             ingested: segs.iter().map(|s| s.ingested).sum(),
             late: segs.iter().map(|s| s.late).sum(),
             dead_lettered: segs.iter().map(|s| s.dead_lettered).sum(),
+            duplicates: segs.iter().map(|s| s.duplicates).sum(),
             files,
             created_ms: now,
         };
@@ -413,6 +428,7 @@ impl Sealer {
                 next.expired.0 += s.ingested;
                 next.expired.1 += s.late;
                 next.expired.2 += s.dead_lettered;
+                next.expired_duplicates += s.duplicates;
             }
             next.segments.retain(|s| !expired(s));
         }
@@ -453,7 +469,7 @@ impl Sealer {
 }
 
 fn checkpoint_id(path: &str) -> Option<u64> {
-    path.rsplit('/').next()?.strip_suffix(".sessions")?.parse().ok()
+    path.rsplit('/').next()?.split('.').next()?.parse().ok()
 }
 
 /// Records every relation's current columns, keeping columns sealed before and

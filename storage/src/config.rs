@@ -238,6 +238,8 @@ pub struct TableConfig {
     pub hot_budget_bytes: u64,
     /// Sealed segments whose time range ended longer ago than this are deleted.
     pub retention_ms: Option<i64>,
+    /// Drop repeated deliveries of one event: same id within a window.
+    pub dedup: Option<DedupConfig>,
     pub unknown_fields: UnknownFields,
     pub rollups: Vec<RollupConfig>,
     pub sessions: Vec<SessionConfig>,
@@ -252,6 +254,15 @@ pub struct SessionConfig {
     pub key: String,
     pub gap_ms: i64,
     pub aggregations: Vec<Aggregation>,
+}
+
+/// Deduplication: a record whose `field` value was already seen in the same log
+/// partition, by an event at most `window_ms` apart in event time, is a duplicate:
+/// counted and kept in `<table>_duplicates`, not in the table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DedupConfig {
+    pub field: String,
+    pub window_ms: i64,
 }
 
 /// What to do with JSON fields the schema does not declare.
@@ -359,6 +370,10 @@ impl TableConfig {
         format!("{}_dead_letter", self.name)
     }
 
+    pub fn duplicates_relation(&self) -> String {
+        format!("{}_duplicates", self.name)
+    }
+
     pub fn late_relation(&self) -> String {
         format!("{}_late", self.name)
     }
@@ -442,6 +457,13 @@ struct RawQuery {
     memory_limit_bytes: Option<Spanned<u64>>,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDedup {
+    field: Spanned<String>,
+    window: Spanned<String>,
+}
+
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawStorage {
@@ -472,6 +494,7 @@ struct RawTable {
     idle_timeout: Option<Spanned<String>>,
     hot_budget_bytes: Option<Spanned<u64>>,
     retention: Option<Spanned<String>>,
+    dedup: Option<Spanned<RawDedup>>,
     #[serde(default)]
     unknown_fields: UnknownFields,
     #[serde(default)]
@@ -608,6 +631,9 @@ impl WeirConfig {
             let span = t.span();
             let table = validate_table(&ctx, i, t.into_inner())?;
             let mut names = vec![table.name.clone(), table.dead_letter_relation(), table.late_relation()];
+            if table.dedup.is_some() {
+                names.push(table.duplicates_relation());
+            }
             names.extend(table.rollups.iter().map(|r| table.rollup_relation(&r.name)));
             names.extend(table.sessions.iter().map(|w| table.session_relation(&w.name)));
             for n in names {
@@ -899,6 +925,28 @@ fn validate_table(ctx: &Ctx, i: usize, raw: RawTable) -> Result<TableConfig, Con
         None => None,
     };
 
+    let dedup = match raw.dedup {
+        Some(d) => {
+            let d = d.into_inner();
+            let fname = d.field.get_ref().clone();
+            match dimensions.iter().find(|f| f.name == fname) {
+                Some(f) if matches!(f.ty, FieldType::String | FieldType::Int64) => {}
+                Some(f) => {
+                    return Err(ctx.err(format!("{p}.dedup.field"), &d.field.span(), format!("`{fname}` is {}; an event id must be string or int64", f.ty)));
+                }
+                None => {
+                    return Err(ctx.err(format!("{p}.dedup.field"), &d.field.span(), format!("`{fname}` is not a dimension of table `{name}`")));
+                }
+            }
+            let window_ms = ctx.duration(&format!("{p}.dedup.window"), &d.window)?.as_millis() as i64;
+            if window_ms <= 0 {
+                return Err(ctx.err(format!("{p}.dedup.window"), &d.window.span(), "must be longer than zero"));
+            }
+            Some(DedupConfig { field: fname, window_ms })
+        }
+        None => None,
+    };
+
     let mut rollups = Vec::new();
     let mut rollup_names = HashSet::new();
     for (j, r) in raw.rollups.into_iter().enumerate() {
@@ -1000,6 +1048,7 @@ fn validate_table(ctx: &Ctx, i: usize, raw: RawTable) -> Result<TableConfig, Con
         idle_timeout_ms,
         hot_budget_bytes,
         retention_ms,
+        dedup,
         unknown_fields: raw.unknown_fields,
         rollups,
         sessions,

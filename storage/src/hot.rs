@@ -27,6 +27,8 @@ pub enum RelationKind {
     DeadLetter,
     /// Valid records too late for their bucket: `<table>_late`.
     Late,
+    /// Repeated deliveries of an event id: `<table>_duplicates`.
+    Duplicates,
     /// Session windows of a table, closed and open: `<table>_<session>`.
     Session { session: String },
 }

@@ -87,6 +87,9 @@ pub struct Segment {
     pub ingested: u64,
     pub late: u64,
     pub dead_lettered: u64,
+    /// Repeated deliveries held (side segments of tables with dedup).
+    #[serde(default)]
+    pub duplicates: u64,
     pub files: Vec<SegmentFile>,
     pub created_ms: i64,
 }
@@ -161,6 +164,9 @@ pub struct Manifest {
     /// Per partition, where ingest resumes after a restart.
     pub resume: Vec<ResumePoint>,
     pub sessions: Option<SessionCheckpoint>,
+    /// The dedup state (ids seen) as of the same cut, for tables with dedup.
+    #[serde(default)]
+    pub dedup: Option<SessionCheckpoint>,
     pub segments: Vec<Segment>,
     pub relations: Vec<RelationSchema>,
     pub retired: Vec<Retired>,
@@ -170,6 +176,8 @@ pub struct Manifest {
     /// Counted in [`Manifest::counts`], which only grows.
     #[serde(default)]
     pub expired: (u64, u64, u64),
+    #[serde(default)]
+    pub expired_duplicates: u64,
     /// The id the next segment gets; files of higher ids are uncommitted leftovers.
     pub next_segment_id: u64,
 }
@@ -186,11 +194,13 @@ impl Manifest {
             segment_granularity_ms,
             resume: vec![ResumePoint::default(); partitions as usize],
             sessions: None,
+            dedup: None,
             segments: Vec::new(),
             relations: Vec::new(),
             retired: Vec::new(),
             tombstones: Vec::new(),
             expired: (0, 0, 0),
+            expired_duplicates: 0,
             next_segment_id: 1,
         }
     }
@@ -230,6 +240,11 @@ impl Manifest {
         self.segments.iter().fold(self.expired, |(i, l, d), s| (i + s.ingested, l + s.late, d + s.dead_lettered))
     }
 
+    /// Every duplicate ever sealed, expired segments included.
+    pub fn duplicates(&self) -> u64 {
+        self.segments.iter().map(|s| s.duplicates).sum::<u64>() + self.expired_duplicates
+    }
+
     /// Every file of one relation.
     pub fn files<'a>(&'a self, relation: &'a str) -> impl Iterator<Item = &'a SegmentFile> + 'a {
         self.segments.iter().flat_map(|s| s.files.iter()).filter(move |f| f.relation == relation)
@@ -263,8 +278,9 @@ pub fn segment_id_of(table: &str, path: &str) -> Option<u64> {
     rest.split('/').next()?.parse().ok()
 }
 
-pub fn checkpoint_path(table: &str, id: u64) -> String {
-    format!("tables/{table}/checkpoints/{id:012}.sessions")
+/// A checkpoint file: `kind` is `sessions` or `dedup`.
+pub fn checkpoint_path(table: &str, id: u64, kind: &str) -> String {
+    format!("tables/{table}/checkpoints/{id:012}.{kind}")
 }
 
 fn version_of(path: &str) -> Option<u64> {

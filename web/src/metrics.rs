@@ -89,11 +89,12 @@ pub fn render(app: &App) -> String {
         ("weir_records_ingested_total", "Records taken into the table.", 0),
         ("weir_records_late_total", "Records too late for their bucket, kept in the late relation.", 1),
         ("weir_records_dead_lettered_total", "Records that failed validation, kept in the dead-letter relation.", 2),
+        ("weir_records_duplicates_total", "Repeated deliveries of an event id, kept in the duplicates relation.", 3),
     ] {
         family(&mut out, metric, "counter", help);
         for (name, status, _) in &tables {
             let c = status.counts;
-            let v = [c.ingested, c.late, c.dead_lettered][pick];
+            let v = [c.ingested, c.late, c.dead_lettered, c.duplicates][pick];
             let _ = writeln!(out, "{metric}{{table=\"{name}\"}} {v}");
         }
     }

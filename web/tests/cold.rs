@@ -355,3 +355,100 @@ fn a_bad_store_url_is_refused_at_start_with_its_name() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("gs://bucket/x"), "{err}");
 }
+
+/// The store stops answering (moto frozen with SIGSTOP): seals fail and are
+/// retried, the hot tier fills to its budget and reading stops; nothing is lost,
+/// queries still answer; when the store answers again everything is sealed and
+/// ingest catches up.
+#[test]
+fn a_store_outage_stops_reading_at_the_budget_and_catches_up() {
+    let moto = Moto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let env = s3_env(&moto);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let cfg = common::write_config(
+        dir.path(),
+        r#"
+[storage]
+url = "s3://weir-test/outage"
+request_timeout = "500ms"
+
+[[tables]]
+name = "small"
+hot_budget_bytes = 1048576
+time = { field = "ts" }
+dimensions = [{ name = "page", type = "string", required = true }]
+"#,
+    );
+    let w = Weir::start_with_env(&["serve", "--config", cfg.to_str().unwrap()], &env);
+    let pad = "x".repeat(280);
+    let lines: Vec<String> =
+        (0..20_000).map(|i| format!(r#"{{"ts": {}, "page": "/{pad}/{i}"}}"#, T0 + i)).collect();
+    let pid = moto.child.id().to_string();
+    assert!(Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
+    for chunk in lines.chunks(5_000) {
+        assert_eq!(w.ingest("small", chunk)["appended"], 5_000);
+    }
+    let mut t = Value::Null;
+    wait_for("backpressure with the store down", || {
+        t = w.get_json("/v1/tables/small");
+        t["hot"]["backpressured"] == true && t["lag"].as_u64().unwrap() > 0 && t["seal"]["failures"].as_u64().unwrap() > 0
+    });
+    let c = &t["counts"];
+    let taken = c["ingested"].as_u64().unwrap() + c["late"].as_u64().unwrap() + c["dead_lettered"].as_u64().unwrap();
+    assert_eq!(taken + t["lag"].as_u64().unwrap(), 20_000, "{t}");
+    assert!(t["hot"]["bytes"].as_u64().unwrap() < 3 * 1_048_576, "{t}");
+    assert_eq!(t["cold"]["segments"], 0, "{t}");
+    let n = w.sql("SELECT count(*) AS n FROM small")[0]["n"].as_u64().unwrap();
+    assert_eq!(n, c["ingested"].as_u64().unwrap(), "queries answer from memory meanwhile");
+
+    assert!(Command::new("kill").args(["-CONT", &pid]).status().unwrap().success());
+    let t = w.wait_caught_up_within("small", 20_000, Duration::from_secs(60));
+    assert!(t["cold"]["segments"].as_u64().unwrap() > 0, "{t}");
+    assert_eq!(w.sql("SELECT count(*) AS n FROM small")[0]["n"], 20_000);
+}
+
+/// A producer's retry writes one event twice: it counts once, the repeat is
+/// visible in `<table>_duplicates`, and a kill -9 and restart change nothing.
+#[test]
+fn a_retried_event_counts_once_and_the_repeat_is_visible() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = TABLE.replace(
+        r#"  { name = "category", type = "string", required = true },
+]"#,
+        r#"  { name = "category", type = "string", required = true },
+  { name = "txn_id", type = "string" },
+]
+dedup = { field = "txn_id", window = "1h" }"#,
+    );
+    let cfg = common::write_config(dir.path(), &body);
+    let mut w = Weir::start(&["serve", "--config", cfg.to_str().unwrap()]);
+    let line = |i: i64| format!(r#"{{"ts":{},"txn_id":"tx-{i}","card":"c{}","category":"food","amount":2.5}}"#, T0 + i * 1000, i % 7);
+    let first: Vec<String> = (0..500).map(line).collect();
+    // The retry of events 450..500, as a producer that lost its acknowledgement.
+    // (A retry so old that its minute has closed is late, and goes to `t_late`
+    // like any late record: it cannot be counted twice either.)
+    let retry: Vec<String> = (450..500).map(line).collect();
+    w.ingest("t", &first);
+    w.ingest("t", &retry);
+    let t = w.wait_caught_up("t", 550);
+    assert_eq!(t["counts"]["ingested"], 500, "{t}");
+    assert_eq!(t["counts"]["duplicates"], 50, "{t}");
+    let check = |w: &Weir| {
+        assert_eq!(w.sql("SELECT count(*) AS n, sum(amount) AS s FROM t")[0]["n"], 500);
+        assert_eq!(w.sql("SELECT sum(events) AS n FROM t_per_minute")[0]["n"], 500);
+        let d = w.sql("SELECT count(*) AS n, min(_first_offset < _offset) AS earlier FROM t_duplicates");
+        assert_eq!((d[0]["n"].as_u64(), d[0]["earlier"].as_bool()), (Some(50), Some(true)));
+    };
+    check(&w);
+    let r = w.request("POST", "/v1/tables/t/seal", b"");
+    assert_eq!(r.status, 200, "{}", r.text());
+    w.ingest("t", &retry);
+    w.wait_caught_up("t", 600);
+    w.kill();
+    let w = Weir::start(&["serve", "--config", cfg.to_str().unwrap()]);
+    let t = w.wait_caught_up("t", 600);
+    assert_eq!(t["counts"]["duplicates"], 100, "{t}");
+    assert_eq!(w.sql("SELECT count(*) AS n FROM t")[0]["n"], 500);
+    assert_eq!(w.sql("SELECT count(*) AS n FROM t_duplicates")[0]["n"], 100);
+}

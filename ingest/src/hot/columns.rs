@@ -56,6 +56,16 @@ pub fn late_schema(t: &TableConfig) -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
+/// The duplicates relation's schema: the raw columns, then where the record was in
+/// the log and the offset of the first occurrence it repeats (same partition).
+pub fn duplicates_schema(t: &TableConfig) -> SchemaRef {
+    let mut fields = raw_fields(t);
+    fields.push(Field::new("_partition", DataType::Int32, false));
+    fields.push(Field::new("_offset", DataType::Int64, false));
+    fields.push(Field::new("_first_offset", DataType::Int64, false));
+    Arc::new(Schema::new(fields))
+}
+
 /// The dead-letter relation's schema.
 pub fn dead_letter_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
@@ -65,6 +75,36 @@ pub fn dead_letter_schema() -> SchemaRef {
         Field::new("reason", DataType::Utf8, false),
         Field::new("raw", DataType::Binary, false),
     ]))
+}
+
+/// The third meta column: the watermark (late rows) or the first offset
+/// (duplicates).
+enum Meta3 {
+    Ts(TimestampMillisecondBuilder),
+    I64(Int64Builder),
+}
+
+impl Meta3 {
+    fn append(&mut self, v: i64) {
+        match self {
+            Meta3::Ts(b) => b.append_value(v),
+            Meta3::I64(b) => b.append_value(v),
+        }
+    }
+
+    fn finish(&mut self) -> ArrayRef {
+        match self {
+            Meta3::Ts(b) => Arc::new(b.finish()),
+            Meta3::I64(b) => Arc::new(b.finish()),
+        }
+    }
+
+    fn finish_cloned(&self) -> ArrayRef {
+        match self {
+            Meta3::Ts(b) => Arc::new(b.finish_cloned()),
+            Meta3::I64(b) => Arc::new(b.finish_cloned()),
+        }
+    }
 }
 
 enum Col {
@@ -156,7 +196,7 @@ pub struct RowBuffer {
     ts: TimestampMillisecondBuilder,
     cols: Vec<Col>,
     /// Present for the late relation.
-    meta: Option<(Int32Builder, Int64Builder, TimestampMillisecondBuilder)>,
+    meta: Option<(Int32Builder, Int64Builder, Meta3)>,
     active_rows: usize,
     active_bytes: usize,
     frozen: Vec<RecordBatch>,
@@ -177,12 +217,26 @@ impl RowBuffer {
         Self::new(t, late_schema(t), true)
     }
 
+    /// Rows repeating an event id within the dedup window; `LateMeta::watermark_ms`
+    /// carries the first occurrence's offset.
+    pub fn duplicates(t: &TableConfig) -> RowBuffer {
+        Self::new(t, duplicates_schema(t), true)
+    }
+
     fn new(t: &TableConfig, schema: SchemaRef, late: bool) -> RowBuffer {
+        let meta_schema = schema.clone();
         RowBuffer {
             schema,
             ts: ts_builder(),
             cols: t.fields().map(|f| Col::new(f.ty)).collect(),
-            meta: late.then(|| (Int32Builder::new(), Int64Builder::new(), ts_builder())),
+            meta: late.then(|| {
+                let third = if meta_schema.fields().last().is_some_and(|f| f.data_type() == &DataType::Int64) {
+                    Meta3::I64(Int64Builder::new())
+                } else {
+                    Meta3::Ts(ts_builder())
+                };
+                (Int32Builder::new(), Int64Builder::new(), third)
+            }),
             active_rows: 0,
             active_bytes: 0,
             frozen: Vec::new(),
@@ -205,7 +259,7 @@ impl RowBuffer {
         if let (Some((p, o, w)), Some(m)) = (&mut self.meta, meta) {
             p.append_value(m.partition as i32);
             o.append_value(m.offset as i64);
-            w.append_value(m.watermark_ms);
+            w.append(m.watermark_ms);
             bytes += 20;
         }
         self.active_rows += 1;
@@ -222,7 +276,7 @@ impl RowBuffer {
         if let Some((p, o, w)) = &mut self.meta {
             cols.push(Arc::new(p.finish()));
             cols.push(Arc::new(o.finish()));
-            cols.push(Arc::new(w.finish()));
+            cols.push(w.finish());
         }
         cols
     }
@@ -233,7 +287,7 @@ impl RowBuffer {
         if let Some((p, o, w)) = &self.meta {
             cols.push(Arc::new(p.finish_cloned()));
             cols.push(Arc::new(o.finish_cloned()));
-            cols.push(Arc::new(w.finish_cloned()));
+            cols.push(w.finish_cloned());
         }
         cols
     }

@@ -17,6 +17,7 @@
 //! Memory is accounted in bytes against the table's budget, the sealing slot
 //! included; at the budget the reader stops reading.
 pub mod columns;
+pub mod dedup;
 pub mod rollup;
 pub mod sessions;
 
@@ -33,6 +34,7 @@ use weir_storage::hot::{ColdFile, HotError, Relation, RelationKind, Snapshot};
 use weir_storage::manifest::{Manifest, ResumePoint};
 
 use self::columns::{DeadLetters, LateMeta, RowBuffer};
+use self::dedup::Dedup;
 use self::rollup::Rollup;
 use self::sessions::Sessions;
 use crate::decode::Values;
@@ -45,7 +47,18 @@ pub enum Staged<'a> {
     /// counted (closes session windows); `sessions` is false for a row the session
     /// checkpoint already reflects; `prior_max_ms` is the partition's greatest
     /// accepted event time before it (where a restart from `offset` resumes).
-    Row { ts_ms: i64, values: Values<'a>, watermark_ms: Option<i64>, offset: u64, prior_max_ms: Option<i64>, sessions: bool },
+    /// `covered` rows are already sealed (a restart re-reads them only to rebuild
+    /// the dedup state); `side_covered` ones would be sealed if duplicates.
+    Row {
+        ts_ms: i64,
+        values: Values<'a>,
+        watermark_ms: Option<i64>,
+        offset: u64,
+        prior_max_ms: Option<i64>,
+        sessions: bool,
+        covered: bool,
+        side_covered: bool,
+    },
     Late { ts_ms: i64, values: Values<'a>, meta: LateMeta, prior_max_ms: Option<i64> },
     Dead { offset: u64, log_time_ms: i64, reason: String, raw: &'a [u8], prior_max_ms: Option<i64> },
 }
@@ -56,11 +69,13 @@ pub struct Counts {
     pub ingested: u64,
     pub late: u64,
     pub dead_lettered: u64,
+    /// Repeated deliveries of an event id (tables with dedup).
+    pub duplicates: u64,
 }
 
 impl Counts {
     pub fn total(&self) -> u64 {
-        self.ingested + self.late + self.dead_lettered
+        self.ingested + self.late + self.dead_lettered + self.duplicates
     }
 
     fn add(&self, o: &Counts) -> Counts {
@@ -68,6 +83,7 @@ impl Counts {
             ingested: self.ingested + o.ingested,
             late: self.late + o.late,
             dead_lettered: self.dead_lettered + o.dead_lettered,
+            duplicates: self.duplicates + o.duplicates,
         }
     }
 }
@@ -116,6 +132,9 @@ pub struct Sealing {
     pub ranges: Vec<SealRange>,
     pub late: Vec<RecordBatch>,
     pub dead: Vec<RecordBatch>,
+    pub duplicates: Vec<RecordBatch>,
+    /// The dedup state as of `coverage`, if the table deduplicates.
+    pub dedup_checkpoint: Option<Vec<u8>>,
     /// Closed sessions per session window, in config order.
     pub closed_sessions: Vec<Vec<RecordBatch>>,
     /// The open sessions as of `coverage`, if the table has session windows.
@@ -148,7 +167,9 @@ struct State {
     firsts: BTreeMap<i64, Vec<Option<ResumePoint>>>,
     late: RowBuffer,
     dead: DeadLetters,
-    /// Per partition: the first late or dead record in memory.
+    duplicates: RowBuffer,
+    dedup: Option<Dedup>,
+    /// Per partition: the first late, dead or duplicate record in memory.
     side_firsts: Vec<Option<ResumePoint>>,
     rollups: Vec<Rollup>,
     sessions: Vec<Sessions>,
@@ -177,7 +198,8 @@ pub struct Cold {
 impl Cold {
     fn new(manifest: Manifest) -> Cold {
         let (ingested, late, dead_lettered) = manifest.counts();
-        Cold { manifest, counts: Counts { ingested, late, dead_lettered } }
+        let duplicates = manifest.duplicates();
+        Cold { manifest, counts: Counts { ingested, late, dead_lettered, duplicates } }
     }
 }
 
@@ -186,6 +208,8 @@ impl State {
         self.raw.values().map(RowBuffer::bytes).sum::<usize>()
             + self.late.bytes()
             + self.dead.bytes()
+            + self.duplicates.bytes()
+            + self.dedup.as_ref().map_or(0, Dedup::bytes)
             + self.rollups.iter().map(Rollup::bytes).sum::<usize>()
             + self.sessions.iter().map(Sessions::bytes).sum::<usize>()
             + self.sealing.as_ref().map_or(0, |s| s.bytes)
@@ -234,6 +258,7 @@ pub struct TableStatus {
     pub session_bytes: usize,
     pub late_rows: u64,
     pub dead_letter_rows: u64,
+    pub duplicate_rows: u64,
     pub bytes: usize,
     pub budget_bytes: u64,
     pub backpressured: bool,
@@ -270,6 +295,7 @@ enum Source {
     Raw,
     Late,
     Dead,
+    Dups,
     Rollup(usize),
     Session(usize),
 }
@@ -306,6 +332,15 @@ impl HotTable {
         }
         relations.push(rel(config.dead_letter_relation(), RelationKind::DeadLetter, dead.schema(), "log_time"));
         relations.push(rel(config.late_relation(), RelationKind::Late, late.schema(), &config.time.field));
+        let duplicates = RowBuffer::duplicates(&config);
+        if config.dedup.is_some() {
+            relations.push(rel(
+                config.duplicates_relation(),
+                RelationKind::Duplicates,
+                duplicates.schema(),
+                &config.time.field,
+            ));
+        }
         let partitions = config.partitions as usize;
         let manifest = Manifest::empty(&config.name, config.partitions, config.segment_granularity_ms);
         HotTable {
@@ -315,6 +350,8 @@ impl HotTable {
                 firsts: BTreeMap::new(),
                 late,
                 dead,
+                dedup: Dedup::new(&config),
+                duplicates,
                 side_firsts: vec![None; partitions],
                 rollups,
                 sessions,
@@ -352,8 +389,20 @@ impl HotTable {
 
     /// Installs the state recovered from the store: the manifest, and the open
     /// session windows of its checkpoint. Call before any record is applied.
-    pub fn recover(&self, manifest: Manifest, sessions_checkpoint: Option<&[u8]>) -> Result<(), String> {
+    pub fn recover(
+        &self,
+        manifest: Manifest,
+        sessions_checkpoint: Option<&[u8]>,
+        dedup_checkpoint: Option<&[u8]>,
+    ) -> Result<(), String> {
         let mut s = self.state.lock();
+        match (&mut s.dedup, dedup_checkpoint) {
+            (Some(d), Some(bytes)) => d.restore(bytes, &manifest.resume).map_err(|e| format!("dedup checkpoint: {e}"))?,
+            (None, Some(_)) => {
+                tracing::warn!(table = %self.config.name, "dedup is no longer configured: its checkpoint is ignored")
+            }
+            _ => {}
+        }
         if let Some(bytes) = sessions_checkpoint {
             let parts: Vec<Vec<u8>> = bincode::deserialize(bytes).map_err(|e| format!("session checkpoint: {e}"))?;
             if parts.len() != s.sessions.len() {
@@ -399,7 +448,21 @@ impl HotTable {
         let mut last_start: Option<i64> = None;
         for rec in staged {
             match rec {
-                Staged::Row { ts_ms, values, watermark_ms, offset, prior_max_ms, sessions } => {
+                Staged::Row { ts_ms, values, watermark_ms, offset, prior_max_ms, sessions, covered, side_covered } => {
+                    if let Some(d) = &mut s.dedup
+                        && let Some(first) = d.check(partition, values, *ts_ms, *offset, *prior_max_ms)
+                    {
+                        if !side_covered {
+                            note_first(&mut s.side_firsts[pi], *offset, *prior_max_ms);
+                            let meta = LateMeta { partition, offset: *offset, watermark_ms: first as i64 };
+                            s.duplicates.push(*ts_ms, values, Some(meta));
+                            s.counts.duplicates += 1;
+                        }
+                        continue;
+                    }
+                    if *covered {
+                        continue;
+                    }
                     let start = bucket_start(*ts_ms, seg);
                     if last_start != Some(start) {
                         let first = &mut s.firsts.entry(start).or_insert_with(|| vec![None; parts])[pi];
@@ -488,7 +551,7 @@ impl HotTable {
         // Late rows, dead letters and sessions ride along with due ranges; alone,
         // only a full seal takes them (they are small, and sealing them on every
         // tick would write many tiny files).
-        let side = !s.late.is_empty() || s.dead.rows() > 0 || s.sessions_dirty;
+        let side = !s.late.is_empty() || s.dead.rows() > 0 || !s.duplicates.is_empty() || s.sessions_dirty;
         if starts.is_empty() && !(scope == SealScope::All && side) {
             return None;
         }
@@ -509,6 +572,8 @@ impl HotTable {
         counts.late = late.rows();
         let dead = std::mem::take(&mut s.dead);
         counts.dead_lettered = dead.rows();
+        let duplicates = std::mem::replace(&mut s.duplicates, RowBuffer::duplicates(&self.config));
+        counts.duplicates = duplicates.rows();
         s.side_firsts.iter_mut().for_each(|f| *f = None);
         let closed_sessions = s.sessions.iter_mut().map(|w| w.take_closed().0).collect();
         let session_checkpoint = (!s.sessions.is_empty()).then(|| {
@@ -519,6 +584,8 @@ impl HotTable {
             ranges,
             late: late.snapshot(),
             dead: dead.snapshot(),
+            duplicates: duplicates.snapshot(),
+            dedup_checkpoint: None,
             closed_sessions,
             session_checkpoint,
             coverage: s.next_offsets.clone(),
@@ -528,6 +595,7 @@ impl HotTable {
             started: std::time::Instant::now(),
         };
         slot.resume = s.resume();
+        slot.dedup_checkpoint = s.dedup.as_mut().map(|d| d.checkpoint(&slot.resume));
         slot.bytes = slot_bytes(&slot);
         let slot = Arc::new(slot);
         s.sealing = Some(Arc::clone(&slot));
@@ -542,6 +610,7 @@ impl HotTable {
             s.counts.ingested -= slot.counts.ingested;
             s.counts.late -= slot.counts.late;
             s.counts.dead_lettered -= slot.counts.dead_lettered;
+            s.counts.duplicates -= slot.counts.duplicates;
             let ms = slot.started.elapsed().as_millis() as u64;
             s.seal_stats.seals += 1;
             s.seal_stats.rows_sealed += slot.counts.total();
@@ -599,6 +668,7 @@ impl HotTable {
             session_bytes: s.sessions.iter().map(Sessions::bytes).sum(),
             late_rows: s.late.rows() + s.sealing.as_ref().map_or(0, |x| x.counts.late),
             dead_letter_rows: s.dead.rows() + s.sealing.as_ref().map_or(0, |x| x.counts.dead_lettered),
+            duplicate_rows: s.duplicates.rows() + s.sealing.as_ref().map_or(0, |x| x.counts.duplicates),
             bytes: s.bytes(),
             budget_bytes: self.config.hot_budget_bytes,
             backpressured: s.backpressured,
@@ -621,6 +691,7 @@ impl HotTable {
             RelationKind::Raw => Source::Raw,
             RelationKind::Late => Source::Late,
             RelationKind::DeadLetter => Source::Dead,
+            RelationKind::Duplicates => Source::Dups,
             RelationKind::Rollup { rollup } => {
                 Source::Rollup(self.config.rollups.iter().position(|r| &r.name == rollup)?)
             }
@@ -640,6 +711,7 @@ impl HotTable {
             Source::Raw => s.raw.values().flat_map(RowBuffer::snapshot).collect(),
             Source::Late => s.late.snapshot(),
             Source::Dead => s.dead.snapshot(),
+            Source::Dups => s.duplicates.snapshot(),
             Source::Rollup(i) => s.rollups[i].snapshot(),
             Source::Session(i) => s.sessions[i].snapshot(),
         };
@@ -648,6 +720,7 @@ impl HotTable {
                 Source::Raw => batches.extend(slot.ranges.iter().flat_map(|r| r.raw.iter().cloned())),
                 Source::Late => batches.extend(slot.late.iter().cloned()),
                 Source::Dead => batches.extend(slot.dead.iter().cloned()),
+                Source::Dups => batches.extend(slot.duplicates.iter().cloned()),
                 Source::Rollup(i) => batches.extend(slot.ranges.iter().flat_map(|r| r.rollups[i].iter().cloned())),
                 Source::Session(i) => batches.extend(slot.closed_sessions[i].iter().cloned()),
             }
@@ -673,6 +746,8 @@ fn slot_bytes(slot: &Sealing) -> usize {
     slot.ranges.iter().map(|r| size(&r.raw) + r.rollups.iter().map(|b| size(b)).sum::<usize>()).sum::<usize>()
         + size(&slot.late)
         + size(&slot.dead)
+        + size(&slot.duplicates)
+        + slot.dedup_checkpoint.as_ref().map_or(0, Vec::len)
         + slot.closed_sessions.iter().map(|b| size(b)).sum::<usize>()
         + slot.session_checkpoint.as_ref().map_or(0, Vec::len)
 }

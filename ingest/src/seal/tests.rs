@@ -33,8 +33,26 @@ struct World {
 }
 
 fn world(events: usize, seed: u64) -> World {
+    world_with(events, seed, false)
+}
+
+/// The demo table with an event id `txn_id` and dedup within an hour.
+fn dedup_config() -> String {
+    DEMO_CONFIG
+        .replace(
+            r#"  { name = "status", type = "string", required = true },"#,
+            r#"  { name = "status", type = "string", required = true },
+  { name = "txn_id", type = "string" },"#,
+        )
+        .replace("hot_budget_bytes = 2147483648", "hot_budget_bytes = 2147483648\ndedup = { field = \"txn_id\", window = \"1h\" }")
+}
+
+/// With `dedup`, every event gets an id and about 3% are delivered again a few
+/// events later (a producer's retry).
+fn world_with(events: usize, seed: u64, dedup: bool) -> World {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = WeirConfig::from_toml(DEMO_CONFIG).unwrap();
+    let src = if dedup { dedup_config() } else { DEMO_CONFIG.to_string() };
+    let cfg = WeirConfig::from_toml(&src).unwrap();
     let table = Arc::new(cfg.tables[0].clone());
     let log = Log::open(&dir.path().join("log"), LogConfig::default()).unwrap();
     let topic = log.topic(&table.name, table.partitions).unwrap();
@@ -42,12 +60,30 @@ fn world(events: usize, seed: u64) -> World {
     // Events over about three hours: several ranges close and seal.
     let mut now = 1_800_000_000_000i64;
     let step = (3 * 3_600_000 / events as i64).max(1);
-    let lines: Vec<_> = (0..events)
+    let mut lines: Vec<_> = (0..events)
         .map(|_| {
             now += step;
             g.next_event(now)
         })
         .collect();
+    if dedup {
+        let mut rng = SmallRng::seed_from_u64(seed ^ 0xd0d0);
+        let mut out = Vec::with_capacity(lines.len() * 104 / 100);
+        let mut retries: Vec<(usize, crate::generator::Event)> = Vec::new();
+        for (i, mut e) in lines.into_iter().enumerate() {
+            if e.line.starts_with("{\"ts\"") {
+                e.line = e.line.replacen('{', &format!("{{\"txn_id\":\"tx-{seed}-{i}\","), 1);
+            }
+            if rng.random_bool(0.03) {
+                retries.push((i + rng.random_range(1..50), crate::generator::Event { key: e.key.clone(), line: e.line.clone(), kind: e.kind }));
+            }
+            out.push(e);
+            let (due, later): (Vec<_>, Vec<_>) = retries.drain(..).partition(|(at, _)| *at <= i);
+            retries = later;
+            out.extend(due.into_iter().map(|(_, e)| e));
+        }
+        lines = out;
+    }
     for chunk in lines.chunks(500) {
         let recs: Vec<NewRecord> =
             chunk.iter().map(|e| NewRecord { key: e.key.as_bytes(), timestamp_ms: now, value: e.line.as_bytes() }).collect();
@@ -128,6 +164,7 @@ struct Outcome {
     raw: Vec<String>,
     late: Vec<String>,
     dead: Vec<String>,
+    duplicates: Vec<String>,
     sessions: Vec<String>,
     rollup: BTreeMap<(i64, String, String), (i64, f64, f64, f64, Vec<u8>)>,
 }
@@ -138,6 +175,11 @@ async fn outcome(hot: &HotTable, store: &Store) -> Outcome {
         raw: canon(&rows(hot, store, "transactions").await),
         late: canon(&rows(hot, store, "transactions_late").await),
         dead: canon(&rows(hot, store, "transactions_dead_letter").await),
+        duplicates: if hot.relation("transactions_duplicates").is_some() {
+            canon(&rows(hot, store, "transactions_duplicates").await)
+        } else {
+            Vec::new()
+        },
         sessions: canon(&rows(hot, store, "transactions_card_sessions").await),
         rollup: merged_rollup(&rows(hot, store, "transactions_per_minute").await),
     }
@@ -149,6 +191,8 @@ fn assert_same(a: &Outcome, b: &Outcome) {
     assert!(a.raw == b.raw, "raw rows differ");
     assert!(a.late == b.late, "late rows differ");
     assert!(a.dead == b.dead, "dead letters differ");
+    assert_eq!(a.duplicates.len(), b.duplicates.len(), "duplicates");
+    assert!(a.duplicates == b.duplicates, "duplicates differ");
     assert!(a.sessions == b.sessions, "session windows differ");
     assert_eq!(a.rollup.len(), b.rollup.len(), "rollup groups");
     for ((k, x), (_, y)) in a.rollup.iter().zip(&b.rollup) {
@@ -231,6 +275,29 @@ async fn crashes_at_random_points_converge_to_the_uncrashed_result() {
         let mut reader = TableReader::new(again.clone(), w.topic.clone(), ManualClock::new(w.now)).unwrap();
         while reader.step(1 << 20).unwrap() > 0 {}
         assert_same(&outcome(&again, &w.store).await, &expected);
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn duplicates_count_once_across_seals_and_crashes() {
+    for seed in 20..23u64 {
+        let w = world_with(10_000, seed, true);
+        let expected = reference(&w).await;
+        assert!(expected.duplicates.len() > 100, "the log has retries: {}", expected.duplicates.len());
+        assert_eq!(expected.counts.duplicates as usize, expected.duplicates.len());
+        // Each duplicate names an earlier offset of its partition holding the same id.
+        assert!(expected.duplicates.iter().all(|d| {
+            let cols: Vec<&str> = d.split('|').collect();
+            let (offset, first): (u64, u64) = (cols[cols.len() - 2].parse().unwrap(), cols[cols.len() - 1].parse().unwrap());
+            first < offset
+        }));
+        let mut rng = SmallRng::seed_from_u64(seed);
+        for _ in 0..rng.random_range(3..7) {
+            life(&w, &mut rng, false).await;
+        }
+        let hot = life(&w, &mut rng, true).await;
+        assert_same(&outcome(&hot, &w.store).await, &expected);
+        assert!(hot.cold().manifest.dedup.is_some(), "the dedup state is checkpointed");
     }
 }
 

@@ -152,3 +152,27 @@ tokens = [
     let e = error_of(&src.replace("[\"query\"]", "[\"root\"]"));
     assert_eq!(e.line, Some(4), "{e}");
 }
+
+#[test]
+fn storage_retention_and_dedup_are_validated_by_name() {
+    let table = r#"
+[[tables]]
+name = "t"
+time = { field = "ts" }
+dimensions = [{ name = "id", type = "string" }, { name = "ok", type = "bool" }]
+"#;
+    let c = WeirConfig::from_toml(&format!(
+        "[storage]\nurl = \"s3://b/p\"\nendpoint = \"http://127.0.0.1:9000\"\n{table}retention = \"2h\"\ndedup = {{ field = \"id\", window = \"1h\" }}\n"
+    ))
+    .unwrap();
+    assert_eq!(c.storage.url.as_deref(), Some("s3://b/p"));
+    assert_eq!(c.tables[0].retention_ms, Some(7_200_000));
+    assert_eq!(c.tables[0].dedup.as_ref().map(|d| (d.field.as_str(), d.window_ms)), Some(("id", 3_600_000)));
+    assert_eq!(error_of("[storage]\nurl = \"gs://b\"\n").path, "storage.url");
+    assert_eq!(error_of("[storage]\nendpoint = \"127.0.0.1:9000\"\n").path, "storage.endpoint");
+    assert_eq!(error_of(&format!("{table}retention = \"1m\"\n")).path, "tables[0].retention");
+    let e = error_of(&format!("{table}dedup = {{ field = \"nope\", window = \"1h\" }}\n"));
+    assert_eq!(e.path, "tables[0].dedup.field");
+    let e = error_of(&format!("{table}dedup = {{ field = \"ok\", window = \"1h\" }}\n"));
+    assert!(e.message.contains("string or int64"), "{e}");
+}

@@ -89,16 +89,25 @@ impl Weir {
 
     /// Waits until the table has taken every record of its log.
     pub fn wait_caught_up(&self, table: &str, expect_total: u64) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        self.wait_caught_up_within(table, expect_total, Duration::from_secs(30))
+    }
+
+    /// Like [`Weir::wait_caught_up`], waiting at most `within`.
+    #[allow(dead_code)]
+    pub fn wait_caught_up_within(&self, table: &str, expect_total: u64, within: Duration) -> Value {
+        let deadline = Instant::now() + within;
         loop {
             let t = self.get_json(&format!("/v1/tables/{table}"));
             let c = &t["counts"];
-            let total = c["ingested"].as_u64().unwrap() + c["late"].as_u64().unwrap() + c["dead_lettered"].as_u64().unwrap();
+            let total = c["ingested"].as_u64().unwrap()
+                + c["late"].as_u64().unwrap()
+                + c["dead_lettered"].as_u64().unwrap()
+                + c["duplicates"].as_u64().unwrap_or(0);
             if total == expect_total && t["lag"].as_u64() == Some(0) {
                 return t;
             }
             assert!(total <= expect_total, "more records than produced: {t}");
-            assert!(Instant::now() < deadline, "not caught up after 30 s: {t}");
+            assert!(Instant::now() < deadline, "not caught up after {within:?}: {t}");
             std::thread::sleep(Duration::from_millis(20));
         }
     }
