@@ -833,7 +833,9 @@
       if (budgetPct !== null) meter.firstChild.style.width = `${Math.min(100, budgetPct).toFixed(1)}%`;
       const wmMs = Number.isFinite(d.watermark_ms) ? d.watermark_ms : null;
       const caughtUp = d.lag === 0;
-      const accounted = Number.isFinite(d.produced) && d.produced === (c.ingested || 0) + (c.late || 0) + (c.dead_lettered || 0);
+      const accounted = Number.isFinite(d.produced) && d.produced === (c.ingested || 0) + (c.late || 0) + (c.dead_lettered || 0) + (c.duplicates || 0);
+      const cold = d.cold || {};
+      const seal = d.seal || {};
       const head = h('div', { class: 'card-head' },
         h('h3', null, t.name),
         h('span', { class: 'badge' }, `${fmtNum(t.partitions)} partition${t.partitions === 1 ? '' : 's'}`),
@@ -842,7 +844,8 @@
           ? h('span', { class: 'badge bad', 'data-testid': 'backpressure', title: 'the hot tier is at its byte budget: ingest has stopped reading' }, 'backpressure')
           : (d.hot ? h('span', { class: 'badge ok', 'data-testid': 'backpressure', title: 'the hot tier is under its byte budget' }, 'no backpressure') : null),
         d.lag !== undefined ? h('span', { class: `badge ${caughtUp ? 'ok' : 'warn'}` }, caughtUp ? 'caught up' : 'catching up') : null,
-        caughtUp && accounted ? h('span', { class: 'badge ok', title: 'produced = ingested + late + dead-lettered' }, 'all accounted for') : null);
+        caughtUp && accounted ? h('span', { class: 'badge ok', title: 'produced = ingested + late + dead-lettered + duplicates' }, 'all accounted for') : null,
+        seal.failures > 0 && seal.last_error ? h('span', { class: 'badge bad', title: seal.last_error }, `${fmtNum(seal.failures)} failed seal${seal.failures === 1 ? '' : 's'}`) : null);
       const stats = h('div', { class: 'stats' },
         stat('Produced', fmtNum(d.produced), 'records in the log', { key: 'produced', raw: d.produced }),
         stat('Ingested', fmtNum(c.ingested), rate !== null ? `${fmtNum(Math.max(0, Math.round(rate)))}/s` : ' ', { key: 'ingested', raw: c.ingested }),
@@ -855,7 +858,11 @@
         stat('Hot rows', fmtNum(hot.raw_rows), hot.rollup_bytes !== undefined ? `rollups ${fmtBytes(hot.rollup_bytes)}` : null, { key: 'hot_rows', raw: hot.raw_rows }),
         stat('Hot bytes / budget', fmtBytes(hot.bytes),
           budgetPct !== null ? `${budgetPct < 0.1 && budgetPct > 0 ? '<0.1' : budgetPct.toFixed(1)}% of ${fmtBytes(hot.budget_bytes)}` : null,
-          { key: 'hot_bytes', raw: hot.bytes, meter }));
+          { key: 'hot_bytes', raw: hot.bytes, meter }),
+        stat('Segments', fmtNum(cold.segments || 0),
+          cold.bytes !== undefined ? `${fmtBytes(cold.bytes)} sealed${hot.sealing ? ', sealing now' : ''}` : null,
+          { key: 'segments', raw: cold.segments || 0, title: d.store || '' }),
+        c.duplicates ? stat('Duplicates', fmtNum(c.duplicates), 'repeated event ids', { key: 'duplicates', raw: c.duplicates, tone: 'warn' }) : null);
       const rels = (t.relations || []).map((r) => h('button', { type: 'button', title: `query ${r} in the console`, onclick: () => toConsole(`SELECT * FROM ${r} LIMIT 100`) }, r));
       const rollupInfo = (d.rollups || []).map((r) => `${r.name}: ${fmtDuration(r.granularity_ms)} × [${(r.dimensions || []).join(', ')}], ${fmtNum(r.groups)} groups`);
       return h('div', { class: 'card', 'data-testid': 'table-card', 'data-table': t.name }, head, stats,

@@ -158,11 +158,11 @@ describe('the dashboard page', { timeout: 420_000 }, () => {
     const first = await until('ingested > 0', async () => { const v = await statValue('ingested'); return v > 0 && v; });
     await until('ingested to grow', async () => (await statValue('ingested')) > first);
     // The other columns of the panel are there and numeric.
-    for (const key of ['produced', 'late', 'dead_lettered', 'lag', 'hot_rows', 'hot_bytes']) {
+    for (const key of ['produced', 'late', 'dead_lettered', 'lag', 'hot_rows', 'hot_bytes', 'segments']) {
       assert.ok(Number.isFinite(await statValue(key)), `stat ${key}`);
     }
     const text = await page.textContent('[data-testid=table-card][data-table=transactions]');
-    for (const label of ['Produced', 'Ingested', 'Late', 'Dead-lettered', 'Lag', 'Watermark', 'Hot rows', 'Hot bytes / budget']) {
+    for (const label of ['Produced', 'Ingested', 'Late', 'Dead-lettered', 'Lag', 'Watermark', 'Hot rows', 'Hot bytes / budget', 'Segments']) {
       assert.ok(text.includes(label), `the card shows ${label}`);
     }
     assert.match(await page.textContent('[data-testid=backpressure]'), /backpressure/);
