@@ -39,6 +39,7 @@ use weir_storage::manifest::{
     SessionCheckpoint, Tombstone,
 };
 use weir_storage::segment::{self, SegmentError};
+use weir_storage::log::Topic;
 use weir_storage::store::{Store, StoreError};
 
 use crate::clock::Clock;
@@ -84,11 +85,34 @@ pub struct Sealer {
     store: Store,
     clock: Arc<dyn Clock>,
     compact_min_segments: usize,
+    /// The table's log, whose retention may delete what the manifest's resume
+    /// points no longer need.
+    log: Option<Arc<Topic>>,
 }
 
 impl Sealer {
     pub fn new(hot: Arc<HotTable>, store: Store, clock: Arc<dyn Clock>, compact_min_segments: usize) -> Sealer {
-        Sealer { busy: tokio::sync::Mutex::new(()), hot, store, clock, compact_min_segments }
+        Sealer { busy: tokio::sync::Mutex::new(()), hot, store, clock, compact_min_segments, log: None }
+    }
+
+    /// Lets the sealer apply the log's retention policy after each round, never
+    /// deleting a record at or above the committed resume points (a restart needs
+    /// those).
+    pub fn with_log(mut self, topic: Arc<Topic>) -> Sealer {
+        self.log = Some(topic);
+        self
+    }
+
+    /// Applies the log's retention below the committed resume points; returns the
+    /// bytes deleted.
+    pub fn enforce_log_retention(&self) -> Result<u64, weir_storage::log::Error> {
+        let Some(topic) = &self.log else { return Ok(0) };
+        let cold = self.hot.cold();
+        if cold.manifest.version == 0 {
+            return Ok(0);
+        }
+        let floor: Vec<u64> = cold.manifest.resume.iter().map(|r| r.offset).collect();
+        topic.enforce_retention(self.clock.now_ms(), &floor)
     }
 
     pub fn hot(&self) -> &Arc<HotTable> {
@@ -464,6 +488,11 @@ impl Sealer {
         }
         if let Err(e) = self.expire().await {
             tracing::warn!(table = %cfg.name, error = %e, "expiring segments failed; retrying");
+        }
+        match self.enforce_log_retention() {
+            Ok(0) => {}
+            Ok(bytes) => tracing::info!(table = %cfg.name, bytes, "log retention deleted sealed records"),
+            Err(e) => tracing::warn!(table = %cfg.name, error = %e, "log retention failed; retrying"),
         }
     }
 }

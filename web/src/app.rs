@@ -74,7 +74,8 @@ impl App {
                 .with_context(|| format!("recovering table `{}` from {}", t.name, store.url()))?;
             let reader = TableReader::new(hot.clone(), topic.clone(), clock.clone())?;
             readers.push(ReaderHandle::spawn(reader).context("starting a reader thread")?);
-            let sealer = Sealer::new(hot.clone(), store.clone(), clock.clone(), config.storage.compact_min_segments);
+            let sealer = Sealer::new(hot.clone(), store.clone(), clock.clone(), config.storage.compact_min_segments)
+                .with_log(topic.clone());
             sealers.push(SealerHandle::spawn(sealer).context("starting a sealer thread")?);
             topics.push(topic);
             tables.push(hot);
