@@ -477,7 +477,12 @@ impl Sealer {
     /// compact and expire. Errors are logged and retried on the next round.
     pub async fn tick(&self) {
         let cfg = self.table();
-        let near_budget = self.hot.bytes() as u64 >= cfg.hot_budget_bytes / 4 * 3;
+        // Near the budget, seal everything sealable; open sessions and the dedup
+        // ids cannot be sealed away, so memory held by them alone does not
+        // trigger a seal on every round.
+        let status = self.hot.status();
+        let sealable = status.raw_rows + status.late_rows + status.dead_letter_rows + status.duplicate_rows > 0;
+        let near_budget = sealable && status.bytes as u64 >= cfg.hot_budget_bytes / 4 * 3;
         let scope = if near_budget { SealScope::All } else { SealScope::Due };
         if let Err(e) = self.seal(scope).await {
             tracing::warn!(table = %cfg.name, error = %e, "seal failed; retrying");

@@ -53,6 +53,11 @@ pub struct Live {
 }
 
 impl Live {
+    /// Live (WebSocket) connections open now.
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Ordering::Relaxed)
+    }
+
     /// A hub over `query` and `hot`; no task runs until the first subscription.
     pub fn new(query: Arc<QueryService>, hot: SharedHotSource) -> Live {
         let heartbeat = std::env::var(HEARTBEAT_ENV)

@@ -161,6 +161,23 @@ pub fn render(app: &App) -> String {
         let _ = writeln!(out, "weir_cold_bytes{{table=\"{name}\"}} {}", status.cold.bytes);
     }
 
+    let live = app.live.hub.stats();
+    family(&mut out, "weir_live_connections", "gauge", "WebSocket connections open on /v1/live.");
+    let _ = writeln!(out, "weir_live_connections {}", app.live.connections());
+    family(&mut out, "weir_live_tiles", "gauge", "Distinct live tiles (identical subscriptions share one).");
+    let _ = writeln!(out, "weir_live_tiles {}", live.tiles);
+    family(&mut out, "weir_live_subscriptions", "gauge", "Tile subscriptions over all connections.");
+    let _ = writeln!(out, "weir_live_subscriptions {}", live.subscriptions);
+    for (metric, help, v) in [
+        ("weir_live_evaluations_total", "Tile evaluations run (each runs the tile's SQL once).", live.evaluations),
+        ("weir_live_publishes_total", "Evaluations whose result changed and was published.", live.publishes),
+        ("weir_live_pushes_total", "Snapshots and updates sent to subscribers.", live.pushes),
+        ("weir_live_skipped_total", "Updates slow subscribers skipped to get the latest state.", live.skipped),
+    ] {
+        family(&mut out, metric, "counter", help);
+        let _ = writeln!(out, "{metric} {v}");
+    }
+
     let m = &app.metrics;
     m.query_latency.render(&mut out, "weir_query_duration_seconds", "Time to answer POST /v1/sql, encoding included.");
     family(&mut out, "weir_queries_total", "counter", "SQL queries answered, by outcome.");

@@ -205,6 +205,16 @@ async fn subscribe_push_late_correction_and_unsubscribe() {
     let late = weir.get_json("/v1/tables/transactions")["counts"]["late"].as_u64();
     assert_eq!(late, Some(0), "the event was within the allowed lateness");
 
+    // The WebSocket side shows in the metrics.
+    let metrics = weir.request("GET", "/metrics", b"").text();
+    let value = |name: &str| -> f64 {
+        let line = metrics.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("{name} missing:\n{metrics}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert_eq!(value("weir_live_connections"), 1.0);
+    assert_eq!(value("weir_live_tiles"), 1.0);
+    assert!(value("weir_live_pushes_total") >= 4.0 && value("weir_live_evaluations_total") >= 4.0, "{metrics}");
+
     // Unsubscribe: acknowledged, and no more pushes for t1 while t2 sees changes.
     c.send(json!({"op": "unsubscribe", "id": "t1"})).await;
     assert_eq!(c.recv().await, json!({"v": 1, "type": "unsubscribed", "id": "t1"}));
