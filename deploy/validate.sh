@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Validates the deployment files offline: the Kubernetes manifests against the
-# API schemas (kubernetes-validate, from PyPI), the Dockerfile's shape. The Weir
+# API schemas (kubernetes-validate, from PyPI), the HTTP API's OpenAPI document
+# (openapi-spec-validator, from PyPI), the Dockerfile's shape. The Weir
 # configs they carry are checked by `cargo test -p weir-web --test deploy`.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -8,6 +9,11 @@ if ! command -v kubernetes-validate >/dev/null 2>&1; then
   python3 -m pip install --quiet --disable-pip-version-check kubernetes-validate >/dev/null
 fi
 kubernetes-validate --strict -k 1.30.0 k8s/*.yaml
+# The HTTP API's OpenAPI document against the OpenAPI 3.1 schema.
+if ! command -v openapi-spec-validator >/dev/null 2>&1; then
+  python3 -m pip install --quiet --disable-pip-version-check openapi-spec-validator >/dev/null
+fi
+openapi-spec-validator ../docs/openapi.json
 # The Dockerfile: two stages, a non-root user, the binary as entrypoint.
 grep -q '^FROM .* AS builder$' Dockerfile
 grep -q '^USER weir$' Dockerfile
