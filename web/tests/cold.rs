@@ -452,3 +452,41 @@ dedup = { field = "txn_id", window = "1h" }"#,
     assert_eq!(w.sql("SELECT count(*) AS n FROM t")[0]["n"], 500);
     assert_eq!(w.sql("SELECT count(*) AS n FROM t_duplicates")[0]["n"], 100);
 }
+
+/// A config that adds an optional dimension serves the old segments with the new
+/// column null; one that changes a column's type is refused at start, by name.
+#[test]
+fn schema_evolution_reads_old_segments_and_refuses_breaking_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = Weir::serve(dir.path(), TABLE);
+    w.ingest("t", &events(0, 600));
+    let before = w.wait_caught_up("t", 600)["counts"]["ingested"].as_u64().unwrap();
+    assert!(w.terminate().success());
+
+    let added = TABLE.replace(
+        r#"  { name = "category", type = "string", required = true },
+]"#,
+        r#"  { name = "category", type = "string", required = true },
+  { name = "channel", type = "string" },
+]"#,
+    );
+    let cfg = common::write_config(dir.path(), &added);
+    let w = Weir::start(&["serve", "--config", cfg.to_str().unwrap()]);
+    let line = format!(r#"{{"ts":{},"card":"c1","category":"food","channel":"web","amount":1.0}}"#, T0 + 61_000);
+    w.ingest("t", &[line]);
+    w.wait_caught_up("t", 601);
+    let rows = w.sql("SELECT count(*) AS n, count(channel) AS with_channel FROM t");
+    assert_eq!((rows[0]["n"].as_u64(), rows[0]["with_channel"].as_u64()), (Some(before + 1), Some(1)), "{rows:?}");
+    let old = w.sql("SELECT count(*) AS n FROM t WHERE channel IS NULL");
+    assert_eq!(old[0]["n"].as_u64(), Some(before), "sealed rows read the new column as null");
+    // Seal the new column's first value: the manifest now records it as a string.
+    assert_eq!(w.request("POST", "/v1/tables/t/seal", b"").status, 200);
+    drop(w);
+
+    let retyped = added.replace(r#"{ name = "channel", type = "string" }"#, r#"{ name = "channel", type = "int64" }"#);
+    let cfg = common::write_config(dir.path(), &retyped);
+    let out = Command::new(env!("CARGO_BIN_EXE_weir")).args(["serve", "--config", cfg.to_str().unwrap()]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("`channel`") && err.contains("Utf8") && err.contains("Int64"), "{err}");
+}
