@@ -5,6 +5,9 @@
 //!   one core, with a breakdown of where the time goes and bytes per hot row.
 //! - `live`: the real `weir` binary, N WebSocket connections on M live tiles while
 //!   events are posted at R events/s: event-to-push latency (p50/p99), pushes/s.
+//! - `query`: seal throughput (rows/s and MB/s into Parquet segments), dashboard
+//!   query latency (p50/p99) over hot-only, cold-only and merged data, and DuckDB /
+//!   chDB scanning the same raw Parquet files (`peers/query_peers.py`).
 
 use std::time::Instant;
 

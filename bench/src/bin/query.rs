@@ -72,6 +72,19 @@ struct Args {
     /// Threads for the peers (Weir's query runtime uses one per core).
     #[arg(long)]
     peer_threads: Option<usize>,
+    /// Group by hour with `date_bin(INTERVAL '1 hour', ..)` instead of
+    /// `date_trunc('hour', ..)` in Weir's queries (DataFusion 55 truncates
+    /// timestamps with a time zone to the hour value by value, slowly).
+    #[arg(long)]
+    date_bin: bool,
+    /// More SQL to time on every setup (repeatable), reported in a table of its own.
+    #[arg(long)]
+    extra_sql: Vec<String>,
+    /// Keep the log and the stores in this directory (created; must not exist)
+    /// instead of a temporary one deleted at the end, e.g. to query the
+    /// segments by hand afterwards.
+    #[arg(long)]
+    keep_dir: Option<std::path::PathBuf>,
     /// The Python interpreter that has the peers installed.
     #[arg(long, default_value = "python3")]
     python: String,
@@ -85,17 +98,23 @@ struct Query {
     raw: String,
 }
 
-fn queries(from: &str, to: &str) -> Vec<Query> {
+fn queries(from: &str, to: &str, date_bin: bool) -> Vec<Query> {
+    let hour = |col: &str| {
+        if date_bin { format!("date_bin(INTERVAL '1 hour', {col})") } else { format!("date_trunc('hour', {col})") }
+    };
+    let (hb, ht) = (hour("bucket"), hour("ts"));
     vec![
         Query {
             id: "a",
             what: "events and amount per hour and category, all data",
-            rollup: "SELECT date_trunc('hour', bucket) AS h, category, sum(events) AS events, sum(amount_sum) AS amount \
-                     FROM transactions_per_minute GROUP BY 1, 2 ORDER BY 1, 2"
-                .into(),
-            raw: "SELECT date_trunc('hour', ts) AS h, category, count(*) AS events, sum(amount) AS amount \
-                  FROM transactions GROUP BY 1, 2 ORDER BY 1, 2"
-                .into(),
+            rollup: format!(
+                "SELECT {hb} AS h, category, sum(events) AS events, sum(amount_sum) AS amount \
+                 FROM transactions_per_minute GROUP BY 1, 2 ORDER BY 1, 2"
+            ),
+            raw: format!(
+                "SELECT {ht} AS h, category, count(*) AS events, sum(amount) AS amount \
+                 FROM transactions GROUP BY 1, 2 ORDER BY 1, 2"
+            ),
         },
         Query {
             id: "b",
@@ -112,12 +131,14 @@ fn queries(from: &str, to: &str) -> Vec<Query> {
         Query {
             id: "c",
             what: "distinct cards per hour (HyperLogLog), all data",
-            rollup: "SELECT date_trunc('hour', bucket) AS h, hll_distinct(distinct_cards) AS cards \
-                     FROM transactions_per_minute GROUP BY 1 ORDER BY 1"
-                .into(),
-            raw: "SELECT date_trunc('hour', ts) AS h, approx_distinct(card_id) AS cards \
-                  FROM transactions GROUP BY 1 ORDER BY 1"
-                .into(),
+            rollup: format!(
+                "SELECT {hb} AS h, hll_distinct(distinct_cards) AS cards \
+                 FROM transactions_per_minute GROUP BY 1 ORDER BY 1"
+            ),
+            raw: format!(
+                "SELECT {ht} AS h, approx_distinct(card_id) AS cards \
+                 FROM transactions GROUP BY 1 ORDER BY 1"
+            ),
         },
     ]
 }
@@ -126,6 +147,9 @@ fn queries(from: &str, to: &str) -> Vec<Query> {
 #[derive(Clone, Default)]
 struct Measured {
     ms: Vec<f64>,
+    /// The very first run (the first warm-up): on a hot setup it also builds the
+    /// rollup's cached batches.
+    first_ms: f64,
     answer: Answer,
 }
 
@@ -171,8 +195,11 @@ fn digest(out: &weir_query::QueryOutput) -> anyhow::Result<Answer> {
 }
 
 async fn measure(svc: &QueryService, sql: &str, args: &Args) -> anyhow::Result<Measured> {
+    let mut first_ms = None;
     for _ in 0..args.warmup {
+        let start = Instant::now();
         svc.execute(sql).await?;
+        first_ms.get_or_insert(start.elapsed().as_secs_f64() * 1000.0);
     }
     let mut ms = Vec::with_capacity(args.runs);
     let mut last = None;
@@ -186,7 +213,8 @@ async fn measure(svc: &QueryService, sql: &str, args: &Args) -> anyhow::Result<M
         Some(out) => digest(out)?,
         None => Answer::default(),
     };
-    Ok(Measured { ms, answer })
+    let first_ms = first_ms.unwrap_or(ms[0]);
+    Ok(Measured { ms, first_ms, answer })
 }
 
 /// Every query, rollup and raw, on one setup: `[query][0 = rollup, 1 = raw]`.
@@ -204,6 +232,17 @@ async fn measure_setup(name: &str, svc: &QueryService, qs: &[Query], args: &Args
             fmt_ms(raw.p99())
         );
         out.push([rollup, raw]);
+    }
+    Ok(out)
+}
+
+/// The `--extra-sql` statements on one setup.
+async fn measure_extra(name: &str, svc: &QueryService, args: &Args) -> anyhow::Result<Vec<Measured>> {
+    let mut out = Vec::new();
+    for sql in &args.extra_sql {
+        let m = measure(svc, sql, args).await?;
+        eprintln!("{name} (extra): p50 {} p99 {}: {sql}", fmt_ms(m.p50()), fmt_ms(m.p99()));
+        out.push(m);
     }
     Ok(out)
 }
@@ -278,7 +317,8 @@ fn run_peer(args: &Args, engine: &str, glob: &str, from_ms: i64, to_ms: i64, thr
                 events: q["events"].as_i64().unwrap_or(0),
                 amount: q["amount"].as_f64().unwrap_or(0.0),
             };
-            queries.push((id.clone(), Measured { ms, answer }));
+            let first_ms = q["first_ms"].as_f64().unwrap_or(0.0);
+            queries.push((id.clone(), Measured { ms, first_ms, answer }));
         }
     }
     Ok(Peer {
@@ -320,12 +360,20 @@ async fn main() -> anyhow::Result<()> {
     let table = Arc::new(table);
     anyhow::ensure!(table.segment_granularity_ms == HOUR_MS, "the demo table seals hourly ranges");
 
-    let dir = tempfile::tempdir()?;
-    let log = Log::open(&dir.path().join("log"), LogConfig { fsync: FsyncPolicy::Never, ..LogConfig::default() })?;
+    let tmp = tempfile::tempdir()?;
+    let root = match &args.keep_dir {
+        Some(d) => {
+            anyhow::ensure!(!d.exists(), "{} exists", d.display());
+            std::fs::create_dir_all(d)?;
+            d.clone()
+        }
+        None => tmp.path().to_path_buf(),
+    };
+    let log = Log::open(&root.join("log"), LogConfig { fsync: FsyncPolicy::Never, ..LogConfig::default() })?;
     let topic = log.topic(&table.name, table.partitions)?;
-    let store_a_dir = dir.path().join("cold-a");
+    let store_a_dir = root.join("cold-a");
     let store_a = Store::local(&store_a_dir)?;
-    let store_b = Store::local(&dir.path().join("cold-b"))?;
+    let store_b = Store::local(&root.join("cold-b"))?;
 
     // Event time: `hours` whole hours from an hour boundary; "the last hour" is the last of them.
     let start_ms = 1_795_000_000_000i64 / HOUR_MS * HOUR_MS;
@@ -365,17 +413,20 @@ async fn main() -> anyhow::Result<()> {
     anyhow::ensure!(hot_status.counts.total() as usize == args.events, "table A did not take every event");
     anyhow::ensure!(hot_b.counts().total() as usize == args.events, "table B did not take every event");
 
-    let qs = queries(&from, &to);
+    let qs = queries(&from, &to, args.date_bin);
     let svc_a = service(&hot_a, &store_a)?;
     let svc_b = service(&hot_b, &store_b)?;
     let hot_only = measure_setup("hot-only", &svc_a, &qs, &args).await?;
+    let hot_extra = measure_extra("hot-only", &svc_a, &args).await?;
 
     // Cold-only: seal all of table A (the seal-throughput figure).
     let seal_a = seal_all(&hot_a, &store_a, clock.clone()).await?;
     eprintln!("sealed {} rows (table A) in {:.2} s", seal_a.report.rows, seal_a.seconds);
     let cold_status = hot_a.status();
     let cold_only = measure_setup("cold-only", &svc_a, &qs, &args).await?;
+    let cold_extra = measure_extra("cold-only", &svc_a, &args).await?;
     let merged = measure_setup("merged", &svc_b, &qs, &args).await?;
+    let merged_extra = measure_extra("merged", &svc_b, &args).await?;
     drop((svc_a, svc_b));
 
     // Peers: the raw relation's segment files of table A.
@@ -397,6 +448,9 @@ async fn main() -> anyhow::Result<()> {
     let rollup_files = dir_bytes(&store_a_dir, &format!("{}.parquet", table.rollup_relation("per_minute")));
     let cores = std::thread::available_parallelism().map_or(2, usize::from);
     let mut flags = String::new();
+    if args.date_bin {
+        flags.push_str(" --date-bin");
+    }
     if args.duckdb {
         flags.push_str(" --duckdb");
     }
@@ -408,8 +462,8 @@ async fn main() -> anyhow::Result<()> {
     println!("command: `cargo run --release -p weir-bench --bin query -- --events {} --hours {}{flags}`\n", args.events, args.hours);
     println!("| data | value |\n|---|---|");
     println!(
-        "| events | {} over {} h of event time ({} ranges of 1 h); {} raw rows, {} late, {} dead-lettered |",
-        args.events, args.hours, args.hours, hot_status.counts.ingested, hot_status.counts.late, hot_status.counts.dead_lettered
+        "| events | {} over {} h of event time; {} raw rows, {} late, {} dead-lettered |",
+        args.events, args.hours, hot_status.counts.ingested, hot_status.counts.late, hot_status.counts.dead_lettered
     );
     let groups: u64 = hot_status.rollup_groups.iter().map(|g| g.1).sum();
     println!(
@@ -420,8 +474,9 @@ async fn main() -> anyhow::Result<()> {
         hot_status.rollup_bytes as f64 / 1e6
     );
     println!(
-        "| cold-only (table A after its seal) | {} segments, {:.0} MB: raw files {:.0} MB, rollup files {:.1} MB; {} rows in memory |",
+        "| cold-only (table A after its seal) | {} segments ({} hourly ranges + late rows and dead letters), {:.0} MB: raw files {:.0} MB, rollup files {:.1} MB; {} rows in memory |",
         cold_status.cold.segments,
+        hot_a.cold().manifest.segments.iter().filter(|s| s.start_ms.is_some()).count(),
         cold_status.cold.bytes as f64 / 1e6,
         raw_files as f64 / 1e6,
         rollup_files as f64 / 1e6,
@@ -435,6 +490,13 @@ async fn main() -> anyhow::Result<()> {
         merged_status.raw_bytes as f64 / 1e6
     );
     println!("| ingest into table A, one thread | {:.0} events/s |", args.events as f64 / ingest_s);
+    for (name, data) in &setups {
+        println!(
+            "| {name}: first run of the first query, (a) on the rollup | {} (then p50 {}) |",
+            fmt_ms(data[0][0].first_ms),
+            fmt_ms(data[0][0].p50())
+        );
+    }
 
     println!("\nSeal throughput (one `Sealer::seal(SealScope::All)`: raw rows and rollup rows to Parquet, Snappy, written to a local directory store, manifest commit):\n");
     println!("| seal | raw rows | memory before | Parquet written | seconds | **rows/s** | MB/s written | MB/s of memory |\n|---|---|---|---|---|---|---|---|");
@@ -463,6 +525,15 @@ async fn main() -> anyhow::Result<()> {
             let label = if k == 0 { format!("({}) {}", q.id, q.what) } else { String::new() };
             let src = if k == 0 { "**rollup**".to_string() } else { format!("{source} table") };
             println!("| {label} | {src} | {} | {} | {} |", cell(&hot_only[i][k]), cell(&cold_only[i][k]), cell(&merged[i][k]));
+        }
+    }
+
+    if !args.extra_sql.is_empty() {
+        println!("\nMore statements (`--extra-sql`), p50 / p99:\n");
+        println!("| statement | hot-only | cold-only | merged |\n|---|---|---|---|");
+        for (i, sql) in args.extra_sql.iter().enumerate() {
+            let cell = |m: &Measured| format!("{} / {}", fmt_ms(m.p50()), fmt_ms(m.p99()));
+            println!("| `{sql}` | {} | {} | {} |", cell(&hot_extra[i]), cell(&cold_extra[i]), cell(&merged_extra[i]));
         }
     }
 
@@ -517,7 +588,7 @@ async fn main() -> anyhow::Result<()> {
     println!("\nAnswers (rows; summed events; summed amount for (a), summed distinct-card estimates for (c)), to check that every engine computed the same thing:\n");
     println!("| query | engine | rows | events | amount / cards |\n|---|---|---|---|---|");
     for (i, q) in qs.iter().enumerate() {
-        let mut line = |engine: String, a: &Answer| {
+        let line = |engine: String, a: &Answer| {
             println!("| ({}) | {engine} | {} | {} | {:.2} |", q.id, a.rows, a.events, a.amount);
         };
         for (s, data) in &setups {

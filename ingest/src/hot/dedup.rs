@@ -145,7 +145,7 @@ impl Dedup {
         for (p, (part, s)) in self.parts.iter_mut().zip(saved).enumerate() {
             let r = resume.get(p).map_or(0, |r| r.offset);
             *part = Part::default();
-            let alive = s.live.into_iter().filter(|(_, _, first)| *first < r).map(|(k, ts, first)| (k, ts, first));
+            let alive = s.live.into_iter().filter(|(_, _, first)| *first < r);
             let revived = s.gone.into_iter().filter(|g| g.first < r && g.evicted_at >= r).map(|g| (g.key, g.ts, g.first));
             for (k, ts, first) in alive.chain(revived) {
                 let key: Box<[u8]> = k.into();
