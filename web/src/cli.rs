@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use weir_ingest::generator::DEMO_CONFIG;
 use weir_storage::config::WeirConfig;
 
@@ -78,26 +78,10 @@ pub enum Command {
         json: bool,
     },
     /// Ask a running server to seal everything a table holds in memory now.
-    Seal {
-        #[arg(long)]
-        table: String,
-        #[arg(long, default_value = "http://127.0.0.1:8080", env = "WEIR_SERVER")]
-        server: String,
-        /// An API token with the `admin` scope, when the server requires one.
-        #[arg(long, env = "WEIR_TOKEN", hide_env_values = true)]
-        token: Option<String>,
-    },
+    Seal(TableOnServer),
     /// Ask a running server to compact a table: merge the segments of each time
     /// range that has two or more into one (rollups re-aggregated, sketches merged).
-    Compact {
-        #[arg(long)]
-        table: String,
-        #[arg(long, default_value = "http://127.0.0.1:8080", env = "WEIR_SERVER")]
-        server: String,
-        /// An API token with the `admin` scope, when the server requires one.
-        #[arg(long, env = "WEIR_TOKEN", hide_env_values = true)]
-        token: Option<String>,
-    },
+    Compact(TableOnServer),
     /// Append NDJSON records (one JSON object per line) to a table through a running
     /// server. Reads FILE, or standard input when FILE is absent or `-`.
     Produce {
@@ -116,6 +100,26 @@ pub enum Command {
         #[arg(long, env = "WEIR_TOKEN", hide_env_values = true)]
         token: Option<String>,
     },
+}
+
+/// A table of a running server, for operator requests.
+#[derive(Args, Debug)]
+pub struct TableOnServer {
+    /// The table.
+    #[arg(long)]
+    table: String,
+    /// The server's base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8080", env = "WEIR_SERVER")]
+    server: String,
+    /// An API token with the `admin` scope, when the server requires one.
+    #[arg(long, env = "WEIR_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+impl TableOnServer {
+    fn request(&self, action: &str) -> anyhow::Result<()> {
+        crate::segments::request(&self.server, &self.table, action, self.token.as_deref())
+    }
 }
 
 fn init_logging(format: LogFormat) {
@@ -139,10 +143,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             }
             crate::server::run(config, Some(rate))
         }
-        Command::Seal { table, server, token } => crate::segments::request(&server, &table, "seal", token.as_deref()),
-        Command::Compact { table, server, token } => {
-            crate::segments::request(&server, &table, "compact", token.as_deref())
-        }
+        Command::Seal(target) => target.request("seal"),
+        Command::Compact(target) => target.request("compact"),
         Command::Segments { table, config, data_dir, store, json } => crate::segments::run(&table, config, data_dir, store, json),
         Command::Serve { config, listen, data_dir, store } => {
             let src = std::fs::read_to_string(&config).with_context(|| format!("reading {}", config.display()))?;

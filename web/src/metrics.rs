@@ -65,6 +65,9 @@ fn label(v: &str) -> String {
     v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
+/// Reads one per-table figure from a table's status.
+type Pick = fn(&weir_ingest::hot::TableStatus) -> u64;
+
 /// Renders every metric.
 pub fn render(app: &App) -> String {
     let mut out = String::with_capacity(4096);
@@ -84,19 +87,6 @@ pub fn render(app: &App) -> String {
     for (name, _, topic) in &tables {
         let produced: u64 = (0..topic.partitions()).map(|p| topic.offsets(p).high).sum();
         let _ = writeln!(out, "weir_records_produced_total{{table=\"{name}\"}} {produced}");
-    }
-    for (metric, help, pick) in [
-        ("weir_records_ingested_total", "Records taken into the table.", 0),
-        ("weir_records_late_total", "Records too late for their bucket, kept in the late relation.", 1),
-        ("weir_records_dead_lettered_total", "Records that failed validation, kept in the dead-letter relation.", 2),
-        ("weir_records_duplicates_total", "Repeated deliveries of an event id, kept in the duplicates relation.", 3),
-    ] {
-        family(&mut out, metric, "counter", help);
-        for (name, status, _) in &tables {
-            let c = status.counts;
-            let v = [c.ingested, c.late, c.dead_lettered, c.duplicates][pick];
-            let _ = writeln!(out, "{metric}{{table=\"{name}\"}} {v}");
-        }
     }
     family(&mut out, "weir_consumer_lag_records", "gauge", "Records in the log not yet read, per partition.");
     for (name, status, topic) in &tables {
@@ -132,7 +122,15 @@ pub fn render(app: &App) -> String {
     for (name, status, _) in &tables {
         let _ = writeln!(out, "weir_hot_raw_rows{{table=\"{name}\"}} {}", status.raw_rows);
     }
-    let seal_counters: [(&str, &str, fn(&weir_ingest::hot::TableStatus) -> u64); 6] = [
+    let counters: [(&str, &str, Pick); 10] = [
+        ("weir_records_ingested_total", "Records taken into the table.", |s| s.counts.ingested),
+        ("weir_records_late_total", "Records too late for their bucket, kept in the late relation.", |s| s.counts.late),
+        ("weir_records_dead_lettered_total", "Records that failed validation, kept in the dead-letter relation.", |s| {
+            s.counts.dead_lettered
+        }),
+        ("weir_records_duplicates_total", "Repeated deliveries of an event id, kept in the duplicates relation.", |s| {
+            s.counts.duplicates
+        }),
         ("weir_seals_total", "Seals committed (since start).", |s| s.seal.seals),
         ("weir_seal_failures_total", "Seal attempts that failed and will be retried (since start).", |s| s.seal.failures),
         ("weir_sealed_records_total", "Records written to Parquet segments (since start).", |s| s.seal.rows_sealed),
@@ -140,7 +138,7 @@ pub fn render(app: &App) -> String {
         ("weir_seal_duration_milliseconds_total", "Time spent sealing, detach to commit (since start).", |s| s.seal.seal_ms_total),
         ("weir_compactions_total", "Compactions committed (since start).", |s| s.seal.compactions),
     ];
-    for (metric, help, pick) in seal_counters {
+    for (metric, help, pick) in counters {
         family(&mut out, metric, "counter", help);
         for (name, status, _) in &tables {
             let _ = writeln!(out, "{metric}{{table=\"{name}\"}} {}", pick(status));

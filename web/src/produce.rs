@@ -20,11 +20,7 @@ pub fn run(server: &str, table: &str, file: Option<&Path>, batch: usize, token: 
         }
         _ => Box::new(std::io::stdin()),
     };
-    let url = format!("{}/v1/ingest/{table}", server.trim_end_matches('/'));
-    let uri: hyper::Uri = url.parse().with_context(|| format!("`{url}` is not a valid URL"))?;
-    if uri.scheme_str() != Some("http") {
-        bail!("--server must be an http:// URL, got `{server}`");
-    }
+    let uri = endpoint(server, &format!("/v1/ingest/{table}"))?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let mut reader = BufReader::new(input);
@@ -61,18 +57,44 @@ async fn post<C>(client: &Client<C, Full<Bytes>>, uri: &hyper::Uri, token: Optio
 where
     C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
 {
-    let mut req = hyper::Request::post(uri.clone()).header("content-type", "application/x-ndjson");
-    if let Some(t) = token {
-        req = req.header("authorization", format!("Bearer {t}"));
+    let req = hyper::Request::post(uri.clone()).header("content-type", "application/x-ndjson");
+    let v = answer(client, req, token, Bytes::from(body)).await?;
+    v["appended"].as_u64().context("the server's answer has no `appended` count")
+}
+
+/// `server` (an http:// base URL) joined with `path`.
+pub(crate) fn endpoint(server: &str, path: &str) -> anyhow::Result<hyper::Uri> {
+    let url = format!("{}{path}", server.trim_end_matches('/'));
+    let uri: hyper::Uri = url.parse().with_context(|| format!("`{url}` is not a valid URL"))?;
+    if uri.scheme_str() != Some("http") {
+        bail!("--server must be an http:// URL, got `{server}`");
     }
-    let req = req.body(Full::new(Bytes::from(body)))?;
-    let resp = client.request(req).await.with_context(|| format!("sending to {uri}: is the server running?"))?;
+    Ok(uri)
+}
+
+/// Sends a request (with the bearer token, if any) and returns its JSON answer; a
+/// status other than success becomes an error carrying the server's message.
+pub(crate) async fn answer<C>(
+    client: &Client<C, Full<Bytes>>,
+    req: hyper::http::request::Builder,
+    token: Option<&str>,
+    body: Bytes,
+) -> anyhow::Result<serde_json::Value>
+where
+    C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
+{
+    let uri = req.uri_ref().cloned().unwrap_or_default();
+    let req = match token {
+        Some(t) => req.header("authorization", format!("Bearer {t}")),
+        None => req,
+    };
+    let resp = client.request(req.body(Full::new(body))?).await.with_context(|| format!("sending to {uri}: is the server running?"))?;
     let status = resp.status();
     let bytes = resp.into_body().collect().await?.to_bytes();
     let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
     if !status.is_success() {
         let msg = v["error"]["message"].as_str().map(str::to_string).unwrap_or_else(|| String::from_utf8_lossy(&bytes).into());
-        bail!("the server refused the batch ({status}): {msg}");
+        bail!("the server refused ({status}): {msg}");
     }
-    v["appended"].as_u64().context("the server's answer has no `appended` count")
+    Ok(v)
 }

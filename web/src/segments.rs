@@ -130,34 +130,17 @@ pub fn run(table: &str, config: Option<PathBuf>, data_dir: Option<PathBuf>, stor
 /// prints its answer.
 pub fn request(server: &str, table: &str, action: &str, token: Option<&str>) -> anyhow::Result<()> {
     use bytes::Bytes;
-    use http_body_util::{BodyExt, Full};
+    use http_body_util::Full;
     use hyper_util::client::legacy::Client;
     use hyper_util::rt::TokioExecutor;
-    let url = format!("{}/v1/tables/{table}/{action}", server.trim_end_matches('/'));
-    let uri: hyper::Uri = url.parse().with_context(|| format!("`{url}` is not a valid URL"))?;
-    if uri.scheme_str() != Some("http") {
-        anyhow::bail!("--server must be an http:// URL, got `{server}`");
-    }
+    let uri = crate::produce::endpoint(server, &format!("/v1/tables/{table}/{action}"))?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let (status, body) = rt.block_on(async {
-        let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-        let mut req = hyper::Request::post(uri.clone());
-        if let Some(t) = token {
-            req = req.header("authorization", format!("Bearer {t}"));
-        }
-        let resp = client
-            .request(req.body(Full::new(Bytes::new()))?)
-            .await
-            .with_context(|| format!("sending to {uri}: is the server running?"))?;
-        let status = resp.status();
-        let bytes = resp.into_body().collect().await?.to_bytes();
-        anyhow::Ok((status, bytes))
-    })?;
-    let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    if !status.is_success() {
-        let msg = v["error"]["message"].as_str().map(str::to_string).unwrap_or_else(|| String::from_utf8_lossy(&body).into());
-        anyhow::bail!("the server refused ({status}): {msg}");
-    }
+    let v = rt
+        .block_on(async {
+            let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+            crate::produce::answer(&client, hyper::Request::post(uri), token, Bytes::new()).await
+        })
+        .with_context(|| format!("{action} `{table}`"))?;
     println!("{}", serde_json::to_string_pretty(&v)?);
     Ok(())
 }

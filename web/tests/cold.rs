@@ -149,6 +149,16 @@ fn sealed_and_hot_rows_are_read_once_across_restarts() {
     assert_eq!(totals(&w), before);
     let via_http = w.get_json("/v1/tables/t/segments");
     assert_eq!(via_http["segments"].as_array().unwrap().len(), segs.len());
+
+    // The operator's commands talk to the running server.
+    let weir = |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_weir")).args(args).arg("--server").arg(&w.base).output().unwrap();
+    let out = weir(&["compact", "--table", "t"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ranges_compacted"));
+    let out = weir(&["seal", "--table", "nope"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("404") && err.contains("nope"), "{err}");
 }
 
 #[test]

@@ -753,4 +753,4 @@ fn slot_bytes(slot: &Sealing) -> usize {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

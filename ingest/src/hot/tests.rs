@@ -103,30 +103,56 @@ fn rollups_equal_a_recomputation_from_raw_rows() {
     }
     let roll = hot.snapshot("transactions_per_minute").unwrap();
     let mut seen = 0;
-    for b in &roll.batches {
-        let bucket = b.column(0).as_primitive::<TimestampMillisecondType>();
-        let cat = b.column(1).as_string::<i32>();
-        let country = b.column(2).as_string::<i32>();
-        let events = b.column(3).as_primitive::<Int64Type>();
-        let sum = b.column(4).as_primitive::<Float64Type>();
-        let min = b.column(5).as_primitive::<Float64Type>();
-        let max = b.column(6).as_primitive::<Float64Type>();
-        let cards = b.column(7).as_binary::<i32>();
-        for i in 0..b.num_rows() {
-            let key = (bucket.value(i), cat.value(i).to_string(), country.value(i).to_string());
-            let e = expect.get(&key).unwrap_or_else(|| panic!("rollup group {key:?} not in raw rows"));
-            assert_eq!(events.value(i), e.0, "{key:?}");
-            assert!((sum.value(i) - e.1).abs() < 1e-6, "{key:?}: {} vs {}", sum.value(i), e.1);
-            assert_eq!(min.value(i), e.2);
-            assert_eq!(max.value(i), e.3);
-            let mut s = Sketch::from_bytes(cards.value(i)).unwrap();
-            // Small groups: HLL++ in sparse mode counts exactly at these sizes.
-            assert_eq!(s.estimate(), e.4.len() as u64, "{key:?}");
-            assert!(!cards.is_null(i));
-            seen += 1;
-        }
+    for r in roll.batches.iter().flat_map(per_minute_rows) {
+        let key = (r.bucket, r.category.clone(), r.country.clone());
+        let e = expect.get(&key).unwrap_or_else(|| panic!("rollup group {key:?} not in raw rows"));
+        assert_eq!(r.events, e.0, "{key:?}");
+        assert!((r.sum - e.1).abs() < 1e-6, "{key:?}: {} vs {}", r.sum, e.1);
+        assert_eq!(r.min, e.2);
+        assert_eq!(r.max, e.3);
+        let mut s = Sketch::from_bytes(&r.cards).unwrap();
+        // Small groups: HLL++ in sparse mode counts exactly at these sizes.
+        assert_eq!(s.estimate(), e.4.len() as u64, "{key:?}");
+        seen += 1;
     }
     assert_eq!(seen, expect.len());
+}
+
+/// One row of the demo's per-minute rollup.
+pub(crate) struct MinuteRow {
+    pub bucket: i64,
+    pub category: String,
+    pub country: String,
+    pub events: i64,
+    pub sum: f64,
+    pub min: f64,
+    pub max: f64,
+    pub cards: Vec<u8>,
+}
+
+/// The rows of a batch of the demo's `transactions_per_minute`.
+pub(crate) fn per_minute_rows(b: &RecordBatch) -> Vec<MinuteRow> {
+    let bucket = b.column(0).as_primitive::<TimestampMillisecondType>();
+    let cat = b.column(1).as_string::<i32>();
+    let country = b.column(2).as_string::<i32>();
+    let events = b.column(3).as_primitive::<Int64Type>();
+    let sum = b.column(4).as_primitive::<Float64Type>();
+    let min = b.column(5).as_primitive::<Float64Type>();
+    let max = b.column(6).as_primitive::<Float64Type>();
+    let cards = b.column(7).as_binary::<i32>();
+    assert_eq!(cards.null_count(), 0, "every group has a sketch");
+    (0..b.num_rows())
+        .map(|i| MinuteRow {
+            bucket: bucket.value(i),
+            category: cat.value(i).to_string(),
+            country: country.value(i).to_string(),
+            events: events.value(i),
+            sum: sum.value(i),
+            min: min.value(i),
+            max: max.value(i),
+            cards: cards.value(i).to_vec(),
+        })
+        .collect()
 }
 
 /// The same log read in different step sizes (a different interleaving of

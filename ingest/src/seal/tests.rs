@@ -7,8 +7,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use arrow::array::AsArray;
-use arrow::datatypes::{Float64Type, Int64Type, TimestampMillisecondType};
 use arrow::record_batch::RecordBatch;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -20,6 +18,7 @@ use weir_storage::store::faulty::{Faults, Faulty};
 use super::*;
 use crate::clock::ManualClock;
 use crate::hot::Counts;
+use crate::hot::tests::per_minute_rows;
 use crate::generator::{DEMO_CONFIG, Generator, Mix};
 use crate::pipeline::TableReader;
 
@@ -129,31 +128,25 @@ fn canon(batches: &[RecordBatch]) -> Vec<String> {
     rows
 }
 
+/// (bucket, category, country).
+type GroupKey = (i64, String, String);
+/// (events, amount sum, min, max, merged sketch bytes).
+type Merged = (i64, f64, f64, f64, Vec<u8>);
+
 /// The per-minute rollup merged per (bucket, category, country): segments may
 /// split a group; merged, it must equal the group of one uninterrupted run.
-fn merged_rollup(batches: &[RecordBatch]) -> BTreeMap<(i64, String, String), (i64, f64, f64, f64, Vec<u8>)> {
-    let mut out: BTreeMap<(i64, String, String), (i64, f64, f64, f64, Option<Sketch>)> = BTreeMap::new();
-    for b in batches {
-        let bucket = b.column(0).as_primitive::<TimestampMillisecondType>();
-        let cat = b.column(1).as_string::<i32>();
-        let country = b.column(2).as_string::<i32>();
-        let events = b.column(3).as_primitive::<Int64Type>();
-        let sum = b.column(4).as_primitive::<Float64Type>();
-        let min = b.column(5).as_primitive::<Float64Type>();
-        let max = b.column(6).as_primitive::<Float64Type>();
-        let cards = b.column(7).as_binary::<i32>();
-        for i in 0..b.num_rows() {
-            let key = (bucket.value(i), cat.value(i).to_string(), country.value(i).to_string());
-            let e = out.entry(key).or_insert((0, 0.0, f64::MAX, f64::MIN, None));
-            e.0 += events.value(i);
-            e.1 += sum.value(i);
-            e.2 = e.2.min(min.value(i));
-            e.3 = e.3.max(max.value(i));
-            let s = Sketch::from_bytes(cards.value(i)).unwrap();
-            match &mut e.4 {
-                Some(acc) => acc.merge(&s).unwrap(),
-                None => e.4 = Some(s),
-            }
+fn merged_rollup(batches: &[RecordBatch]) -> BTreeMap<GroupKey, Merged> {
+    let mut out: BTreeMap<GroupKey, (i64, f64, f64, f64, Option<Sketch>)> = BTreeMap::new();
+    for r in batches.iter().flat_map(per_minute_rows) {
+        let e = out.entry((r.bucket, r.category, r.country)).or_insert((0, 0.0, f64::MAX, f64::MIN, None));
+        e.0 += r.events;
+        e.1 += r.sum;
+        e.2 = e.2.min(r.min);
+        e.3 = e.3.max(r.max);
+        let s = Sketch::from_bytes(&r.cards).unwrap();
+        match &mut e.4 {
+            Some(acc) => acc.merge(&s).unwrap(),
+            None => e.4 = Some(s),
         }
     }
     out.into_iter().map(|(k, (c, s, lo, hi, sk))| (k, (c, s, lo, hi, sk.unwrap().to_bytes()))).collect()
@@ -166,7 +159,7 @@ struct Outcome {
     dead: Vec<String>,
     duplicates: Vec<String>,
     sessions: Vec<String>,
-    rollup: BTreeMap<(i64, String, String), (i64, f64, f64, f64, Vec<u8>)>,
+    rollup: BTreeMap<GroupKey, Merged>,
 }
 
 async fn outcome(hot: &HotTable, store: &Store) -> Outcome {
