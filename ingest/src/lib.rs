@@ -22,6 +22,7 @@ pub mod exact_sum;
 pub mod generator;
 pub mod hot;
 pub mod pipeline;
+pub mod replay;
 pub mod seal;
 pub mod tier;
 pub mod time;

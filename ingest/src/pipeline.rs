@@ -74,20 +74,32 @@ pub struct TableReader {
     skip: Skip,
     /// Whether the table deduplicates (covered rows then go through the hot tier).
     dedup: bool,
+    /// Per partition, the offset reading stops before (a bounded replay).
+    until: Option<Vec<u64>>,
 }
 
 impl TableReader {
     /// A reader that starts where the table's manifest (installed in `hot` by
-    /// `Sealer::recover`) says to resume, or at the oldest offset the log holds
-    /// if the table has sealed nothing. Fails if the log no longer holds a record
-    /// the table still needs.
+    /// `Sealer::recover`) says to resume, or, if the table has sealed nothing, at
+    /// the manifest's origin (a replay's start) or else the oldest offset the log
+    /// holds. Fails if the log no longer holds a record the table still needs.
     pub fn new(hot: Arc<HotTable>, topic: Arc<Topic>, clock: Arc<dyn Clock>) -> Result<TableReader> {
         let cfg = hot.config().clone();
         let cold = hot.cold();
         let manifest = &cold.manifest;
         let mut watermarks = Watermarks::new(cfg.partitions as usize, cfg.allowed_lateness_ms, cfg.idle_timeout_ms);
-        let next: Vec<u64> = if manifest.version == 0 {
+        let next: Vec<u64> = if manifest.version == 0 && manifest.origin.is_empty() {
             (0..topic.partitions()).map(|p| topic.offsets(p).low).collect()
+        } else if manifest.version == 0 {
+            let mut next = Vec::with_capacity(manifest.origin.len());
+            for (p, &offset) in manifest.origin.iter().enumerate() {
+                let held = topic.offsets(p as u32);
+                if offset < held.low {
+                    return Err(Error::Gap { table: cfg.name.clone(), partition: p as u32, resume: offset, oldest: held.low });
+                }
+                next.push(offset);
+            }
+            next
         } else {
             let mut next = Vec::with_capacity(manifest.resume.len());
             for (p, r) in manifest.resume.iter().enumerate() {
@@ -107,6 +119,7 @@ impl TableReader {
             segment_ms: cfg.segment_granularity_ms,
             skip: Skip::new(manifest),
             dedup: cfg.dedup.is_some(),
+            until: None,
             next,
             hot,
             topic,
@@ -114,8 +127,32 @@ impl TableReader {
         })
     }
 
+    /// Stops reading each partition before `until[p]` (a bounded replay).
+    pub fn with_until(mut self, until: Vec<u64>) -> TableReader {
+        self.until = Some(until);
+        self
+    }
+
+    /// Whether a bounded reader has read everything up to its bounds.
+    pub fn finished(&self) -> bool {
+        self.until.as_ref().is_some_and(|u| self.next.iter().zip(u).all(|(n, u)| n >= u))
+    }
+
+    /// Moves this reader, with its position, watermarks and what it must still
+    /// skip, onto another hot table of the same config: a replay's reader
+    /// becoming the live table's when the replay switches in (the live table has
+    /// adopted the replay's state, see [`HotTable::adopt`]).
+    pub fn rebind(&mut self, hot: Arc<HotTable>) {
+        debug_assert_eq!(hot.config().name, self.hot.config().name);
+        self.hot = hot;
+    }
+
     pub fn hot(&self) -> &Arc<HotTable> {
         &self.hot
+    }
+
+    pub fn topic(&self) -> &Arc<Topic> {
+        &self.topic
     }
 
     /// The next offset to read, per partition.
@@ -129,26 +166,36 @@ impl TableReader {
         let mut taken = 0;
         let now = self.clock.now_ms();
         for p in 0..self.topic.partitions() {
+            let limit = self.until.as_ref().map(|u| u[p as usize]);
+            if limit.is_some_and(|l| self.next[p as usize] >= l) {
+                self.watermarks.touch(p as usize, now, false, true);
+                continue;
+            }
             let batch = self.topic.read(p, self.next[p as usize], max_bytes).map_err(|source| Error::Log {
                 table: self.hot.config().name.clone(),
                 source,
             })?;
             let high = self.topic.offsets(p).high;
             if !batch.is_empty() {
-                taken += batch.len();
-                self.apply(p, &batch);
+                taken += self.apply(p, &batch, limit.unwrap_or(u64::MAX));
             }
-            let caught_up = self.next[p as usize] >= high;
+            let caught_up = self.next[p as usize] >= limit.unwrap_or(high).min(high);
             self.watermarks.touch(p as usize, now, !batch.is_empty(), caught_up);
         }
         Ok(taken)
     }
 
-    fn apply(&mut self, p: u32, batch: &ReadBatch) {
+    /// Applies the records of `batch` below `limit`; returns how many it took.
+    fn apply(&mut self, p: u32, batch: &ReadBatch, limit: u64) -> usize {
         let pi = p as usize;
         let mut staged = Vec::with_capacity(batch.len());
         let skip_until = self.skip.until.get(pi).copied().unwrap_or(0);
+        let mut taken = 0;
         for rec in batch.iter() {
+            if rec.offset >= limit {
+                break;
+            }
+            taken += 1;
             let skipping = rec.offset < skip_until;
             let prior_max_ms = self.watermarks.state(pi).max_event_ms;
             match self.decoder.decode(rec.value) {
@@ -194,8 +241,9 @@ impl TableReader {
                 }
             }
         }
-        self.next[pi] = batch.next_offset();
+        self.next[pi] = batch.next_offset().min(limit);
         self.hot.apply(p, &staged, self.next[pi], self.watermarks.state(pi).max_event_ms);
+        taken
     }
 
     /// Publishes watermarks and backpressure to the hot table's status.
@@ -212,6 +260,10 @@ impl TableReader {
 
     /// Blocks until a partition has records past the reader's position, or timeout.
     pub fn wait(&self, timeout: Duration) -> bool {
+        if self.finished() {
+            std::thread::sleep(timeout);
+            return false;
+        }
         self.topic.wait_any(&self.next, timeout)
     }
 }
@@ -219,7 +271,7 @@ impl TableReader {
 /// A running reader thread.
 pub struct ReaderHandle {
     stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<Result<()>>>,
+    thread: Option<JoinHandle<Result<TableReader>>>,
     pub table: String,
 }
 
@@ -254,7 +306,7 @@ impl ReaderHandle {
                 }
             }
             reader.publish(backpressured);
-            Ok(())
+            Ok(reader)
         })?;
         Ok(ReaderHandle { stop, thread: Some(thread), table })
     }
@@ -264,15 +316,24 @@ impl ReaderHandle {
     }
 
     /// Stops the reader after its current step and returns how it ended.
-    pub fn stop(mut self) -> Result<()> {
+    pub fn stop(self) -> Result<()> {
+        self.stop_and_take().map(drop)
+    }
+
+    /// Stops the reader after its current step and hands it back, with its
+    /// position, to be run again or moved (a replay's switch).
+    pub fn stop_and_take(mut self) -> Result<TableReader> {
         self.stop.store(true, Ordering::Relaxed);
-        self.join()
+        match self.thread.take() {
+            Some(t) => t.join().map_err(|_| Error::ReaderPanicked { table: self.table.clone() })?,
+            None => Err(Error::ReaderPanicked { table: self.table.clone() }),
+        }
     }
 
     /// Waits for the thread to end (after `stop`, or after a failure).
     pub fn join(&mut self) -> Result<()> {
         match self.thread.take() {
-            Some(t) => t.join().map_err(|_| Error::ReaderPanicked { table: self.table.clone() })?,
+            Some(t) => t.join().map_err(|_| Error::ReaderPanicked { table: self.table.clone() })?.map(drop),
             None => Ok(()),
         }
     }

@@ -88,11 +88,48 @@ pub struct Sealer {
     /// The table's log, whose retention may delete what the manifest's resume
     /// points no longer need.
     log: Option<Arc<Topic>>,
+    /// Where this sealer's manifest and files live: the table's root, or a
+    /// replay's while it builds a new version.
+    root: String,
+    /// Offsets the log must also keep (a replay reading behind the live table).
+    log_hold: parking_lot::Mutex<Option<Vec<u64>>>,
 }
 
 impl Sealer {
     pub fn new(hot: Arc<HotTable>, store: Store, clock: Arc<dyn Clock>, compact_min_segments: usize) -> Sealer {
-        Sealer { busy: tokio::sync::Mutex::new(()), hot, store, clock, compact_min_segments, log: None }
+        let root = manifest::table_root(&hot.config().name);
+        Sealer {
+            busy: tokio::sync::Mutex::new(()),
+            hot,
+            store,
+            clock,
+            compact_min_segments,
+            log: None,
+            root,
+            log_hold: parking_lot::Mutex::new(None),
+        }
+    }
+
+    /// Writes under `root` instead of the table's own root (a replay's staging).
+    pub fn at_root(mut self, root: String) -> Sealer {
+        self.root = root;
+        self
+    }
+
+    pub fn root(&self) -> &str {
+        &self.root
+    }
+
+    /// Keeps the log from deleting records at or above `offsets` (per partition)
+    /// even once the table no longer needs them; `None` lifts the hold.
+    pub fn hold_log(&self, offsets: Option<Vec<u64>>) {
+        *self.log_hold.lock() = offsets;
+    }
+
+    /// Waits for the running seal, compaction or expiry to finish and keeps any
+    /// other from starting while the guard lives (a replay switching versions).
+    pub async fn exclusive(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.busy.lock().await
     }
 
     /// Lets the sealer apply the log's retention policy after each round, never
@@ -111,7 +148,12 @@ impl Sealer {
         if cold.manifest.version == 0 {
             return Ok(0);
         }
-        let floor: Vec<u64> = cold.manifest.resume.iter().map(|r| r.offset).collect();
+        let mut floor: Vec<u64> = cold.manifest.resume.iter().map(|r| r.offset).collect();
+        if let Some(hold) = &*self.log_hold.lock() {
+            for (f, h) in floor.iter_mut().zip(hold) {
+                *f = (*f).min(*h);
+            }
+        }
         topic.enforce_retention(self.clock.now_ms(), &floor)
     }
 
@@ -127,12 +169,21 @@ impl Sealer {
     /// refuses a config its segments cannot serve, and deletes what a crash left
     /// uncommitted and what was retired. Call before the table's reader starts.
     pub async fn recover(hot: &HotTable, store: &Store) -> Result<()> {
+        Self::recover_at(hot, store, &manifest::table_root(&hot.config().name), &[]).await
+    }
+
+    /// [`Sealer::recover`] from the manifest under `root`. A table with no
+    /// manifest there yet starts at `origin` (per partition; empty: the log's
+    /// oldest record).
+    pub async fn recover_at(hot: &HotTable, store: &Store, root: &str, origin: &[u64]) -> Result<()> {
         let cfg = hot.config();
         let name = cfg.name.clone();
         let incompatible = |detail: String| SealError::Incompatible { table: name.clone(), detail };
-        let m = manifest::load(store, &cfg.name)
-            .await?
-            .unwrap_or_else(|| Manifest::empty(&cfg.name, cfg.partitions, cfg.segment_granularity_ms));
+        let m = manifest::load(store, root).await?.unwrap_or_else(|| {
+            let mut m = Manifest::empty(&cfg.name, cfg.partitions, cfg.segment_granularity_ms);
+            m.origin = origin.to_vec();
+            m
+        });
         if m.partitions != cfg.partitions {
             return Err(incompatible(format!(
                 "it was sealed with {} partitions and the config now has {}; the log's offsets are per partition, so keep {} or replay into a new table",
@@ -162,10 +213,10 @@ impl Sealer {
         };
         // Files of seals that never committed, and files retired before the stop.
         let mut leftovers = Vec::new();
-        for prefix in [format!("tables/{}/segments", cfg.name), format!("tables/{}/checkpoints", cfg.name)] {
+        for prefix in [format!("{root}/segments"), format!("{root}/checkpoints")] {
             for meta in store.list(&prefix).await? {
                 let path = meta.location.to_string();
-                let id = manifest::segment_id_of(&cfg.name, &path).or_else(|| checkpoint_id(&path));
+                let id = manifest::segment_id_of(root, &path).or_else(|| checkpoint_id(&path));
                 if id.is_some_and(|id| id >= m.next_segment_id) {
                     leftovers.push(path);
                 }
@@ -220,7 +271,7 @@ impl Sealer {
         }
         let rel = self.hot.relation(relation).expect("relations of this table");
         let enc = segment::encode(relation, &rel.schema, batches, rel.time_column.as_deref())?;
-        let path = manifest::segment_file_path(&self.table().name, id, relation);
+        let path = manifest::segment_file_path(&self.root, id, relation);
         let bytes = enc.bytes.len() as u64;
         self.store.put(&path, enc.bytes).await?;
         *written += bytes;
@@ -303,7 +354,7 @@ impl Sealer {
         }
         for (kind, bytes) in [("dedup", &slot.dedup_checkpoint), ("sessions", &slot.session_checkpoint)] {
             let Some(bytes) = bytes else { continue };
-            let path = manifest::checkpoint_path(&cfg.name, checkpoint_id, kind);
+            let path = manifest::checkpoint_path(&self.root, checkpoint_id, kind);
             self.store.put(&path, bytes::Bytes::from(bytes.clone())).await?;
             report.bytes += bytes.len() as u64;
             let field = if kind == "dedup" { &mut next.dedup } else { &mut next.sessions };
@@ -316,7 +367,7 @@ impl Sealer {
         next.committed_ms = now;
         record_schemas(&mut next, &self.hot);
         prune_tombstones(&mut next);
-        let committed = manifest::commit(&self.store, prev.version, next).await?;
+        let committed = manifest::commit(&self.store, &self.root, prev.version, next).await?;
         Ok((committed, report))
     }
 
@@ -426,7 +477,7 @@ impl Sealer {
         next.segments.insert(at, merged);
         next.next_segment_id = id + 1;
         next.committed_ms = now;
-        let committed = manifest::commit(&self.store, prev.version, next).await?;
+        let committed = manifest::commit(&self.store, &self.root, prev.version, next).await?;
         tracing::info!(table = %cfg.name, range = ?start, merged = ids.len(), bytes = written, "compacted");
         self.hot.install_manifest(committed, true);
         Ok(true)
@@ -464,7 +515,7 @@ impl Sealer {
             return Ok(false);
         }
         next.committed_ms = now;
-        let committed = manifest::commit(&self.store, prev.version, next).await?;
+        let committed = manifest::commit(&self.store, &self.root, prev.version, next).await?;
         self.hot.install_manifest(committed, false);
         // Deleted only once no manifest names them.
         for r in due {
@@ -539,8 +590,8 @@ pub struct SealerHandle {
 
 impl SealerHandle {
     /// Runs `sealer`'s ticks on its own thread until [`SealerHandle::stop`].
-    pub fn spawn(sealer: Sealer) -> std::io::Result<SealerHandle> {
-        let sealer = Arc::new(sealer);
+    pub fn spawn(sealer: impl Into<Arc<Sealer>>) -> std::io::Result<SealerHandle> {
+        let sealer: Arc<Sealer> = sealer.into();
         let stop = Arc::new(AtomicBool::new(false));
         let (flag, worker) = (stop.clone(), sealer.clone());
         let name = format!("seal-{}", sealer.table().name);
@@ -606,4 +657,4 @@ pub async fn seal_all(sealer: &Sealer, deadline: Instant) -> Result<SealReport> 
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

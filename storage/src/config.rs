@@ -594,7 +594,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("`{text}` is too long a duration"))
 }
 
-fn is_identifier(name: &str) -> bool {
+/// Whether `name` may name a table, field or rollup: lowercase letters, digits and
+/// `_`, starting with a letter or `_`.
+pub fn is_identifier(name: &str) -> bool {
     let mut chars = name.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_')
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')

@@ -180,6 +180,29 @@ pub struct Manifest {
     pub expired_duplicates: u64,
     /// The id the next segment gets; files of higher ids are uncommitted leftovers.
     pub next_segment_id: u64,
+    /// Per partition, the offset this version of the table was built from (a
+    /// replay's `--from-offset`); empty: from the oldest record the log held.
+    /// Records below it are in no relation of this version.
+    #[serde(default)]
+    pub origin: Vec<u64>,
+    /// The replay that built this version, if one did.
+    #[serde(default)]
+    pub replay: Option<ReplayOrigin>,
+}
+
+/// Where a version of a table built by a replay came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplayOrigin {
+    /// The replay job's id (its objects are under [`replay_root`]).
+    pub job: u64,
+    /// The table whose log it read.
+    pub source: String,
+    /// Per partition, the first offset read and the bound it stopped at (none:
+    /// it caught up with the live head and went on as the live table).
+    pub from: Vec<u64>,
+    pub to: Option<Vec<u64>>,
+    /// When it was switched in.
+    pub switched_ms: i64,
 }
 
 impl Manifest {
@@ -202,6 +225,8 @@ impl Manifest {
             expired: (0, 0, 0),
             expired_duplicates: 0,
             next_segment_id: 1,
+            origin: Vec::new(),
+            replay: None,
         }
     }
 
@@ -250,37 +275,49 @@ impl Manifest {
         self.segments.iter().flat_map(|s| s.files.iter()).filter(move |f| f.relation == relation)
     }
 
+    /// Per partition, the offset this version starts from (0 when it was built
+    /// from the log's start).
+    pub fn origin(&self, partition: usize) -> u64 {
+        self.origin.get(partition).copied().unwrap_or(0)
+    }
+
     pub fn relation_schema(&self, relation: &str) -> Option<&RelationSchema> {
         self.relations.iter().find(|r| r.relation == relation)
     }
 }
 
-/// Paths of a table's objects.
-pub fn table_prefix(table: &str) -> String {
+/// Where a table's objects live on the store: `tables/<table>`. Every path below
+/// is under a root: the table's own, or a replay's while it builds a new version.
+pub fn table_root(table: &str) -> String {
     format!("tables/{table}")
 }
 
-pub fn manifest_path(table: &str, version: u64) -> String {
-    format!("tables/{table}/manifest/v{version:020}.json")
+/// The root of replay job `job` of `table`, beside the live version.
+pub fn replay_root(table: &str, job: u64) -> String {
+    format!("tables/{table}/replays/{job:06}")
 }
 
-pub fn segment_dir(table: &str, id: u64) -> String {
-    format!("tables/{table}/segments/{id:012}")
+pub fn manifest_path(root: &str, version: u64) -> String {
+    format!("{root}/manifest/v{version:020}.json")
 }
 
-pub fn segment_file_path(table: &str, id: u64, relation: &str) -> String {
-    format!("{}/{relation}.parquet", segment_dir(table, id))
+pub fn segment_dir(root: &str, id: u64) -> String {
+    format!("{root}/segments/{id:012}")
 }
 
-/// The segment id of a path under `tables/<table>/segments/`, if it is one.
-pub fn segment_id_of(table: &str, path: &str) -> Option<u64> {
-    let rest = path.strip_prefix(&format!("tables/{table}/segments/"))?;
+pub fn segment_file_path(root: &str, id: u64, relation: &str) -> String {
+    format!("{}/{relation}.parquet", segment_dir(root, id))
+}
+
+/// The segment id of a path under `<root>/segments/`, if it is one.
+pub fn segment_id_of(root: &str, path: &str) -> Option<u64> {
+    let rest = path.strip_prefix(&format!("{root}/segments/"))?;
     rest.split('/').next()?.parse().ok()
 }
 
 /// A checkpoint file: `kind` is `sessions` or `dedup`.
-pub fn checkpoint_path(table: &str, id: u64, kind: &str) -> String {
-    format!("tables/{table}/checkpoints/{id:012}.{kind}")
+pub fn checkpoint_path(root: &str, id: u64, kind: &str) -> String {
+    format!("{root}/checkpoints/{id:012}.{kind}")
 }
 
 fn version_of(path: &str) -> Option<u64> {
@@ -288,17 +325,18 @@ fn version_of(path: &str) -> Option<u64> {
     name.strip_prefix('v')?.strip_suffix(".json")?.parse().ok()
 }
 
-/// Reads the newest manifest of a table; `None` if it has none yet.
-pub async fn load(store: &Store, table: &str) -> Result<Option<Manifest>, ManifestError> {
-    let objects = store.list(&format!("tables/{table}/manifest")).await?;
+/// Reads the newest manifest under `root` (see [`table_root`]); `None` if there
+/// is none yet.
+pub async fn load(store: &Store, root: &str) -> Result<Option<Manifest>, ManifestError> {
+    let objects = store.list(&format!("{root}/manifest")).await?;
     let newest = objects.iter().filter_map(|o| version_of(o.location.as_ref())).max();
     let Some(version) = newest else { return Ok(None) };
-    load_version(store, table, version).await.map(Some)
+    load_version(store, root, version).await.map(Some)
 }
 
-/// Reads one version of a table's manifest.
-pub async fn load_version(store: &Store, table: &str, version: u64) -> Result<Manifest, ManifestError> {
-    let path = manifest_path(table, version);
+/// Reads one manifest version under `root`.
+pub async fn load_version(store: &Store, root: &str, version: u64) -> Result<Manifest, ManifestError> {
+    let path = manifest_path(root, version);
     let bytes = store.get(&path).await?;
     parse(&path, &bytes)
 }
@@ -320,10 +358,10 @@ fn parse(path: &str, bytes: &[u8]) -> Result<Manifest, ManifestError> {
 /// newest version whole or, if that version exists already, fails with
 /// [`ManifestError::Conflict`]. A create whose answer was lost and which is retried
 /// finds its own manifest, and succeeds.
-pub async fn commit(store: &Store, prev_version: u64, mut next: Manifest) -> Result<Manifest, ManifestError> {
+pub async fn commit(store: &Store, root: &str, prev_version: u64, mut next: Manifest) -> Result<Manifest, ManifestError> {
     next.format = FORMAT;
     next.version = prev_version + 1;
-    let path = manifest_path(&next.table, next.version);
+    let path = manifest_path(root, next.version);
     let bytes = Bytes::from(serde_json::to_vec_pretty(&next).expect("a manifest serializes"));
     if !store.create(&path, bytes.clone()).await? {
         let found = store.get(&path).await?;
@@ -333,7 +371,7 @@ pub async fn commit(store: &Store, prev_version: u64, mut next: Manifest) -> Res
     }
     if next.version > KEEP_VERSIONS + 1 {
         let old = next.version - KEEP_VERSIONS - 1;
-        if let Err(e) = store.delete(&manifest_path(&next.table, old)).await {
+        if let Err(e) = store.delete(&manifest_path(root, old)).await {
             tracing::warn!(table = %next.table, version = old, error = %e, "could not delete an old manifest version");
         }
     }

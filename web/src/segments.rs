@@ -113,7 +113,7 @@ pub fn run(table: &str, config: Option<PathBuf>, data_dir: Option<PathBuf>, stor
     let store = Store::open(&cfg.storage, &cfg.server.data_dir).context("opening the object store")?;
     let url = store.url().to_string();
     let name = table.to_string();
-    let loaded = crate::app::block_on_thread(async move { manifest::load(&store, &name).await })?;
+    let loaded = crate::app::block_on_thread(async move { manifest::load(&store, &manifest::table_root(&name)).await })?;
     let m = loaded.unwrap_or_else(|| {
         let t = cfg.table(table).expect("checked above");
         Manifest::empty(&t.name, t.partitions, t.segment_granularity_ms)

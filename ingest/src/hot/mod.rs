@@ -64,7 +64,7 @@ pub enum Staged<'a> {
 }
 
 /// Counts of what the table has taken from its log.
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct Counts {
     pub ingested: u64,
     pub late: u64,
@@ -632,6 +632,25 @@ impl HotTable {
         }
         s.cold = Arc::new(Cold::new(manifest));
         drop(s);
+        self.version.fetch_add(1, Ordering::Release);
+    }
+
+    /// Replaces everything this table holds, in memory and sealed, with what
+    /// `from` holds, and installs `manifest` (the live sequence's commit of
+    /// `from`'s sealed state): a replay's new version switching in. Snapshots see
+    /// the old version or the new one, whole. `from` keeps the old state, to be
+    /// dropped; both must have the same config, and nothing may read into or
+    /// seal `from` meanwhile.
+    pub fn adopt(&self, from: &HotTable, manifest: Manifest) {
+        debug_assert_eq!(self.config.name, from.config.name);
+        let mut mine = self.state.lock();
+        let mut theirs = from.state.lock();
+        std::mem::swap(&mut *mine, &mut *theirs);
+        // Seal statistics describe this table's sealer, which goes on.
+        std::mem::swap(&mut mine.seal_stats, &mut theirs.seal_stats);
+        mine.cold = Arc::new(Cold::new(manifest));
+        drop(theirs);
+        drop(mine);
         self.version.fetch_add(1, Ordering::Release);
     }
 

@@ -22,16 +22,16 @@ use crate::hot::tests::per_minute_rows;
 use crate::generator::{DEMO_CONFIG, Generator, Mix};
 use crate::pipeline::TableReader;
 
-struct World {
-    _dir: tempfile::TempDir,
-    table: Arc<TableConfig>,
-    topic: Arc<Topic>,
-    store: Store,
-    faults: Arc<Faults>,
-    now: i64,
+pub(crate) struct World {
+    pub(crate) _dir: tempfile::TempDir,
+    pub(crate) table: Arc<TableConfig>,
+    pub(crate) topic: Arc<Topic>,
+    pub(crate) store: Store,
+    pub(crate) faults: Arc<Faults>,
+    pub(crate) now: i64,
 }
 
-fn world(events: usize, seed: u64) -> World {
+pub(crate) fn world(events: usize, seed: u64) -> World {
     world_with(events, seed, false)
 }
 
@@ -49,11 +49,15 @@ fn dedup_config() -> String {
 /// With `dedup`, every event gets an id and about 3% are delivered again a few
 /// events later (a producer's retry).
 fn world_with(events: usize, seed: u64, dedup: bool) -> World {
+    world_full(events, seed, dedup, LogConfig::default())
+}
+
+pub(crate) fn world_full(events: usize, seed: u64, dedup: bool, log: LogConfig) -> World {
     let dir = tempfile::tempdir().unwrap();
     let src = if dedup { dedup_config() } else { DEMO_CONFIG.to_string() };
     let cfg = WeirConfig::from_toml(&src).unwrap();
     let table = Arc::new(cfg.tables[0].clone());
-    let log = Log::open(&dir.path().join("log"), LogConfig::default()).unwrap();
+    let log = Log::open(&dir.path().join("log"), log).unwrap();
     let topic = log.topic(&table.name, table.partitions).unwrap();
     let mut g = Generator::new(seed, Mix { out_of_order: 0.2, late: 0.01, malformed: 0.01 });
     // Events over about three hours: several ranges close and seal.
@@ -100,9 +104,22 @@ fn world_with(events: usize, seed: u64, dedup: bool) -> World {
     World { _dir: dir, table, topic, store, faults, now }
 }
 
+/// The table's newest manifest on the world's store.
+pub(crate) async fn load_manifest(w: &World) -> Manifest {
+    load_manifest_at(w, &manifest::table_root(&w.table.name)).await
+}
+
+pub(crate) async fn load_manifest_at(w: &World, root: &str) -> Manifest {
+    load_manifest_at_opt(w, root).await.expect("a manifest")
+}
+
+pub(crate) async fn load_manifest_at_opt(w: &World, root: &str) -> Option<Manifest> {
+    manifest::load(&w.store, root).await.unwrap()
+}
+
 /// Every row of a relation, hot and cold, as sorted strings; cold files are read
 /// back from the store.
-async fn rows(hot: &HotTable, store: &Store, relation: &str) -> Vec<RecordBatch> {
+pub(crate) async fn rows(hot: &HotTable, store: &Store, relation: &str) -> Vec<RecordBatch> {
     let snap = hot.snapshot(relation).unwrap();
     let mut out = snap.batches.clone();
     for f in &snap.cold {
@@ -115,7 +132,7 @@ async fn rows(hot: &HotTable, store: &Store, relation: &str) -> Vec<RecordBatch>
     out
 }
 
-fn canon(batches: &[RecordBatch]) -> Vec<String> {
+pub(crate) fn canon(batches: &[RecordBatch]) -> Vec<String> {
     let mut rows = Vec::new();
     for b in batches {
         for i in 0..b.num_rows() {
@@ -152,7 +169,7 @@ fn merged_rollup(batches: &[RecordBatch]) -> BTreeMap<GroupKey, Merged> {
     out.into_iter().map(|(k, (c, s, lo, hi, sk))| (k, (c, s, lo, hi, sk.unwrap().to_bytes()))).collect()
 }
 
-struct Outcome {
+pub(crate) struct Outcome {
     counts: Counts,
     raw: Vec<String>,
     late: Vec<String>,
@@ -162,7 +179,7 @@ struct Outcome {
     rollup: BTreeMap<GroupKey, Merged>,
 }
 
-async fn outcome(hot: &HotTable, store: &Store) -> Outcome {
+pub(crate) async fn outcome(hot: &HotTable, store: &Store) -> Outcome {
     Outcome {
         counts: hot.counts(),
         raw: canon(&rows(hot, store, "transactions").await),
@@ -178,7 +195,7 @@ async fn outcome(hot: &HotTable, store: &Store) -> Outcome {
     }
 }
 
-fn assert_same(a: &Outcome, b: &Outcome) {
+pub(crate) fn assert_same(a: &Outcome, b: &Outcome) {
     assert_eq!(a.counts, b.counts, "counts");
     assert_eq!(a.raw.len(), b.raw.len(), "raw row count");
     assert!(a.raw == b.raw, "raw rows differ");
@@ -196,7 +213,7 @@ fn assert_same(a: &Outcome, b: &Outcome) {
 }
 
 /// Reads the whole log into memory, never sealing.
-async fn reference(w: &World) -> Outcome {
+pub(crate) async fn reference(w: &World) -> Outcome {
     let hot = Arc::new(HotTable::new(w.table.clone()));
     let mut reader = TableReader::new(hot.clone(), w.topic.clone(), ManualClock::new(w.now)).unwrap();
     while reader.step(1 << 20).unwrap() > 0 {}
@@ -205,7 +222,7 @@ async fn reference(w: &World) -> Outcome {
 
 /// One process lifetime: recover, read and seal at random, then crash (drop
 /// everything) or, on the last life, read to the end and seal everything.
-async fn life(w: &World, rng: &mut SmallRng, last: bool) -> Arc<HotTable> {
+pub(crate) async fn life(w: &World, rng: &mut SmallRng, last: bool) -> Arc<HotTable> {
     let hot = Arc::new(HotTable::new(w.table.clone()));
     Sealer::recover(&hot, &w.store).await.unwrap();
     let clock = ManualClock::new(w.now);
