@@ -104,6 +104,11 @@ pub struct JobRecord {
     pub state: JobState,
     pub error: Option<String>,
     pub finished_ms: Option<i64>,
+    /// Records read and what the new version held, as of the job's last stop.
+    #[serde(default)]
+    pub read: u64,
+    #[serde(default)]
+    pub counts: Counts,
 }
 
 impl JobRecord {
@@ -230,7 +235,7 @@ pub async fn create(
     topic: &Topic,
     source: &TableConfig,
     request: ReplayRequest,
-    taken: &dyn Fn(&str) -> bool,
+    taken: &(dyn Fn(&str) -> bool + Sync),
     now_ms: i64,
 ) -> Result<(JobRecord, bool)> {
     let table = &source.name;
@@ -313,6 +318,8 @@ pub async fn create(
         state: JobState::Running,
         error: None,
         finished_ms: None,
+        read: 0,
+        counts: Counts::default(),
     };
     let bytes = Bytes::from(serde_json::to_vec_pretty(&record).expect("a job record serializes"));
     if !store.create(&job_path(table, id), bytes).await? {
@@ -389,7 +396,8 @@ pub struct ReplayStatus {
 }
 
 impl ReplayStatus {
-    fn of(record: &JobRecord) -> ReplayStatus {
+    /// The status of a job as its record describes it (no progress figures).
+    pub fn of(record: &JobRecord) -> ReplayStatus {
         ReplayStatus {
             id: record.id,
             table: record.table.clone(),
@@ -400,11 +408,11 @@ impl ReplayStatus {
             from: record.from.clone(),
             position: record.from.clone(),
             target: record.to.clone().unwrap_or_else(|| record.from.clone()),
-            read: 0,
+            read: record.read,
             remaining: 0,
             events_per_s: 0.0,
             eta_s: None,
-            counts: Counts::default(),
+            counts: record.counts,
             created_ms: record.created_ms,
             finished_ms: record.finished_ms,
         }
@@ -542,6 +550,11 @@ fn run(job: &Job, env: ReplayEnv, record: JobRecord) {
         record.state = state;
         record.error = outcome.as_ref().err().map(|e| e.to_string());
         record.finished_ms = state.finished().then_some(now);
+        {
+            let s = job.status.lock();
+            record.read = s.read;
+            record.counts = s.counts;
+        }
         if let Err(e) = save(&env.store, &record).await {
             tracing::warn!(table = %record.table, job = record.id, error = %e, "could not record the replay's end");
         }
@@ -694,25 +707,34 @@ async fn drive(job: &Job, env: &ReplayEnv, record: &JobRecord) -> Result<End> {
         if !caught_up {
             continue;
         }
+        // Where the new version ended up, and what it holds.
         let done = match (&record.request.into, &live) {
             (Some(_), _) | (None, None) => {
                 finish_sealed(job, env, record, &mut staging).await?;
-                true
+                Some((staging.positions(), staging.hot.counts()))
             }
             (None, Some((live_hot, live_sealer))) => {
                 job.status.lock().state = JobState::Switching;
                 let switched = switch(env, record, &mut staging, live_hot, live_sealer).await;
                 job.status.lock().state = JobState::Running;
                 match switched {
-                    Ok(done) => done,
+                    Ok(at) => at.map(|position| (position, live_hot.counts())),
                     Err(e) => {
                         tracing::warn!(table = %record.table, job = record.id, error = %e, "the switch failed; retrying");
-                        false
+                        None
                     }
                 }
             }
         };
-        if done {
+        if let Some((position, counts)) = done {
+            let mut s = job.status.lock();
+            s.read = position.iter().zip(&record.from).map(|(p, f)| p.saturating_sub(*f)).sum();
+            s.remaining = 0;
+            s.eta_s = None;
+            s.target = position.clone();
+            s.position = position;
+            s.counts = counts;
+            drop(s);
             release(&live);
             tracing::info!(table = %record.table, job = record.id, into = record.target(), "replay switched in");
             return Ok(End::Done);
@@ -777,16 +799,17 @@ async fn finish_sealed(job: &Job, env: &ReplayEnv, record: &JobRecord, staging: 
     Ok(())
 }
 
-/// Replaces the live version with the replay's, or returns `Ok(false)` to try
-/// again later (a seal of the replay failed, the live reader is not running, the
-/// replay could not reach the live position in time).
+/// Replaces the live version with the replay's and returns where the replay's
+/// reader stood, or returns `Ok(None)` to try again later (a seal of the replay
+/// failed, the live reader is not running, the replay could not reach the live
+/// position in time).
 async fn switch(
     env: &ReplayEnv,
     record: &JobRecord,
     staging: &mut Staging,
     live_hot: &Arc<HotTable>,
     live_sealer: &Arc<Sealer>,
-) -> Result<bool> {
+) -> Result<Option<Vec<u64>>> {
     // No seal of the replay in flight: one that failed before is retried now.
     let sealer = staging.sealer.take().map(SealerHandle::stop);
     if staging.hot.status().sealing
@@ -795,13 +818,13 @@ async fn switch(
     {
         tracing::warn!(table = %record.table, job = record.id, error = %e, "a seal of the replay failed; switching later");
         staging.resume(None, sealer)?;
-        return Ok(false);
+        return Ok(None);
     }
     // No seal of the live table either, until the switch is done.
     let _exclusive = live_sealer.exclusive().await;
     let Some(live_handle) = env.host.take_reader(&record.table) else {
         staging.resume(None, sealer)?;
-        return Ok(false);
+        return Ok(None);
     };
     let live_reader = live_handle.stop_and_take()?;
     let wanted = live_reader.positions().to_vec();
@@ -810,12 +833,13 @@ async fn switch(
         if Instant::now() >= deadline {
             env.host.put_reader(ReaderHandle::spawn(live_reader)?);
             staging.resume(None, sealer)?;
-            return Ok(false);
+            return Ok(None);
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let (reader, _) = staging.halt()?;
     let mut reader = reader.expect("the replay's reader runs until the switch");
+    let position = reader.positions().to_vec();
     let prev = live_hot.cold().manifest.clone();
     let built = staging.hot.cold().manifest.clone();
     let next = switched(&prev, &built, record, env.clock.now_ms());
@@ -833,7 +857,7 @@ async fn switch(
     drop(live_reader);
     drop(_exclusive);
     cleanup(&env.store, &staging.root, &committed).await?;
-    Ok(true)
+    Ok(Some(position))
 }
 
 /// After a commit that took a replay's segments: deletes the replay's manifest

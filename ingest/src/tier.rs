@@ -2,44 +2,58 @@
 
 use std::sync::Arc;
 
+use parking_lot::RwLock;
 use weir_storage::hot::{HotError, HotSource, Relation, Snapshot};
 use weir_storage::store::Store;
 
 use crate::hot::HotTable;
 
-/// All tables' hot tiers, and the store holding their sealed segments.
+/// All tables' hot tiers, and the store holding their sealed segments. Tables
+/// built by a replay `--into` join while the process runs ([`HotTier::add`]).
 #[derive(Default)]
 pub struct HotTier {
-    tables: Vec<Arc<HotTable>>,
+    tables: RwLock<Vec<Arc<HotTable>>>,
     store: Option<Store>,
 }
 
 impl HotTier {
     pub fn new(tables: Vec<Arc<HotTable>>, store: Option<Store>) -> HotTier {
-        HotTier { tables, store }
+        HotTier { tables: RwLock::new(tables), store }
     }
 
-    pub fn table(&self, name: &str) -> Option<&Arc<HotTable>> {
-        self.tables.iter().find(|t| t.config().name == name)
+    pub fn table(&self, name: &str) -> Option<Arc<HotTable>> {
+        self.tables.read().iter().find(|t| t.config().name == name).cloned()
     }
 
-    pub fn tables(&self) -> &[Arc<HotTable>] {
-        &self.tables
+    pub fn tables(&self) -> Vec<Arc<HotTable>> {
+        self.tables.read().clone()
+    }
+
+    /// Serves one more table; false if one of that name is served already.
+    pub fn add(&self, table: Arc<HotTable>) -> bool {
+        let mut tables = self.tables.write();
+        if tables.iter().any(|t| t.config().name == table.config().name) {
+            return false;
+        }
+        tables.push(table);
+        true
+    }
+
+    fn owner(&self, relation: &str) -> Option<Arc<HotTable>> {
+        self.tables.read().iter().find(|t| t.relations().iter().any(|r| r.name == relation)).cloned()
     }
 }
 
 impl HotSource for HotTier {
     fn relations(&self) -> Vec<Relation> {
-        self.tables.iter().flat_map(|t| t.relations().iter().cloned()).collect()
+        self.tables.read().iter().flat_map(|t| t.relations().iter().cloned()).collect()
     }
 
     fn snapshot(&self, relation: &str) -> Result<Snapshot, HotError> {
-        for t in &self.tables {
-            if t.relations().iter().any(|r| r.name == relation) {
-                return t.snapshot(relation);
-            }
+        match self.owner(relation) {
+            Some(t) => t.snapshot(relation),
+            None => Err(HotError::UnknownRelation(relation.to_string())),
         }
-        Err(HotError::UnknownRelation(relation.to_string()))
     }
 
     fn store(&self) -> Option<Store> {
@@ -47,6 +61,6 @@ impl HotSource for HotTier {
     }
 
     fn version(&self, relation: &str) -> Option<u64> {
-        self.tables.iter().find(|t| t.relations().iter().any(|r| r.name == relation)).map(|t| t.version())
+        self.owner(relation).map(|t| t.version())
     }
 }

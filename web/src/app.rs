@@ -18,6 +18,7 @@ use parking_lot::Mutex;
 use weir_ingest::clock::{Clock, SystemClock};
 use weir_ingest::hot::HotTable;
 use weir_ingest::pipeline::{ReaderHandle, TableReader};
+use weir_ingest::replay::{self, Derived, JobRecord, ReplayEnv, ReplayHost, ReplayRequest, Replays};
 use weir_ingest::seal::{Sealer, SealerHandle, seal_all};
 use weir_ingest::tier::HotTier;
 use weir_query::QueryService;
@@ -47,6 +48,10 @@ pub struct App {
     readers: Mutex<Vec<ReaderHandle>>,
     sealers: Mutex<Vec<SealerHandle>>,
     pub generator: Mutex<Option<GeneratorHandle>>,
+    /// Replay jobs run by this process.
+    pub replays: Replays,
+    /// Tables built by a replay `--into`, served read-only.
+    pub derived: Mutex<Vec<Derived>>,
     flusher: Mutex<Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>>,
 }
 
@@ -101,8 +106,89 @@ impl App {
             readers: Mutex::new(readers),
             sealers: Mutex::new(sealers),
             generator: Mutex::new(None),
+            replays: Replays::default(),
+            derived: Mutex::new(Vec::new()),
             flusher: Mutex::new(flusher),
         }))
+    }
+
+    /// Serves the tables earlier replays built with `--into`, and resumes the
+    /// replays a stop or a crash interrupted. Call once, after [`App::start`].
+    pub fn resume_replays(self: &Arc<App>) -> anyhow::Result<()> {
+        let store = self.store.clone();
+        let derived = block_on_thread(async move { replay::derived_tables(&store).await })
+            .context("listing the tables built by replays")?;
+        for d in derived {
+            self.serve_derived(&d);
+        }
+        for t in &self.config.tables {
+            let (store, name) = (self.store.clone(), t.name.clone());
+            let jobs = block_on_thread(async move { replay::jobs(&store, &name).await })
+                .with_context(|| format!("listing the replays of table `{}`", t.name))?;
+            for job in jobs.into_iter().filter(|j| !j.state.finished()) {
+                tracing::info!(table = %t.name, job = job.id, "resuming an interrupted replay");
+                self.run_replay(job)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn replay_env(self: &Arc<App>, table: &str) -> Option<ReplayEnv> {
+        Some(ReplayEnv {
+            store: self.store.clone(),
+            topic: self.topic(table)?.clone(),
+            config: Arc::new(self.config.table(table)?.clone()),
+            clock: self.clock.clone(),
+            compact_min_segments: self.config.storage.compact_min_segments,
+            host: Arc::new(Host(Arc::downgrade(self))),
+        })
+    }
+
+    fn run_replay(self: &Arc<App>, job: JobRecord) -> anyhow::Result<Arc<replay::Job>> {
+        let env = self.replay_env(&job.table).with_context(|| format!("no table `{}` in the config", job.table))?;
+        Ok(self.replays.start(env, job)?)
+    }
+
+    /// Records and starts a replay of `table` (or resumes the unfinished one of
+    /// the same request).
+    pub async fn start_replay(
+        self: &Arc<App>,
+        table: &str,
+        request: ReplayRequest,
+    ) -> Result<Arc<replay::Job>, replay::ReplayError> {
+        let env = self.replay_env(table).ok_or_else(|| replay::ReplayError::Invalid(format!("no table named `{table}`")))?;
+        let app = self.clone();
+        let taken = move |name: &str| app.tier.table(name).is_some() || app.replays.building(name);
+        let (record, _) =
+            replay::create(&env.store, &env.topic, &env.config, request, &taken, self.clock.now_ms()).await?;
+        self.replays.start(env, record)
+    }
+
+    /// Serves a table built by a replay `--into`, from its manifest, read-only:
+    /// its config is the source table's, renamed.
+    fn serve_derived(&self, d: &Derived) {
+        let Some(source) = self.config.table(&d.source) else {
+            tracing::warn!(table = %d.name, source = %d.source, "a table built by a replay is not served: its source table is no longer configured");
+            return;
+        };
+        let mut cfg = source.clone();
+        cfg.name = d.name.clone();
+        let hot = Arc::new(HotTable::new(Arc::new(cfg)));
+        let (h, st) = (hot.clone(), self.store.clone());
+        match block_on_thread(async move { Sealer::recover(&h, &st).await }) {
+            Ok(()) => {
+                if self.tier.add(hot) {
+                    tracing::info!(table = %d.name, source = %d.source, job = d.job, "serving a table built by a replay");
+                    self.derived.lock().push(d.clone());
+                }
+            }
+            Err(e) => tracing::error!(table = %d.name, error = %e, "a table built by a replay is not served"),
+        }
+    }
+
+    /// The replay-built table of that name, if one is served.
+    pub fn derived(&self, name: &str) -> Option<Derived> {
+        self.derived.lock().iter().find(|d| d.name == name).cloned()
     }
 
     /// The sealer of a table (absent once shutdown began).
@@ -146,6 +232,9 @@ impl App {
         if let Some(g) = self.generator.lock().take() {
             g.stop();
         }
+        // Replays first: one that is switching finishes its switch, the others
+        // seal what they read and resume at the next start.
+        self.replays.stop_all();
         for r in self.readers.lock().drain(..) {
             let table = r.table.clone();
             if let Err(e) = r.stop() {
@@ -171,6 +260,40 @@ impl App {
             }
         }
         tracing::info!("ingest stopped and the log is on disk");
+    }
+}
+
+/// What a replay job asks of the server: the live table, its reader, and
+/// serving what it built.
+struct Host(std::sync::Weak<App>);
+
+impl ReplayHost for Host {
+    fn live(&self, table: &str) -> Option<(Arc<HotTable>, Arc<Sealer>)> {
+        let app = self.0.upgrade()?;
+        Some((app.tier.table(table)?, app.sealer(table)?))
+    }
+
+    fn take_reader(&self, table: &str) -> Option<ReaderHandle> {
+        let app = self.0.upgrade()?;
+        if !app.accepting.load(Ordering::SeqCst) {
+            return None;
+        }
+        let mut readers = app.readers.lock();
+        let i = readers.iter().position(|r| r.table == table)?;
+        Some(readers.remove(i))
+    }
+
+    fn put_reader(&self, reader: ReaderHandle) {
+        match self.0.upgrade() {
+            Some(app) => app.readers.lock().push(reader),
+            None => drop(reader.stop()),
+        }
+    }
+
+    fn publish(&self, derived: &Derived) {
+        if let Some(app) = self.0.upgrade() {
+            app.serve_derived(derived);
+        }
     }
 }
 

@@ -17,11 +17,15 @@ use weir_storage::config::{AuthConfig, Scope};
 use crate::app::App;
 use crate::error::ApiError;
 
-/// The scope a path needs; `None` for open paths.
-pub fn required_scope(path: &str) -> Option<Scope> {
+/// The scope a request needs; `None` for open paths. Reading a table's replays
+/// needs `query`; starting or cancelling one needs `admin`.
+pub fn required_scope(method: &axum::http::Method, path: &str) -> Option<Scope> {
+    let replays = path.starts_with("/v1/tables/") && path.contains("/replays");
     if path.starts_with("/v1/ingest/") {
         Some(Scope::Ingest)
     } else if path.starts_with("/v1/tables/") && (path.ends_with("/seal") || path.ends_with("/compact")) {
+        Some(Scope::Admin)
+    } else if replays && method != axum::http::Method::GET {
         Some(Scope::Admin)
     } else if path.starts_with("/v1/") {
         Some(Scope::Query)
@@ -69,7 +73,7 @@ pub async fn check(State(app): State<Arc<App>>, req: Request, next: Next) -> Res
     if auth.tokens.is_empty() {
         return next.run(req).await;
     }
-    let Some(needed) = required_scope(req.uri().path()) else {
+    let Some(needed) = required_scope(req.method(), req.uri().path()) else {
         return next.run(req).await;
     };
     let Some(secret) = presented(&req) else {
@@ -94,16 +98,20 @@ mod tests {
 
     #[test]
     fn routes_map_to_scopes() {
-        assert_eq!(required_scope("/v1/ingest/t"), Some(Scope::Ingest));
-        assert_eq!(required_scope("/v1/sql"), Some(Scope::Query));
-        assert_eq!(required_scope("/v1/tables/t"), Some(Scope::Query));
-        assert_eq!(required_scope("/v1/live"), Some(Scope::Query));
-        assert_eq!(required_scope("/metrics"), Some(Scope::Admin));
-        assert_eq!(required_scope("/v1/tables/t/seal"), Some(Scope::Admin));
-        assert_eq!(required_scope("/v1/tables/t/compact"), Some(Scope::Admin));
-        assert_eq!(required_scope("/v1/tables/t/segments"), Some(Scope::Query));
-        assert_eq!(required_scope("/healthz"), None);
-        assert_eq!(required_scope("/"), None);
+        let (get, post, delete) = (axum::http::Method::GET, axum::http::Method::POST, axum::http::Method::DELETE);
+        assert_eq!(required_scope(&get, "/v1/ingest/t"), Some(Scope::Ingest));
+        assert_eq!(required_scope(&get, "/v1/tables/t/replays/3"), Some(Scope::Query));
+        assert_eq!(required_scope(&post, "/v1/tables/t/replays"), Some(Scope::Admin));
+        assert_eq!(required_scope(&delete, "/v1/tables/t/replays/3"), Some(Scope::Admin));
+        assert_eq!(required_scope(&get, "/v1/sql"), Some(Scope::Query));
+        assert_eq!(required_scope(&get, "/v1/tables/t"), Some(Scope::Query));
+        assert_eq!(required_scope(&get, "/v1/live"), Some(Scope::Query));
+        assert_eq!(required_scope(&get, "/metrics"), Some(Scope::Admin));
+        assert_eq!(required_scope(&get, "/v1/tables/t/seal"), Some(Scope::Admin));
+        assert_eq!(required_scope(&get, "/v1/tables/t/compact"), Some(Scope::Admin));
+        assert_eq!(required_scope(&get, "/v1/tables/t/segments"), Some(Scope::Query));
+        assert_eq!(required_scope(&get, "/healthz"), None);
+        assert_eq!(required_scope(&get, "/"), None);
     }
 
     #[test]

@@ -82,6 +82,11 @@ pub enum Command {
     /// Ask a running server to compact a table: merge the segments of each time
     /// range that has two or more into one (rollups re-aggregated, sketches merged).
     Compact(TableOnServer),
+    /// Re-derive a table from its log, from any offset, with its current config:
+    /// a new version built beside the live one and switched in once it has
+    /// caught up (or, with --into, a new table). Runs on the server when one
+    /// answers, standalone on the data directory otherwise.
+    Replay(crate::replay::ReplayArgs),
     /// Append NDJSON records (one JSON object per line) to a table through a running
     /// server. Reads FILE, or standard input when FILE is absent or `-`.
     Produce {
@@ -144,6 +149,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             crate::server::run(config, Some(rate))
         }
         Command::Seal(target) => target.request("seal"),
+        Command::Replay(args) => crate::replay::run(args),
         Command::Compact(target) => target.request("compact"),
         Command::Segments { table, config, data_dir, store, json } => crate::segments::run(&table, config, data_dir, store, json),
         Command::Serve { config, listen, data_dir, store } => {

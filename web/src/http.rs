@@ -6,6 +6,8 @@
 //! | `POST /v1/sql` | `{"sql": "...", "format": "json" \| "ndjson" \| "csv" \| "arrow"}` |
 //! | `GET /v1/tables` | every table, with its relations and counts |
 //! | `GET /v1/tables/{name}` | one table: schema, rollups, watermark, offsets, hot tier, counts |
+//! | `POST /v1/tables/{name}/replays` | start a replay (`{"from_offset": 0, "partition", "to_offset", "into"}`) |
+//! | `GET /v1/tables/{name}/replays[/{id}]` | replay jobs and their progress; `DELETE` one to cancel it |
 //! | `GET /v1/live` | live tiles over WebSocket (docs/live.md); without an upgrade, the hub's counters |
 //! | `GET /healthz` | the process is up |
 //! | `GET /readyz` | ready to serve: not shutting down, every table's reader running |
@@ -24,6 +26,7 @@ use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use weir_ingest::replay::{self, ReplayError, ReplayRequest, ReplayStatus};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use weir_ingest::decode::partition_key;
@@ -45,6 +48,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/tables/{name}/segments", get(segments))
         .route("/v1/tables/{name}/seal", post(seal))
         .route("/v1/tables/{name}/compact", post(compact))
+        .route("/v1/tables/{name}/replays", post(start_replay).get(list_replays))
+        .route("/v1/tables/{name}/replays/{id}", get(get_replay).delete(cancel_replay))
         .route("/v1/live", get(live))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -187,11 +192,31 @@ async fn tables(State(app): State<Arc<App>>) -> Json<Value> {
             let relations: Vec<&str> = hot.relations().iter().map(|r| r.name.as_str()).collect();
             json!({ "name": t.name, "partitions": t.partitions, "relations": relations, "counts": hot.counts() })
         })
+        .chain(app.derived.lock().iter().filter_map(|d| {
+            let hot = app.tier.table(&d.name)?;
+            Some(derived_json(&hot, d))
+        }))
         .collect();
     Json(json!({ "tables": list }))
 }
 
+/// A table built by a replay `--into`: read-only, no reader of its own.
+fn derived_json(hot: &weir_ingest::hot::HotTable, d: &replay::Derived) -> Value {
+    let relations: Vec<&str> = hot.relations().iter().map(|r| r.name.as_str()).collect();
+    let cold = hot.cold();
+    json!({
+        "name": d.name, "partitions": hot.config().partitions, "relations": relations, "counts": hot.counts(),
+        "derived": { "source": d.source, "job": d.job, "replay": cold.manifest.replay },
+        "cold": hot.status().cold,
+    })
+}
+
 async fn table(State(app): State<Arc<App>>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+    if let Some(d) = app.derived(&name)
+        && let Some(hot) = app.tier.table(&name)
+    {
+        return Ok(Json(derived_json(&hot, &d)));
+    }
     let cfg = table_config(&app, &name)?;
     let hot = app.tier.table(&name).expect("every table has a hot tier");
     let topic = app.topic(&name).expect("every table has a topic");
@@ -323,4 +348,83 @@ async fn segments(State(app): State<Arc<App>>, Path(name): Path<String>) -> Resu
     table_config(&app, &name)?;
     let hot = app.tier.table(&name).expect("every table has a hot tier");
     Ok(Json(crate::segments::to_json(&hot.cold().manifest, app.store.url())))
+}
+
+fn replay_error(e: ReplayError) -> ApiError {
+    match e {
+        ReplayError::Invalid(m) => ApiError::bad_request("bad_replay", m),
+        e @ ReplayError::Retention { .. } => ApiError::bad_request("offset_not_held", e.to_string()),
+        e @ (ReplayError::Busy { .. } | ReplayError::Finished { .. }) => {
+            ApiError::new(StatusCode::CONFLICT, "replay_conflict", e.to_string())
+        }
+        e => ApiError::unavailable(format!("the replay could not start: {e}")),
+    }
+}
+
+/// Starts a replay of a table (or resumes the unfinished one of the same request).
+async fn start_replay(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    table_config(&app, &name)?;
+    let body = body_or_limit(&app, body)?;
+    let request: ReplayRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(
+            "bad_request",
+            format!("the body must be JSON like {{\"from_offset\": 0, \"partition\": 1, \"to_offset\": 500, \"into\": \"new_table\"}}: {e}"),
+        )
+    })?;
+    if !app.accepting.load(Ordering::SeqCst) {
+        return Err(ApiError::unavailable("the server is shutting down"));
+    }
+    let job = app.start_replay(&name, request).await.map_err(replay_error)?;
+    Ok((StatusCode::ACCEPTED, Json(job.status())).into_response())
+}
+
+/// Every replay of the table: those this process runs or ran, and those the
+/// store records.
+async fn replays_of(app: &App, name: &str) -> Result<Vec<ReplayStatus>, ApiError> {
+    let mut out = app.replays.of_table(name);
+    let stored = replay::jobs(&app.store, name).await.map_err(|e| ApiError::unavailable(format!("reading the replays of `{name}`: {e}")))?;
+    for r in stored {
+        if !out.iter().any(|s| s.id == r.id) {
+            out.push(ReplayStatus::of(&r));
+        }
+    }
+    out.sort_by_key(|s| s.id);
+    Ok(out)
+}
+
+async fn list_replays(State(app): State<Arc<App>>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+    table_config(&app, &name)?;
+    Ok(Json(json!({ "table": name, "replays": replays_of(&app, &name).await? })))
+}
+
+async fn get_replay(State(app): State<Arc<App>>, Path((name, id)): Path<(String, u64)>) -> Result<Json<ReplayStatus>, ApiError> {
+    table_config(&app, &name)?;
+    replays_of(&app, &name)
+        .await?
+        .into_iter()
+        .find(|s| s.id == id)
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("table `{name}` has no replay job {id}")))
+}
+
+/// Cancels a replay: it stops and deletes what it built; the live table is
+/// left as it is.
+async fn cancel_replay(State(app): State<Arc<App>>, Path((name, id)): Path<(String, u64)>) -> Result<Response, ApiError> {
+    table_config(&app, &name)?;
+    if let Some(job) = app.replays.get(&name, id) {
+        let status = job.status();
+        if status.state.finished() {
+            return Err(replay_error(ReplayError::Finished { table: name, job: id, state: status.state }));
+        }
+        job.cancel();
+        let job2 = job.clone();
+        tokio::task::spawn_blocking(move || job2.join()).await.map_err(|e| ApiError::internal("cancelling", e))?;
+        return Ok(Json(job.status()).into_response());
+    }
+    let record = replay::cancel_stored(&app.store, &name, id, app.clock.now_ms()).await.map_err(replay_error)?;
+    Ok(Json(ReplayStatus::of(&record)).into_response())
 }

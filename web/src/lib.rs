@@ -23,6 +23,7 @@ pub mod http;
 pub mod live;
 pub mod metrics;
 pub mod produce;
+pub mod replay;
 pub mod segments;
 pub mod server;
 pub mod tls;

@@ -44,6 +44,8 @@ pub fn to_json(m: &Manifest, store: &str) -> Value {
         "resume_offsets": m.resume.iter().map(|r| r.offset).collect::<Vec<_>>(),
         "segments": segments,
         "retired_files": m.retired.len(),
+        "origin_offsets": m.origin,
+        "replay": m.replay,
     })
 }
 
@@ -86,13 +88,23 @@ pub fn to_text(m: &Manifest, store: &str) -> String {
             coverage.join(" ")
         );
     }
+    if let Some(r) = &m.replay {
+        let from: Vec<String> = r.from.iter().enumerate().map(|(p, o)| format!("p{p}={o}")).collect();
+        let _ = writeln!(out, "built by replay {} of `{}` from offsets {}, switched in {}", r.job, r.source, from.join(" "), format_ms(r.switched_ms));
+    }
     let resume: Vec<String> = m.resume.iter().enumerate().map(|(p, r)| format!("p{p}={}", r.offset)).collect();
     let _ = writeln!(out, "a restart resumes reading at: {}", resume.join(" "));
     out
 }
 
-/// Runs `weir segments`.
-pub fn run(table: &str, config: Option<PathBuf>, data_dir: Option<PathBuf>, store: Option<String>, as_json: bool) -> anyhow::Result<()> {
+/// The config a command without a server works from: the file's, or the demo's,
+/// with the overrides; it must name `table`.
+pub(crate) fn local_config(
+    table: &str,
+    config: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
+    store: Option<String>,
+) -> anyhow::Result<WeirConfig> {
     let mut cfg = match &config {
         Some(path) => {
             let src = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
@@ -110,6 +122,12 @@ pub fn run(table: &str, config: Option<PathBuf>, data_dir: Option<PathBuf>, stor
         let names: Vec<&str> = cfg.tables.iter().map(|t| t.name.as_str()).collect();
         anyhow::bail!("no table `{table}` in the config; its tables are: {}", names.join(", "));
     }
+    Ok(cfg)
+}
+
+/// Runs `weir segments`.
+pub fn run(table: &str, config: Option<PathBuf>, data_dir: Option<PathBuf>, store: Option<String>, as_json: bool) -> anyhow::Result<()> {
+    let cfg = local_config(table, config, data_dir, store)?;
     let store = Store::open(&cfg.storage, &cfg.server.data_dir).context("opening the object store")?;
     let url = store.url().to_string();
     let name = table.to_string();

@@ -36,7 +36,12 @@ async fn serve(config: WeirConfig, demo_rate: Option<u64>) -> anyhow::Result<()>
     let listen = config.server.listen.clone();
     let listener = tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("listening on {listen}"))?;
     let addr = listener.local_addr()?;
-    let app = tokio::task::spawn_blocking(move || App::start(config)).await??;
+    let app = tokio::task::spawn_blocking(move || -> anyhow::Result<Arc<App>> {
+        let app = App::start(config)?;
+        app.resume_replays()?;
+        Ok(app)
+    })
+    .await??;
 
     if let Some(rate) = demo_rate.filter(|r| *r > 0) {
         let topic = app.topic("transactions").context("the demo table")?.clone();

@@ -460,10 +460,11 @@ fn tokens_and_scopes_guard_every_endpoint() {
     let sql = br#"{"sql": "SELECT count(*) FROM t"}"#;
     let event = br#"{"ts": 1, "k": "a"}"#;
     // (method, path, body, the scope it needs)
-    let endpoints: [(&str, &str, &[u8], &str); 5] = [
+    let endpoints: [(&str, &str, &[u8], &str); 6] = [
         ("POST", "/v1/sql", sql, "query"),
         ("GET", "/v1/tables", b"", "query"),
         ("GET", "/v1/tables/t", b"", "query"),
+        ("GET", "/v1/tables/t/replays", b"", "query"),
         ("POST", "/v1/ingest/t", event, "ingest"),
         ("GET", "/metrics", b"", "admin"),
     ];
@@ -479,6 +480,12 @@ fn tokens_and_scopes_guard_every_endpoint() {
         assert_eq!(call(method, path, body, Some(good)), 200, "{path} with its scope");
         assert_eq!(call(method, path, body, Some("admin-secret-0123456789")), 200, "{path} as admin");
     }
+    // Starting or cancelling a replay needs `admin`.
+    let replay = br#"{"from_offset": 0}"#;
+    assert_eq!(call("POST", "/v1/tables/t/replays", replay, None), 401);
+    assert_eq!(call("POST", "/v1/tables/t/replays", replay, Some("reader-secret-0123456789")), 403);
+    assert_eq!(call("DELETE", "/v1/tables/t/replays/1", b"", Some("reader-secret-0123456789")), 403);
+    assert_eq!(call("POST", "/v1/tables/t/replays", replay, Some("admin-secret-0123456789")), 202);
     assert_eq!(call("GET", "/healthz", b"", None), 200);
     assert_eq!(call("GET", "/readyz", b"", None), 200);
 
