@@ -8,6 +8,8 @@
 //! - `query`: seal throughput (rows/s and MB/s into Parquet segments), dashboard
 //!   query latency (p50/p99) over hot-only, cold-only and merged data, and DuckDB /
 //!   chDB scanning the same raw Parquet files (`peers/query_peers.py`).
+//! - `replay`: a replay of the whole log against live ingest of the same log, both
+//!   with their reader and sealer threads, to sealed segments: events/s.
 
 use std::time::Instant;
 
@@ -31,4 +33,46 @@ pub fn machine() -> String {
         .map(|kb| format!("{:.0} GiB", kb as f64 / 1024.0 / 1024.0))
         .unwrap_or_default();
     format!("{cpu}, {cores} cores, {mem}")
+}
+
+/// The generated stream of the log-reading benchmarks.
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub struct StreamArgs {
+    /// Events to generate.
+    #[arg(long, default_value_t = 2_000_000)]
+    pub events: usize,
+    /// Events per second of event time in the generated stream.
+    #[arg(long, default_value_t = 10_000)]
+    pub event_rate: u64,
+}
+
+/// Appends `events` demo card transactions to `topic`, `event_rate` per second of
+/// event time from `start_ms`; calls `each` with every batch of lines. Returns the
+/// bytes of JSON appended.
+pub fn fill_demo_log(
+    topic: &weir_storage::log::Topic,
+    events: usize,
+    event_rate: u64,
+    start_ms: i64,
+    mut each: impl FnMut(&[weir_ingest::generator::Event]) -> anyhow::Result<()>,
+) -> anyhow::Result<usize> {
+    use weir_ingest::generator::{Generator, Mix};
+    use weir_storage::log::NewRecord;
+    let mut g = Generator::new(42, Mix::default());
+    let step = 1000.0 / event_rate as f64;
+    let mut bytes = 0usize;
+    let mut i = 0usize;
+    while i < events {
+        let n = (events - i).min(5000);
+        let batch: Vec<_> = (0..n).map(|k| g.next_event(start_ms + ((i + k) as f64 * step) as i64)).collect();
+        let recs: Vec<NewRecord> = batch
+            .iter()
+            .map(|e| NewRecord { key: e.key.as_bytes(), timestamp_ms: start_ms, value: e.line.as_bytes() })
+            .collect();
+        bytes += batch.iter().map(|e| e.line.len()).sum::<usize>();
+        each(&batch)?;
+        topic.append(&recs)?;
+        i += n;
+    }
+    Ok(bytes)
 }

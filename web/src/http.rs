@@ -221,6 +221,7 @@ async fn table(State(app): State<Arc<App>>, Path(name): Path<String>) -> Result<
     let hot = app.tier.table(&name).expect("every table has a hot tier");
     let topic = app.topic(&name).expect("every table has a topic");
     let status = hot.status();
+    let cold = hot.cold();
     let schema = |s: &arrow::datatypes::SchemaRef| -> Vec<Value> {
         s.fields()
             .iter()
@@ -301,6 +302,10 @@ async fn table(State(app): State<Arc<App>>, Path(name): Path<String>) -> Result<
         "offsets": offsets,
         "produced": produced,
         "lag": lag,
+        // A version built by a replay from offset N holds nothing below N:
+        // produced = before_origin + counts + lag.
+        "before_origin": cold.manifest.origin.iter().sum::<u64>(),
+        "replay": cold.manifest.replay,
         "hot": {
             "raw_rows": status.raw_rows, "raw_bytes": status.raw_bytes,
             "rollup_bytes": status.rollup_bytes, "session_bytes": status.session_bytes,

@@ -350,3 +350,23 @@ fn a_standalone_replay_runs_without_a_server_and_refusals_name_the_problem() {
     let segments = w.get_json("/v1/tables/t/segments");
     assert_eq!(segments["replay"]["job"], 1, "{segments}");
 }
+
+#[test]
+fn a_replay_from_an_offset_holds_what_follows_it_and_the_accounting_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = Weir::serve(dir.path(), TABLE);
+    let all = events(0, 6_000);
+    w.ingest("t", &all);
+    w.wait_caught_up("t", all.len() as u64);
+    let out = replay(&w, &["--from-offset", "500"]);
+    assert!(out.contains("replay 1 done"), "{out}");
+    let t = w.get_json("/v1/tables/t");
+    let c = &t["counts"];
+    let held = ["ingested", "late", "dead_lettered", "duplicates"].iter().map(|k| c[k].as_u64().unwrap()).sum::<u64>();
+    assert_eq!(t["before_origin"], 1_000, "500 in each of 2 partitions: {t}");
+    assert_eq!(held + 1_000 + t["lag"].as_u64().unwrap(), t["produced"].as_u64().unwrap(), "{t}");
+    assert_eq!(t["replay"]["from"], json!([500, 500]), "{t}");
+    // Ingest goes on from the head, counted once.
+    w.ingest("t", &events(6_000, 7_000));
+    w.wait_caught_up("t", 7_000 - 1_000);
+}

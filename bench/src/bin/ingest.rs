@@ -11,23 +11,19 @@
 use std::sync::Arc;
 
 use clap::Parser;
-use weir_bench::{machine, timed};
+use weir_bench::{StreamArgs, fill_demo_log, machine, timed};
 use weir_ingest::clock::ManualClock;
 use weir_ingest::decode::Decoder;
-use weir_ingest::generator::{DEMO_CONFIG, Generator, Mix};
+use weir_ingest::generator::DEMO_CONFIG;
 use weir_ingest::hot::HotTable;
 use weir_ingest::pipeline::{READ_BYTES, TableReader};
 use weir_storage::config::{LogConfig, WeirConfig, FsyncPolicy};
-use weir_storage::log::{Log, NewRecord, ReadBatch, Topic};
+use weir_storage::log::{Log, ReadBatch, Topic};
 
 #[derive(Parser)]
 struct Args {
-    /// Events to generate and ingest.
-    #[arg(long, default_value_t = 2_000_000)]
-    events: usize,
-    /// Events per second of event time in the generated stream.
-    #[arg(long, default_value_t = 10_000)]
-    event_rate: u64,
+    #[command(flatten)]
+    stream: StreamArgs,
     /// Also run the same work in DuckDB (`pip install duckdb`) and report the ratio.
     #[arg(long)]
     duckdb: bool,
@@ -62,34 +58,22 @@ fn main() -> anyhow::Result<()> {
     let topic = log.topic(&table.name, table.partitions)?;
 
     // Generate and append.
-    let mut g = Generator::new(42, Mix::default());
     let start_ms = 1_795_000_000_000i64;
-    let step = 1000.0 / args.event_rate as f64;
-    let mut bytes = 0usize;
     let dump_path = dir.path().join("events.ndjson");
     let mut dump = args.duckdb.then(|| std::io::BufWriter::new(std::fs::File::create(&dump_path).expect("dump file")));
-    let (_, append_s) = timed(|| -> anyhow::Result<()> {
-        let mut i = 0usize;
-        while i < args.events {
-            let n = (args.events - i).min(5000);
-            let events: Vec<_> = (0..n).map(|k| g.next_event(start_ms + ((i + k) as f64 * step) as i64)).collect();
-            let recs: Vec<NewRecord> = events
-                .iter()
-                .map(|e| NewRecord { key: e.key.as_bytes(), timestamp_ms: start_ms, value: e.line.as_bytes() })
-                .collect();
-            bytes += events.iter().map(|e| e.line.len()).sum::<usize>();
+    let (bytes, append_s) = timed(|| {
+        fill_demo_log(&topic, args.stream.events, args.stream.event_rate, start_ms, |events| {
             if let Some(d) = dump.as_mut() {
                 use std::io::Write;
-                for e in &events {
+                for e in events {
                     writeln!(d, "{}", e.line)?;
                 }
             }
-            topic.append(&recs)?;
-            i += n;
-        }
-        Ok(())
+            Ok(())
+        })
     });
-    let n = args.events as f64;
+    let bytes = bytes?;
+    let n = args.stream.events as f64;
     drop(dump);
 
     // Pass 1: read the log only.
@@ -98,7 +82,7 @@ fn main() -> anyhow::Result<()> {
         for_each_batch(&topic, |b| count += b.iter().map(|r| r.value.len().min(1)).sum::<usize>());
         count
     });
-    assert_eq!(read_count, args.events);
+    assert_eq!(read_count, args.stream.events);
 
     // Pass 2: read and decode.
     let decoder = Decoder::new(&table);
@@ -127,17 +111,17 @@ fn main() -> anyhow::Result<()> {
     let mut sess_reader = TableReader::new(sess_hot.clone(), topic.clone(), ManualClock::new(start_ms)).expect("reader");
     let (_, sess_s) = timed(|| while sess_reader.step(READ_BYTES).expect("step") > 0 {});
     let sess_status = sess_hot.status();
-    assert_eq!(status.counts.total() as usize, args.events);
+    assert_eq!(status.counts.total() as usize, args.stream.events);
 
     println!("## Ingest: embedded log -> raw rows + rollups (one core)\n");
     println!("machine: {}  ", machine());
     println!(
         "command: `cargo run --release -p weir-bench --bin ingest -- --events {}{}`\n",
-        args.events,
+        args.stream.events,
         if args.duckdb { " --duckdb" } else { "" }
     );
     println!("| measure | value |\n|---|---|");
-    println!("| events | {} ({:.0} bytes of JSON each) |", args.events, bytes as f64 / n);
+    println!("| events | {} ({:.0} bytes of JSON each) |", args.stream.events, bytes as f64 / n);
     println!("| decoded ok | {ok} |");
     println!("| ingested / late / dead-lettered | {} / {} / {} |", status.counts.ingested, status.counts.late, status.counts.dead_lettered);
     println!("| append to log (4 partitions, no fsync) | {:.0} events/s |", n / append_s);
