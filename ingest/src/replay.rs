@@ -639,6 +639,7 @@ async fn drive(job: &Job, env: &ReplayEnv, record: &JobRecord) -> Result<End> {
     if let Some(m) = manifest::load(&env.store, &target_root).await?
         && m.replay.as_ref().is_some_and(|r| r.job == record.id && r.source == record.table)
     {
+        publish_derived(env, record).await?;
         cleanup(&env.store, &record.root(), &m).await?;
         return Ok(End::Done);
     }
@@ -789,13 +790,19 @@ async fn finish_sealed(job: &Job, env: &ReplayEnv, record: &JobRecord, staging: 
     let built = staging.hot.cold().manifest.clone();
     let next = switched(&prev, &built, record, env.clock.now_ms());
     let committed = manifest::commit(&env.store, &root, prev.version, next).await?;
-    if let Some(into) = &record.request.into {
-        let d = Derived { name: into.clone(), source: record.table.clone(), job: record.id };
-        let bytes = Bytes::from(serde_json::to_vec_pretty(&d).expect("a derived record serializes"));
-        env.store.put(&derived_path(into), bytes).await?;
-        env.host.publish(&d);
-    }
+    publish_derived(env, record).await?;
     cleanup(&env.store, &staging.root, &committed).await?;
+    Ok(())
+}
+
+/// For `--into`, once its manifest is committed: records the new table under
+/// `derived/` (so a server serves it at every start) and serves it now.
+async fn publish_derived(env: &ReplayEnv, record: &JobRecord) -> Result<()> {
+    let Some(into) = &record.request.into else { return Ok(()) };
+    let d = Derived { name: into.clone(), source: record.table.clone(), job: record.id };
+    let bytes = Bytes::from(serde_json::to_vec_pretty(&d).expect("a derived record serializes"));
+    env.store.put(&derived_path(into), bytes).await?;
+    env.host.publish(&d);
     Ok(())
 }
 

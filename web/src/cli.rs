@@ -127,8 +127,9 @@ impl TableOnServer {
     }
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG").unwrap_or_else(|_| "info".into());
+/// `default` is the level when `WEIR_LOG` is unset.
+fn init_logging(format: LogFormat, default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG").unwrap_or_else(|_| default.into());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
@@ -137,7 +138,9 @@ fn init_logging(format: LogFormat) {
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    init_logging(cli.log_format);
+    // A replay draws its own progress; its threads' info logs would tear the line.
+    let default = if matches!(cli.command, Command::Replay(_)) { "warn" } else { "info" };
+    init_logging(cli.log_format, default);
     match cli.command {
         Command::Demo { listen, data_dir, rate, store } => {
             let mut config = WeirConfig::from_toml(DEMO_CONFIG).context("the built-in demo config")?;

@@ -370,3 +370,36 @@ fn a_replay_from_an_offset_holds_what_follows_it_and_the_accounting_says_so() {
     w.ingest("t", &events(6_000, 7_000));
     w.wait_caught_up("t", 7_000 - 1_000);
 }
+
+#[test]
+fn ctrl_c_stops_a_standalone_replay_and_the_same_command_resumes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = Weir::serve(dir.path(), TABLE);
+    let all = events(0, 120_000);
+    for chunk in all.chunks(20_000) {
+        w.ingest("t", chunk);
+    }
+    w.wait_caught_up("t", all.len() as u64);
+    let reference = totals(&w);
+    assert_eq!(w.terminate().code(), Some(0));
+    let cfg = dir.path().join("weir.toml");
+    let args = ["replay", "--config", cfg.to_str().unwrap(), "--table", "t", "--from-offset", "0"];
+    let child = Command::new(common::BIN)
+        .args(args)
+        .env("WEIR_LOG", "warn")
+        .env_remove("WEIR_SERVER")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let out = ok(child.wait_with_output().unwrap());
+    assert!(out.contains("replay 1 stopped at offsets"), "Ctrl-C stops it: {out}");
+    let out = ok(weir(&args));
+    assert!(out.contains("resuming replay 1"), "{out}");
+    assert!(out.contains(&format!("replay 1 done: {} records read", all.len())), "{out}");
+    let w = Weir::start(&["serve", "--config", cfg.to_str().unwrap()]);
+    w.wait_caught_up("t", all.len() as u64);
+    assert_eq!(totals(&w), reference);
+}
