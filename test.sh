@@ -2,8 +2,9 @@
 # Runs every test of Weir: the Rust workspace (unit, property and end-to-end tests
 # against the real binary), the deployment files, and the dashboard in headless
 # Chromium. Needs only the Rust toolchain; installs the rest (Debian's chromium,
-# node and playwright-core from npm, kubernetes-validate and moto's S3 server from
-# PyPI) when missing.
+# cmake and libcurl headers, node and playwright-core from npm, kubernetes-validate
+# and moto's S3 server from PyPI, the tansu Kafka broker from crates.io) when
+# missing. The Kafka source is built and tested (`--features weir-web/kafka`).
 #
 # The cargo target directory lives outside the checkout ($HOME/.cache/weir-target
 # unless CARGO_TARGET_DIR says otherwise) so that later runs build incrementally.
@@ -15,8 +16,22 @@ log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 status=0
 
+echo "== librdkafka's bundled build needs cmake and the libcurl headers (Debian)"
+if ! command -v cmake >/dev/null 2>&1 || ! dpkg -s libcurl4-openssl-dev >/dev/null 2>&1; then
+  scripts/apt-install.sh cmake libcurl4-openssl-dev
+fi
+
+echo "== the Kafka-protocol broker the Kafka tests start (tansu, built once under \$HOME)"
+tansu_root="${TANSU_ROOT:-$HOME/.local/tansu}"
+if [ ! -x "$tansu_root/bin/tansu" ]; then
+  cargo install tansu --version 0.6.0 --locked --features dynostore,libsql --root "$tansu_root"
+fi
+export WEIR_TANSU="$tansu_root/bin/tansu"
+
+features=(--features weir-web/kafka)
+export WEIR_CARGO_FEATURES="--features weir-web/kafka"   # web/tests/browser/run.sh builds the same binary
 echo "== building (target dir: $CARGO_TARGET_DIR)"
-cargo build --workspace --all-targets --locked
+cargo build --workspace --all-targets --locked "${features[@]}"
 
 echo "== the S3-compatible server the cold-tier tests start (moto, from PyPI)"
 if ! command -v moto_server >/dev/null 2>&1; then
@@ -25,7 +40,7 @@ fi
 command -v moto_server
 
 echo "== Rust tests"
-cargo test --workspace --locked -- --test-threads=2 2>&1 | tee -a "$log" || status=$?
+cargo test --workspace --locked "${features[@]}" -- --test-threads=2 2>&1 | tee -a "$log" || status=$?
 
 echo "== deployment files"
 deploy/validate.sh 2>&1 | tee -a "$log" || status=$?

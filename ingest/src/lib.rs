@@ -21,9 +21,12 @@ pub mod decode;
 pub mod exact_sum;
 pub mod generator;
 pub mod hot;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod pipeline;
 pub mod replay;
 pub mod seal;
+pub mod source;
 pub mod tier;
 pub mod time;
 pub mod watermark;
@@ -31,11 +34,11 @@ pub mod watermark;
 /// Errors of the ingest layer.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("reading the log of table `{table}`: {source}")]
-    Log {
+    #[error("reading the source of table `{table}`: {source}")]
+    Source {
         table: String,
         #[source]
-        source: weir_storage::log::Error,
+        source: source::SourceError,
     },
     #[error(
         "table `{table}` must resume partition {partition} at offset {resume}, but the log's oldest offset there is {oldest}: records were deleted before they were sealed; replay the table from offset {oldest} into a new table, or restore the log"

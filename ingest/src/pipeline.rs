@@ -20,13 +20,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use weir_storage::log::{ReadBatch, Topic};
+use weir_storage::log::ReadBatch;
 use weir_storage::manifest::Manifest;
 
 use crate::clock::Clock;
 use crate::decode::Decoder;
 use crate::hot::columns::LateMeta;
 use crate::hot::{HotTable, Staged, WatermarkStatus};
+use crate::source::Source;
 use crate::time::bucket_start;
 use crate::watermark::Watermarks;
 use crate::{Error, Result};
@@ -65,7 +66,9 @@ impl Skip {
 /// The reading and decoding state of one table.
 pub struct TableReader {
     hot: Arc<HotTable>,
-    topic: Arc<Topic>,
+    source: Arc<dyn Source>,
+    /// Reused between reads.
+    batch: ReadBatch,
     decoder: Decoder,
     watermarks: Watermarks,
     next: Vec<u64>,
@@ -83,17 +86,17 @@ impl TableReader {
     /// `Sealer::recover`) says to resume, or, if the table has sealed nothing, at
     /// the manifest's origin (a replay's start) or else the oldest offset the log
     /// holds. Fails if the log no longer holds a record the table still needs.
-    pub fn new(hot: Arc<HotTable>, topic: Arc<Topic>, clock: Arc<dyn Clock>) -> Result<TableReader> {
+    pub fn new(hot: Arc<HotTable>, source: Arc<dyn Source>, clock: Arc<dyn Clock>) -> Result<TableReader> {
         let cfg = hot.config().clone();
         let cold = hot.cold();
         let manifest = &cold.manifest;
         let mut watermarks = Watermarks::new(cfg.partitions as usize, cfg.allowed_lateness_ms, cfg.idle_timeout_ms);
         let next: Vec<u64> = if manifest.version == 0 && manifest.origin.is_empty() {
-            (0..topic.partitions()).map(|p| topic.offsets(p).low).collect()
+            (0..source.partitions()).map(|p| source.offsets(p).low).collect()
         } else if manifest.version == 0 {
             let mut next = Vec::with_capacity(manifest.origin.len());
             for (p, &offset) in manifest.origin.iter().enumerate() {
-                let held = topic.offsets(p as u32);
+                let held = source.offsets(p as u32);
                 if offset < held.low {
                     return Err(Error::Gap { table: cfg.name.clone(), partition: p as u32, resume: offset, oldest: held.low });
                 }
@@ -103,7 +106,7 @@ impl TableReader {
         } else {
             let mut next = Vec::with_capacity(manifest.resume.len());
             for (p, r) in manifest.resume.iter().enumerate() {
-                let held = topic.offsets(p as u32);
+                let held = source.offsets(p as u32);
                 if r.offset < held.low {
                     return Err(Error::Gap { table: cfg.name.clone(), partition: p as u32, resume: r.offset, oldest: held.low });
                 }
@@ -113,6 +116,7 @@ impl TableReader {
             next
         };
         hot.set_start_offsets(&next);
+        source.start(&next).map_err(|source| Error::Source { table: cfg.name.clone(), source })?;
         Ok(TableReader {
             decoder: Decoder::new(&cfg),
             watermarks,
@@ -122,7 +126,8 @@ impl TableReader {
             until: None,
             next,
             hot,
-            topic,
+            source,
+            batch: ReadBatch::new(),
             clock,
         })
     }
@@ -151,10 +156,6 @@ impl TableReader {
         &self.hot
     }
 
-    pub fn topic(&self) -> &Arc<Topic> {
-        &self.topic
-    }
-
     /// The next offset to read, per partition.
     pub fn positions(&self) -> &[u64] {
         &self.next
@@ -165,22 +166,25 @@ impl TableReader {
     pub fn step(&mut self, max_bytes: usize) -> Result<usize> {
         let mut taken = 0;
         let now = self.clock.now_ms();
-        for p in 0..self.topic.partitions() {
+        for p in 0..self.source.partitions() {
             let limit = self.until.as_ref().map(|u| u[p as usize]);
             if limit.is_some_and(|l| self.next[p as usize] >= l) {
                 self.watermarks.touch(p as usize, now, false, true);
                 continue;
             }
-            let batch = self.topic.read(p, self.next[p as usize], max_bytes).map_err(|source| Error::Log {
-                table: self.hot.config().name.clone(),
-                source,
-            })?;
-            let high = self.topic.offsets(p).high;
+            let mut batch = std::mem::take(&mut self.batch);
+            let read = self.source.read_into(p, self.next[p as usize], max_bytes, &mut batch);
+            if let Err(source) = read {
+                self.batch = batch;
+                return Err(Error::Source { table: self.hot.config().name.clone(), source });
+            }
+            let high = self.source.offsets(p).high;
             if !batch.is_empty() {
                 taken += self.apply(p, &batch, limit.unwrap_or(u64::MAX));
             }
             let caught_up = self.next[p as usize] >= limit.unwrap_or(high).min(high);
             self.watermarks.touch(p as usize, now, !batch.is_empty(), caught_up);
+            self.batch = batch;
         }
         Ok(taken)
     }
@@ -264,7 +268,7 @@ impl TableReader {
             std::thread::sleep(timeout);
             return false;
         }
-        self.topic.wait_any(&self.next, timeout)
+        self.source.wait_any(&self.next, timeout)
     }
 }
 

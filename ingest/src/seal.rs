@@ -45,6 +45,7 @@ use weir_storage::store::{Store, StoreError};
 use crate::clock::Clock;
 use crate::hot::rollup::Rollup;
 use crate::hot::{HotTable, SealScope, Sealing};
+use crate::source::Source;
 
 /// How long a retired file stays readable for queries that planned with it.
 pub const RETIRE_GRACE: Duration = Duration::from_secs(120);
@@ -93,6 +94,8 @@ pub struct Sealer {
     root: String,
     /// Offsets the log must also keep (a replay reading behind the live table).
     log_hold: parking_lot::Mutex<Option<Vec<u64>>>,
+    /// The table's source, told after each seal what is durable.
+    source: Option<Arc<dyn Source>>,
 }
 
 impl Sealer {
@@ -107,7 +110,15 @@ impl Sealer {
             log: None,
             root,
             log_hold: parking_lot::Mutex::new(None),
+            source: None,
         }
+    }
+
+    /// Tells `source` after each seal which offsets are durable (a Kafka source
+    /// commits them to its consumer group).
+    pub fn with_source(mut self, source: Arc<dyn Source>) -> Sealer {
+        self.source = Some(source);
+        self
     }
 
     /// Writes under `root` instead of the table's own root (a replay's staging).
@@ -248,7 +259,11 @@ impl Sealer {
                     ms = slot.started.elapsed().as_millis() as u64,
                     "sealed"
                 );
+                let durable: Vec<u64> = m.resume.iter().map(|r| r.offset).collect();
                 self.hot.finish_seal(m, report.bytes);
+                if let Some(source) = &self.source {
+                    source.durable(&durable);
+                }
                 Ok(Some(report))
             }
             Err(e) => {

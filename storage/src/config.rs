@@ -243,6 +243,22 @@ pub struct TableConfig {
     pub unknown_fields: UnknownFields,
     pub rollups: Vec<RollupConfig>,
     pub sessions: Vec<SessionConfig>,
+    /// Read from this Kafka topic instead of the embedded log.
+    pub kafka: Option<KafkaConfig>,
+}
+
+/// A Kafka topic as a table's source (`[tables.kafka]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaConfig {
+    pub bootstrap_servers: String,
+    pub topic: String,
+    /// The consumer group offsets are committed to (default `weir-<table>`).
+    pub group_id: String,
+    /// Further librdkafka settings, e.g. `security.protocol`, `sasl.mechanism`,
+    /// `sasl.username`, `ssl.ca.location`.
+    pub properties: std::collections::BTreeMap<String, String>,
+    /// Whether the table's `partitions` was left out, to be the topic's count.
+    pub partitions_from_topic: bool,
 }
 
 /// A session window: per key, events no more than `gap_ms` apart form one session;
@@ -378,9 +394,10 @@ impl TableConfig {
         format!("{}_late", self.name)
     }
 
-    /// The log topic holding this table's records.
+    /// The topic holding this table's records: its Kafka topic, or its topic of
+    /// the embedded log (the table's name).
     pub fn topic(&self) -> &str {
-        &self.name
+        self.kafka.as_ref().map_or(&self.name, |k| &k.topic)
     }
 }
 
@@ -501,6 +518,17 @@ struct RawTable {
     rollups: Vec<Spanned<RawRollup>>,
     #[serde(default)]
     sessions: Vec<Spanned<RawSession>>,
+    kafka: Option<Spanned<RawKafka>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKafka {
+    bootstrap_servers: Spanned<String>,
+    topic: Option<Spanned<String>>,
+    group_id: Option<Spanned<String>>,
+    #[serde(default)]
+    properties: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Deserialize)]
@@ -1038,7 +1066,36 @@ fn validate_table(ctx: &Ctx, i: usize, raw: RawTable) -> Result<TableConfig, Con
         sessions.push(SessionConfig { name: wname, key: kname, gap_ms, aggregations });
     }
 
+    let kafka = match raw.kafka {
+        Some(k) => {
+            let span = k.span();
+            let k = k.into_inner();
+            let servers = k.bootstrap_servers.get_ref().trim().to_string();
+            if servers.is_empty() {
+                return Err(ctx.err(format!("{p}.kafka.bootstrap_servers"), &k.bootstrap_servers.span(), "name at least one broker, like `127.0.0.1:9092`"));
+            }
+            for key in ["group.id", "bootstrap.servers", "enable.auto.commit", "auto.offset.reset", "enable.auto.offset.store"] {
+                if k.properties.contains_key(key) {
+                    return Err(ctx.err(format!("{p}.kafka.properties"), &span, format!("`{key}` is set by Weir (offsets come from its manifest); remove it")));
+                }
+            }
+            let topic = k.topic.map_or_else(|| name.clone(), |t| t.into_inner());
+            if topic.is_empty() {
+                return Err(ctx.err(format!("{p}.kafka.topic"), &span, "must not be empty"));
+            }
+            Some(KafkaConfig {
+                bootstrap_servers: servers,
+                topic,
+                group_id: k.group_id.map_or_else(|| format!("weir-{name}"), |g| g.into_inner()),
+                properties: k.properties,
+                partitions_from_topic: raw.partitions.is_none(),
+            })
+        }
+        None => None,
+    };
+
     Ok(TableConfig {
+        kafka,
         name,
         partitions,
         key,

@@ -20,6 +20,7 @@ use weir_ingest::hot::HotTable;
 use weir_ingest::pipeline::{ReaderHandle, TableReader};
 use weir_ingest::replay::{self, Derived, JobRecord, ReplayEnv, ReplayHost, ReplayRequest, Replays};
 use weir_ingest::seal::{Sealer, SealerHandle, seal_all};
+use weir_ingest::source::Source;
 use weir_ingest::tier::HotTier;
 use weir_query::QueryService;
 use weir_storage::config::{FsyncPolicy, WeirConfig};
@@ -33,7 +34,10 @@ use crate::live::Live;
 pub struct App {
     pub config: WeirConfig,
     pub log: Arc<Log>,
+    /// The embedded log's topics (of the tables that read it).
     pub topics: Vec<Arc<Topic>>,
+    /// Where each table reads from, and where appends to it go.
+    pub inputs: Vec<Input>,
     pub tier: Arc<HotTier>,
     pub query: Arc<QueryService>,
     /// Live tiles over WebSocket (`/v1/live`).
@@ -57,8 +61,8 @@ pub struct App {
 
 impl App {
     /// Opens the log and starts the readers and the query service.
-    pub fn start(config: WeirConfig) -> anyhow::Result<Arc<App>> {
-        let data_dir = &config.server.data_dir;
+    pub fn start(mut config: WeirConfig) -> anyhow::Result<Arc<App>> {
+        let data_dir = &config.server.data_dir.clone();
         std::fs::create_dir_all(data_dir).with_context(|| format!("creating data directory {}", data_dir.display()))?;
         let log = Arc::new(
             Log::open(&data_dir.join("log"), config.log)
@@ -68,21 +72,34 @@ impl App {
         let store = Store::open(&config.storage, data_dir).context("opening the object store")?;
         tracing::info!(store = store.url(), "sealed segments go to the object store");
         let mut topics = Vec::new();
+        let mut inputs = Vec::new();
         let mut tables = Vec::new();
         let mut readers = Vec::new();
         let mut sealers = Vec::new();
-        for t in &config.tables {
-            let topic = log.topic(t.topic(), t.partitions).with_context(|| format!("opening the log of table `{}`", t.name))?;
+        let compact_min = config.storage.compact_min_segments;
+        for t in config.tables.iter_mut() {
+            let input = match &t.kafka {
+                None => {
+                    let topic =
+                        log.topic(t.topic(), t.partitions).with_context(|| format!("opening the log of table `{}`", t.name))?;
+                    topics.push(topic.clone());
+                    Input::log(&t.name, topic)
+                }
+                Some(_) => Input::kafka(t)?,
+            };
             let hot = Arc::new(HotTable::new(Arc::new(t.clone())));
             let (h, st) = (hot.clone(), store.clone());
             block_on_thread(async move { Sealer::recover(&h, &st).await })
                 .with_context(|| format!("recovering table `{}` from {}", t.name, store.url()))?;
-            let reader = TableReader::new(hot.clone(), topic.clone(), clock.clone())?;
+            let reader = TableReader::new(hot.clone(), input.source.clone(), clock.clone())?;
             readers.push(ReaderHandle::spawn(reader).context("starting a reader thread")?);
-            let sealer = Sealer::new(hot.clone(), store.clone(), clock.clone(), config.storage.compact_min_segments)
-                .with_log(topic.clone());
+            let mut sealer =
+                Sealer::new(hot.clone(), store.clone(), clock.clone(), compact_min).with_source(input.source.clone());
+            if let Some(topic) = &input.log {
+                sealer = sealer.with_log(topic.clone());
+            }
             sealers.push(SealerHandle::spawn(sealer).context("starting a sealer thread")?);
-            topics.push(topic);
+            inputs.push(input);
             tables.push(hot);
         }
         let tier = Arc::new(HotTier::new(tables, Some(store.clone())));
@@ -96,6 +113,7 @@ impl App {
             config,
             log,
             topics,
+            inputs,
             tier,
             query,
             live,
@@ -134,6 +152,7 @@ impl App {
     }
 
     fn replay_env(self: &Arc<App>, table: &str) -> Option<ReplayEnv> {
+        // Only the embedded log's tables replay for now (see docs/replay.md).
         Some(ReplayEnv {
             store: self.store.clone(),
             topic: self.topic(table)?.clone(),
@@ -156,6 +175,11 @@ impl App {
         table: &str,
         request: ReplayRequest,
     ) -> Result<Arc<replay::Job>, replay::ReplayError> {
+        if self.config.table(table).is_some_and(|t| t.kafka.is_some()) {
+            return Err(replay::ReplayError::Invalid(format!(
+                "table `{table}` reads Kafka; replaying a Kafka-sourced table is not built yet"
+            )));
+        }
         let env = self.replay_env(table).ok_or_else(|| replay::ReplayError::Invalid(format!("no table named `{table}`")))?;
         let app = self.clone();
         let taken = move |name: &str| app.tier.table(name).is_some() || app.replays.building(name);
@@ -196,8 +220,13 @@ impl App {
         self.sealers.lock().iter().map(|h| h.sealer()).find(|s| s.hot().config().name == table).cloned()
     }
 
+    /// The embedded log topic of a table that reads the log.
     pub fn topic(&self, table: &str) -> Option<&Arc<Topic>> {
-        self.topics.iter().find(|t| t.name() == table)
+        self.input(table)?.log.as_ref()
+    }
+
+    pub fn input(&self, table: &str) -> Option<&Input> {
+        self.inputs.iter().find(|i| i.table == table)
     }
 
     /// Ready to serve: not shutting down, and every reader still running.
@@ -250,6 +279,9 @@ impl App {
                 Err(e) => tracing::error!(%table, error = %e, "the final seal failed; a restart re-reads the rest from the log"),
             }
         }
+        for input in &self.inputs {
+            input.source.close();
+        }
         if let Some((stop, thread)) = self.flusher.lock().take() {
             stop.store(true, Ordering::SeqCst);
             let _ = thread.join();
@@ -260,6 +292,59 @@ impl App {
             }
         }
         tracing::info!("ingest stopped and the log is on disk");
+    }
+}
+
+/// A table's source, and where its appends go.
+pub struct Input {
+    pub table: String,
+    pub source: Arc<dyn Source>,
+    /// The embedded log's topic, for a table that reads the log.
+    pub log: Option<Arc<Topic>>,
+    /// The producer to the table's Kafka topic, for a table that reads Kafka.
+    #[cfg(feature = "kafka")]
+    pub kafka: Option<Arc<weir_ingest::kafka::KafkaSink>>,
+}
+
+impl Input {
+    fn log(table: &str, topic: Arc<Topic>) -> Input {
+        Input {
+            table: table.to_string(),
+            source: topic.clone(),
+            log: Some(topic),
+            #[cfg(feature = "kafka")]
+            kafka: None,
+        }
+    }
+
+    /// Connects to the table's Kafka topic; a table that leaves `partitions` out
+    /// takes the topic's count.
+    #[cfg(feature = "kafka")]
+    fn kafka(t: &mut weir_storage::config::TableConfig) -> anyhow::Result<Input> {
+        use weir_ingest::kafka::{KafkaSink, KafkaSource};
+        let k = t.kafka.clone().expect("a Kafka table");
+        let source = KafkaSource::open(&k).with_context(|| format!("table `{}`: connecting to Kafka", t.name))?;
+        let n = source.partitions();
+        if k.partitions_from_topic {
+            t.partitions = n;
+        } else if t.partitions != n {
+            anyhow::bail!(
+                "table `{}` declares {} partitions, and its Kafka topic `{}` has {n}: make them equal, or leave `partitions` out",
+                t.name,
+                t.partitions,
+                k.topic
+            );
+        }
+        let sink = KafkaSink::open(&k).with_context(|| format!("table `{}`: creating the Kafka producer", t.name))?;
+        Ok(Input { table: t.name.clone(), source, log: None, kafka: Some(Arc::new(sink)) })
+    }
+
+    #[cfg(not(feature = "kafka"))]
+    fn kafka(t: &mut weir_storage::config::TableConfig) -> anyhow::Result<Input> {
+        anyhow::bail!(
+            "table `{}` reads a Kafka topic, and this `weir` was built without Kafka support: build it with `cargo build --release --features weir-web/kafka` (needs cmake and the libcurl4-openssl-dev headers)",
+            t.name
+        )
     }
 }
 

@@ -42,6 +42,14 @@ pub enum Command {
         /// AWS_REGION) or file:///path; default DATA_DIR/cold.
         #[arg(long, env = "WEIR_STORE")]
         store: Option<String>,
+        /// Read the demo table from this Kafka cluster (bootstrap servers, like
+        /// 127.0.0.1:9092) instead of the embedded log; the generator produces to
+        /// it. Needs a `weir` built with `--features weir-web/kafka`.
+        #[arg(long, env = "WEIR_KAFKA")]
+        kafka: Option<String>,
+        /// The demo's Kafka topic (with --kafka).
+        #[arg(long, default_value = "transactions", requires = "kafka")]
+        topic: String,
     },
     /// Run the server with the tables of a config file.
     Serve {
@@ -142,8 +150,19 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let default = if matches!(cli.command, Command::Replay(_)) { "warn" } else { "info" };
     init_logging(cli.log_format, default);
     match cli.command {
-        Command::Demo { listen, data_dir, rate, store } => {
+        Command::Demo { listen, data_dir, rate, store, kafka, topic } => {
             let mut config = WeirConfig::from_toml(DEMO_CONFIG).context("the built-in demo config")?;
+            if let Some(bootstrap_servers) = kafka {
+                let t = &mut config.tables[0];
+                t.kafka = Some(weir_storage::config::KafkaConfig {
+                    bootstrap_servers,
+                    topic,
+                    group_id: "weir-demo".into(),
+                    properties: Default::default(),
+                    partitions_from_topic: true,
+                });
+                ensure_demo_topic(t)?;
+            }
             config.server.listen = listen;
             config.server.data_dir = data_dir;
             if store.is_some() {
@@ -173,4 +192,20 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             crate::produce::run(&server, &table, file.as_deref(), batch, token.as_deref())
         }
     }
+}
+
+/// Creates the demo's Kafka topic (4 partitions) unless it exists.
+#[cfg(feature = "kafka")]
+fn ensure_demo_topic(t: &weir_storage::config::TableConfig) -> anyhow::Result<()> {
+    let k = t.kafka.clone().expect("set above");
+    let created = crate::app::block_on_thread(async move { weir_ingest::kafka::ensure_topic(&k, 4).await })?;
+    if created {
+        tracing::info!(topic = %t.topic(), "created the demo's Kafka topic with 4 partitions");
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "kafka"))]
+fn ensure_demo_topic(_: &weir_storage::config::TableConfig) -> anyhow::Result<()> {
+    anyhow::bail!("--kafka needs a `weir` built with Kafka support: `cargo build --release --features weir-web/kafka`")
 }

@@ -1,4 +1,5 @@
-//! The demo's event generator: appends card transactions to the log at a rate.
+//! The demo's event generator: appends card transactions to the table's source
+//! (the embedded log, or its Kafka topic) at a rate.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -6,7 +7,10 @@ use std::time::{Duration, Instant};
 
 use weir_ingest::clock::Clock;
 use weir_ingest::generator::{Generator, Mix};
-use weir_storage::log::{NewRecord, Topic};
+use weir_storage::log::NewRecord;
+
+/// Appends a batch of records, or says why it could not.
+pub type Append = Box<dyn FnMut(&[NewRecord<'_>]) -> Result<(), String> + Send>;
 
 pub struct GeneratorHandle {
     stop: Arc<AtomicBool>,
@@ -15,8 +19,9 @@ pub struct GeneratorHandle {
 }
 
 impl GeneratorHandle {
-    /// Appends `rate` events per second to `topic`, in small batches every 10 ms.
-    pub fn spawn(topic: Arc<Topic>, rate: u64, clock: Arc<dyn Clock>) -> std::io::Result<GeneratorHandle> {
+    /// Appends `rate` events per second through `append`, in small batches every
+    /// 10 ms.
+    pub fn spawn(mut append: Append, rate: u64, clock: Arc<dyn Clock>) -> std::io::Result<GeneratorHandle> {
         let stop = Arc::new(AtomicBool::new(false));
         let produced = Arc::new(AtomicU64::new(0));
         let (flag, count) = (stop.clone(), produced.clone());
@@ -34,7 +39,7 @@ impl GeneratorHandle {
                         .iter()
                         .map(|e| NewRecord { key: e.key.as_bytes(), timestamp_ms: now, value: e.line.as_bytes() })
                         .collect();
-                    match topic.append(&recs) {
+                    match append(&recs) {
                         Ok(_) => {
                             sent += n;
                             count.fetch_add(n, Ordering::Relaxed);
@@ -55,4 +60,22 @@ impl GeneratorHandle {
         self.stop.store(true, Ordering::Relaxed);
         let _ = self.thread.join();
     }
+}
+
+/// Appends to `table`'s source: its log topic, or its Kafka topic.
+pub fn append_to(app: &crate::app::App, table: &str) -> Option<Append> {
+    let input = app.input(table)?;
+    if let Some(topic) = input.log.clone() {
+        return Some(Box::new(move |recs: &[NewRecord<'_>]| topic.append(recs).map(drop).map_err(|e| e.to_string())));
+    }
+    #[cfg(feature = "kafka")]
+    if let Some(sink) = input.kafka.clone() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+        return Some(Box::new(move |recs: &[NewRecord<'_>]| {
+            let pairs: Vec<(&[u8], &[u8])> = recs.iter().map(|r| (r.key, r.value)).collect();
+            let ts = recs.first().map_or(0, |r| r.timestamp_ms);
+            rt.block_on(sink.send(&pairs, ts)).map(drop).map_err(|e| e.to_string())
+        }));
+    }
+    None
 }

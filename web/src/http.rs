@@ -68,6 +68,53 @@ fn table_config<'a>(app: &'a App, name: &str) -> Result<&'a TableConfig, ApiErro
     })
 }
 
+/// The non-blank lines of an NDJSON body, or a 413 past the record limit.
+fn ndjson_lines(body: &[u8], max_records: usize) -> Result<Vec<&[u8]>, ApiError> {
+    let lines: Vec<&[u8]> = body
+        .split(|b| *b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+        .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
+        .collect();
+    if lines.len() > max_records {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_many_records",
+            format!("{} records in one request; limits.max_records_per_request is {max_records}", lines.len()),
+        ));
+    }
+    Ok(lines)
+}
+
+/// Appends to a table that reads Kafka: produces each line to its topic (keyed by
+/// the table's key field, so Kafka's partitioner routes it) and waits for the
+/// acknowledgements.
+#[cfg(feature = "kafka")]
+async fn produce_to_kafka(
+    sink: &weir_ingest::kafka::KafkaSink,
+    cfg: &TableConfig,
+    body: &[u8],
+    max_records: usize,
+    now: i64,
+) -> Result<Value, ApiError> {
+    let lines = ndjson_lines(body, max_records)?;
+    let keys: Vec<Vec<u8>> =
+        lines.iter().map(|l| cfg.key.as_deref().and_then(|k| partition_key(l, k)).unwrap_or_default()).collect();
+    let records: Vec<(&[u8], &[u8])> = keys.iter().map(Vec::as_slice).zip(lines.iter().copied()).collect();
+    let acks = sink.send(&records, now).await.map_err(|e| ApiError::unavailable(format!("appending to `{}`: {e}", cfg.name)))?;
+    let mut per_partition: BTreeMap<u32, (u64, u64, usize)> = BTreeMap::new();
+    for (p, offset) in acks {
+        let e = per_partition.entry(p).or_insert((offset, offset, 0));
+        e.0 = e.0.min(offset);
+        e.1 = e.1.max(offset);
+        e.2 += 1;
+    }
+    let parts: Vec<Value> = per_partition
+        .into_iter()
+        .map(|(p, (first, last, n))| json!({ "partition": p, "first_offset": first, "last_offset": last, "records": n }))
+        .collect();
+    Ok(json!({ "table": cfg.name, "appended": lines.len(), "partitions": parts }))
+}
+
 /// The keys and values routed to one partition.
 type Routed<'a> = (Vec<Vec<u8>>, Vec<&'a [u8]>);
 
@@ -94,24 +141,17 @@ async fn ingest(
     if !app.accepting.load(Ordering::SeqCst) {
         return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the server is shutting down"));
     }
-    let topic = app.topic(&name).expect("every table has a topic").clone();
     let now = app.clock.now_ms();
+    #[cfg(feature = "kafka")]
+    if let Some(sink) = app.input(&name).and_then(|i| i.kafka.clone()) {
+        let result = produce_to_kafka(&sink, &cfg, &body, max_records, now).await?;
+        app.metrics.ingest_requests.fetch_add(1, Ordering::Relaxed);
+        app.metrics.ingest_records.fetch_add(result["appended"].as_u64().unwrap_or(0), Ordering::Relaxed);
+        return Ok(Json(result).into_response());
+    }
+    let topic = app.topic(&name).expect("a table that does not read Kafka reads the log").clone();
     let result = tokio::task::spawn_blocking(move || {
-        let lines: Vec<&[u8]> = body
-            .split(|b| *b == b'\n')
-            .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
-            .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
-            .collect();
-        if lines.len() > max_records {
-            return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_many_records",
-                format!(
-                    "{} records in one request; limits.max_records_per_request is {max_records}",
-                    lines.len()
-                ),
-            ));
-        }
+        let lines = ndjson_lines(&body, max_records)?;
         // Route each record: by its key field when it has one, else by its bytes.
         let mut per_partition: BTreeMap<u32, Routed> = BTreeMap::new();
         for line in &lines {
@@ -133,7 +173,7 @@ async fn ingest(
                 .map_err(|e| ApiError::internal("appending to the log failed", e))?;
             parts.push(json!({ "partition": p, "first_offset": first, "last_offset": first + recs.len() as u64 - 1, "records": recs.len() }));
         }
-        Ok(json!({ "table": cfg.name, "appended": lines.len(), "partitions": parts }))
+        Ok::<Value, ApiError>(json!({ "table": cfg.name, "appended": lines.len(), "partitions": parts }))
     })
     .await
     .map_err(|e| ApiError::internal("the ingest task failed", e))??;
@@ -219,7 +259,7 @@ async fn table(State(app): State<Arc<App>>, Path(name): Path<String>) -> Result<
     }
     let cfg = table_config(&app, &name)?;
     let hot = app.tier.table(&name).expect("every table has a hot tier");
-    let topic = app.topic(&name).expect("every table has a topic");
+    let topic = app.input(&name).expect("every table has a source").source.clone();
     let status = hot.status();
     let cold = hot.cold();
     let schema = |s: &arrow::datatypes::SchemaRef| -> Vec<Value> {
@@ -300,6 +340,8 @@ async fn table(State(app): State<Arc<App>>, Path(name): Path<String>) -> Result<
         "watermark": status.watermark.table_ms.map(weir_ingest::time::format_ms),
         "watermark_ms": status.watermark.table_ms,
         "offsets": offsets,
+        "source": source_json(&cfg),
+        "records_per_s": status.records_per_s,
         "produced": produced,
         "lag": lag,
         // A version built by a replay from offset N holds nothing below N:
@@ -319,6 +361,16 @@ async fn table(State(app): State<Arc<App>>, Path(name): Path<String>) -> Result<
         "store": app.store.url(),
         "counts": status.counts,
     })))
+}
+
+/// Where the table reads from.
+fn source_json(cfg: &TableConfig) -> Value {
+    match &cfg.kafka {
+        Some(k) => json!({
+            "kind": "kafka", "topic": k.topic, "bootstrap_servers": k.bootstrap_servers, "group_id": k.group_id,
+        }),
+        None => json!({ "kind": "log", "topic": cfg.topic() }),
+    }
 }
 
 fn sealer_of(app: &App, name: &str) -> Result<Arc<weir_ingest::seal::Sealer>, ApiError> {

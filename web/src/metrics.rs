@@ -78,22 +78,34 @@ pub fn render(app: &App) -> String {
         .iter()
         .map(|t| {
             let hot = app.tier.table(&t.name).expect("every table has a hot tier");
-            let topic = app.topic(&t.name).expect("every table has a topic");
+            let topic = app.input(&t.name).expect("every table has a source").source.clone();
             (label(&t.name), hot.status(), topic)
         })
         .collect();
 
-    family(&mut out, "weir_records_produced_total", "counter", "Records appended to the table's log.");
+    family(&mut out, "weir_records_produced_total", "counter", "Records appended to the table's source (its log or Kafka topic): the partitions' high offsets.");
     for (name, _, topic) in &tables {
         let produced: u64 = (0..topic.partitions()).map(|p| topic.offsets(p).high).sum();
         let _ = writeln!(out, "weir_records_produced_total{{table=\"{name}\"}} {produced}");
     }
-    family(&mut out, "weir_consumer_lag_records", "gauge", "Records in the log not yet read, per partition.");
+    family(&mut out, "weir_consumer_lag_records", "gauge", "Records in the source not yet read, per partition.");
     for (name, status, topic) in &tables {
         for p in 0..topic.partitions() {
             let lag = topic.offsets(p).high.saturating_sub(status.next_offsets[p as usize]);
             let _ = writeln!(out, "weir_consumer_lag_records{{table=\"{name}\",partition=\"{p}\"}} {lag}");
         }
+    }
+    family(&mut out, "weir_partition_watermark_seconds", "gauge", "A partition's watermark, in seconds since the epoch.");
+    for (name, status, _) in &tables {
+        for (p, w) in status.watermark.partitions_ms.iter().enumerate() {
+            if let Some(w) = w {
+                let _ = writeln!(out, "weir_partition_watermark_seconds{{table=\"{name}\",partition=\"{p}\"}} {}", *w as f64 / 1000.0);
+            }
+        }
+    }
+    family(&mut out, "weir_ingest_rate_records_per_second", "gauge", "Records taken from the source per second, over the last second.");
+    for (name, status, _) in &tables {
+        let _ = writeln!(out, "weir_ingest_rate_records_per_second{{table=\"{name}\"}} {:.1}", status.records_per_s);
     }
     family(
         &mut out,

@@ -44,8 +44,8 @@ async fn serve(config: WeirConfig, demo_rate: Option<u64>) -> anyhow::Result<()>
     .await??;
 
     if let Some(rate) = demo_rate.filter(|r| *r > 0) {
-        let topic = app.topic("transactions").context("the demo table")?.clone();
-        *app.generator.lock() = Some(GeneratorHandle::spawn(topic, rate, app.clock.clone())?);
+        let append = crate::generator::append_to(&app, "transactions").context("the demo table")?;
+        *app.generator.lock() = Some(GeneratorHandle::spawn(append, rate, app.clock.clone())?);
     }
     print_banner(&app, addr, demo_rate, tls.is_some());
 

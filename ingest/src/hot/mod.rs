@@ -186,6 +186,9 @@ struct State {
     seal_stats: SealStats,
     /// Whether the session windows changed since their last checkpoint.
     sessions_dirty: bool,
+    /// Records taken per second, measured over about a second at each publish.
+    rate: f64,
+    rate_sample: Option<(std::time::Instant, u64)>,
 }
 
 /// The sealed side of a table: its manifest, with derived totals.
@@ -263,6 +266,8 @@ pub struct TableStatus {
     pub budget_bytes: u64,
     pub backpressured: bool,
     pub watermark: WatermarkStatus,
+    /// Records taken from the source per second, over the last second or so.
+    pub records_per_s: f64,
     /// Whether a seal is being written now.
     pub sealing: bool,
     pub cold: ColdStatus,
@@ -368,6 +373,8 @@ impl HotTable {
                 cold: Arc::new(Cold::new(manifest)),
                 seal_stats: SealStats::default(),
                 sessions_dirty: false,
+                rate: 0.0,
+                rate_sample: None,
             }),
             version: AtomicU64::new(0),
             config,
@@ -514,6 +521,16 @@ impl HotTable {
         let mut s = self.state.lock();
         s.watermark = watermark;
         s.backpressured = backpressured;
+        let total = s.cold.counts.add(&s.counts).total();
+        let now = std::time::Instant::now();
+        match s.rate_sample {
+            Some((at, before)) if now.duration_since(at) >= std::time::Duration::from_secs(1) => {
+                s.rate = total.saturating_sub(before) as f64 / now.duration_since(at).as_secs_f64();
+                s.rate_sample = Some((now, total));
+            }
+            Some(_) => {}
+            None => s.rate_sample = Some((now, total)),
+        }
     }
 
     /// Bytes held in memory by this table's hot tier.
@@ -692,6 +709,7 @@ impl HotTable {
             budget_bytes: self.config.hot_budget_bytes,
             backpressured: s.backpressured,
             watermark: s.watermark.clone(),
+            records_per_s: s.rate,
             sealing: s.sealing.is_some(),
             cold: ColdStatus {
                 manifest_version: m.version,

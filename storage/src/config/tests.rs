@@ -176,3 +176,35 @@ dimensions = [{ name = "id", type = "string" }, { name = "ok", type = "bool" }]
     let e = error_of(&format!("{table}dedup = {{ field = \"ok\", window = \"1h\" }}\n"));
     assert!(e.message.contains("string or int64"), "{e}");
 }
+
+#[test]
+fn a_kafka_source_is_parsed_with_defaults_and_its_mistakes_named() {
+    let table = r#"
+[[tables]]
+name = "t"
+time = { field = "ts" }
+dimensions = [{ name = "id", type = "string" }]
+"#;
+    let c = WeirConfig::from_toml(&format!(
+        "{table}[tables.kafka]\nbootstrap_servers = \"b1:9092,b2:9092\"\nproperties = {{ \"security.protocol\" = \"SSL\" }}\n"
+    ))
+    .unwrap();
+    let k = c.tables[0].kafka.as_ref().unwrap();
+    assert_eq!((k.topic.as_str(), k.group_id.as_str()), ("t", "weir-t"));
+    assert_eq!(k.properties["security.protocol"], "SSL");
+    assert!(k.partitions_from_topic);
+    assert_eq!(c.tables[0].topic(), "t");
+    let c = WeirConfig::from_toml(&format!(
+        "{table}partitions = 3\n[tables.kafka]\nbootstrap_servers = \"b:9092\"\ntopic = \"events\"\ngroup_id = \"g\"\n"
+    ))
+    .unwrap();
+    let k = c.tables[0].kafka.as_ref().unwrap();
+    assert!(!k.partitions_from_topic);
+    assert_eq!((c.tables[0].topic(), k.group_id.as_str()), ("events", "g"));
+    let e = error_of(&format!("{table}[tables.kafka]\nbootstrap_servers = \" \"\n"));
+    assert_eq!(e.path, "tables[0].kafka.bootstrap_servers");
+    let e = error_of(&format!("{table}[tables.kafka]\nbootstrap_servers = \"b:1\"\nproperties = {{ \"enable.auto.commit\" = \"true\" }}\n"));
+    assert!(e.message.contains("`enable.auto.commit` is set by Weir"), "{e}");
+    let e = error_of(&format!("{table}[tables.kafka]\nbootstrap = \"b:1\"\n"));
+    assert!(e.to_string().contains("bootstrap"), "{e}");
+}

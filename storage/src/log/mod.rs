@@ -228,6 +228,20 @@ impl ReadBatch {
         self.next = from;
     }
 
+    /// Empties the batch for records of `partition` from offset `from`: a source
+    /// other than this log fills it with [`ReadBatch::push`].
+    pub fn begin(&mut self, partition: u32, from: u64) {
+        self.reset(partition, from);
+    }
+
+    /// Appends a record (offsets must grow); the batch then continues after it.
+    pub fn push(&mut self, offset: u64, timestamp_ms: i64, key: &[u8], value: &[u8]) {
+        debug_assert!(offset >= self.next, "records are pushed in offset order");
+        self.starts.push(self.buf.len());
+        record::encode(&mut self.buf, offset, timestamp_ms, key, value);
+        self.next = offset + 1;
+    }
+
     pub fn len(&self) -> usize {
         self.starts.len()
     }

@@ -14,14 +14,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$repo/target}"
 export CHROMIUM="${CHROMIUM:-/usr/bin/chromium}"
 
 apt_install() {
-  local sudo=""
-  if [ "$(id -u)" != 0 ]; then
-    command -v sudo >/dev/null || { echo "run.sh: need root or sudo to install: $*" >&2; exit 1; }
-    sudo="sudo"
-  fi
-  echo "run.sh: installing $* with apt-get" >&2
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
+  "$repo/scripts/apt-install.sh" "$@"
 }
 
 # 1. Chromium and node.
@@ -47,7 +40,7 @@ fi
 
 # 3. The binary (cargo is a no-op when it is up to date).
 if [ -z "${WEIR_BIN:-}" ]; then
-  (cd "$repo" && cargo build --quiet -p weir-web --bin weir)
+  (cd "$repo" && cargo build --quiet -p weir-web --bin weir ${WEIR_CARGO_FEATURES:-})
   export WEIR_BIN="$CARGO_TARGET_DIR/debug/weir"
 fi
 

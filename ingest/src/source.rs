@@ -1,0 +1,72 @@
+//! Where a table's records come from: a topic of the embedded log, or (with the
+//! `kafka` feature) a Kafka topic. A reader reads each partition from an offset it
+//! chooses (the manifest's resume points), so every source must deliver a
+//! partition's records in offset order from any offset it still holds.
+
+use std::time::Duration;
+
+use weir_storage::log::{PartitionOffsets, ReadBatch, Topic};
+
+/// Why a source could not deliver.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error(transparent)]
+    Log(#[from] weir_storage::log::Error),
+    #[error("kafka: {0}")]
+    Kafka(String),
+}
+
+/// A partitioned, offset-addressed stream of records.
+pub trait Source: Send + Sync {
+    /// The topic's name, as dead letters record it.
+    fn topic(&self) -> &str;
+
+    fn partitions(&self) -> u32;
+
+    /// The lowest offset still held and the head of a partition, as last known.
+    fn offsets(&self, partition: u32) -> PartitionOffsets;
+
+    /// Called once by the reader with where it starts each partition.
+    fn start(&self, _next: &[u64]) -> Result<(), SourceError> {
+        Ok(())
+    }
+
+    /// Reads records of `partition` from offset `from`, at most about `max_bytes`
+    /// of them, into `batch` (emptied first). An empty batch means nothing more
+    /// has arrived yet.
+    fn read_into(&self, partition: u32, from: u64, max_bytes: usize, batch: &mut ReadBatch) -> Result<(), SourceError>;
+
+    /// Blocks until a partition has records at or past `next[p]`, or `timeout`.
+    fn wait_any(&self, next: &[u64], timeout: Duration) -> bool;
+
+    /// Everything below `offsets[p]` is durable in the table (sealed, the manifest
+    /// committed): a source that records consumer progress elsewhere (a Kafka
+    /// consumer group, for the usual lag tools) records it now.
+    fn durable(&self, _offsets: &[u64]) {}
+
+    /// Stops fetching and sends what is pending (the last durable offsets); at
+    /// shutdown, after the final seal.
+    fn close(&self) {}
+}
+
+impl Source for Topic {
+    fn topic(&self) -> &str {
+        self.name()
+    }
+
+    fn partitions(&self) -> u32 {
+        Topic::partitions(self)
+    }
+
+    fn offsets(&self, partition: u32) -> PartitionOffsets {
+        Topic::offsets(self, partition)
+    }
+
+    fn read_into(&self, partition: u32, from: u64, max_bytes: usize, batch: &mut ReadBatch) -> Result<(), SourceError> {
+        Ok(Topic::read_into(self, partition, from, max_bytes, batch)?)
+    }
+
+    fn wait_any(&self, next: &[u64], timeout: Duration) -> bool {
+        Topic::wait_any(self, next, timeout)
+    }
+}

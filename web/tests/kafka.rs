@@ -1,0 +1,249 @@
+//! The Kafka source against a real Kafka-protocol broker: tansu, started on
+//! 127.0.0.1 by each test (test.sh installs it; `WEIR_TANSU` names the binary),
+//! with its sqlite storage engine. Records are produced with a real Kafka client
+//! (rdkafka, through Weir's producer).
+#![cfg(feature = "kafka")]
+
+mod common;
+
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::Weir;
+use weir_ingest::kafka::{KafkaSink, ensure_topic, group_offsets};
+use weir_storage::config::KafkaConfig;
+
+/// Midnight of a fixed day, in ms.
+const T0: i64 = 1_795_000_000_000 - 1_795_000_000_000 % 86_400_000;
+
+struct Tansu {
+    child: Child,
+    bootstrap: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Tansu {
+    fn start() -> Tansu {
+        let bin = std::env::var_os("WEIR_TANSU")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".local/tansu/bin/tansu"));
+        assert!(
+            bin.exists(),
+            "the Kafka tests need the tansu broker at {} (test.sh installs it: `cargo install tansu --locked --features dynostore,libsql --root ~/.local/tansu`)",
+            bin.display()
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let log = std::fs::File::create(dir.path().join("tansu.log")).unwrap();
+        let child = Command::new(&bin)
+            .current_dir(dir.path())
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", &format!("sqlite://{}/tansu.db", dir.path().display())])
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("starting tansu");
+        let bootstrap = format!("127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(&bootstrap).is_err() {
+            assert!(Instant::now() < deadline, "tansu did not listen on {bootstrap}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Tansu { child, bootstrap, _dir: dir }
+    }
+
+    fn config(&self, topic: &str) -> KafkaConfig {
+        KafkaConfig {
+            bootstrap_servers: self.bootstrap.clone(),
+            topic: topic.into(),
+            group_id: "weir-t".into(),
+            properties: Default::default(),
+            partitions_from_topic: true,
+        }
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+/// Event `i`: one every 100 ms of event time from T0, amounts in quarters; every
+/// 50th malformed, every 97th far late (late whatever its partition).
+fn event(i: usize) -> (String, String) {
+    let ts = T0 + i as i64 * 100;
+    let card = format!("card-{}", i % 331);
+    let category = ["food", "fuel", "travel"][i % 3];
+    let amount = (i % 40) as f64 * 0.25;
+    let line = if i % 50 == 49 {
+        format!(r#"{{"ts":{ts},"card":"{card}","category":"{category}","amount":"not a number"}}"#)
+    } else if i % 97 == 96 {
+        format!(r#"{{"ts":{},"card":"{card}","category":"{category}","amount":{amount}}}"#, T0 - 600_000)
+    } else {
+        format!(r#"{{"ts":{ts},"card":"{card}","category":"{category}","amount":{amount}}}"#)
+    };
+    (card, line)
+}
+
+/// (rows, late, dead, sum of amounts) that events `0..n` must give.
+fn expected(n: usize) -> (u64, u64, u64, f64) {
+    let (mut rows, mut late, mut dead, mut sum) = (0, 0, 0, 0.0);
+    for i in 0..n {
+        if i % 50 == 49 {
+            dead += 1;
+        } else if i % 97 == 96 {
+            late += 1;
+        } else {
+            rows += 1;
+            sum += (i % 40) as f64 * 0.25;
+        }
+    }
+    (rows, late, dead, sum)
+}
+
+fn produce(sink: &KafkaSink, from: usize, to: usize) {
+    let events: Vec<(String, String)> = (from..to).map(event).collect();
+    let records: Vec<(&[u8], &[u8])> = events.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())).collect();
+    for chunk in records.chunks(2_000) {
+        rt().block_on(sink.send(chunk, T0)).expect("producing to tansu");
+    }
+}
+
+fn table(bootstrap: &str, topic: &str) -> String {
+    format!(
+        r#"
+[[tables]]
+name = "t"
+key = "card"
+segment_granularity = "1m"
+allowed_lateness = "30s"
+idle_timeout = "1h"
+time = {{ field = "ts", formats = ["epoch_millis"] }}
+dimensions = [
+  {{ name = "card", type = "string", required = true }},
+  {{ name = "category", type = "string", required = true }},
+]
+metrics = [{{ name = "amount", type = "float64", required = true }}]
+
+[tables.kafka]
+bootstrap_servers = "{bootstrap}"
+topic = "{topic}"
+group_id = "weir-t"
+
+[[tables.rollups]]
+name = "per_minute"
+granularity = "1m"
+dimensions = ["category"]
+aggregations = [{{ name = "events", fn = "count" }}, {{ name = "amount_sum", fn = "sum", field = "amount" }}]
+"#
+    )
+}
+
+fn check_totals(w: &Weir, n: usize) {
+    let (rows, late, dead, sum) = expected(n);
+    let raw = &w.sql("SELECT count(*) AS n, sum(amount) AS s FROM t")[0];
+    assert_eq!(raw["n"], rows, "{raw}");
+    assert_eq!(raw["s"].as_f64().unwrap(), sum, "{raw}");
+    assert_eq!(w.sql("SELECT sum(events) AS n FROM t_per_minute")[0]["n"], rows);
+    assert_eq!(w.sql("SELECT count(*) AS n FROM t_late")[0]["n"], late);
+    assert_eq!(w.sql("SELECT count(*) AS n FROM t_dead_letter")[0]["n"], dead);
+}
+
+#[test]
+fn a_kafka_topic_is_ingested_exactly_once_across_restarts_and_kill_9() {
+    let kafka = Tansu::start();
+    let cfg = kafka.config("tx");
+    assert!(rt().block_on(ensure_topic(&cfg, 2)).unwrap(), "the topic is new");
+    let sink = KafkaSink::open(&cfg).unwrap();
+    produce(&sink, 0, 5_000);
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::write_config(dir.path(), &table(&kafka.bootstrap, "tx"));
+    let start = || Weir::start(&["serve", "--config", config.to_str().unwrap()]);
+    let mut w = start();
+    let t = w.wait_caught_up("t", 5_000);
+    assert_eq!(t["partitions"], 2, "the partition count comes from the topic: {t}");
+    assert_eq!(t["source"]["kind"], "kafka", "{t}");
+    assert_eq!(t["produced"], 5_000, "{t}");
+    check_totals(&w, 5_000);
+    // Malformed messages are dead letters with their partition and offset.
+    let dead = w.sql("SELECT log_partition AS p, log_offset AS o, reason FROM t_dead_letter ORDER BY p, o");
+    assert!(dead.iter().all(|d| d["reason"].as_str().unwrap().contains("amount")), "{dead:?}");
+    let highs: Vec<u64> = t["offsets"].as_array().unwrap().iter().map(|o| o["high"].as_u64().unwrap()).collect();
+    assert!(dead.iter().all(|d| d["o"].as_u64().unwrap() < highs[d["p"].as_u64().unwrap() as usize]));
+
+    // kill -9 with records in memory, more produced meanwhile: nothing lost or twice.
+    w.kill();
+    produce(&sink, 5_000, 8_000);
+    w = start();
+    w.wait_caught_up("t", 8_000);
+    check_totals(&w, 8_000);
+
+    // Sealed records are committed to the consumer group: Kafka's tools see no lag.
+    let r = w.request("POST", "/v1/tables/t/seal", b"");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let committed = group_offsets(&cfg, 2).unwrap();
+        let want: Vec<Option<u64>> = highs_now(&w).into_iter().map(Some).collect();
+        if committed == want {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the group's offsets {committed:?} never reached {want:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // A clean stop and a restart read nothing twice either.
+    assert_eq!(w.terminate().code(), Some(0));
+    produce(&sink, 8_000, 9_000);
+    let w = start();
+    w.wait_caught_up("t", 9_000);
+    check_totals(&w, 9_000);
+}
+
+fn highs_now(w: &Weir) -> Vec<u64> {
+    let t = w.get_json("/v1/tables/t");
+    t["offsets"].as_array().unwrap().iter().map(|o| o["high"].as_u64().unwrap()).collect()
+}
+
+#[test]
+fn the_demo_runs_from_kafka_and_http_ingest_produces_to_the_topic() {
+    let kafka = Tansu::start();
+    let dir = tempfile::tempdir().unwrap();
+    let w = Weir::start(&[
+        "demo", "--listen", "127.0.0.1:0", "--data-dir", dir.path().to_str().unwrap(), "--rate", "500",
+        "--kafka", &kafka.bootstrap, "--topic", "demo_tx",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let t = w.get_json("/v1/tables/transactions");
+        if t["counts"]["ingested"].as_u64().unwrap() > 200 {
+            assert_eq!(t["source"]["topic"], "demo_tx", "{t}");
+            assert_eq!(t["partitions"], 4, "the demo creates its topic with 4 partitions: {t}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the demo ingested nothing from Kafka: {t}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // POST /v1/ingest produces to the topic; the answer names Kafka's offsets.
+    let r = w.request("POST", "/v1/ingest/transactions", b"{\"not\": \"a transaction\"}\n");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["appended"], 1, "{v}");
+    let p = v["partitions"][0]["partition"].as_u64().unwrap();
+    let o = v["partitions"][0]["first_offset"].as_u64().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while w.sql(&format!("SELECT count(*) AS n FROM transactions_dead_letter WHERE log_partition = {p} AND log_offset = {o}"))[0]["n"] != 1 {
+        assert!(Instant::now() < deadline, "the bad record never reached the dead letters");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
