@@ -17,5 +17,6 @@ openapi-spec-validator ../docs/openapi.json
 # The Dockerfile: two stages, a non-root user, the binary as entrypoint.
 grep -q '^FROM .* AS builder$' Dockerfile
 grep -q '^USER weir$' Dockerfile
+grep -q -- '--features kafka' Dockerfile
 grep -q '^ENTRYPOINT \["/usr/local/bin/weir"\]$' Dockerfile
 echo "deploy files: valid"

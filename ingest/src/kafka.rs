@@ -36,7 +36,7 @@ use crate::source::{Source, SourceError};
 
 /// A partition pauses when this many bytes wait in its buffer, and resumes below
 /// half of it.
-const PAUSE_BYTES: usize = 8 << 20;
+pub const PAUSE_BYTES: usize = 8 << 20;
 
 /// How often the fetcher refreshes low and high offsets and sends commits.
 const REFRESH: Duration = Duration::from_millis(250);
@@ -92,6 +92,7 @@ fn consumer_config(cfg: &KafkaConfig) -> ClientConfig {
         // Offsets come from the manifest; an offset the topic no longer holds is
         // an error, never a silent jump.
         .set("auto.offset.reset", "error")
+        .set("fetch.wait.max.ms", "20")
         .set("client.id", "weir");
     for (k, v) in &cfg.properties {
         c.set(k, v);
@@ -148,6 +149,15 @@ impl KafkaSource {
     /// Records fetched from Kafka so far (for throughput).
     pub fn fetched(&self) -> u64 {
         self.shared.fetched.load(Ordering::Relaxed)
+    }
+
+    /// Per partition: whether it is paused (its buffer is full), and the bytes
+    /// waiting in its buffer.
+    pub fn buffers(&self) -> Vec<(bool, usize)> {
+        self.shared.buffers.iter().map(|b| {
+            let b = b.lock();
+            (b.paused, b.bytes)
+        }).collect()
     }
 }
 
