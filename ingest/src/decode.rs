@@ -86,6 +86,25 @@ pub struct Decoded<'a> {
     pub values: Values<'a>,
 }
 
+impl Decoded<'_> {
+    /// The same record, owning its strings (so it may outlive the bytes it was
+    /// decoded from).
+    pub fn into_owned<'b>(self) -> Decoded<'b> {
+        let values = self
+            .values
+            .into_iter()
+            .map(|v| match v {
+                Val::Null => Val::Null,
+                Val::Str(s) => Val::Str(Cow::Owned(s.into_owned())),
+                Val::I64(x) => Val::I64(x),
+                Val::F64(x) => Val::F64(x),
+                Val::Bool(x) => Val::Bool(x),
+            })
+            .collect();
+        Decoded { ts_ms: self.ts_ms, values }
+    }
+}
+
 /// The time slot sits after the declared fields.
 const NO_SLOT: usize = usize::MAX;
 

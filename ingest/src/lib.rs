@@ -16,6 +16,8 @@
 //! Every record a reader takes from the log ends in exactly one place: the table,
 //! its late relation or its dead-letter relation, counted in [`hot::Counts`].
 
+#[cfg(feature = "kafka")]
+pub mod avro;
 pub mod clock;
 pub mod decode;
 pub mod exact_sum;
@@ -44,6 +46,8 @@ pub enum Error {
         "table `{table}` must resume partition {partition} at offset {resume}, but the log's oldest offset there is {oldest}: records were deleted before they were sealed; replay the table from offset {oldest} into a new table, or restore the log"
     )]
     Gap { table: String, partition: u32, resume: u64, oldest: u64 },
+    #[error("table `{table}`: {detail}")]
+    Format { table: String, detail: String },
     #[error("the reader of table `{table}` panicked")]
     ReaderPanicked { table: String },
 }

@@ -25,6 +25,8 @@ use weir_storage::manifest::Manifest;
 
 use crate::clock::Clock;
 use crate::decode::Decoder;
+#[cfg(feature = "kafka")]
+use crate::decode::Decoded;
 use crate::hot::columns::LateMeta;
 use crate::hot::{HotTable, Staged, WatermarkStatus};
 use crate::source::Source;
@@ -79,6 +81,9 @@ pub struct TableReader {
     dedup: bool,
     /// Per partition, the offset reading stops before (a bounded replay).
     until: Option<Vec<u64>>,
+    /// Avro message values, turned into JSON before decoding.
+    #[cfg(feature = "kafka")]
+    avro: Option<crate::avro::AvroFormat>,
 }
 
 impl TableReader {
@@ -116,8 +121,19 @@ impl TableReader {
             next
         };
         hot.set_start_offsets(&next);
+        #[cfg(feature = "kafka")]
+        let avro = match &cfg.avro {
+            Some(a) => Some(crate::avro::AvroFormat::new(a).map_err(|detail| Error::Format { table: cfg.name.clone(), detail })?),
+            None => None,
+        };
+        #[cfg(not(feature = "kafka"))]
+        if cfg.avro.is_some() {
+            return Err(Error::Format { table: cfg.name.clone(), detail: "Avro values need a `weir` built with `--features weir-web/kafka`".into() });
+        }
         source.start(&next).map_err(|source| Error::Source { table: cfg.name.clone(), source })?;
         Ok(TableReader {
+            #[cfg(feature = "kafka")]
+            avro,
             decoder: Decoder::new(&cfg),
             watermarks,
             segment_ms: cfg.segment_granularity_ms,
@@ -202,7 +218,17 @@ impl TableReader {
             taken += 1;
             let skipping = rec.offset < skip_until;
             let prior_max_ms = self.watermarks.state(pi).max_event_ms;
-            match self.decoder.decode(rec.value) {
+            #[cfg(feature = "kafka")]
+            let decoded: Result<Decoded<'_>, String> = match &self.avro {
+                Some(avro) => match avro.to_json(rec.value) {
+                    Ok(json) => self.decoder.decode(&json).map(|d| d.into_owned()),
+                    Err(reason) => Err(reason),
+                },
+                None => self.decoder.decode(rec.value),
+            };
+            #[cfg(not(feature = "kafka"))]
+            let decoded = self.decoder.decode(rec.value);
+            match decoded {
                 Err(reason) => {
                     if skipping && rec.offset < self.skip.side[pi] {
                         continue;

@@ -245,6 +245,17 @@ pub struct TableConfig {
     pub sessions: Vec<SessionConfig>,
     /// Read from this Kafka topic instead of the embedded log.
     pub kafka: Option<KafkaConfig>,
+    /// Message values are Avro instead of JSON (Kafka tables only).
+    pub avro: Option<AvroConfig>,
+}
+
+/// Avro message values (`[tables.avro]`): binary datums written with `schema`,
+/// or Confluent's wire format (a zero byte, a 4-byte big-endian schema id, the
+/// datum) with the writer schemas by id in `confluent`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AvroConfig {
+    pub schema: Option<String>,
+    pub confluent: std::collections::BTreeMap<u32, String>,
 }
 
 /// A Kafka topic as a table's source (`[tables.kafka]`).
@@ -519,6 +530,15 @@ struct RawTable {
     #[serde(default)]
     sessions: Vec<Spanned<RawSession>>,
     kafka: Option<Spanned<RawKafka>>,
+    avro: Option<Spanned<RawAvro>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAvro {
+    schema: Option<String>,
+    #[serde(default)]
+    confluent: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Deserialize)]
@@ -1094,7 +1114,36 @@ fn validate_table(ctx: &Ctx, i: usize, raw: RawTable) -> Result<TableConfig, Con
         None => None,
     };
 
+    let avro = match raw.avro {
+        Some(a) => {
+            let span = a.span();
+            let a = a.into_inner();
+            if kafka.is_none() {
+                return Err(ctx.err(format!("{p}.avro"), &span, "Avro values need a Kafka source (`[tables.kafka]`); the embedded log takes JSON"));
+            }
+            let mut confluent = std::collections::BTreeMap::new();
+            for (id, schema) in a.confluent {
+                let n: u32 = id
+                    .parse()
+                    .map_err(|_| ctx.err(format!("{p}.avro.confluent"), &span, format!("`{id}` is not a schema id (a number)")))?;
+                confluent.insert(n, schema);
+            }
+            match (&a.schema, confluent.is_empty()) {
+                (Some(_), false) => {
+                    return Err(ctx.err(format!("{p}.avro"), &span, "give either `schema` (plain binary datums) or `confluent` (schemas by id), not both"));
+                }
+                (None, true) => {
+                    return Err(ctx.err(format!("{p}.avro"), &span, "give the writer schema: `schema`, or `confluent` with the schemas by id"));
+                }
+                _ => {}
+            }
+            Some(AvroConfig { schema: a.schema, confluent })
+        }
+        None => None,
+    };
+
     Ok(TableConfig {
+        avro,
         kafka,
         name,
         partitions,

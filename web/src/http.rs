@@ -142,6 +142,13 @@ async fn ingest(
         return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the server is shutting down"));
     }
     let now = app.clock.now_ms();
+    if cfg.avro.is_some() {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "avro_table",
+            format!("table `{name}` reads Avro messages from Kafka; produce them to its topic, not NDJSON here"),
+        ));
+    }
     #[cfg(feature = "kafka")]
     if let Some(sink) = app.input(&name).and_then(|i| i.kafka.clone()) {
         let result = produce_to_kafka(&sink, &cfg, &body, max_records, now).await?;

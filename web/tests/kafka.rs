@@ -296,3 +296,100 @@ fn a_full_buffer_pauses_its_partition_and_reading_resumes_it_without_loss() {
     }
     assert!(!source.buffers()[0].0, "resumed");
 }
+
+/// Avro's binary encoding of a long (zigzag varint).
+fn avro_long(out: &mut Vec<u8>, v: i64) {
+    let mut z = ((v << 1) ^ (v >> 63)) as u64;
+    loop {
+        let b = (z & 0x7f) as u8;
+        z >>= 7;
+        if z == 0 {
+            out.push(b);
+            break;
+        }
+        out.push(b | 0x80);
+    }
+}
+
+/// The datum of record {ts: long (timestamp-millis), card: string, amount: double},
+/// encoded by hand as the Avro specification says.
+fn avro_datum(ts: i64, card: &str, amount: f64) -> Vec<u8> {
+    let mut out = Vec::new();
+    avro_long(&mut out, ts);
+    avro_long(&mut out, card.len() as i64);
+    out.extend_from_slice(card.as_bytes());
+    out.extend_from_slice(&amount.to_le_bytes());
+    out
+}
+
+const AVRO_SCHEMA: &str = r#"{"type": "record", "name": "tx", "fields": [
+  {"name": "ts", "type": {"type": "long", "logicalType": "timestamp-millis"}},
+  {"name": "card", "type": "string"},
+  {"name": "amount", "type": "double"}]}"#;
+
+#[test]
+fn avro_values_plain_and_in_confluents_wire_format_are_decoded_and_garbage_is_dead_lettered() {
+    let kafka = Tansu::start();
+    for (topic, confluent) in [("avro_plain", false), ("avro_wire", true)] {
+        let cfg = kafka.config(topic);
+        rt().block_on(ensure_topic(&cfg, 1)).unwrap();
+        let sink = KafkaSink::open(&cfg).unwrap();
+        let mut values: Vec<Vec<u8>> = (0..500)
+            .map(|i| {
+                let datum = avro_datum(T0 + i * 100, &format!("card-{}", i % 7), (i % 10) as f64 * 0.5);
+                if confluent {
+                    let mut framed = vec![0, 0, 0, 0, 42];
+                    framed.extend(datum);
+                    framed
+                } else {
+                    datum
+                }
+            })
+            .collect();
+        values.push(b"{\"not\": \"avro\"}".to_vec());
+        values.push(vec![0, 0, 0, 0, 99, 1, 2]);
+        let records: Vec<(&[u8], &[u8])> = values.iter().map(|v| (&b""[..], v.as_slice())).collect();
+        rt().block_on(sink.send(&records, T0)).unwrap();
+
+        let format = if confluent {
+            format!("confluent = {{ \"42\" = '''{AVRO_SCHEMA}''' }}")
+        } else {
+            format!("schema = '''{AVRO_SCHEMA}'''")
+        };
+        let body = format!(
+            r#"
+[[tables]]
+name = "t"
+segment_granularity = "1m"
+allowed_lateness = "30s"
+time = {{ field = "ts", formats = ["epoch_millis"] }}
+dimensions = [{{ name = "card", type = "string", required = true }}]
+metrics = [{{ name = "amount", type = "float64", required = true }}]
+
+[tables.kafka]
+bootstrap_servers = "{}"
+topic = "{topic}"
+
+[tables.avro]
+{format}
+"#,
+            kafka.bootstrap
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let w = Weir::serve(dir.path(), &body);
+        w.wait_caught_up("t", 502);
+        let raw = &w.sql("SELECT count(*) AS n, sum(amount) AS s, count(DISTINCT card) AS c, min(ts) AS first FROM t")[0];
+        assert_eq!((raw["n"].as_u64(), raw["c"].as_u64()), (Some(500), Some(7)), "{topic}: {raw}");
+        assert_eq!(raw["s"].as_f64(), Some((0..500).map(|i| (i % 10) as f64 * 0.5).sum::<f64>()), "{topic}");
+        let dead = w.sql("SELECT log_offset AS o, reason FROM t_dead_letter ORDER BY o");
+        assert_eq!(dead.len(), 2, "{topic}: {dead:?}");
+        assert_eq!(dead[0]["o"], 500);
+        assert!(dead.iter().all(|d| d["reason"].as_str().unwrap().starts_with("invalid Avro")), "{dead:?}");
+        if confluent {
+            assert!(dead[1]["reason"].as_str().unwrap().contains("schema id 99"), "{dead:?}");
+        }
+        // NDJSON over HTTP is refused for an Avro table, with the reason.
+        let r = w.request("POST", "/v1/ingest/t", b"{\"ts\": 1}\n");
+        assert_eq!(r.status, 415, "{}", r.text());
+    }
+}

@@ -208,3 +208,19 @@ dimensions = [{ name = "id", type = "string" }]
     let e = error_of(&format!("{table}[tables.kafka]\nbootstrap = \"b:1\"\n"));
     assert!(e.to_string().contains("bootstrap"), "{e}");
 }
+
+#[test]
+fn avro_needs_kafka_and_one_way_to_find_its_schema() {
+    let table = "[[tables]]\nname = \"t\"\ntime = { field = \"ts\" }\n";
+    let kafka = "[tables.kafka]\nbootstrap_servers = \"b:9092\"\n";
+    let c = WeirConfig::from_toml(&format!("{table}{kafka}[tables.avro]\nconfluent = {{ \"7\" = \"{{}}\" }}\n")).unwrap();
+    assert_eq!(c.tables[0].avro.as_ref().unwrap().confluent.keys().copied().collect::<Vec<_>>(), vec![7]);
+    let e = error_of(&format!("{table}[tables.avro]\nschema = \"{{}}\"\n"));
+    assert!(e.message.contains("need a Kafka source"), "{e}");
+    let e = error_of(&format!("{table}{kafka}[tables.avro]\n"));
+    assert!(e.message.contains("give the writer schema"), "{e}");
+    let e = error_of(&format!("{table}{kafka}[tables.avro]\nschema = \"{{}}\"\nconfluent = {{ \"1\" = \"{{}}\" }}\n"));
+    assert!(e.message.contains("not both"), "{e}");
+    let e = error_of(&format!("{table}{kafka}[tables.avro]\nconfluent = {{ \"x\" = \"{{}}\" }}\n"));
+    assert!(e.message.contains("`x` is not a schema id"), "{e}");
+}
