@@ -25,3 +25,25 @@ fn the_kubernetes_config_map_holds_a_valid_config() {
     assert_eq!(c.auth.tokens.len(), 3);
     assert_eq!(c.server.listen, "0.0.0.0:8080");
 }
+
+#[test]
+fn the_compose_file_runs_a_command_line_weir_accepts_with_its_bucket() {
+    use clap::Parser;
+    let compose = include_str!("../../deploy/compose.yaml");
+    let line = compose
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("command: [\"demo\""))
+        .expect("the weir service's command");
+    let args: Vec<String> = serde_json::from_str(line.trim_start_matches("command:").trim()).expect("a JSON list");
+    let cli = weir_web::cli::Cli::try_parse_from(std::iter::once("weir".to_string()).chain(args.iter().cloned()))
+        .unwrap_or_else(|e| panic!("deploy/compose.yaml runs `weir {}`: {e}", args.join(" ")));
+    match cli.command {
+        weir_web::cli::Command::Demo { kafka, store, .. } => {
+            assert_eq!(kafka.as_deref(), Some("kafka:9092"));
+            let bucket = store.as_deref().and_then(|s| s.strip_prefix("s3://")).and_then(|s| s.split('/').next());
+            assert!(compose.contains(&format!("mc mb --ignore-existing local/{}", bucket.unwrap())), "the bucket is created");
+        }
+        other => panic!("the compose file runs {other:?}, not the demo"),
+    }
+}
