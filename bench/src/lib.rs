@@ -10,6 +10,9 @@
 //!   chDB scanning the same raw Parquet files (`peers/query_peers.py`).
 //! - `replay`: a replay of the whole log against live ingest of the same log, both
 //!   with their reader and sealer threads, to sealed segments: events/s.
+//! - `kafka` (feature `kafka`): a tansu broker started on 127.0.0.1, a topic read
+//!   into the demo table: ingest events/s, and freshness (produced to visible in
+//!   the hot tier) at p50/p90/p99.
 
 use std::time::Instant;
 

@@ -11,8 +11,9 @@
 //! records in memory, and pauses a partition whose buffer is full (the reader
 //! stops reading when the hot tier is at its budget, so the buffers fill up and
 //! the partitions pause: backpressure without dropping), resuming it when the
-//! reader has drained it. It also refreshes the partitions' low and high offsets
-//! and sends offset commits.
+//! reader has drained it. It also sends the offset commits. A second thread, with
+//! a client of its own, refreshes the partitions' low and high offsets (asked on
+//! the fetcher's connection, they would wait behind its fetches).
 //!
 //! Not built yet: sharing a topic's partitions between several `weir` processes
 //! of one consumer group (rebalances); this source assigns every partition to
@@ -38,7 +39,7 @@ use crate::source::{Source, SourceError};
 /// half of it.
 pub const PAUSE_BYTES: usize = 8 << 20;
 
-/// How often the fetcher refreshes low and high offsets and sends commits.
+/// How often low and high offsets are refreshed and commits sent.
 const REFRESH: Duration = Duration::from_millis(250);
 
 /// How long broker requests at start may take.
@@ -79,7 +80,8 @@ struct Shared {
 pub struct KafkaSource {
     topic: String,
     shared: Arc<Shared>,
-    fetcher: Mutex<Option<JoinHandle<()>>>,
+    /// The fetcher and the offsets watcher.
+    threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
 fn consumer_config(cfg: &KafkaConfig) -> ClientConfig {
@@ -94,6 +96,16 @@ fn consumer_config(cfg: &KafkaConfig) -> ClientConfig {
         .set("auto.offset.reset", "error")
         .set("fetch.wait.max.ms", "20")
         .set("client.id", "weir");
+    for (k, v) in &cfg.properties {
+        c.set(k, v);
+    }
+    c
+}
+
+/// A client that only reads metadata and offsets.
+fn metadata_config(cfg: &KafkaConfig) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &cfg.bootstrap_servers).set("client.id", "weir-offsets");
     for (k, v) in &cfg.properties {
         c.set(k, v);
     }
@@ -137,13 +149,28 @@ impl KafkaSource {
             failed: Mutex::new(None),
             fetched: AtomicU64::new(0),
         });
-        refresh_offsets(&consumer, &cfg.topic, &shared).map_err(|e| kafka_err("reading the topic's offsets", e))?;
+        // Low and high offsets come from a client of their own, so that asking
+        // for them never waits behind the fetcher's long-polling fetches.
+        let watcher: BaseConsumer = metadata_config(cfg).create().map_err(|e| kafka_err("creating a metadata client", e))?;
+        refresh_offsets(&watcher, &cfg.topic, &shared).map_err(|e| kafka_err("reading the topic's offsets", e))?;
         let (s, topic) = (shared.clone(), cfg.topic.clone());
         let fetcher = std::thread::Builder::new()
             .name(format!("kafka-{}", cfg.topic))
             .spawn(move || fetch(consumer, &topic, &s))
             .map_err(|e| kafka_err("starting the fetcher thread", e))?;
-        Ok(Arc::new(KafkaSource { topic: cfg.topic.clone(), shared, fetcher: Mutex::new(Some(fetcher)) }))
+        let (s, topic) = (shared.clone(), cfg.topic.clone());
+        let offsets = std::thread::Builder::new()
+            .name(format!("kafka-offsets-{}", cfg.topic))
+            .spawn(move || {
+                while !s.stop.load(Ordering::SeqCst) {
+                    std::thread::sleep(REFRESH);
+                    if let Err(e) = refresh_offsets(&watcher, &topic, &s) {
+                        tracing::warn!(topic, error = %e, "could not refresh the topic's offsets");
+                    }
+                }
+            })
+            .map_err(|e| kafka_err("starting the offsets thread", e))?;
+        Ok(Arc::new(KafkaSource { topic: cfg.topic.clone(), shared, threads: Mutex::new(vec![fetcher, offsets]) }))
     }
 
     /// Records fetched from Kafka so far (for throughput).
@@ -164,7 +191,7 @@ impl KafkaSource {
 impl KafkaSource {
     fn stop_fetcher(&self) {
         self.shared.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.fetcher.lock().take() {
+        for t in self.threads.lock().drain(..) {
             let _ = t.join();
         }
     }
@@ -279,9 +306,6 @@ fn fetch(consumer: BaseConsumer, topic: &str, shared: &Shared) {
         }
         if refreshed.elapsed() >= REFRESH {
             refreshed = Instant::now();
-            if let Err(e) = refresh_offsets(&consumer, topic, shared) {
-                tracing::warn!(topic, error = %e, "could not refresh the topic's offsets");
-            }
             if let Some(offsets) = shared.commit.lock().take() {
                 let mut tpl = TopicPartitionList::new();
                 for (p, &o) in offsets.iter().enumerate() {
