@@ -176,8 +176,8 @@ fn a_kafka_topic_is_ingested_exactly_once_across_restarts_and_kill_9() {
     assert_eq!(t["produced"], 5_000, "{t}");
     check_totals(&w, 5_000);
     // Malformed messages are dead letters with their partition and offset.
-    let dead = w.sql("SELECT log_partition AS p, log_offset AS o, reason FROM t_dead_letter ORDER BY p, o");
-    assert!(dead.iter().all(|d| d["reason"].as_str().unwrap().contains("amount")), "{dead:?}");
+    let dead = w.sql("SELECT log_topic AS topic, log_partition AS p, log_offset AS o, reason FROM t_dead_letter ORDER BY p, o");
+    assert!(dead.iter().all(|d| d["reason"].as_str().unwrap().contains("amount") && d["topic"] == "tx"), "{dead:?}");
     let highs: Vec<u64> = t["offsets"].as_array().unwrap().iter().map(|o| o["high"].as_u64().unwrap()).collect();
     assert!(dead.iter().all(|d| d["o"].as_u64().unwrap() < highs[d["p"].as_u64().unwrap() as usize]));
 

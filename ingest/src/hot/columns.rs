@@ -74,6 +74,9 @@ pub fn dead_letter_schema() -> SchemaRef {
         Field::new("log_time", timestamp_type(), false),
         Field::new("reason", DataType::Utf8, false),
         Field::new("raw", DataType::Binary, false),
+        // The source topic (the table's log topic or its Kafka topic); null in
+        // segments sealed before the column existed.
+        Field::new("log_topic", DataType::Utf8, true),
     ]))
 }
 
@@ -337,13 +340,17 @@ pub struct DeadLetters {
     log_time: TimestampMillisecondBuilder,
     reason: StringBuilder,
     raw: BinaryBuilder,
+    /// The source topic, the same for every record of the table.
+    topic: Arc<str>,
     bytes: usize,
     rows: u64,
 }
 
-impl Default for DeadLetters {
-    fn default() -> Self {
+impl DeadLetters {
+    /// Dead letters of records read from `topic`.
+    pub fn new(topic: &str) -> Self {
         DeadLetters {
+            topic: Arc::from(topic),
             schema: dead_letter_schema(),
             partition: Int32Builder::new(),
             offset: Int64Builder::new(),
@@ -354,9 +361,12 @@ impl Default for DeadLetters {
             rows: 0,
         }
     }
-}
 
-impl DeadLetters {
+    /// An empty buffer for the same topic.
+    pub fn fresh(&self) -> Self {
+        DeadLetters::new(&self.topic)
+    }
+
     pub fn push(&mut self, partition: u32, offset: u64, log_time_ms: i64, reason: &str, raw: &[u8]) {
         self.partition.append_value(partition as i32);
         self.offset.append_value(offset as i64);
@@ -381,6 +391,7 @@ impl DeadLetters {
             Arc::new(self.log_time.finish_cloned()),
             Arc::new(self.reason.finish_cloned()),
             Arc::new(self.raw.finish_cloned()),
+            Arc::new(arrow::array::StringArray::from(vec![Some(&*self.topic); self.partition.len()])),
         ];
         vec![RecordBatch::try_new(self.schema.clone(), cols).expect("builders match the schema")]
     }

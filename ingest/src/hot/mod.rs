@@ -308,7 +308,7 @@ enum Source {
 impl HotTable {
     pub fn new(config: Arc<TableConfig>) -> HotTable {
         let late = RowBuffer::late(&config);
-        let dead = DeadLetters::default();
+        let dead = DeadLetters::new(config.topic());
         let rollups: Vec<Rollup> = config.rollups.iter().map(|r| Rollup::new(&config, r)).collect();
         let sessions: Vec<Sessions> = config.sessions.iter().map(|w| Sessions::new(&config, w)).collect();
         let rel = |name: String, kind: RelationKind, schema: &SchemaRef, time: &str| Relation {
@@ -587,7 +587,8 @@ impl HotTable {
         }
         let late = std::mem::replace(&mut s.late, RowBuffer::late(&self.config));
         counts.late = late.rows();
-        let dead = std::mem::take(&mut s.dead);
+        let fresh = s.dead.fresh();
+        let dead = std::mem::replace(&mut s.dead, fresh);
         counts.dead_lettered = dead.rows();
         let duplicates = std::mem::replace(&mut s.duplicates, RowBuffer::duplicates(&self.config));
         counts.duplicates = duplicates.rows();
