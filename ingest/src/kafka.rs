@@ -33,7 +33,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use weir_storage::config::KafkaConfig;
 use weir_storage::log::{PartitionOffsets, ReadBatch};
 
-use crate::source::{Source, SourceError};
+use crate::source::{Assignment, Source, SourceError};
 
 /// A partition pauses when this many bytes wait in its buffer, and resumes below
 /// half of it.
@@ -74,6 +74,67 @@ struct Shared {
     failed: Mutex<Option<String>>,
     /// Records fetched so far.
     fetched: AtomicU64,
+    /// Rebalances for the reader (tables with `rebalance`).
+    events: Mutex<VecDeque<Assignment>>,
+    /// Set while a revoke waits for the reader to seal everything.
+    releasing: Mutex<bool>,
+    released: Condvar,
+    /// The partitions the group gave this process (none: all of them).
+    assigned: Mutex<Option<Vec<bool>>>,
+}
+
+/// Consumer callbacks of a table whose partitions move between processes: a
+/// revoke blocks the consumer until the reader has sealed what it read, so no
+/// other process starts a partition before its records here are durable.
+struct GroupContext {
+    shared: Arc<Shared>,
+    topic: String,
+}
+
+impl rdkafka::client::ClientContext for GroupContext {}
+
+impl rdkafka::consumer::ConsumerContext for GroupContext {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &rdkafka::consumer::Rebalance<'_>) {
+        let rdkafka::consumer::Rebalance::Revoke(tpl) = rebalance else { return };
+        if tpl.count() == 0 {
+            return;
+        }
+        let shared = &self.shared;
+        *shared.releasing.lock() = true;
+        shared.events.lock().push_back(Assignment::Revoke);
+        shared.arrived.notify_all();
+        let started = Instant::now();
+        let mut releasing = shared.releasing.lock();
+        while *releasing && !shared.stop.load(Ordering::SeqCst) {
+            if shared.released.wait_for(&mut releasing, Duration::from_secs(5)).timed_out() {
+                tracing::warn!(topic = %self.topic, waited_s = started.elapsed().as_secs(), "a rebalance waits for the table to seal what it read");
+            }
+        }
+        drop(releasing);
+        // What was fetched and not read stays in Kafka for the next owner.
+        for b in &shared.buffers {
+            let mut b = b.lock();
+            b.records.clear();
+            b.bytes = 0;
+            b.paused = false;
+        }
+        *shared.assigned.lock() = Some(vec![false; shared.buffers.len()]);
+    }
+
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &rdkafka::consumer::Rebalance<'_>) {
+        let rdkafka::consumer::Rebalance::Assign(tpl) = rebalance else { return };
+        let partitions: Vec<u32> =
+            tpl.elements_for_topic(&self.topic).iter().map(|e| e.partition() as u32).collect();
+        let mut assigned = vec![false; self.shared.buffers.len()];
+        for &p in &partitions {
+            if let Some(a) = assigned.get_mut(p as usize) {
+                *a = true;
+            }
+        }
+        *self.shared.assigned.lock() = Some(assigned);
+        self.shared.events.lock().push_back(Assignment::Assign(partitions));
+        self.shared.arrived.notify_all();
+    }
 }
 
 /// A Kafka topic, every partition assigned to this process.
@@ -148,16 +209,37 @@ impl KafkaSource {
             commit: Mutex::new(None),
             failed: Mutex::new(None),
             fetched: AtomicU64::new(0),
+            events: Mutex::new(VecDeque::new()),
+            releasing: Mutex::new(false),
+            released: Condvar::new(),
+            assigned: Mutex::new(None),
         });
         // Low and high offsets come from a client of their own, so that asking
         // for them never waits behind the fetcher's long-polling fetches.
         let watcher: BaseConsumer = metadata_config(cfg).create().map_err(|e| kafka_err("creating a metadata client", e))?;
         refresh_offsets(&watcher, &cfg.topic, &shared).map_err(|e| kafka_err("reading the topic's offsets", e))?;
         let (s, topic) = (shared.clone(), cfg.topic.clone());
-        let fetcher = std::thread::Builder::new()
-            .name(format!("kafka-{}", cfg.topic))
-            .spawn(move || fetch(consumer, &topic, &s))
-            .map_err(|e| kafka_err("starting the fetcher thread", e))?;
+        let fetcher = if cfg.rebalance {
+            // The group assigns the partitions; offsets not committed yet start
+            // at the earliest, and the reader skips what it does not need.
+            drop(consumer);
+            let mut c = consumer_config(cfg);
+            c.set("auto.offset.reset", "earliest");
+            let context = GroupContext { shared: shared.clone(), topic: cfg.topic.clone() };
+            let grouped: BaseConsumer<GroupContext> =
+                c.create_with_context(context).map_err(|e| kafka_err("creating the group consumer", e))?;
+            *shared.assigned.lock() = Some(vec![false; partitions as usize]);
+            std::thread::Builder::new().name(format!("kafka-{}", cfg.topic)).spawn(move || {
+                if let Err(e) = grouped.subscribe(&[&topic]) {
+                    *s.failed.lock() = Some(format!("subscribing to `{topic}`: {e}"));
+                    return;
+                }
+                fetch(grouped, &topic, &s, false)
+            })
+        } else {
+            std::thread::Builder::new().name(format!("kafka-{}", cfg.topic)).spawn(move || fetch(consumer, &topic, &s, true))
+        }
+        .map_err(|e| kafka_err("starting the fetcher thread", e))?;
         let (s, topic) = (shared.clone(), cfg.topic.clone());
         let offsets = std::thread::Builder::new()
             .name(format!("kafka-offsets-{}", cfg.topic))
@@ -229,6 +311,18 @@ fn refresh_offsets(consumer: &BaseConsumer, topic: &str, shared: &Shared) -> Res
     Ok(())
 }
 
+/// The offsets to commit: every partition's, or only the assigned ones' when the
+/// group assigns them (another process commits the others).
+fn commit_list(topic: &str, offsets: &[u64], assigned: &Option<Vec<bool>>) -> TopicPartitionList {
+    let mut tpl = TopicPartitionList::new();
+    for (p, &o) in offsets.iter().enumerate() {
+        if assigned.as_ref().is_none_or(|a| a.get(p).copied().unwrap_or(false)) {
+            let _ = tpl.add_partition_offset(topic, p as i32, Offset::Offset(o as i64));
+        }
+    }
+    tpl
+}
+
 fn one(topic: &str, p: usize) -> TopicPartitionList {
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition(topic, p as i32);
@@ -237,29 +331,31 @@ fn one(topic: &str, p: usize) -> TopicPartitionList {
 
 /// The fetcher thread: assign at the reader's start, poll into the buffers,
 /// pause and resume, refresh offsets, commit.
-fn fetch(consumer: BaseConsumer, topic: &str, shared: &Shared) {
+fn fetch<C: rdkafka::consumer::ConsumerContext>(consumer: BaseConsumer<C>, topic: &str, shared: &Shared, assign: bool) {
     let fail = |what: String| {
         tracing::error!(topic, error = %what, "the Kafka fetcher stopped");
         *shared.failed.lock() = Some(what);
         shared.arrived.notify_all();
     };
-    let start = loop {
-        if shared.stop.load(Ordering::SeqCst) {
-            return;
+    if assign {
+        let start = loop {
+            if shared.stop.load(Ordering::SeqCst) {
+                return;
+            }
+            if let Some(s) = shared.start.lock().take() {
+                break s;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        let mut tpl = TopicPartitionList::new();
+        for (p, &offset) in start.iter().enumerate() {
+            if let Err(e) = tpl.add_partition_offset(topic, p as i32, Offset::Offset(offset as i64)) {
+                return fail(format!("assigning partition {p} at offset {offset}: {e}"));
+            }
         }
-        if let Some(s) = shared.start.lock().take() {
-            break s;
+        if let Err(e) = consumer.assign(&tpl) {
+            return fail(format!("assigning the partitions: {e}"));
         }
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    let mut tpl = TopicPartitionList::new();
-    for (p, &offset) in start.iter().enumerate() {
-        if let Err(e) = tpl.add_partition_offset(topic, p as i32, Offset::Offset(offset as i64)) {
-            return fail(format!("assigning partition {p} at offset {offset}: {e}"));
-        }
-    }
-    if let Err(e) = consumer.assign(&tpl) {
-        return fail(format!("assigning the partitions: {e}"));
     }
     let mut refreshed = Instant::now();
     while !shared.stop.load(Ordering::SeqCst) {
@@ -307,9 +403,9 @@ fn fetch(consumer: BaseConsumer, topic: &str, shared: &Shared) {
         if refreshed.elapsed() >= REFRESH {
             refreshed = Instant::now();
             if let Some(offsets) = shared.commit.lock().take() {
-                let mut tpl = TopicPartitionList::new();
-                for (p, &o) in offsets.iter().enumerate() {
-                    let _ = tpl.add_partition_offset(topic, p as i32, Offset::Offset(o as i64));
+                let tpl = commit_list(topic, &offsets, &shared.assigned.lock());
+                if tpl.count() == 0 {
+                    continue;
                 }
                 if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
                     tracing::warn!(topic, error = %e, "could not commit offsets to the consumer group");
@@ -319,11 +415,10 @@ fn fetch(consumer: BaseConsumer, topic: &str, shared: &Shared) {
     }
     // Last commit, synchronously, on the way out.
     if let Some(offsets) = shared.commit.lock().take() {
-        let mut tpl = TopicPartitionList::new();
-        for (p, &o) in offsets.iter().enumerate() {
-            let _ = tpl.add_partition_offset(topic, p as i32, Offset::Offset(o as i64));
+        let tpl = commit_list(topic, &offsets, &shared.assigned.lock());
+        if tpl.count() > 0 {
+            let _ = consumer.commit(&tpl, CommitMode::Sync);
         }
-        let _ = consumer.commit(&tpl, CommitMode::Sync);
     }
 }
 
@@ -372,7 +467,11 @@ impl Source for KafkaSource {
     }
 
     fn wait_any(&self, _next: &[u64], timeout: Duration) -> bool {
-        let ready = || self.shared.buffers.iter().any(|b| !b.lock().records.is_empty()) || self.shared.failed.lock().is_some();
+        let ready = || {
+            self.shared.buffers.iter().any(|b| !b.lock().records.is_empty())
+                || self.shared.failed.lock().is_some()
+                || !self.shared.events.lock().is_empty()
+        };
         if ready() {
             return true;
         }
@@ -388,6 +487,15 @@ impl Source for KafkaSource {
 
     fn close(&self) {
         self.stop_fetcher();
+    }
+
+    fn assignment(&self) -> Option<Assignment> {
+        self.shared.events.lock().pop_front()
+    }
+
+    fn released(&self) {
+        *self.shared.releasing.lock() = false;
+        self.shared.released.notify_all();
     }
 }
 

@@ -29,7 +29,7 @@ use crate::decode::Decoder;
 use crate::decode::Decoded;
 use crate::hot::columns::LateMeta;
 use crate::hot::{HotTable, Staged, WatermarkStatus};
-use crate::source::Source;
+use crate::source::{Assignment, Source};
 use crate::time::bucket_start;
 use crate::watermark::Watermarks;
 use crate::{Error, Result};
@@ -81,6 +81,8 @@ pub struct TableReader {
     dedup: bool,
     /// Per partition, the offset reading stops before (a bounded replay).
     until: Option<Vec<u64>>,
+    /// Per partition, whether this process reads it (none: all of them).
+    assigned: Option<Vec<bool>>,
     /// Avro message values, turned into JSON before decoding.
     #[cfg(feature = "kafka")]
     avro: Option<crate::avro::AvroFormat>,
@@ -140,6 +142,7 @@ impl TableReader {
             skip: Skip::new(manifest),
             dedup: cfg.dedup.is_some(),
             until: None,
+            assigned: None,
             next,
             hot,
             source,
@@ -152,6 +155,34 @@ impl TableReader {
     pub fn with_until(mut self, until: Vec<u64>) -> TableReader {
         self.until = Some(until);
         self
+    }
+
+    /// Reads only `partitions` from now on, each from where `view` (what every
+    /// process sharing the table has sealed) says it resumes, with that point's
+    /// watermark state, skipping what any of their segments holds. Called after
+    /// everything read before was sealed (a rebalance).
+    pub fn reassign(&mut self, view: &Manifest, partitions: &[u32]) -> Result<()> {
+        let n = self.next.len();
+        let mut assigned = vec![false; n];
+        for &p in partitions {
+            let pi = p as usize;
+            if pi >= n {
+                continue;
+            }
+            assigned[pi] = true;
+            let r = view.resume.get(pi).copied().unwrap_or_default();
+            let held = self.source.offsets(p);
+            if r.offset < held.low {
+                let table = self.hot.config().name.clone();
+                return Err(Error::Gap { table, partition: p, resume: r.offset, oldest: held.low });
+            }
+            self.next[pi] = r.offset;
+            self.watermarks.restore(pi, r.max_event_ms);
+            self.hot.set_position(p, r.offset, r.max_event_ms);
+        }
+        self.skip = Skip::new(view);
+        self.assigned = Some(assigned);
+        Ok(())
     }
 
     /// Whether a bounded reader has read everything up to its bounds.
@@ -184,7 +215,8 @@ impl TableReader {
         let now = self.clock.now_ms();
         for p in 0..self.source.partitions() {
             let limit = self.until.as_ref().map(|u| u[p as usize]);
-            if limit.is_some_and(|l| self.next[p as usize] >= l) {
+            let unassigned = self.assigned.as_ref().is_some_and(|a| !a[p as usize]);
+            if unassigned || limit.is_some_and(|l| self.next[p as usize] >= l) {
                 self.watermarks.touch(p as usize, now, false, true);
                 continue;
             }
@@ -284,6 +316,7 @@ impl TableReader {
             table_ms: self.watermarks.table(now),
             partitions_ms: (0..n).map(|p| self.watermarks.partition(p)).collect(),
             idle: self.watermarks.idle(now),
+            assigned: self.assigned.clone(),
         };
         self.hot.publish(status, backpressured);
     }
@@ -298,6 +331,18 @@ impl TableReader {
     }
 }
 
+/// What a reader needs when its source rebalances (Kafka tables whose
+/// partitions move between processes).
+pub trait Rebalancer: Send {
+    /// Seals everything the table holds in memory, so that the revoked
+    /// partitions' records are durable before another process takes them.
+    fn release(&mut self) -> std::result::Result<(), String>;
+    /// What every process sharing the table has sealed, merged: the resume point
+    /// of each partition is the greatest any process recorded, and the segments
+    /// are all of theirs (for coverage).
+    fn view(&mut self) -> std::result::Result<Manifest, String>;
+}
+
 /// A running reader thread.
 pub struct ReaderHandle {
     stop: Arc<AtomicBool>,
@@ -308,7 +353,12 @@ pub struct ReaderHandle {
 impl ReaderHandle {
     /// Starts the reader loop of one table on its own thread. A read error ends the
     /// thread with that error; the caller's supervisor reports it.
-    pub fn spawn(mut reader: TableReader) -> std::io::Result<ReaderHandle> {
+    pub fn spawn(reader: TableReader) -> std::io::Result<ReaderHandle> {
+        Self::spawn_with(reader, None)
+    }
+
+    /// [`ReaderHandle::spawn`], handling the source's rebalances with `rebalancer`.
+    pub fn spawn_with(mut reader: TableReader, mut rebalancer: Option<Box<dyn Rebalancer>>) -> std::io::Result<ReaderHandle> {
         let stop = Arc::new(AtomicBool::new(false));
         let table = reader.hot().config().name.clone();
         let flag = stop.clone();
@@ -316,6 +366,25 @@ impl ReaderHandle {
             let mut last_publish = std::time::Instant::now() - Duration::from_secs(1);
             let mut backpressured = false;
             while !flag.load(Ordering::Relaxed) {
+                if let Some(change) = reader.source.assignment() {
+                    let table = reader.hot().config().name.clone();
+                    let Some(r) = rebalancer.as_mut() else {
+                        return Err(Error::Format { table, detail: "the source rebalances, and nothing handles it".into() });
+                    };
+                    match change {
+                        Assignment::Revoke => {
+                            r.release().map_err(|detail| Error::Format { table: table.clone(), detail })?;
+                            tracing::info!(%table, "sealed everything for a rebalance; partitions released");
+                            reader.source.released();
+                        }
+                        Assignment::Assign(partitions) => {
+                            let view = r.view().map_err(|detail| Error::Format { table: table.clone(), detail })?;
+                            tracing::info!(%table, ?partitions, "partitions assigned");
+                            reader.reassign(&view, &partitions)?;
+                        }
+                    }
+                    continue;
+                }
                 if reader.hot().over_budget() {
                     if !backpressured {
                         tracing::warn!(table = %reader.hot().config().name, "hot tier at its byte budget: reading paused");

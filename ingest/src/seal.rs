@@ -96,6 +96,10 @@ pub struct Sealer {
     log_hold: parking_lot::Mutex<Option<Vec<u64>>>,
     /// The table's source, told after each seal what is durable.
     source: Option<Arc<dyn Source>>,
+    /// This process's node id, when the table's partitions move between
+    /// processes: the other nodes' sealed segments are served too.
+    node: Option<String>,
+    ticks: std::sync::atomic::AtomicU64,
 }
 
 impl Sealer {
@@ -111,7 +115,43 @@ impl Sealer {
             root,
             log_hold: parking_lot::Mutex::new(None),
             source: None,
+            node: None,
+            ticks: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// The table's partitions move between processes and this one is `node`:
+    /// serve the other nodes' sealed segments too, refreshed every second.
+    pub fn with_peers(mut self, node: String) -> Sealer {
+        self.node = Some(node);
+        self
+    }
+
+    /// Loads every node's newest manifest, serves the others' segments, and
+    /// returns the merged view a rebalanced reader starts from: each partition
+    /// resumes at the greatest resume point any node recorded (the last owner's),
+    /// and every node's segments and tombstones count for coverage.
+    pub async fn group_view(&self) -> Result<Manifest> {
+        let table = &self.table().name;
+        let nodes = manifest::load_nodes(&self.store, table).await?;
+        let own = self.node.as_deref().unwrap_or_default();
+        let mut view = self.hot.cold().manifest.clone();
+        let mut peers = Vec::new();
+        for (node, m) in nodes {
+            if node == own {
+                continue;
+            }
+            for (mine, theirs) in view.resume.iter_mut().zip(&m.resume) {
+                if theirs.offset > mine.offset {
+                    *mine = *theirs;
+                }
+            }
+            view.segments.extend(m.segments.iter().cloned());
+            view.tombstones.extend(m.tombstones.iter().cloned());
+            peers.push(m);
+        }
+        self.hot.set_peers(peers);
+        Ok(view)
     }
 
     /// Tells `source` after each seal which offsets are durable (a Kafka source
@@ -543,6 +583,11 @@ impl Sealer {
     /// compact and expire. Errors are logged and retried on the next round.
     pub async fn tick(&self) {
         let cfg = self.table();
+        if self.node.is_some() && self.ticks.fetch_add(1, Ordering::Relaxed) % 5 == 0
+            && let Err(e) = self.group_view().await
+        {
+            tracing::warn!(table = %cfg.name, error = %e, "could not read the other processes' manifests");
+        }
         // Near the budget, seal everything sealable; open sessions and the dedup
         // ids cannot be sealed away, so memory held by them alone does not
         // trigger a seal on every round.

@@ -16,6 +16,17 @@ pub enum SourceError {
     Kafka(String),
 }
 
+/// A change of the partitions this process reads: a consumer-group rebalance
+/// (Kafka tables with `rebalance`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Assignment {
+    /// The group is taking this process's partitions away: seal everything
+    /// read so far, then call [`Source::released`].
+    Revoke,
+    /// These partitions are now this process's to read.
+    Assign(Vec<u32>),
+}
+
 /// A partitioned, offset-addressed stream of records.
 pub trait Source: Send + Sync {
     /// The topic's name, as dead letters record it.
@@ -47,6 +58,14 @@ pub trait Source: Send + Sync {
     /// Stops fetching and sends what is pending (the last durable offsets); at
     /// shutdown, after the final seal.
     fn close(&self) {}
+
+    /// The next change of this process's partitions, if one is pending.
+    fn assignment(&self) -> Option<Assignment> {
+        None
+    }
+
+    /// Everything read so far is sealed: the revoked partitions may go.
+    fn released(&self) {}
 }
 
 impl Source for Topic {

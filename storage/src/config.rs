@@ -154,6 +154,10 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// Serve HTTPS with this certificate chain and key (PEM files).
     pub tls: Option<TlsConfig>,
+    /// This process's name among the processes sharing a Kafka topic's
+    /// partitions (tables with `kafka.rebalance`): its sealed segments go under
+    /// `tables/<table>/nodes/<node_id>/`.
+    pub node_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -270,6 +274,9 @@ pub struct KafkaConfig {
     pub properties: std::collections::BTreeMap<String, String>,
     /// Whether the table's `partitions` was left out, to be the topic's count.
     pub partitions_from_topic: bool,
+    /// Share the topic's partitions with the other `weir` processes of the
+    /// consumer group: the group assigns them, and they move on rebalances.
+    pub rebalance: bool,
 }
 
 /// A session window: per key, events no more than `gap_ms` apart form one session;
@@ -441,6 +448,7 @@ struct RawServer {
     data_dir: Option<PathBuf>,
     tls_cert: Option<Spanned<PathBuf>>,
     tls_key: Option<Spanned<PathBuf>>,
+    node_id: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -549,6 +557,8 @@ struct RawKafka {
     group_id: Option<Spanned<String>>,
     #[serde(default)]
     properties: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    rebalance: bool,
 }
 
 #[derive(Deserialize)]
@@ -665,10 +675,16 @@ impl WeirConfig {
                 return Err(ctx.err("server", &one.span(), "give both tls_cert and tls_key, or neither"));
             }
         };
+        if let Some(n) = &raw.server.node_id
+            && !is_identifier(n.get_ref())
+        {
+            return Err(ctx.err("server.node_id", &n.span(), "use lowercase letters, digits and _, starting with a letter"));
+        }
         let server = ServerConfig {
             listen: raw.server.listen.unwrap_or_else(|| "127.0.0.1:8080".into()),
             data_dir: raw.server.data_dir.unwrap_or_else(|| PathBuf::from("weir-data")),
             tls,
+            node_id: raw.server.node_id.map(Spanned::into_inner),
         };
         let auth = validate_auth(&ctx, raw.auth)?;
         let limits = validate_limits(&ctx, raw.limits)?;
@@ -1109,11 +1125,19 @@ fn validate_table(ctx: &Ctx, i: usize, raw: RawTable) -> Result<TableConfig, Con
                 group_id: k.group_id.map_or_else(|| format!("weir-{name}"), |g| g.into_inner()),
                 properties: k.properties,
                 partitions_from_topic: raw.partitions.is_none(),
+                rebalance: k.rebalance,
             })
         }
         None => None,
     };
 
+    if kafka.as_ref().is_some_and(|k| k.rebalance) && (!sessions.is_empty() || dedup.is_some()) {
+        return Err(ctx.err(
+            format!("{p}.kafka.rebalance"),
+            &raw.name.span(),
+            "a table whose partitions move between processes cannot have session windows or dedup yet (their state would have to move too)",
+        ));
+    }
     let avro = match raw.avro {
         Some(a) => {
             let span = a.span();

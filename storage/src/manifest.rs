@@ -297,6 +297,35 @@ pub fn replay_root(table: &str, job: u64) -> String {
     format!("tables/{table}/replays/{job:06}")
 }
 
+/// The root of one process's segments of a table whose Kafka partitions move
+/// between processes (`kafka.rebalance`): each process keeps its own manifest.
+pub fn node_root(table: &str, node: &str) -> String {
+    format!("tables/{table}/nodes/{node}")
+}
+
+/// The newest manifest of every process that has sealed part of `table` under
+/// [`node_root`], by node id.
+pub async fn load_nodes(store: &Store, table: &str) -> Result<Vec<(String, Manifest)>, ManifestError> {
+    let prefix = format!("tables/{table}/nodes/");
+    let mut newest: BTreeMap<String, u64> = BTreeMap::new();
+    for meta in store.list(&format!("tables/{table}/nodes")).await? {
+        let path = meta.location.to_string();
+        let Some(rest) = path.strip_prefix(&prefix) else { continue };
+        let mut parts = rest.split('/');
+        let (Some(node), Some("manifest")) = (parts.next(), parts.next()) else { continue };
+        if let Some(v) = version_of(&path) {
+            let e = newest.entry(node.to_string()).or_insert(v);
+            *e = (*e).max(v);
+        }
+    }
+    let mut out = Vec::with_capacity(newest.len());
+    for (node, v) in newest {
+        let m = load_version(store, &node_root(table, &node), v).await?;
+        out.push((node, m));
+    }
+    Ok(out)
+}
+
 pub fn manifest_path(root: &str, version: u64) -> String {
     format!("{root}/manifest/v{version:020}.json")
 }

@@ -17,7 +17,7 @@ use anyhow::Context;
 use parking_lot::Mutex;
 use weir_ingest::clock::{Clock, SystemClock};
 use weir_ingest::hot::HotTable;
-use weir_ingest::pipeline::{ReaderHandle, TableReader};
+use weir_ingest::pipeline::{ReaderHandle, Rebalancer, TableReader};
 use weir_ingest::replay::{self, Derived, JobRecord, ReplayEnv, ReplayHost, ReplayRequest, Replays};
 use weir_ingest::seal::{Sealer, SealerHandle, seal_all};
 use weir_ingest::source::Source;
@@ -88,16 +88,35 @@ impl App {
                 Some(_) => Input::kafka(t)?,
             };
             let hot = Arc::new(HotTable::new(Arc::new(t.clone())));
-            let (h, st) = (hot.clone(), store.clone());
-            block_on_thread(async move { Sealer::recover(&h, &st).await })
+            // A table whose Kafka partitions move between processes keeps this
+            // process's segments under its node's root (docs/kafka.md).
+            let node = match t.kafka.as_ref().filter(|k| k.rebalance) {
+                Some(_) => Some(config.server.node_id.clone().with_context(|| {
+                    format!("table `{}` shares its Kafka partitions with other processes (kafka.rebalance): give this process a `server.node_id` (or `--node-id`)", t.name)
+                })?),
+                None => None,
+            };
+            let root = match &node {
+                Some(n) => weir_storage::manifest::node_root(&t.name, n),
+                None => weir_storage::manifest::table_root(&t.name),
+            };
+            let (h, st, r) = (hot.clone(), store.clone(), root.clone());
+            block_on_thread(async move { Sealer::recover_at(&h, &st, &r, &[]).await })
                 .with_context(|| format!("recovering table `{}` from {}", t.name, store.url()))?;
-            let reader = TableReader::new(hot.clone(), input.source.clone(), clock.clone())?;
-            readers.push(ReaderHandle::spawn(reader).context("starting a reader thread")?);
-            let mut sealer =
-                Sealer::new(hot.clone(), store.clone(), clock.clone(), compact_min).with_source(input.source.clone());
+            let mut sealer = Sealer::new(hot.clone(), store.clone(), clock.clone(), compact_min)
+                .with_source(input.source.clone())
+                .at_root(root);
             if let Some(topic) = &input.log {
                 sealer = sealer.with_log(topic.clone());
             }
+            if let Some(n) = &node {
+                sealer = sealer.with_peers(n.clone());
+            }
+            let sealer = Arc::new(sealer);
+            let reader = TableReader::new(hot.clone(), input.source.clone(), clock.clone())?;
+            let rebalancer: Option<Box<dyn Rebalancer>> =
+                node.map(|_| Box::new(GroupRebalancer { sealer: sealer.clone() }) as Box<dyn Rebalancer>);
+            readers.push(ReaderHandle::spawn_with(reader, rebalancer).context("starting a reader thread")?);
             sealers.push(SealerHandle::spawn(sealer).context("starting a sealer thread")?);
             inputs.push(input);
             tables.push(hot);
@@ -292,6 +311,27 @@ impl App {
             }
         }
         tracing::info!("ingest stopped and the log is on disk");
+    }
+}
+
+/// Seals and reads the other processes' manifests for a reader whose Kafka
+/// partitions move (docs/kafka.md).
+struct GroupRebalancer {
+    sealer: Arc<Sealer>,
+}
+
+impl Rebalancer for GroupRebalancer {
+    fn release(&mut self) -> Result<(), String> {
+        let sealer = self.sealer.clone();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        block_on_thread(async move { seal_all(&sealer, deadline).await }).map(drop).map_err(|e| {
+            format!("could not seal before releasing partitions (a restart re-reads them from Kafka): {e}")
+        })
+    }
+
+    fn view(&mut self) -> Result<weir_storage::manifest::Manifest, String> {
+        let sealer = self.sealer.clone();
+        block_on_thread(async move { sealer.group_view().await }).map_err(|e| format!("reading the group's manifests: {e}"))
     }
 }
 

@@ -65,6 +65,10 @@ pub enum Command {
         /// Overrides `storage.url` (s3://bucket/prefix or file:///path).
         #[arg(long, env = "WEIR_STORE")]
         store: Option<String>,
+        /// Overrides `server.node_id`: this process's name among those sharing a
+        /// Kafka topic's partitions (tables with `kafka.rebalance`).
+        #[arg(long, env = "WEIR_NODE_ID")]
+        node_id: Option<String>,
     },
     /// List a table's sealed segments: time range, rows, bytes and the log offsets
     /// each covers. Reads the manifest from the object store; no server needed.
@@ -160,6 +164,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     group_id: "weir-demo".into(),
                     properties: Default::default(),
                     partitions_from_topic: true,
+                    rebalance: false,
                 });
                 ensure_demo_topic(t)?;
             }
@@ -174,7 +179,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Replay(args) => crate::replay::run(args),
         Command::Compact(target) => target.request("compact"),
         Command::Segments { table, config, data_dir, store, json } => crate::segments::run(&table, config, data_dir, store, json),
-        Command::Serve { config, listen, data_dir, store } => {
+        Command::Serve { config, listen, data_dir, store, node_id } => {
             let src = std::fs::read_to_string(&config).with_context(|| format!("reading {}", config.display()))?;
             let mut cfg = WeirConfig::from_toml(&src).with_context(|| format!("in {}", config.display()))?;
             if let Some(l) = listen {
@@ -185,6 +190,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             }
             if store.is_some() {
                 cfg.storage.url = store;
+            }
+            if node_id.is_some() {
+                cfg.server.node_id = node_id;
             }
             crate::server::run(cfg, None)
         }

@@ -321,11 +321,14 @@ async fn table(State(app): State<Arc<App>>, Path(name): Path<String>) -> Result<
         .map(|p| {
             let o = topic.offsets(p);
             let next = status.next_offsets[p as usize];
+            // A partition another process reads (kafka.rebalance) is its lag.
+            let mine = status.watermark.assigned.as_ref().is_none_or(|a| a.get(p as usize).copied().unwrap_or(false));
+            let part_lag = if mine { o.high.saturating_sub(next) } else { 0 };
             produced += o.high;
-            lag += o.high.saturating_sub(next);
+            lag += part_lag;
             json!({
                 "partition": p, "low": o.low, "high": o.high, "ingested_up_to": next,
-                "lag": o.high.saturating_sub(next),
+                "lag": part_lag, "assigned": mine,
                 "watermark": status.watermark.partitions_ms[p as usize].map(weir_ingest::time::format_ms),
                 "idle": status.watermark.idle[p as usize],
             })

@@ -62,6 +62,7 @@ impl Tansu {
             group_id: "weir-t".into(),
             properties: Default::default(),
             partitions_from_topic: true,
+            rebalance: false,
         }
     }
 }
@@ -392,4 +393,83 @@ topic = "{topic}"
         let r = w.request("POST", "/v1/ingest/t", b"{\"ts\": 1}\n");
         assert_eq!(r.status, 415, "{}", r.text());
     }
+}
+
+/// Two processes in one consumer group share a topic's partitions; when one
+/// stops, the other takes its partitions over from what it sealed. Nothing is
+/// lost or counted twice. (A kill -9 cannot be shown against tansu 0.6: it keeps
+/// a dead member in the group, so its partitions are never reassigned. The
+/// takeover after a crash is shown in process by
+/// `ingest/src/seal/tests.rs::a_crashed_node_s_partitions_are_taken_over_exactly`.)
+#[test]
+fn two_processes_share_the_partitions_and_one_takes_over_when_the_other_stops() {
+    let kafka = Tansu::start();
+    let cfg = kafka.config("shared");
+    rt().block_on(ensure_topic(&cfg, 4)).unwrap();
+    let sink = KafkaSink::open(&cfg).unwrap();
+    produce(&sink, 0, 6_000);
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("file://{}/cold", dir.path().display());
+    let body = table(&kafka.bootstrap, "shared").replace(
+        "group_id = \"weir-t\"",
+        "group_id = \"weir-shared\"\nrebalance = true\nproperties = { \"session.timeout.ms\" = \"6000\", \"heartbeat.interval.ms\" = \"500\" }",
+    );
+    let node = |name: &str| {
+        let d = dir.path().join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        let config = common::write_config(&d, &body);
+        Weir::start(&["serve", "--config", config.to_str().unwrap(), "--node-id", name, "--store", &store])
+    };
+    let seal = |w: &Weir| assert_eq!(w.request("POST", "/v1/tables/t/seal", b"").status, 200);
+    let assigned = |w: &Weir| -> Vec<u64> {
+        let t = w.get_json("/v1/tables/t");
+        t["offsets"].as_array().unwrap().iter().filter(|o| o["assigned"] == true).map(|o| o["partition"].as_u64().unwrap()).collect()
+    };
+    let total = |w: &Weir| -> u64 {
+        let c = &w.get_json("/v1/tables/t")["counts"];
+        ["ingested", "late", "dead_lettered"].iter().map(|k| c[k].as_u64().unwrap()).sum()
+    };
+    let wait = |what: &str, ok: &mut dyn FnMut() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !ok() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+
+    // A alone reads everything.
+    let a = node("a");
+    wait("A to own every partition", &mut || assigned(&a).len() == 4);
+    a.wait_caught_up("t", 6_000);
+    check_totals(&a, 6_000);
+
+    // B joins: the group splits the partitions; A seals before letting go.
+    let mut b = node("b");
+    wait("the partitions to be split", &mut || {
+        let (x, y) = (assigned(&a), assigned(&b));
+        !x.is_empty() && !y.is_empty() && x.len() + y.len() == 4
+    });
+    produce(&sink, 6_000, 10_000);
+    wait("both to read their share", &mut || {
+        let (x, y) = (a.get_json("/v1/tables/t"), b.get_json("/v1/tables/t"));
+        x["lag"] == 0 && y["lag"] == 0 && x["produced"] == 10_000 && y["produced"] == 10_000
+    });
+    seal(&a);
+    seal(&b);
+    // Each serves what every process sealed.
+    wait("A and B to see each other's segments", &mut || total(&a) == 10_000 && total(&b) == 10_000);
+    check_totals(&a, 10_000);
+    check_totals(&b, 10_000);
+
+    // B stops (SIGTERM: it seals and leaves the group) with new records read:
+    // A takes its partitions over from what B sealed.
+    produce(&sink, 10_000, 13_000);
+    wait("B to read its share", &mut || b.get_json("/v1/tables/t")["lag"] == 0);
+    assert_eq!(b.terminate().code(), Some(0));
+    wait("A to own every partition again", &mut || assigned(&a).len() == 4);
+    wait("A to read everything", &mut || a.get_json("/v1/tables/t")["lag"] == 0);
+    seal(&a);
+    wait("A's totals to settle", &mut || total(&a) == 13_000);
+    check_totals(&a, 13_000);
 }

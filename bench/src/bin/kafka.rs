@@ -157,6 +157,7 @@ fn main() -> anyhow::Result<()> {
         group_id: "weir-bench".into(),
         properties: args.properties.iter().cloned().collect(),
         partitions_from_topic: false,
+        rebalance: false,
     };
     anyhow::ensure!(rt.block_on(ensure_topic(&kafka, PARTITIONS))?, "the topic is new");
     let cfg = WeirConfig::from_toml(DEMO_CONFIG)?;

@@ -96,6 +96,10 @@ pub struct WatermarkStatus {
     /// Per partition: the partition's watermark and whether it counts as idle.
     pub partitions_ms: Vec<Option<i64>>,
     pub idle: Vec<bool>,
+    /// Per partition, whether this process reads it (all, unless the table's
+    /// Kafka partitions are shared with other processes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub assigned: Option<Vec<bool>>,
 }
 
 /// What the sealer has done, for status and metrics.
@@ -186,6 +190,10 @@ struct State {
     seal_stats: SealStats,
     /// Whether the session windows changed since their last checkpoint.
     sessions_dirty: bool,
+    /// The sealed state of the other processes sharing this table's partitions
+    /// (Kafka tables with `rebalance`): their files are served too.
+    peers: Arc<Vec<Manifest>>,
+    peer_counts: Counts,
     /// Records taken per second, measured over about a second at each publish.
     rate: f64,
     rate_sample: Option<(std::time::Instant, u64)>,
@@ -367,12 +375,15 @@ impl HotTable {
                     table_ms: None,
                     partitions_ms: vec![None; partitions],
                     idle: vec![false; partitions],
+                    assigned: None,
                 },
                 backpressured: false,
                 sealing: None,
                 cold: Arc::new(Cold::new(manifest)),
                 seal_stats: SealStats::default(),
                 sessions_dirty: false,
+                peers: Arc::new(Vec::new()),
+                peer_counts: Counts::default(),
                 rate: 0.0,
                 rate_sample: None,
             }),
@@ -433,9 +444,30 @@ impl HotTable {
         Ok(())
     }
 
+    /// Serves the sealed segments of the other processes that share this table's
+    /// partitions (their newest manifests), with this process's own.
+    pub fn set_peers(&self, peers: Vec<Manifest>) {
+        let mut s = self.state.lock();
+        if *s.peers == peers {
+            return;
+        }
+        s.peer_counts = peers.iter().fold(Counts::default(), |acc, m| acc.add(&Cold::new(m.clone()).counts));
+        s.peers = Arc::new(peers);
+        drop(s);
+        self.version.fetch_add(1, Ordering::Release);
+    }
+
     /// The current manifest.
     pub fn cold(&self) -> Arc<Cold> {
         Arc::clone(&self.state.lock().cold)
+    }
+
+    /// Sets where ingest reads one partition from, with its watermark state (a
+    /// partition this process was just assigned).
+    pub fn set_position(&self, partition: u32, offset: u64, max_event_ms: Option<i64>) {
+        let mut s = self.state.lock();
+        s.next_offsets[partition as usize] = offset;
+        s.max_event_ms[partition as usize] = max_event_ms;
     }
 
     /// Sets where ingest starts reading each partition.
@@ -546,7 +578,7 @@ impl HotTable {
     /// Everything taken from the log: sealed plus in memory.
     pub fn counts(&self) -> Counts {
         let s = self.state.lock();
-        s.cold.counts.add(&s.counts)
+        s.cold.counts.add(&s.counts).add(&s.peer_counts)
     }
 
     /// Detaches what `scope` selects into the sealing slot and returns it; returns
@@ -688,7 +720,7 @@ impl HotTable {
         let s = self.state.lock();
         let m = &s.cold.manifest;
         TableStatus {
-            counts: s.cold.counts.add(&s.counts),
+            counts: s.cold.counts.add(&s.counts).add(&s.peer_counts),
             next_offsets: s.next_offsets.clone(),
             raw_rows: s.raw_rows() + s.sealing.as_ref().map_or(0, |x| x.ranges.iter().map(|r| r.raw_rows).sum()),
             raw_bytes: s.raw.values().map(RowBuffer::bytes).sum(),
@@ -763,10 +795,12 @@ impl HotTable {
                 Source::Session(i) => batches.extend(slot.closed_sessions[i].iter().cloned()),
             }
         }
+        let peer_files = s.peers.iter().flat_map(|m| m.files(relation));
         let cold = s
             .cold
             .manifest
             .files(relation)
+            .chain(peer_files)
             .map(|f| ColdFile {
                 path: f.path.clone(),
                 bytes: f.bytes,

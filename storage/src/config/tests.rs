@@ -224,3 +224,15 @@ fn avro_needs_kafka_and_one_way_to_find_its_schema() {
     let e = error_of(&format!("{table}{kafka}[tables.avro]\nconfluent = {{ \"x\" = \"{{}}\" }}\n"));
     assert!(e.message.contains("`x` is not a schema id"), "{e}");
 }
+
+#[test]
+fn rebalancing_refuses_per_key_state_and_node_ids_are_identifiers() {
+    let table = "[[tables]]\nname = \"t\"\ntime = { field = \"ts\" }\ndimensions = [{ name = \"k\", type = \"string\" }]\n";
+    let kafka = "[tables.kafka]\nbootstrap_servers = \"b:9092\"\nrebalance = true\n";
+    let c = WeirConfig::from_toml(&format!("[server]\nnode_id = \"ingest_1\"\n{table}{kafka}")).unwrap();
+    assert!(c.tables[0].kafka.as_ref().unwrap().rebalance);
+    assert_eq!(c.server.node_id.as_deref(), Some("ingest_1"));
+    let e = error_of(&format!("{table}dedup = {{ field = \"k\", window = \"1h\" }}\n{kafka}"));
+    assert!(e.message.contains("cannot have session windows or dedup"), "{e}");
+    assert_eq!(error_of("[server]\nnode_id = \"Node 1\"\n").path, "server.node_id");
+}
