@@ -1115,6 +1115,15 @@ fn validate_table(ctx: &Ctx, i: usize, raw: RawTable) -> Result<TableConfig, Con
                     return Err(ctx.err(format!("{p}.kafka.properties"), &span, format!("`{key}` is set by Weir (offsets come from its manifest); remove it")));
                 }
             }
+            if k.rebalance
+                && k.properties.get("partition.assignment.strategy").is_some_and(|v| v.contains("cooperative"))
+            {
+                return Err(ctx.err(
+                    format!("{p}.kafka.properties"),
+                    &span,
+                    "`rebalance` works with the eager assignment strategies (range, roundrobin); cooperative-sticky is not supported",
+                ));
+            }
             let topic = k.topic.map_or_else(|| name.clone(), |t| t.into_inner());
             if topic.is_empty() {
                 return Err(ctx.err(format!("{p}.kafka.topic"), &span, "must not be empty"));

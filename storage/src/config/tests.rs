@@ -235,4 +235,6 @@ fn rebalancing_refuses_per_key_state_and_node_ids_are_identifiers() {
     let e = error_of(&format!("{table}dedup = {{ field = \"k\", window = \"1h\" }}\n{kafka}"));
     assert!(e.message.contains("cannot have session windows or dedup"), "{e}");
     assert_eq!(error_of("[server]\nnode_id = \"Node 1\"\n").path, "server.node_id");
+    let e = error_of(&format!("{table}{kafka}properties = {{ \"partition.assignment.strategy\" = \"cooperative-sticky\" }}\n"));
+    assert!(e.message.contains("cooperative-sticky is not supported"), "{e}");
 }
