@@ -131,6 +131,26 @@ pub fn run(table: &str, config: Option<PathBuf>, data_dir: Option<PathBuf>, stor
     let store = Store::open(&cfg.storage, &cfg.server.data_dir).context("opening the object store")?;
     let url = store.url().to_string();
     let name = table.to_string();
+    if cfg.table(table).and_then(|t| t.kafka.as_ref()).is_some_and(|k| k.rebalance) {
+        // Each process sharing the table's partitions keeps its own manifest.
+        let nodes = crate::app::block_on_thread(async move { manifest::load_nodes(&store, &name).await })?;
+        if nodes.is_empty() {
+            println!("table `{table}` shares its Kafka partitions between processes; none has sealed anything yet");
+        }
+        let mut all = Vec::new();
+        for (node, m) in &nodes {
+            if as_json {
+                all.push(json!({ "node": node, "manifest": to_json(m, &url) }));
+            } else {
+                println!("node `{node}`:");
+                print!("{}", to_text(m, &url));
+            }
+        }
+        if as_json {
+            println!("{}", serde_json::to_string_pretty(&json!({ "table": table, "nodes": all }))?);
+        }
+        return Ok(());
+    }
     let loaded = crate::app::block_on_thread(async move { manifest::load(&store, &manifest::table_root(&name)).await })?;
     let m = loaded.unwrap_or_else(|| {
         let t = cfg.table(table).expect("checked above");

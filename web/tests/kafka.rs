@@ -472,4 +472,14 @@ fn two_processes_share_the_partitions_and_one_takes_over_when_the_other_stops() 
     seal(&a);
     wait("A's totals to settle", &mut || total(&a) == 13_000);
     check_totals(&a, 13_000);
+    // `weir segments` lists every node's manifest.
+    let out = std::process::Command::new(common::BIN)
+        .args(["segments", "--table", "t", "--json", "--store", &store, "--config"])
+        .arg(dir.path().join("a").join("weir.toml"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let nodes: Vec<&str> = v["nodes"].as_array().unwrap().iter().map(|n| n["node"].as_str().unwrap()).collect();
+    assert_eq!(nodes, ["a", "b"], "{v}");
 }
