@@ -219,6 +219,9 @@ fn standalone(args: &ReplayArgs, cfg: &WeirConfig) -> anyhow::Result<()> {
         println!("replay {id} of `{}`: {}", r.table, state_word(&ReplayStatus::of(&r)));
         return Ok(());
     }
+    if table.kafka.is_some() {
+        bail!("table `{}` reads Kafka; replaying a Kafka-sourced table is not built yet", table.name);
+    }
     let log_dir = cfg.server.data_dir.join("log");
     if !log_dir.exists() {
         bail!("{} holds no log: nothing to replay (is --data-dir right?)", log_dir.display());
