@@ -203,6 +203,11 @@ fn a_kafka_topic_is_ingested_exactly_once_across_restarts_and_kill_9() {
         std::thread::sleep(Duration::from_millis(200));
     }
 
+    // Replaying a Kafka-sourced table is refused, with the reason.
+    let r = w.request("POST", "/v1/tables/t/replays", br#"{"from_offset": 0}"#);
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("reads Kafka"), "{}", r.text());
+
     // A clean stop and a restart read nothing twice either.
     assert_eq!(w.terminate().code(), Some(0));
     produce(&sink, 8_000, 9_000);
