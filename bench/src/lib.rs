@@ -57,17 +57,30 @@ pub fn fill_demo_log(
     events: usize,
     event_rate: u64,
     start_ms: i64,
-    mut each: impl FnMut(&[weir_ingest::generator::Event]) -> anyhow::Result<()>,
+    each: impl FnMut(&[weir_ingest::generator::Event]) -> anyhow::Result<()>,
 ) -> anyhow::Result<usize> {
     use weir_ingest::generator::{Generator, Mix};
-    use weir_storage::log::NewRecord;
     let mut g = Generator::new(42, Mix::default());
-    let step = 1000.0 / event_rate as f64;
+    append_demo(topic, &mut g, 0..events, start_ms, 1000.0 / event_rate as f64, each)
+}
+
+/// Appends events `range` of `g`'s stream (event `i` at `start_ms + i * step_ms`)
+/// to `topic` in batches of 5,000, calling `each` with every batch. Returns the
+/// bytes of JSON appended.
+pub fn append_demo(
+    topic: &weir_storage::log::Topic,
+    g: &mut weir_ingest::generator::Generator,
+    range: std::ops::Range<usize>,
+    start_ms: i64,
+    step_ms: f64,
+    mut each: impl FnMut(&[weir_ingest::generator::Event]) -> anyhow::Result<()>,
+) -> anyhow::Result<usize> {
+    use weir_storage::log::NewRecord;
     let mut bytes = 0usize;
-    let mut i = 0usize;
-    while i < events {
-        let n = (events - i).min(5000);
-        let batch: Vec<_> = (0..n).map(|k| g.next_event(start_ms + ((i + k) as f64 * step) as i64)).collect();
+    let mut i = range.start;
+    while i < range.end {
+        let n = (range.end - i).min(5000);
+        let batch: Vec<_> = (0..n).map(|k| g.next_event(start_ms + ((i + k) as f64 * step_ms) as i64)).collect();
         let recs: Vec<NewRecord> = batch
             .iter()
             .map(|e| NewRecord { key: e.key.as_bytes(), timestamp_ms: start_ms, value: e.line.as_bytes() })

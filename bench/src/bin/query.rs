@@ -31,7 +31,7 @@ use std::time::Instant;
 
 use clap::Parser;
 use serde_json::Value;
-use weir_bench::machine;
+use weir_bench::{append_demo, machine};
 use weir_ingest::clock::{Clock, ManualClock};
 use weir_ingest::generator::{DEMO_CONFIG, Generator, Mix};
 use weir_ingest::hot::{HotTable, SealScope};
@@ -41,7 +41,7 @@ use weir_ingest::tier::HotTier;
 use weir_query::{Format, QueryService};
 use weir_storage::config::{FsyncPolicy, LogConfig, QueryConfig, WeirConfig};
 use weir_storage::hot::SharedHotSource;
-use weir_storage::log::{Log, NewRecord, Topic};
+use weir_storage::log::Log;
 use weir_storage::store::Store;
 
 const HOUR_MS: i64 = 3_600_000;
@@ -254,22 +254,6 @@ fn drain(reader: &mut TableReader) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Appends events `from..to` of the stream (event time spread evenly from `start_ms`).
-fn append(topic: &Topic, g: &mut Generator, from: usize, to: usize, start_ms: i64, step_ms: f64) -> anyhow::Result<()> {
-    let mut i = from;
-    while i < to {
-        let n = (to - i).min(5000);
-        let events: Vec<_> = (0..n).map(|k| g.next_event(start_ms + ((i + k) as f64 * step_ms) as i64)).collect();
-        let recs: Vec<NewRecord> = events
-            .iter()
-            .map(|e| NewRecord { key: e.key.as_bytes(), timestamp_ms: start_ms, value: e.line.as_bytes() })
-            .collect();
-        topic.append(&recs)?;
-        i += n;
-    }
-    Ok(())
-}
-
 /// One timed seal of everything in memory.
 struct Seal {
     report: SealReport,
@@ -387,7 +371,7 @@ async fn main() -> anyhow::Result<()> {
 
     let mut g = Generator::new(42, Mix::default());
     let t = Instant::now();
-    append(&topic, &mut g, 0, split, start_ms, step_ms)?;
+    append_demo(&topic, &mut g, 0..split, start_ms, step_ms, |_| Ok(()))?;
     eprintln!("appended {split} events in {:.1} s", t.elapsed().as_secs_f64());
 
     // Merged (table B): the oldest events, sealed; then the newest, kept in memory.
@@ -397,7 +381,7 @@ async fn main() -> anyhow::Result<()> {
     let seal_b = seal_all(&hot_b, &store_b, clock.clone()).await?;
     eprintln!("sealed {} rows (table B) in {:.2} s", seal_b.report.rows, seal_b.seconds);
     let t = Instant::now();
-    append(&topic, &mut g, split, args.events, start_ms, step_ms)?;
+    append_demo(&topic, &mut g, split..args.events, start_ms, step_ms, |_| Ok(()))?;
     eprintln!("appended {} events in {:.1} s", args.events - split, t.elapsed().as_secs_f64());
     drain(&mut reader_b)?;
     let merged_status = hot_b.status();

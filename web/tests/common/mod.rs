@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod cards;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_weir");
 
 /// A running `weir` process.
