@@ -304,25 +304,17 @@ pub fn node_root(table: &str, node: &str) -> String {
 }
 
 /// The newest manifest of every process that has sealed part of `table` under
-/// [`node_root`], by node id.
+/// [`node_root`], by node id. Lists only the node directories and each node's
+/// manifest versions, not their segments.
 pub async fn load_nodes(store: &Store, table: &str) -> Result<Vec<(String, Manifest)>, ManifestError> {
-    let prefix = format!("tables/{table}/nodes/");
-    let mut newest: BTreeMap<String, u64> = BTreeMap::new();
-    for meta in store.list(&format!("tables/{table}/nodes")).await? {
-        let path = meta.location.to_string();
-        let Some(rest) = path.strip_prefix(&prefix) else { continue };
-        let mut parts = rest.split('/');
-        let (Some(node), Some("manifest")) = (parts.next(), parts.next()) else { continue };
-        if let Some(v) = version_of(&path) {
-            let e = newest.entry(node.to_string()).or_insert(v);
-            *e = (*e).max(v);
+    let mut out = Vec::new();
+    for node in store.list_dirs(&format!("tables/{table}/nodes")).await? {
+        let root = node_root(table, &node);
+        if let Some(m) = load(store, &root).await? {
+            out.push((node, m));
         }
     }
-    let mut out = Vec::with_capacity(newest.len());
-    for (node, v) in newest {
-        let m = load_version(store, &node_root(table, &node), v).await?;
-        out.push((node, m));
-    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(out)
 }
 

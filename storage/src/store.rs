@@ -280,6 +280,24 @@ impl Store {
         .await
     }
 
+    /// The names of the "directories" directly under `prefix` (one level, not
+    /// the objects below them).
+    pub async fn list_dirs(&self, prefix: &str) -> Result<Vec<String>> {
+        let location = ObjectPath::from(prefix);
+        self.retried("list", prefix, || {
+            let location = &location;
+            async move {
+                match self.inner.list_with_delimiter(Some(location)).await {
+                    Ok(r) => Attempt::Done(
+                        r.common_prefixes.iter().filter_map(|p| p.filename().map(str::to_string)).collect(),
+                    ),
+                    Err(e) => Attempt::Retry(e.to_string()),
+                }
+            }
+        })
+        .await
+    }
+
     /// Deletes an object; deleting a missing object succeeds.
     pub async fn delete(&self, path: &str) -> Result<()> {
         let location = ObjectPath::from(path);

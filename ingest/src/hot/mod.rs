@@ -74,6 +74,12 @@ pub struct Counts {
 }
 
 impl Counts {
+    /// Everything a manifest records as sealed (expired segments included).
+    pub fn sealed(m: &Manifest) -> Counts {
+        let (ingested, late, dead_lettered) = m.counts();
+        Counts { ingested, late, dead_lettered, duplicates: m.duplicates() }
+    }
+
     pub fn total(&self) -> u64 {
         self.ingested + self.late + self.dead_lettered + self.duplicates
     }
@@ -208,9 +214,7 @@ pub struct Cold {
 
 impl Cold {
     fn new(manifest: Manifest) -> Cold {
-        let (ingested, late, dead_lettered) = manifest.counts();
-        let duplicates = manifest.duplicates();
-        Cold { manifest, counts: Counts { ingested, late, dead_lettered, duplicates } }
+        Cold { counts: Counts::sealed(&manifest), manifest }
     }
 }
 
@@ -451,7 +455,7 @@ impl HotTable {
         if *s.peers == peers {
             return;
         }
-        s.peer_counts = peers.iter().fold(Counts::default(), |acc, m| acc.add(&Cold::new(m.clone()).counts));
+        s.peer_counts = peers.iter().fold(Counts::default(), |acc, m| acc.add(&Counts::sealed(m)));
         s.peers = Arc::new(peers);
         drop(s);
         self.version.fetch_add(1, Ordering::Release);
