@@ -127,30 +127,34 @@ impl Sealer {
         self
     }
 
+    /// Loads the other nodes' newest manifests and serves their segments.
+    async fn refresh_peers(&self) -> Result<Vec<Manifest>> {
+        let own = self.node.as_deref().unwrap_or_default();
+        let peers: Vec<Manifest> = manifest::load_nodes(&self.store, &self.table().name)
+            .await?
+            .into_iter()
+            .filter(|(node, _)| node != own)
+            .map(|(_, m)| m)
+            .collect();
+        self.hot.set_peers(peers.clone());
+        Ok(peers)
+    }
+
     /// Loads every node's newest manifest, serves the others' segments, and
     /// returns the merged view a rebalanced reader starts from: each partition
     /// resumes at the greatest resume point any node recorded (the last owner's),
     /// and every node's segments and tombstones count for coverage.
     pub async fn group_view(&self) -> Result<Manifest> {
-        let table = &self.table().name;
-        let nodes = manifest::load_nodes(&self.store, table).await?;
-        let own = self.node.as_deref().unwrap_or_default();
         let mut view = self.hot.cold().manifest.clone();
-        let mut peers = Vec::new();
-        for (node, m) in nodes {
-            if node == own {
-                continue;
-            }
+        for m in self.refresh_peers().await? {
             for (mine, theirs) in view.resume.iter_mut().zip(&m.resume) {
                 if theirs.offset > mine.offset {
                     *mine = *theirs;
                 }
             }
-            view.segments.extend(m.segments.iter().cloned());
-            view.tombstones.extend(m.tombstones.iter().cloned());
-            peers.push(m);
+            view.segments.extend(m.segments);
+            view.tombstones.extend(m.tombstones);
         }
-        self.hot.set_peers(peers);
         Ok(view)
     }
 
@@ -584,7 +588,7 @@ impl Sealer {
     pub async fn tick(&self) {
         let cfg = self.table();
         if self.node.is_some() && self.ticks.fetch_add(1, Ordering::Relaxed) % 5 == 0
-            && let Err(e) = self.group_view().await
+            && let Err(e) = self.refresh_peers().await
         {
             tracing::warn!(table = %cfg.name, error = %e, "could not read the other processes' manifests");
         }
