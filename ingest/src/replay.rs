@@ -594,7 +594,7 @@ impl Staging {
     }
 
     fn positions(&self) -> Vec<u64> {
-        self.hot.status().next_offsets
+        self.hot.next_offsets()
     }
 
     /// Stops reading and background sealing; returns the reader and the sealer.
@@ -651,7 +651,7 @@ async fn drive(job: &Job, env: &ReplayEnv, record: &JobRecord) -> Result<End> {
     let mut rate = Rate(Default::default());
     tracing::info!(table = %record.table, job = record.id, request = %describe(&record.request), "replay running");
     loop {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
         let position = staging.positions();
         let target: Vec<u64> = match &record.to {
             Some(to) => to.clone(),
@@ -735,6 +735,10 @@ async fn drive(job: &Job, env: &ReplayEnv, record: &JobRecord) -> Result<End> {
             s.target = position.clone();
             s.position = position;
             s.counts = counts;
+            // Done as soon as the new version is committed and served; tearing
+            // down the job's state comes after.
+            s.state = JobState::Done;
+            s.finished_ms = Some(env.clock.now_ms());
             drop(s);
             release(&live);
             tracing::info!(table = %record.table, job = record.id, into = record.target(), "replay switched in");

@@ -10,6 +10,9 @@
 //! 2. replay: `weir replay --from-offset 0` standalone (its own reader and sealer
 //!    threads, then the final seal and the switch commit) over the same log.
 //!
+//! Each pass writes to a fresh store, and the order of the two alternates from
+//! round to round.
+//!
 //! Both end with every record sealed, so the figures compare the same work.
 //!
 //! `cargo run --release -p weir-bench --bin replay -- --events 2000000`
@@ -60,10 +63,23 @@ fn main() -> anyhow::Result<()> {
     let (mut caught, mut lives, mut replays_s) = (Vec::new(), Vec::new(), Vec::new());
     let mut last = None;
     for round in 0..args.rounds.max(1) {
-        let store = Store::local(&dir.path().join(format!("cold-{round}")))?;
-        let (caught_up_s, live_s, sealed_rows, live_segments) = live_ingest(&rt, &table, &topic, &store, &clock, &heads)?;
+        // Each pass on a fresh store; the order alternates between rounds, so
+        // that running second (a warm allocator, a full page cache) favours
+        // neither.
+        let live_store = Store::local(&dir.path().join(format!("live-{round}")))?;
+        let replay_store = Store::local(&dir.path().join(format!("replay-{round}")))?;
+        let live = || live_ingest(&rt, &table, &topic, &live_store, &clock, &heads);
+        let replay = || replay_all(&rt, &table, &topic, &replay_store, &clock, end_ms);
+        let (live_result, replay_result) = if round % 2 == 0 {
+            let l = live()?;
+            (l, replay()?)
+        } else {
+            let r = replay()?;
+            (live()?, r)
+        };
+        let (caught_up_s, live_s, sealed_rows, live_segments) = live_result;
         anyhow::ensure!(sealed_rows as usize == args.stream.events, "live ingest sealed every record");
-        let (status, replay_s, segments) = replay_all(&rt, &table, &topic, &store, &clock, end_ms)?;
+        let (status, replay_s, segments) = replay_result;
         anyhow::ensure!(status.read as usize == args.stream.events, "the replay read {} of {} records", status.read, args.stream.events);
         anyhow::ensure!(status.counts.total() == sealed_rows, "the replay holds what live ingest held");
         caught.push(caught_up_s);
@@ -157,11 +173,17 @@ fn replay_all(
     let (record, _) = rt.block_on(replay::create(store, topic, table, request, &|_| false, now_ms))?;
     let replays = Replays::default();
     let (status, replay_s) = timed(|| -> anyhow::Result<_> {
+        // Timed until the job reports done: the new version is committed and
+        // served (tearing down the job's own state comes after).
         let job = replays.start(env, record)?;
-        job.join();
-        Ok(job.status())
+        while !job.status().state.finished() && !job.is_finished() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let status = job.status();
+        Ok((status, job))
     });
-    let status = status?;
+    let (status, job) = status?;
+    job.join();
     anyhow::ensure!(status.state == JobState::Done, "the replay ended {:?}: {:?}", status.state, status.error);
     let replayed = rt.block_on(weir_storage::manifest::load(store, "tables/transactions"))?.expect("switched");
     Ok((status, replay_s, replayed.segments.len()))

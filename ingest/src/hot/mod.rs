@@ -474,6 +474,11 @@ impl HotTable {
         s.max_event_ms[partition as usize] = max_event_ms;
     }
 
+    /// Per partition, the next offset to ingest (everything below is applied).
+    pub fn next_offsets(&self) -> Vec<u64> {
+        self.state.lock().next_offsets.clone()
+    }
+
     /// Sets where ingest starts reading each partition.
     pub fn set_start_offsets(&self, offsets: &[u64]) {
         self.state.lock().next_offsets.copy_from_slice(offsets);
