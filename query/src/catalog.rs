@@ -14,7 +14,7 @@ use datafusion::catalog::{
     SchemaProvider, TableProvider,
 };
 use datafusion::common::Result as DfResult;
-use weir_storage::hot::SharedHotSource;
+use weir_storage::hot::{Relation, SharedHotSource};
 
 use crate::provider::HotTableProvider;
 
@@ -26,9 +26,18 @@ pub const SCHEMA: &str = "public";
 /// A catalog list with one catalog, [`CATALOG`], whose schema [`SCHEMA`] is the hot
 /// tier.
 pub fn catalog_list(hot: SharedHotSource) -> Arc<dyn CatalogProviderList> {
+    catalog_list_with(hot, |hot, relation| Arc::new(HotTableProvider::new(hot, relation)))
+}
+
+/// Makes the table a relation is served as.
+pub type MakeTable = fn(SharedHotSource, Relation) -> Arc<dyn TableProvider>;
+
+/// Like [`catalog_list`], with each relation served as `make` builds it (live
+/// tiles plan over tables of their own, `live::incremental`).
+pub fn catalog_list_with(hot: SharedHotSource, make: MakeTable) -> Arc<dyn CatalogProviderList> {
     let catalog = MemoryCatalogProvider::new();
     catalog
-        .register_schema(SCHEMA, Arc::new(HotSchema { hot }))
+        .register_schema(SCHEMA, Arc::new(HotSchema { hot, make }))
         .expect("a memory catalog accepts a schema");
     let list = MemoryCatalogProviderList::new();
     list.register_catalog(CATALOG.to_string(), Arc::new(catalog));
@@ -38,12 +47,7 @@ pub fn catalog_list(hot: SharedHotSource) -> Arc<dyn CatalogProviderList> {
 /// The hot tier's relations as a SQL schema.
 pub struct HotSchema {
     hot: SharedHotSource,
-}
-
-impl HotSchema {
-    pub fn new(hot: SharedHotSource) -> Self {
-        HotSchema { hot }
-    }
+    make: MakeTable,
 }
 
 impl fmt::Debug for HotSchema {
@@ -60,9 +64,7 @@ impl SchemaProvider for HotSchema {
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
         let relation = self.hot.relations().into_iter().find(|r| r.name == name);
-        Ok(relation.map(|r| {
-            Arc::new(HotTableProvider::new(Arc::clone(&self.hot), r)) as Arc<dyn TableProvider>
-        }))
+        Ok(relation.map(|r| (self.make)(Arc::clone(&self.hot), r)))
     }
 
     fn table_exist(&self, name: &str) -> bool {

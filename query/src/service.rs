@@ -56,8 +56,8 @@ pub struct Described {
 pub struct QueryService {
     catalogs: Arc<dyn CatalogProviderList>,
     /// The object store of the sealed segments, registered in every query's runtime.
-    cold: Option<Arc<dyn object_store::ObjectStore>>,
-    limits: QueryConfig,
+    pub(crate) cold: Option<Arc<dyn object_store::ObjectStore>>,
+    pub(crate) limits: QueryConfig,
     /// The runtime DataFusion runs on; `None` only while dropping.
     runtime: Option<Runtime>,
 }
@@ -92,9 +92,16 @@ impl QueryService {
     pub async fn execute(&self, sql: &str) -> Result<QueryOutput> {
         let checked = guard::check(sql)?;
         let state = session::new_state(Arc::clone(&self.catalogs), &self.limits, self.cold.as_ref())?;
-        // Dropping `task` (on return, or when the caller stops waiting) aborts the
-        // query if it still runs.
-        let mut task = AbortOnDrop(self.runtime().spawn(run(state, checked.statement)));
+        self.run_bounded(run(state, checked.statement)).await
+    }
+
+    /// Runs `work` on the query runtime under the per-query timeout; dropping the
+    /// returned future (on return, or when the caller stops waiting) aborts it.
+    pub(crate) async fn run_bounded<T: Send + 'static>(
+        &self,
+        work: impl Future<Output = Result<T>> + Send + 'static,
+    ) -> Result<T> {
+        let mut task = AbortOnDrop(self.runtime().spawn(work));
         match tokio::time::timeout(self.limits.timeout, &mut task).await {
             Ok(Ok(result)) => result,
             Ok(Err(join)) => Err(lost(&join)),
@@ -158,7 +165,7 @@ impl Drop for QueryService {
 }
 
 /// Plans a checked statement and verifies the plan is read-only.
-async fn plan(state: &SessionState, statement: Statement) -> Result<LogicalPlan> {
+pub(crate) async fn plan(state: &SessionState, statement: Statement) -> Result<LogicalPlan> {
     let plan = state.statement_to_plan(statement).await?;
     guard::sql_options()
         .verify_plan(&plan)

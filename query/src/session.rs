@@ -17,6 +17,7 @@ use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::{GreedyMemoryPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::SessionState;
+use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
 use datafusion::prelude::SessionConfig;
 use weir_storage::config::QueryConfig;
 
@@ -38,6 +39,34 @@ pub fn new_state(
     limits: &QueryConfig,
     cold: Option<&Arc<dyn ObjectStore>>,
 ) -> Result<SessionState> {
+    build(catalogs, limits, cold, Kind::Query)
+}
+
+/// The session a live tile evaluated incrementally is planned in (see
+/// `live::incremental`): one partition, no dynamic filters (its plan runs again
+/// and again), and aggregations kept as a partial and a final step
+/// (`CombinePartialFinalAggregate` left out), so that partial states can be
+/// computed per chunk of input and merged.
+pub fn new_tile_state(
+    catalogs: Arc<dyn CatalogProviderList>,
+    limits: &QueryConfig,
+    cold: Option<&Arc<dyn ObjectStore>>,
+) -> Result<SessionState> {
+    build(catalogs, limits, cold, Kind::Tile)
+}
+
+#[derive(PartialEq, Eq)]
+enum Kind {
+    Query,
+    Tile,
+}
+
+fn build(
+    catalogs: Arc<dyn CatalogProviderList>,
+    limits: &QueryConfig,
+    cold: Option<&Arc<dyn ObjectStore>>,
+    kind: Kind,
+) -> Result<SessionState> {
     let pool = TrackConsumersPool::new(
         GreedyMemoryPool::new(limits.memory_limit_bytes),
         REPORTED_CONSUMERS,
@@ -52,16 +81,32 @@ pub fn new_state(
         let url = url::Url::parse(COLD_URL).expect("a valid URL");
         runtime.register_object_store(&url, Arc::clone(store));
     }
-    let config = SessionConfig::new()
-        .with_target_partitions(TARGET_PARTITIONS)
+    let partitions = if kind == Kind::Tile { 1 } else { TARGET_PARTITIONS };
+    let mut config = SessionConfig::new()
+        .with_target_partitions(partitions)
         .with_information_schema(true)
         .with_create_default_catalog_and_schema(false)
         .with_default_catalog_and_schema(CATALOG, SCHEMA);
+    if kind == Kind::Tile {
+        let optimizer = &mut config.options_mut().optimizer;
+        optimizer.enable_dynamic_filter_pushdown = false;
+        optimizer.enable_topk_dynamic_filter_pushdown = false;
+        optimizer.enable_join_dynamic_filter_pushdown = false;
+        optimizer.enable_aggregate_dynamic_filter_pushdown = false;
+    }
     let mut builder = SessionStateBuilder::new()
         .with_config(config)
         .with_runtime_env(runtime)
         .with_catalog_list(catalogs)
         .with_default_features();
+    if kind == Kind::Tile {
+        let rules = PhysicalOptimizer::new()
+            .rules
+            .into_iter()
+            .filter(|r| r.name() != "CombinePartialFinalAggregate")
+            .collect();
+        builder = builder.with_physical_optimizer_rules(rules);
+    }
     builder
         .scalar_functions()
         .get_or_insert_with(Vec::new)

@@ -11,7 +11,8 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use weir_storage::config::QueryConfig;
-use weir_storage::hot::{HotError, HotSource, Relation, RelationKind, SharedHotSource, Snapshot};
+use weir_storage::hot::{ColdFile, HotError, HotSource, Relation, RelationKind, SharedHotSource, Snapshot};
+use weir_storage::store::Store;
 use weir_storage::sketch::Sketch;
 
 use crate::{QueryOutput, QueryService};
@@ -26,9 +27,76 @@ pub const MINUTE: i64 = 60_000;
 pub struct FakeHot {
     relations: Mutex<Vec<(Relation, Vec<RecordBatch>)>>,
     versions: Mutex<HashMap<String, u64>>,
+    /// Sealed files per relation, on `store`.
+    cold: Mutex<HashMap<String, Vec<ColdFile>>>,
+    store: Option<Store>,
 }
 
 impl FakeHot {
+    /// A hot tier whose sealed files go to `store`.
+    pub fn with_store(store: Store) -> FakeHot {
+        FakeHot { store: Some(store), ..FakeHot::default() }
+    }
+
+    /// The batches of a relation in memory.
+    pub fn batches(&self, relation: &str) -> Vec<RecordBatch> {
+        let relations = self.relations.lock().unwrap();
+        relations.iter().find(|(r, _)| r.name == relation).expect("an added relation").1.clone()
+    }
+
+    /// Seals `batches` of `relation` as one Parquet file at `path` and, in the same
+    /// step as a seal does, replaces its memory with `keep`.
+    pub async fn seal(&self, relation: &str, path: &str, batches: &[RecordBatch], keep: Vec<RecordBatch>) {
+        let schema = Arc::clone(&batches[0].schema());
+        let encoded = weir_storage::segment::encode(relation, &schema, batches, None).unwrap();
+        let store = self.store.as_ref().expect("a store");
+        store.put(path, encoded.bytes.clone()).await.unwrap();
+        let file = ColdFile {
+            path: path.to_string(),
+            bytes: encoded.bytes.len() as u64,
+            rows: encoded.rows,
+            min_time_ms: None,
+            max_time_ms: None,
+        };
+        let mut relations = self.relations.lock().unwrap();
+        let mut cold = self.cold.lock().unwrap();
+        cold.entry(relation.to_string()).or_default().push(file);
+        relations.iter_mut().find(|(r, _)| r.name == relation).expect("an added relation").1 = keep;
+        self.bump(relation);
+    }
+
+    /// Replaces sealed files `from` of `relation` by one file at `path` holding
+    /// their rows, as a compaction does.
+    pub async fn compact(&self, relation: &str, from: &[&str], path: &str) {
+        let store = self.store.as_ref().expect("a store");
+        let mut rows = Vec::new();
+        for f in from {
+            let (_, batches) = weir_storage::segment::decode(f, store.get(f).await.unwrap()).unwrap();
+            rows.extend(batches);
+        }
+        let schema = Arc::clone(&rows[0].schema());
+        let encoded = weir_storage::segment::encode(relation, &schema, &rows, None).unwrap();
+        store.put(path, encoded.bytes.clone()).await.unwrap();
+        let mut cold = self.cold.lock().unwrap();
+        let files = cold.entry(relation.to_string()).or_default();
+        files.retain(|f| !from.contains(&f.path.as_str()));
+        files.push(ColdFile {
+            path: path.to_string(),
+            bytes: encoded.bytes.len() as u64,
+            rows: encoded.rows,
+            min_time_ms: None,
+            max_time_ms: None,
+        });
+        drop(cold);
+        self.bump(relation);
+    }
+
+    /// The paths of a relation's sealed files.
+    pub fn cold_paths(&self, relation: &str) -> Vec<String> {
+        let cold = self.cold.lock().unwrap();
+        cold.get(relation).map(|fs| fs.iter().map(|f| f.path.clone()).collect()).unwrap_or_default()
+    }
+
     pub fn add(&self, relation: Relation, batches: Vec<RecordBatch>) {
         self.bump(&relation.name);
         self.relations.lock().unwrap().push((relation, batches));
@@ -68,11 +136,16 @@ impl HotSource for FakeHot {
             .iter()
             .find(|(r, _)| r.name == relation)
             .ok_or_else(|| HotError::UnknownRelation(relation.to_string()))?;
+        let cold = self.cold.lock().unwrap().get(relation).cloned().unwrap_or_default();
         Ok(Snapshot {
             schema: Arc::clone(&r.schema),
             batches: batches.clone(),
-            cold: Vec::new(),
+            cold,
         })
+    }
+
+    fn store(&self) -> Option<Store> {
+        self.store.clone()
     }
 
     fn version(&self, relation: &str) -> Option<u64> {

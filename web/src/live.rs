@@ -16,7 +16,8 @@
 //! forwarders, which then skip to the latest state when they can send again.
 //!
 //! A plain `GET /v1/live` without a WebSocket upgrade answers the hub's counters as
-//! JSON (tiles, subscriptions, evaluations, publishes, pushes, skipped, connections).
+//! JSON (tiles, subscriptions, evaluations, publishes, pushes, skipped, connections,
+//! and how many tiles are evaluated incrementally and over how many chunks).
 
 mod connection;
 mod protocol;
@@ -114,5 +115,8 @@ fn stats(live: &Live) -> serde_json::Value {
         "publishes": s.publishes,
         "pushes": s.pushes,
         "skipped": s.skipped,
+        "incremental_tiles": s.incremental_tiles,
+        "chunks_aggregated": s.chunks_aggregated,
+        "chunks_reused": s.chunks_reused,
     })
 }

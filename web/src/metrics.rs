@@ -178,11 +178,15 @@ pub fn render(app: &App) -> String {
     let _ = writeln!(out, "weir_live_tiles {}", live.tiles);
     family(&mut out, "weir_live_subscriptions", "gauge", "Tile subscriptions over all connections.");
     let _ = writeln!(out, "weir_live_subscriptions {}", live.subscriptions);
+    family(&mut out, "weir_live_incremental_tiles", "gauge", "Live tiles evaluated incrementally over rollups.");
+    let _ = writeln!(out, "weir_live_incremental_tiles {}", live.incremental_tiles);
     for (metric, help, v) in [
         ("weir_live_evaluations_total", "Tile evaluations run (each runs the tile's SQL once).", live.evaluations),
         ("weir_live_publishes_total", "Evaluations whose result changed and was published.", live.publishes),
         ("weir_live_pushes_total", "Snapshots and updates sent to subscribers.", live.pushes),
         ("weir_live_skipped_total", "Updates slow subscribers skipped to get the latest state.", live.skipped),
+        ("weir_live_chunks_aggregated_total", "Chunks (rollup buckets, sealed files) incremental evaluations aggregated.", live.chunks_aggregated),
+        ("weir_live_chunks_reused_total", "Chunks incremental evaluations reused unchanged.", live.chunks_reused),
     ] {
         family(&mut out, metric, "counter", help);
         let _ = writeln!(out, "{metric} {v}");

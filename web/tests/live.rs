@@ -214,6 +214,18 @@ async fn subscribe_push_late_correction_and_unsubscribe() {
     assert_eq!(value("weir_live_connections"), 1.0);
     assert_eq!(value("weir_live_tiles"), 1.0);
     assert!(value("weir_live_pushes_total") >= 4.0 && value("weir_live_evaluations_total") >= 4.0, "{metrics}");
+    // The rollup tile is evaluated incrementally: unchanged buckets were reused.
+    assert_eq!(value("weir_live_incremental_tiles"), 1.0, "{metrics}");
+    assert!(value("weir_live_chunks_reused_total") >= 2.0, "{metrics}");
+
+    // A seal moves buckets to sealed files; the tile reads them there, once.
+    let sealed = weir.request("POST", "/v1/tables/transactions/seal", b"");
+    assert_eq!(sealed.status, 200, "{}", sealed.text());
+    weir.ingest("transactions", &events(2, "2026-11-21T10:06:20Z"));
+    let want = counts(&[("2026-11-21T10:00:00Z", 11), ("2026-11-21T10:01:00Z", 5), ("2026-11-21T10:06:00Z", 5)]);
+    until(&mut c, "t1", &mut t1, |t| t.column("events") == want).await;
+    let segments = weir.get_json("/v1/tables/transactions")["cold"]["segments"].as_u64().unwrap_or(0);
+    assert!(segments > 0, "the seal wrote segments");
 
     // Unsubscribe: acknowledged, and no more pushes for t1 while t2 sees changes.
     c.send(json!({"op": "unsubscribe", "id": "t1"})).await;
@@ -221,13 +233,13 @@ async fn subscribe_push_late_correction_and_unsubscribe() {
     c.subscribe("t2", "SELECT count(*) AS n, sum(amount) AS total FROM transactions").await;
     let mut t2 = Tile::default();
     let snap = c.recv().await;
-    assert_eq!(snap["rows"], json!([{"n": 19, "total": 20.0}]), "{snap}");
+    assert_eq!(snap["rows"], json!([{"n": 21, "total": 22.0}]), "{snap}");
     assert_eq!(snap["key"], json!([]), "no string or time column: rows are their own identity");
     t2.key = vec!["n".into(), "total".into()]; // whole-row identity, for this client's bookkeeping
     t2.seq = 1;
     t2.rows.insert(t2.id(&snap["rows"][0]), snap["rows"][0].clone());
     weir.ingest("transactions", &events(4, "2026-11-21T10:07:00Z"));
-    until(&mut c, "t2", &mut t2, |t| t.rows.values().any(|r| r["n"] == 23)).await;
+    until(&mut c, "t2", &mut t2, |t| t.rows.values().any(|r| r["n"] == 25)).await;
     assert!(c.try_recv(Duration::from_millis(300)).await.is_none(), "nothing for t1 after unsubscribe");
     assert_eq!(weir.get_json("/v1/live")["tiles"], 1, "t1's tile is dropped with its only subscriber");
 }

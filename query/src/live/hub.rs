@@ -19,6 +19,7 @@ use tokio::sync::{Semaphore, watch};
 use weir_storage::hot::SharedHotSource;
 
 use super::diff::{Diff, diff};
+use super::incremental::{self, Incremental};
 use super::result::{Column, Evaluated, Row, candidate_key, columns_of, rows_of};
 use super::{MAX_RATE_HZ, MAX_TILE_ROWS, TileSpec};
 use crate::{Error, QueryOutput, QueryService, Result};
@@ -149,6 +150,12 @@ pub struct HubStats {
     pub pushes: u64,
     /// Updates subscribers skipped because they were behind.
     pub skipped: u64,
+    /// Tiles evaluated incrementally (the others are run in full).
+    pub incremental_tiles: u64,
+    /// Chunks (rollup buckets in memory, sealed files) whose partial aggregates
+    /// incremental evaluations computed, and those they reused unchanged.
+    pub chunks_aggregated: u64,
+    pub chunks_reused: u64,
 }
 
 /// The live tiles of a process.
@@ -166,6 +173,8 @@ struct Inner {
     publishes: AtomicU64,
     pushes: AtomicU64,
     skipped: AtomicU64,
+    chunks_aggregated: AtomicU64,
+    chunks_reused: AtomicU64,
 }
 
 #[derive(Default)]
@@ -180,6 +189,8 @@ struct Tile {
     /// The hot relations the SQL reads.
     relations: Vec<String>,
     candidate: Vec<String>,
+    /// The tile's plan for incremental evaluation; `None`: run in full.
+    incremental: Option<Arc<Incremental>>,
     tx: watch::Sender<TileState>,
     /// The `max_rate_hz` of each subscriber.
     rates: Mutex<Vec<f64>>,
@@ -218,6 +229,8 @@ impl TileHub {
                 publishes: AtomicU64::new(0),
                 pushes: AtomicU64::new(0),
                 skipped: AtomicU64::new(0),
+                chunks_aggregated: AtomicU64::new(0),
+                chunks_reused: AtomicU64::new(0),
             }),
         }
     }
@@ -239,11 +252,19 @@ impl TileHub {
             None => {
                 let described = self.inner.query.describe(&spec.sql).await?;
                 let candidate = candidate_key(&described.schema, spec.key.as_deref())?;
+                let incremental = match incremental::prepare(&self.inner.query, &self.inner.hot, &spec.sql).await {
+                    Ok(plan) => Some(Arc::new(plan)),
+                    Err(reason) => {
+                        tracing::debug!(sql = %spec.sql, %reason, "a live tile is evaluated in full");
+                        None
+                    }
+                };
                 let (tx, _) = watch::channel(TileState::default());
                 Arc::new(Tile {
                     spec: spec.clone(),
                     relations: described.relations,
                     candidate,
+                    incremental,
                     tx,
                     rates: Mutex::default(),
                     schedule: Mutex::default(),
@@ -281,6 +302,9 @@ impl TileHub {
             publishes: i.publishes.load(Ordering::Relaxed),
             pushes: i.pushes.load(Ordering::Relaxed),
             skipped: i.skipped.load(Ordering::Relaxed),
+            incremental_tiles: tiles.map.values().filter(|t| t.incremental.is_some()).count() as u64,
+            chunks_aggregated: i.chunks_aggregated.load(Ordering::Relaxed),
+            chunks_reused: i.chunks_reused.load(Ordering::Relaxed),
         }
     }
 }
@@ -465,7 +489,18 @@ async fn evaluate(hub: Arc<Inner>, tile: Arc<Tile>, versions: Vec<Option<u64>>) 
         // The semaphore is never closed.
         let _permit = hub.permits.acquire().await.ok();
         hub.evaluations.fetch_add(1, Ordering::Relaxed);
-        match hub.query.execute(&tile.spec.sql).await {
+        let output = match &tile.incremental {
+            Some(plan) => {
+                let (plan, hot) = (Arc::clone(plan), Arc::clone(&hub.hot));
+                hub.query.run_bounded(plan.evaluate(hot)).await.map(|(output, counts)| {
+                    hub.chunks_aggregated.fetch_add(counts.aggregated, Ordering::Relaxed);
+                    hub.chunks_reused.fetch_add(counts.reused, Ordering::Relaxed);
+                    output
+                })
+            }
+            None => hub.query.execute(&tile.spec.sql).await,
+        };
+        match output {
             // Encoding and diffing are CPU work: off the I/O runtime's workers.
             Ok(output) => {
                 let t = Arc::clone(&tile);

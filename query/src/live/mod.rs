@@ -27,6 +27,7 @@
 
 mod diff;
 mod hub;
+mod incremental;
 mod result;
 
 pub use diff::{Diff, diff};

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use weir_storage::hot::SharedHotSource;
 
 use super::*;
-use crate::testing::{FakeHot, T0, events, fixture, limits, service};
+use crate::testing::{FakeHot, MINUTE, T0, events, fixture, limits, rollup_batch, service};
 
 fn rows(values: Value) -> Vec<Row> {
     serde_json::from_value(values).unwrap()
@@ -204,6 +204,8 @@ async fn identical_tiles_are_evaluated_once_and_dropped_with_their_last_subscrib
     let other = hub.subscribe(TileSpec { sql: BY_COUNTRY.into(), key: Some(vec![]) }, 10.0).await.unwrap();
     snapshot(&next(&mut a).await);
     snapshot(&next(&mut b).await);
+    // `other` is a tile of its own: its first evaluation may still be starting.
+    wait_for("both tiles' first evaluations", || hub.stats().evaluations >= 2).await;
     let stats = hub.stats();
     assert_eq!((stats.tiles, stats.subscriptions), (2, 3), "{stats:?}");
     assert_eq!(stats.evaluations, 2);
@@ -303,4 +305,32 @@ async fn bad_tiles_are_refused_and_failures_are_told_once() {
         ),
         other => panic!("{other:?}"),
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollup_tile_is_evaluated_incrementally_by_the_hub() {
+    let hot = fixture();
+    let hub = hub(&hot);
+    let sql = "SELECT country, sum(events) AS n FROM events_per_minute GROUP BY country ORDER BY country";
+    let mut sub = hub.subscribe(spec(sql), 100.0).await.unwrap();
+    let (first, _) = snapshot(&next(&mut sub).await);
+    assert_eq!(
+        first.snapshot_fields(),
+        r#""seq":1,"columns":[{"name":"country","type":"Utf8"},{"name":"n","type":"Int64"}],"key":["country"],"rows":[{"country":"de","n":4},{"country":"fr","n":1},{"country":null,"n":1}]"#
+    );
+    // A new bucket arrives; the old one is handed out unchanged.
+    let mut batches = hot.batches("events_per_minute");
+    batches.push(rollup_batch(vec![(T0 + 2 * MINUTE, Some("fr"), 3, None)]));
+    hot.replace("events_per_minute", batches);
+    let second = update(&next(&mut sub).await);
+    assert_eq!(
+        second.update_fields(),
+        Some(r#""seq":2,"added":[],"changed":[{"country":"fr","n":4}],"removed":[]"#)
+    );
+    let stats = hub.stats();
+    assert_eq!(stats.incremental_tiles, 1);
+    assert_eq!((stats.chunks_aggregated, stats.chunks_reused), (2, 1));
+    // A tile over the raw relation is run in full.
+    let _raw = hub.subscribe(spec(BY_COUNTRY), 100.0).await.unwrap();
+    assert_eq!(hub.stats().incremental_tiles, 1);
 }
