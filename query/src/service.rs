@@ -17,8 +17,8 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::CatalogProviderList;
 use datafusion::common::TableReference;
-use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::logical_expr::LogicalPlan;
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::logical_expr::{Expr, LogicalPlan, Volatility};
 use datafusion::execution::session_state::SessionState;
 use datafusion::physical_plan::collect;
 use datafusion::sql::parser::Statement;
@@ -50,6 +50,9 @@ pub struct Described {
     pub relations: Vec<String>,
     /// The schema of its result.
     pub schema: SchemaRef,
+    /// A function in it whose value changes with time (`now()`), if any: its
+    /// result may change while the relations it reads do not.
+    pub time_dependent: Option<String>,
 }
 
 /// Answers read-only SQL over the hot tier.
@@ -138,6 +141,7 @@ impl QueryService {
         Ok(Described {
             relations: relations.into_iter().collect(),
             schema: Arc::new(plan.schema().as_arrow().clone()),
+            time_dependent: time_dependent_function(&plan),
         })
     }
 
@@ -173,6 +177,26 @@ pub(crate) async fn plan(state: &SessionState, statement: Statement) -> Result<L
             reason: e.message().into_owned(),
         })?;
     Ok(plan)
+}
+
+/// The first function in the plan whose value is not fixed by its arguments
+/// (`now()`, `random()`), if any.
+pub(crate) fn time_dependent_function(plan: &LogicalPlan) -> Option<String> {
+    let mut found = None;
+    let _ = plan.apply_with_subqueries(|node| {
+        node.apply_expressions(|e| {
+            e.apply(|e| {
+                if let Expr::ScalarFunction(f) = e
+                    && f.func.signature().volatility != Volatility::Immutable
+                {
+                    found = Some(f.func.name().to_string());
+                    return Ok(TreeNodeRecursion::Stop);
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+        })
+    });
+    found
 }
 
 /// Whether a scanned table is one of the hot tier's relations (and not, say,

@@ -26,6 +26,9 @@ use crate::{Error, QueryOutput, QueryService, Result};
 
 /// How often the poller reads the relations' versions.
 pub const POLL_EVERY: Duration = Duration::from_millis(5);
+/// How often a tile whose query depends on the time (`now()`: a sliding window) is
+/// evaluated when the relations it reads do not change.
+pub const TIME_DEPENDENT_EVERY: Duration = Duration::from_secs(1);
 
 /// One published result of a tile.
 #[derive(Debug)]
@@ -191,6 +194,8 @@ struct Tile {
     candidate: Vec<String>,
     /// The tile's plan for incremental evaluation; `None`: run in full.
     incremental: Option<Arc<Incremental>>,
+    /// Whether its result changes with time alone (it calls `now()`).
+    time_dependent: bool,
     tx: watch::Sender<TileState>,
     /// The `max_rate_hz` of each subscriber.
     rates: Mutex<Vec<f64>>,
@@ -265,6 +270,7 @@ impl TileHub {
                     relations: described.relations,
                     candidate,
                     incremental,
+                    time_dependent: described.time_dependent.is_some(),
                     tx,
                     rates: Mutex::default(),
                     schedule: Mutex::default(),
@@ -427,10 +433,9 @@ impl Tile {
             return false;
         }
         let mut s = lock(&self.schedule);
-        let changed = s.versions.as_deref() != Some(versions);
-        let rested = s
-            .started
-            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs_f64(1.0 / fastest));
+        let since = |every: Duration| s.started.is_none_or(|t| now.duration_since(t) >= every);
+        let changed = s.versions.as_deref() != Some(versions) || (self.time_dependent && since(TIME_DEPENDENT_EVERY));
+        let rested = since(Duration::from_secs_f64(1.0 / fastest));
         if s.running || !changed || !rested {
             return false;
         }

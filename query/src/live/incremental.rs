@@ -41,10 +41,10 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::{DataFusionError, Result as DfResult};
-use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::datasource::TableType;
 use datafusion::execution::TaskContext;
-use datafusion::logical_expr::{Expr, LogicalPlan, Volatility};
+use datafusion::logical_expr::Expr;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::execution_plan::{
@@ -115,7 +115,7 @@ pub(crate) async fn prepare(
     let state = session::new_tile_state(catalogs, &query.limits, query.cold.as_ref())
         .map_err(|e| e.to_string())?;
     let logical = service::plan(&state, checked.statement).await.map_err(|e| e.to_string())?;
-    if let Some(name) = time_dependent_function(&logical) {
+    if let Some(name) = service::time_dependent_function(&logical) {
         return Err(format!("it calls `{name}`, whose value changes with time"));
     }
     let physical = state.create_physical_plan(&logical).await.map_err(|e| e.to_string())?;
@@ -175,26 +175,6 @@ fn single_chain(root: &Arc<dyn ExecutionPlan>) -> std::result::Result<Vec<Arc<dy
             _ => return Err("it combines several inputs (a join, a union or a subquery)".into()),
         }
     }
-}
-
-/// The first function in the plan whose value is not fixed by its arguments
-/// (`now()`, `random()`), if any.
-fn time_dependent_function(plan: &LogicalPlan) -> Option<String> {
-    let mut found = None;
-    let _ = plan.apply_with_subqueries(|node| {
-        node.apply_expressions(|e| {
-            e.apply(|e| {
-                if let Expr::ScalarFunction(f) = e
-                    && f.func.signature().volatility != Volatility::Immutable
-                {
-                    found = Some(f.func.name().to_string());
-                    return Ok(TreeNodeRecursion::Stop);
-                }
-                Ok(TreeNodeRecursion::Continue)
-            })
-        })
-    });
-    found
 }
 
 impl Incremental {

@@ -9,10 +9,12 @@
 //!     v
 //!  TileHub: one Tile per (sql, key), shared by every subscriber
 //!     |  poller, every 5 ms: read each tile's relations' versions (atomic loads);
-//!     |  a tile whose versions moved, that is not evaluating, and whose last
-//!     |  evaluation began at least 1/(fastest subscriber's max_rate_hz) ago is due
+//!     |  a tile whose versions moved (or that calls now() and was last evaluated
+//!     |  a second ago), that is not evaluating, and whose last evaluation began
+//!     |  at least 1/(fastest subscriber's max_rate_hz) ago is due
 //!     v
-//!  evaluate (bounded concurrency): QueryService::execute -> rows encoded like the
+//!  evaluate (bounded concurrency): incrementally over a rollup's changed chunks
+//!     |  (incremental.rs), or else QueryService::execute -> rows encoded like the
 //!     |  `json` format -> identities by key -> diff against the previous result
 //!     v  (unchanged result: nothing published)
 //!  watch::Sender<TileState>: latest Published {seq, rows, diff from seq-1}
@@ -31,7 +33,7 @@ mod incremental;
 mod result;
 
 pub use diff::{Diff, diff};
-pub use hub::{Failure, HubStats, POLL_EVERY, Published, Push, Subscription, TileHub, TileState};
+pub use hub::{Failure, HubStats, POLL_EVERY, Published, Push, Subscription, TIME_DEPENDENT_EVERY, TileHub, TileState};
 pub use result::{Column, Evaluated, Row, candidate_key, columns_of, rows_of};
 
 /// What identifies a tile: its SQL text and its explicit key, if any. Identical

@@ -334,3 +334,22 @@ async fn a_rollup_tile_is_evaluated_incrementally_by_the_hub() {
     let _raw = hub.subscribe(spec(BY_COUNTRY), 100.0).await.unwrap();
     assert_eq!(hub.stats().incremental_tiles, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tile_that_calls_now_is_evaluated_again_while_its_relations_do_not_change() {
+    let hot = fixture();
+    let hub = hub(&hot);
+    // A result that changes every second with no new data, as a sliding window's does.
+    let sql = "SELECT count(*) AS n, date_trunc('second', now()) AS at FROM events";
+    let mut sub = hub.subscribe(spec(sql), 10.0).await.unwrap();
+    let (first, _) = snapshot(&next(&mut sub).await);
+    let at = |p: &Published| p.result.rows[0]["at"].clone();
+    let second = tokio::time::timeout(TIME_DEPENDENT_EVERY * 3, next(&mut sub)).await.expect("a push without new data");
+    let second = update(&second);
+    assert_ne!(at(&second), at(&first));
+    assert_eq!(second.result.rows[0]["n"], json!(6));
+    // A tile without such a function is not evaluated again for nothing.
+    let mut plain = hub.subscribe(spec(BY_COUNTRY), 10.0).await.unwrap();
+    snapshot(&next(&mut plain).await);
+    assert!(tokio::time::timeout(TIME_DEPENDENT_EVERY * 2, next(&mut plain)).await.is_err());
+}
