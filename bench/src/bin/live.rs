@@ -191,6 +191,7 @@ async fn measure(args: &Args, addr: &str) -> anyhow::Result<String> {
          | pushes received | {pushes} ({pushes_s:.0}/s over the ingest time) |\n\
          | snapshots after skipping (slow client) | {skipped_snapshots} |\n\
          | server: evaluations / publishes / pushes / skipped | {evals} / {pubs} / {spushes} / {sskipped} |\n\
+         | server: tiles evaluated incrementally / chunks aggregated / reused | {inc} / {agg} / {reused} |\n\
          | ingest lag at the end (records) | {lag} |\n",
         machine = machine(),
         conns = args.connections,
@@ -213,6 +214,9 @@ async fn measure(args: &Args, addr: &str) -> anyhow::Result<String> {
         pubs = stats["publishes"],
         spushes = stats["pushes"],
         sskipped = stats["skipped"],
+        inc = stats["incremental_tiles"],
+        agg = stats["chunks_aggregated"],
+        reused = stats["chunks_reused"],
         lag = table["lag"],
     ))
 }
