@@ -48,6 +48,10 @@ pub trait Serving: Send + Sync + 'static {
     fn query(&self) -> &weir_query::QueryService;
     fn live(&self) -> &crate::live::Live;
     fn metrics(&self) -> &crate::metrics::Metrics;
+    /// Adds what the process knows about why a query failed.
+    fn annotate(&self, e: ApiError) -> ApiError {
+        e
+    }
 }
 
 impl Serving for App {
@@ -241,7 +245,7 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
 pub async fn sql<S: Serving>(State(app): State<Arc<S>>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
     let body = body_or_limit(&*app, body)?;
     let started = std::time::Instant::now();
-    let result = run_sql(app.query(), &body).await;
+    let result = run_sql(app.query(), &body).await.map_err(|e| app.annotate(e));
     let m = app.metrics();
     m.query_latency.observe(started.elapsed());
     let counter = if result.is_ok() { &m.queries_ok } else { &m.queries_failed };

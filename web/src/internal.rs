@@ -283,7 +283,10 @@ pub fn decode_snapshot(bytes: bytes::Bytes) -> Result<(SnapshotMeta, Vec<RecordB
     plain.remove(SNAPSHOT_KEY);
     let plain: SchemaRef = Arc::new(Schema::new_with_metadata(schema.fields().clone(), plain));
     let batches = reader
-        .map(|b| b.and_then(|b| b.with_schema(plain.clone())).map_err(|e| format!("a batch does not decode: {e}")))
+        .map(|b| {
+            b.and_then(|b| RecordBatch::try_new(plain.clone(), b.columns().to_vec()))
+                .map_err(|e| format!("a batch does not decode: {e}"))
+        })
         .collect::<Result<Vec<_>, _>>()?;
     Ok((meta, batches))
 }

@@ -59,6 +59,17 @@ impl Serving for QueryNode {
     fn metrics(&self) -> &Metrics {
         &self.metrics
     }
+    /// An unknown table while an ingest process does not answer may be one of
+    /// its tables: say so.
+    fn annotate(&self, mut e: ApiError) -> ApiError {
+        if e.code == "sql"
+            && e.message.contains("not found")
+            && let Err(why) = self.remote.ready()
+        {
+            e.message = format!("{}; this query process knows only the tables of the ingest processes that answer: {why}", e.message);
+        }
+        e
+    }
 }
 
 /// The token a query process sends its ingest processes: `token` if given, else

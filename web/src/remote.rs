@@ -397,14 +397,14 @@ impl RemoteTier {
             for ((i, _), part) in plan.iter().zip(parts) {
                 match part {
                     Ok(p) => ok.push((*i, p)),
-                    Err(e) => failed.push(format!("ingest process {} ({e})", self.nodes[*i])),
+                    Err(e) => failed.push(format!("ingest process {}: {e}", self.nodes[*i])),
                 }
             }
             if !failed.is_empty() {
                 self.stats.failures.fetch_add(1, Ordering::Relaxed);
                 return Err(unavailable(format!(
-                    "{} did not answer; the query is refused rather than answered without its rows",
-                    failed.join(", ")
+                    "{}; the query is refused rather than answered without that process's rows",
+                    failed.join("; ")
                 )));
             }
             let moved = plan
