@@ -188,30 +188,29 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
 
 /// What this process serves, for a query process.
 pub fn catalog(app: &App) -> NodeCatalog {
-    let tables = app
-        .tier
-        .tables()
-        .iter()
-        .map(|t| TableEntry {
-            name: t.config().name.clone(),
-            partitions: t.config().partitions,
-            version: t.version(),
-            assignments: t.assignments(),
-            counts: t.own_counts(),
-            peers: t
-                .peers()
-                .iter()
-                .map(|(node, m)| PeerCounts { node: node.clone(), manifest_version: m.version, counts: Counts::sealed(m) })
-                .collect(),
-            relations: t.relations().iter().map(RelationEntry::of).collect(),
-        })
-        .collect();
     NodeCatalog {
         format: FORMAT,
         node_id: app.config.server.node_id.clone(),
         instance: app.instance.clone(),
         store: app.store.url().to_string(),
-        tables,
+        tables: app.tier.tables().iter().map(|t| table_entry(t)).collect(),
+    }
+}
+
+/// One table's entry: its version, assignments, own counts, peers and relations.
+pub fn table_entry(t: &HotTable) -> TableEntry {
+    TableEntry {
+        name: t.config().name.clone(),
+        partitions: t.config().partitions,
+        version: t.version(),
+        assignments: t.assignments(),
+        counts: t.own_counts(),
+        peers: t
+            .peers()
+            .iter()
+            .map(|(node, m)| PeerCounts { node: node.clone(), manifest_version: m.version, counts: Counts::sealed(m) })
+            .collect(),
+        relations: t.relations().iter().map(RelationEntry::of).collect(),
     }
 }
 
@@ -236,7 +235,7 @@ pub async fn hot(State(app): State<Arc<App>>, Path(relation): Path<String>) -> R
     Ok(([(header::CONTENT_TYPE, ARROW_STREAM)], body).into_response())
 }
 
-fn encode_snapshot(table: &HotTable, relation: &str, node_id: Option<String>, instance: String) -> Result<Vec<u8>, ApiError> {
+pub fn encode_snapshot(table: &HotTable, relation: &str, node_id: Option<String>, instance: String) -> Result<Vec<u8>, ApiError> {
     let own = table.own_snapshot(relation).map_err(|e| ApiError::not_found(e.to_string()))?;
     let meta = SnapshotMeta {
         format: FORMAT,

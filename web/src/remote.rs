@@ -520,3 +520,6 @@ impl Drop for RemoteTier {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

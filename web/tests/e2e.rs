@@ -460,11 +460,13 @@ fn tokens_and_scopes_guard_every_endpoint() {
     let sql = br#"{"sql": "SELECT count(*) FROM t"}"#;
     let event = br#"{"ts": 1, "k": "a"}"#;
     // (method, path, body, the scope it needs)
-    let endpoints: [(&str, &str, &[u8], &str); 6] = [
+    let endpoints: [(&str, &str, &[u8], &str); 8] = [
         ("POST", "/v1/sql", sql, "query"),
         ("GET", "/v1/tables", b"", "query"),
         ("GET", "/v1/tables/t", b"", "query"),
         ("GET", "/v1/tables/t/replays", b"", "query"),
+        ("GET", "/v1/internal/relations", b"", "query"),
+        ("GET", "/v1/internal/hot/t", b"", "query"),
         ("POST", "/v1/ingest/t", event, "ingest"),
         ("GET", "/metrics", b"", "admin"),
     ];
