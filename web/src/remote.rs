@@ -154,11 +154,8 @@ impl RemoteTier {
         });
         let first = tier.clone();
         tier.block(async move { first.poll_once().await });
-        for s in tier.nodes() {
-            match &s.error {
-                None => tracing::info!(node = %s.url, node_id = ?s.node_id, "ingest process answers"),
-                Some(e) => tracing::warn!(node = %s.url, error = %e, "ingest process does not answer yet"),
-            }
+        for s in tier.nodes().iter().filter(|s| s.answering) {
+            tracing::info!(node = %s.url, node_id = ?s.node_id, "ingest process answers");
         }
         let weak = Arc::downgrade(&tier);
         tier.runtime().spawn(async move {
