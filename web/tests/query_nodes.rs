@@ -367,6 +367,30 @@ fn the_command_line_checks_a_query_process_s_options() {
     }
 }
 
+/// Over S3 (moto): the query process has a data directory of its own and reads
+/// the sealed segments from the bucket only.
+#[test]
+fn a_query_process_on_another_data_directory_reads_the_sealed_segments_from_s3() {
+    let moto = common::moto::Moto::start();
+    let env = common::moto::s3_env(&moto);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (di, dq) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let store = "s3://weir-test/shared";
+    let (ci, cq) = (common::write_config(di.path(), TABLE), common::write_config(dq.path(), TABLE));
+    let ingest = Weir::start_with_env(&["serve", "--config", ci.to_str().unwrap(), "--store", store], &env);
+    ingest.ingest("t", &events(0, 3_000));
+    ingest.wait_caught_up("t", 3_000);
+    wait_for("a segment", || ingest.get_json("/v1/tables/t")["cold"]["segments"].as_u64().unwrap_or(0) >= 1);
+    let args = ["serve", "--config", cq.to_str().unwrap(), "--store", store, "--query-only", "--ingest", &ingest.base];
+    let q = Weir::start_with_env(&args, &env);
+    assert_eq!(totals(&q)["raw_n"], rows_of(3_000));
+    assert_eq!(totals(&q), totals(&ingest));
+    seal(&ingest);
+    assert_eq!(totals(&q), totals(&ingest));
+    assert!(!dq.path().join("data").join("cold").exists(), "nothing read from or written to its own directory");
+    assert_eq!(q.get_json("/v1/tables/t")["store"], "s3://weir-test/shared");
+}
+
 /// Two ingest processes share a Kafka topic's partitions (`rebalance`) over one
 /// store, each holding unsealed rows of its partitions: a query process over
 /// both answers the exact total, which neither ingest process alone can show.

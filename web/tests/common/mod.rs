@@ -12,6 +12,7 @@ use serde_json::Value;
 pub mod cards;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+pub mod moto;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_weir");
 
