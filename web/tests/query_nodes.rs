@@ -3,9 +3,10 @@
 //! process and asks that process for its hot data; its answers equal the ingest
 //! process's exactly while events flow and seals happen, its live tiles are
 //! pushed, and an ingest process that stops fails its queries with the node's
-//! name until it is back. With Kafka (tansu), two ingest processes sharing a
-//! topic's partitions and one query process: the exact total of both, each
-//! one's unsealed rows included.
+//! name until it is back; over S3 (moto) it needs no data directory of the
+//! ingest process's. With Kafka (tansu), two ingest processes sharing a topic's
+//! partitions and one query process: the exact total of both, each one's
+//! unsealed rows included.
 
 mod common;
 
