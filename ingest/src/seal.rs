@@ -130,14 +130,13 @@ impl Sealer {
     /// Loads the other nodes' newest manifests and serves their segments.
     async fn refresh_peers(&self) -> Result<Vec<Manifest>> {
         let own = self.node.as_deref().unwrap_or_default();
-        let peers: Vec<Manifest> = manifest::load_nodes(&self.store, &self.table().name)
+        let peers: Vec<(String, Manifest)> = manifest::load_nodes(&self.store, &self.table().name)
             .await?
             .into_iter()
             .filter(|(node, _)| node != own)
-            .map(|(_, m)| m)
             .collect();
         self.hot.set_peers(peers.clone());
-        Ok(peers)
+        Ok(peers.into_iter().map(|(_, m)| m).collect())
     }
 
     /// Loads every node's newest manifest, serves the others' segments, and

@@ -6,12 +6,15 @@
 //! [`Error::ResourcesExhausted`] are limits the query hit (408/503 or 413),
 //! [`Error::Execution`] is a failure while running a valid plan (usually bad data or
 //! an invalid cast, 400/422), [`Error::Encode`] an output that a format cannot hold,
-//! [`Error::Live`] a live tile that cannot be served as asked (the client's), and
-//! [`Error::Internal`] is a bug. Every message is written for a dashboard user.
+//! [`Error::Live`] a live tile that cannot be served as asked (the client's),
+//! [`Error::Unavailable`] another process holding part of the data did not answer
+//! (503), and [`Error::Internal`] is a bug. Every message is written for a dashboard user.
 
 use std::time::Duration;
 
 use datafusion::error::DataFusionError;
+
+use weir_storage::hot::HotError;
 
 use crate::catalog::{CATALOG, SCHEMA};
 
@@ -51,6 +54,10 @@ pub enum Error {
     /// result, a result too large to push (see [`crate::live`]).
     #[error("{message}")]
     Live { message: String },
+    /// Part of a relation's data lives in another process that did not answer
+    /// (a query process and its ingest processes); retry once it is back.
+    #[error("{message}")]
+    Unavailable { message: String },
     /// A bug in Weir or DataFusion, or a lost query task.
     #[error("internal error: {message}")]
     Internal { message: String },
@@ -85,6 +92,11 @@ impl From<DataFusionError> for Error {
                 Error::ResourcesExhausted { message: tidy(m) }
             }
             DataFusionError::Internal(m) => Error::Internal { message: tidy(m) },
+            DataFusionError::External(e)
+                if let Some(hot @ HotError::Unavailable { .. }) = e.downcast_ref::<HotError>() =>
+            {
+                Error::Unavailable { message: hot.to_string() }
+            }
             DataFusionError::ExecutionJoin(e) => Error::Internal {
                 message: format!("a query task failed: {e}"),
             },
@@ -154,5 +166,11 @@ mod tests {
             DataFusionError::Plan("second".into()),
         ]);
         assert!(matches!(Error::from(collected), Error::Sql { message } if message == "first"));
+        let away = HotError::Unavailable { relation: "t".into(), detail: "ingest process http://a:1 does not answer".into() };
+        let wrapped = DataFusionError::External(Box::new(away)).context("scanning t");
+        match Error::from(wrapped) {
+            Error::Unavailable { message } => assert!(message.contains("http://a:1"), "{message}"),
+            other => panic!("{other:?}"),
+        }
     }
 }

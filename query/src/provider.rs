@@ -42,7 +42,7 @@ use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_optimizer::pruning::PruningPredicateBuilder;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::union::UnionExec;
-use weir_storage::hot::{ColdFile, Relation, SharedHotSource, Snapshot};
+use weir_storage::hot::{ColdFile, HotError, Relation, SharedHotSource, Snapshot};
 
 /// Where each query's runtime finds the object store of the cold files.
 pub const COLD_URL: &str = "weir-cold://segments";
@@ -78,8 +78,10 @@ impl HotTableProvider {
             return Ok(Arc::clone(snapshot));
         }
         let name = &self.relation.name;
-        let taken = self.hot.snapshot(name).map_err(|e| {
-            DataFusionError::Execution(format!("reading `{name}` from the hot tier: {e}"))
+        let taken = self.hot.snapshot(name).map_err(|e| match e {
+            // Kept typed, so the web layer answers 503 rather than a client error.
+            e @ HotError::Unavailable { .. } => DataFusionError::External(Box::new(e)),
+            e => DataFusionError::Execution(format!("reading `{name}` from the hot tier: {e}")),
         })?;
         let schema = Arc::clone(&self.relation.schema);
         let batches = taken

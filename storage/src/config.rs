@@ -158,6 +158,12 @@ pub struct ServerConfig {
     /// partitions (tables with `kafka.rebalance`): its sealed segments go under
     /// `tables/<table>/nodes/<node_id>/`.
     pub node_id: Option<String>,
+    /// Run as a query process: no log, no readers, no sealers; SQL and live
+    /// tiles over the cold tier and the hot data of `ingest_nodes`.
+    pub query_only: bool,
+    /// The ingest processes a query process asks for their hot data (base
+    /// URLs, `http://host:port`).
+    pub ingest_nodes: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -449,6 +455,8 @@ struct RawServer {
     tls_cert: Option<Spanned<PathBuf>>,
     tls_key: Option<Spanned<PathBuf>>,
     node_id: Option<Spanned<String>>,
+    query_only: Option<bool>,
+    ingest_nodes: Option<Spanned<Vec<String>>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -660,6 +668,18 @@ pub fn is_identifier(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
+/// Checks an ingest process's base URL (`http://host:port`, nothing after it).
+pub fn check_node_url(url: &str) -> Result<(), String> {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return Err(format!("`{url}`: an ingest process's URL starts with http:// (a query process speaks plain HTTP to them)"));
+    };
+    let host = rest.trim_end_matches('/');
+    if host.is_empty() || host.contains('/') || host.contains('?') || host.contains('#') || host.contains('@') {
+        return Err(format!("`{url}`: give the base URL only, like http://ingest-1:8080"));
+    }
+    Ok(())
+}
+
 impl WeirConfig {
     /// Parses and validates a TOML config.
     pub fn from_toml(src: &str) -> Result<WeirConfig, ConfigError> {
@@ -680,11 +700,24 @@ impl WeirConfig {
         {
             return Err(ctx.err("server.node_id", &n.span(), "use lowercase letters, digits and _, starting with a letter"));
         }
+        let ingest_nodes = match raw.server.ingest_nodes {
+            Some(nodes) => {
+                if let Some(bad) = nodes.get_ref().iter().find(|u| check_node_url(u).is_err()) {
+                    let why = check_node_url(bad).unwrap_err();
+                    return Err(ctx.err("server.ingest_nodes", &nodes.span(), why));
+                }
+                nodes.into_inner()
+            }
+            None => Vec::new(),
+        };
+        let query_only = raw.server.query_only.unwrap_or(false);
         let server = ServerConfig {
             listen: raw.server.listen.unwrap_or_else(|| "127.0.0.1:8080".into()),
             data_dir: raw.server.data_dir.unwrap_or_else(|| PathBuf::from("weir-data")),
             tls,
             node_id: raw.server.node_id.map(Spanned::into_inner),
+            query_only,
+            ingest_nodes,
         };
         let auth = validate_auth(&ctx, raw.auth)?;
         let limits = validate_limits(&ctx, raw.limits)?;

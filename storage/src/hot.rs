@@ -47,7 +47,7 @@ pub struct Relation {
 }
 
 /// A sealed Parquet file of a relation, on the object store.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ColdFile {
     /// Path relative to the store's root.
     pub path: String,
@@ -79,6 +79,11 @@ pub enum HotError {
     UnknownRelation(String),
     #[error("building the snapshot of `{relation}` failed: {detail}")]
     Snapshot { relation: String, detail: String },
+    /// A process holding part of the relation's data did not answer (a query
+    /// process gathering the ingest processes' hot data): the query is refused
+    /// rather than answered without that part.
+    #[error("the data of `{relation}` is unavailable: {detail}")]
+    Unavailable { relation: String, detail: String },
 }
 
 /// The hot tier as the query layer reads it.

@@ -57,6 +57,9 @@ pub struct App {
     /// Tables built by a replay `--into`, served read-only.
     pub derived: Mutex<Vec<Derived>>,
     flusher: Mutex<Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>>,
+    /// Unique per process start, told to query processes (`internal.rs`): a
+    /// restart is a new instance.
+    pub instance: String,
 }
 
 impl App {
@@ -146,6 +149,7 @@ impl App {
             replays: Replays::default(),
             derived: Mutex::new(Vec::new()),
             flusher: Mutex::new(flusher),
+            instance: instance_id(),
         }))
     }
 
@@ -312,6 +316,12 @@ impl App {
         }
         tracing::info!("ingest stopped and the log is on disk");
     }
+}
+
+/// A name for this start of the process: its pid and start time.
+fn instance_id() -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    format!("{:x}-{nanos:x}", std::process::id())
 }
 
 /// Seals and reads the other processes' manifests for a reader whose Kafka

@@ -14,7 +14,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use weir_storage::config::{AuthConfig, Scope};
 
-use crate::app::App;
+use crate::http::Serving;
 use crate::error::ApiError;
 
 /// The scope a request needs; `None` for open paths. Reading a table's replays
@@ -68,8 +68,8 @@ fn presented(req: &Request) -> Option<String> {
 }
 
 /// The middleware: lets a request through or answers 401/403.
-pub async fn check(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
-    let auth = &app.config.auth;
+pub async fn check<S: Serving>(State(app): State<Arc<S>>, req: Request, next: Next) -> Response {
+    let auth = &app.config().auth;
     if auth.tokens.is_empty() {
         return next.run(req).await;
     }
@@ -110,6 +110,8 @@ mod tests {
         assert_eq!(required_scope(&get, "/v1/tables/t/seal"), Some(Scope::Admin));
         assert_eq!(required_scope(&get, "/v1/tables/t/compact"), Some(Scope::Admin));
         assert_eq!(required_scope(&get, "/v1/tables/t/segments"), Some(Scope::Query));
+        assert_eq!(required_scope(&get, "/v1/internal/relations"), Some(Scope::Query));
+        assert_eq!(required_scope(&get, "/v1/internal/hot/t"), Some(Scope::Query));
         assert_eq!(required_scope(&get, "/healthz"), None);
         assert_eq!(required_scope(&get, "/"), None);
     }

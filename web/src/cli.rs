@@ -69,6 +69,25 @@ pub enum Command {
         /// Kafka topic's partitions (tables with `kafka.rebalance`).
         #[arg(long, env = "WEIR_NODE_ID")]
         node_id: Option<String>,
+        /// Run as a query process (or `server.query_only`): SQL, live tiles,
+        /// metrics and the dashboard over the sealed segments in the store
+        /// (--store or the data directory's, shared with the ingest processes)
+        /// and the hot data the ingest processes (--ingest) hold in memory. It
+        /// opens no log and runs no reader or sealer; ingest, seal, compact and
+        /// replay requests are refused with 409, to be sent to an ingest process.
+        #[arg(long, env = "WEIR_QUERY_ONLY")]
+        query_only: bool,
+        /// With --query-only: the ingest processes' base URLs, comma-separated,
+        /// like http://ingest-1:8080,http://ingest-2:8080 (overrides
+        /// `server.ingest_nodes`). List every ingest process: a query fails,
+        /// naming it, while one does not answer.
+        #[arg(long = "ingest", env = "WEIR_INGEST_NODES", value_delimiter = ',', value_name = "URL")]
+        ingest: Vec<String>,
+        /// With --query-only: the API token sent to the ingest processes (needs
+        /// the `query` scope); by default the first token of the config's
+        /// [auth] with the `query` (or `admin`) scope.
+        #[arg(long, env = "WEIR_TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
     /// List a table's sealed segments: time range, rows, bytes and the log offsets
     /// each covers. Reads the manifest from the object store; no server needed.
@@ -179,7 +198,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Replay(args) => crate::replay::run(args),
         Command::Compact(target) => target.request("compact"),
         Command::Segments { table, config, data_dir, store, json } => crate::segments::run(&table, config, data_dir, store, json),
-        Command::Serve { config, listen, data_dir, store, node_id } => {
+        Command::Serve { config, listen, data_dir, store, node_id, query_only, ingest, token } => {
             let src = std::fs::read_to_string(&config).with_context(|| format!("reading {}", config.display()))?;
             let mut cfg = WeirConfig::from_toml(&src).with_context(|| format!("in {}", config.display()))?;
             if let Some(l) = listen {
@@ -193,6 +212,22 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             }
             if node_id.is_some() {
                 cfg.server.node_id = node_id;
+            }
+            if !ingest.is_empty() {
+                for url in &ingest {
+                    weir_storage::config::check_node_url(url).map_err(|e| anyhow::anyhow!("--ingest {e}"))?;
+                }
+                cfg.server.ingest_nodes = ingest;
+            }
+            cfg.server.query_only |= query_only;
+            if cfg.server.query_only {
+                if cfg.server.ingest_nodes.is_empty() {
+                    anyhow::bail!("a query process asks ingest processes for their hot data: give their URLs with --ingest http://host:port[,...] (or `server.ingest_nodes`)");
+                }
+                return crate::server::run_query_node(cfg, token);
+            }
+            if !cfg.server.ingest_nodes.is_empty() {
+                anyhow::bail!("--ingest (server.ingest_nodes) is for a query process: add --query-only (server.query_only = true)");
             }
             crate::server::run(cfg, None)
         }

@@ -58,6 +58,7 @@ impl From<weir_query::Error> for ApiError {
             Q::UnknownFormat { .. } => ApiError::bad_request("format", e.to_string()),
             Q::Live { .. } => ApiError::bad_request("live", e.to_string()),
             Q::Encode { .. } => ApiError::bad_request("format", e.to_string()),
+            Q::Unavailable { .. } => ApiError::unavailable(e.to_string()),
             other => ApiError::internal("query failed", other),
         }
     }

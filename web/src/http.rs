@@ -8,6 +8,8 @@
 //! | `GET /v1/tables/{name}` | one table: schema, rollups, watermark, offsets, hot tier, counts |
 //! | `POST /v1/tables/{name}/replays` | start a replay (`{"from_offset": 0, "partition", "to_offset", "into"}`) |
 //! | `GET /v1/tables/{name}/replays[/{id}]` | replay jobs and their progress; `DELETE` one to cancel it |
+//! | `GET /v1/internal/relations` | for query processes: this process's tables, relations, versions (`internal.rs`) |
+//! | `GET /v1/internal/hot/{relation}` | for query processes: this process's own hot batches and sealed files of a relation, as Arrow IPC |
 //! | `GET /v1/live` | live tiles over WebSocket (docs/live.md); without an upgrade, the hub's counters |
 //! | `GET /healthz` | the process is up |
 //! | `GET /readyz` | ready to serve: not shutting down, every table's reader running |
@@ -39,10 +41,38 @@ use crate::error::ApiError;
 use crate::live::live;
 
 
+/// What the routes every process serves (SQL, live tiles, auth) need: an
+/// ingest process ([`App`]) and a query process (`query_node::QueryNode`).
+pub trait Serving: Send + Sync + 'static {
+    fn config(&self) -> &weir_storage::config::WeirConfig;
+    fn query(&self) -> &weir_query::QueryService;
+    fn live(&self) -> &crate::live::Live;
+    fn metrics(&self) -> &crate::metrics::Metrics;
+    /// Adds what the process knows about why a query failed.
+    fn annotate(&self, e: ApiError) -> ApiError {
+        e
+    }
+}
+
+impl Serving for App {
+    fn config(&self) -> &weir_storage::config::WeirConfig {
+        &self.config
+    }
+    fn query(&self) -> &weir_query::QueryService {
+        &self.query
+    }
+    fn live(&self) -> &crate::live::Live {
+        &self.live
+    }
+    fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.metrics
+    }
+}
+
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/v1/ingest/{table}", post(ingest))
-        .route("/v1/sql", post(sql))
+        .route("/v1/sql", post(sql::<App>))
         .route("/v1/tables", get(tables))
         .route("/v1/tables/{name}", get(table))
         .route("/v1/tables/{name}/segments", get(segments))
@@ -50,14 +80,16 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/tables/{name}/compact", post(compact))
         .route("/v1/tables/{name}/replays", post(start_replay).get(list_replays))
         .route("/v1/tables/{name}/replays/{id}", get(get_replay).delete(cancel_replay))
-        .route("/v1/live", get(live))
+        .route("/v1/internal/relations", get(crate::internal::relations))
+        .route("/v1/internal/hot/{relation}", get(crate::internal::hot))
+        .route("/v1/live", get(live::<App>))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/", get(crate::dashboard::index))
         .route("/assets/{file}", get(crate::dashboard::asset))
         .layer(DefaultBodyLimit::max(app.config.limits.max_body_bytes))
-        .layer(axum::middleware::from_fn_with_state(app.clone(), crate::auth::check))
+        .layer(axum::middleware::from_fn_with_state(app.clone(), crate::auth::check::<App>))
         .with_state(app)
 }
 
@@ -119,12 +151,12 @@ async fn produce_to_kafka(
 type Routed<'a> = (Vec<Vec<u8>>, Vec<&'a [u8]>);
 
 /// The request body, or a JSON 413 naming the limit.
-fn body_or_limit(app: &App, body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+fn body_or_limit<S: Serving>(app: &S, body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     body.map_err(|e| match e.status() {
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "body_too_large",
-            format!("the request body is larger than limits.max_body_bytes = {}", app.config.limits.max_body_bytes),
+            format!("the request body is larger than limits.max_body_bytes = {}", app.config().limits.max_body_bytes),
         ),
         status => ApiError::new(status, "bad_request", e.body_text()),
     })
@@ -136,7 +168,7 @@ async fn ingest(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let cfg = table_config(&app, &name)?.clone();
-    let body = body_or_limit(&app, body)?;
+    let body = body_or_limit(&*app, body)?;
     let max_records = app.config.limits.max_records_per_request;
     if !app.accepting.load(Ordering::SeqCst) {
         return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the server is shutting down"));
@@ -209,22 +241,24 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
 }
 
-async fn sql(State(app): State<Arc<App>>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
-    let body = body_or_limit(&app, body)?;
+/// `POST /v1/sql`, on an ingest process and on a query process.
+pub async fn sql<S: Serving>(State(app): State<Arc<S>>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+    let body = body_or_limit(&*app, body)?;
     let started = std::time::Instant::now();
-    let result = run_sql(&app, &body).await;
-    app.metrics.query_latency.observe(started.elapsed());
-    let counter = if result.is_ok() { &app.metrics.queries_ok } else { &app.metrics.queries_failed };
+    let result = run_sql(app.query(), &body).await.map_err(|e| app.annotate(e));
+    let m = app.metrics();
+    m.query_latency.observe(started.elapsed());
+    let counter = if result.is_ok() { &m.queries_ok } else { &m.queries_failed };
     counter.fetch_add(1, Ordering::Relaxed);
     result
 }
 
-async fn run_sql(app: &App, body: &[u8]) -> Result<Response, ApiError> {
+async fn run_sql(query: &weir_query::QueryService, body: &[u8]) -> Result<Response, ApiError> {
     let req: SqlRequest = serde_json::from_slice(body).map_err(|e| {
         ApiError::bad_request("bad_request", format!("the body must be JSON like {{\"sql\": \"SELECT 1\", \"format\": \"json\"}}: {e}"))
     })?;
     let format = Format::parse(req.format.as_deref().unwrap_or("json"))?;
-    let output = app.query.execute(&req.sql).await?;
+    let output = query.execute(&req.sql).await?;
     let bytes = encode(&output, format)?;
     Ok(([(header::CONTENT_TYPE, format.content_type())], bytes).into_response())
 }
@@ -435,7 +469,7 @@ async fn start_replay(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     table_config(&app, &name)?;
-    let body = body_or_limit(&app, body)?;
+    let body = body_or_limit(&*app, body)?;
     let request: ReplayRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(
             "bad_request",

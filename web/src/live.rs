@@ -36,7 +36,7 @@ use weir_query::QueryService;
 use weir_query::live::TileHub;
 use weir_storage::hot::SharedHotSource;
 
-use crate::app::App;
+use crate::http::Serving;
 use crate::error::ApiError;
 
 /// How often an idle connection gets a heartbeat (and a WebSocket ping).
@@ -75,18 +75,18 @@ impl Live {
 }
 
 /// The `/v1/live` handler: upgrades to a WebSocket, or answers the counters.
-pub async fn live(
-    State(app): State<Arc<App>>,
+pub async fn live<S: Serving>(
+    State(app): State<Arc<S>>,
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     let ws = match ws {
         Ok(ws) => ws,
         Err(rejection) if headers.contains_key(header::UPGRADE) => return rejection.into_response(),
-        Err(_) => return Json(stats(&app.live)).into_response(),
+        Err(_) => return Json(stats(app.live())).into_response(),
     };
-    let limits = app.config.limits;
-    if app.live.connections.load(Ordering::Relaxed) >= limits.max_live_connections as u64 {
+    let limits = app.config().limits;
+    if app.live().connections.load(Ordering::Relaxed) >= limits.max_live_connections as u64 {
         return ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "too_many_connections",
@@ -97,7 +97,7 @@ pub async fn live(
     ws.max_message_size(MAX_CLIENT_MESSAGE_BYTES)
         .max_frame_size(MAX_CLIENT_MESSAGE_BYTES)
         .on_upgrade(move |socket| async move {
-            let live = &app.live;
+            let live = app.live();
             live.connections.fetch_add(1, Ordering::Relaxed);
             connection::serve(socket, live.hub.clone(), live.heartbeat, limits.max_tiles_per_connection).await;
             live.connections.fetch_sub(1, Ordering::Relaxed);

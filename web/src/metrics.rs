@@ -171,12 +171,18 @@ pub fn render(app: &App) -> String {
         let _ = writeln!(out, "weir_cold_bytes{{table=\"{name}\"}} {}", status.cold.bytes);
     }
 
-    let live = app.live.hub.stats();
-    family(&mut out, "weir_live_connections", "gauge", "WebSocket connections open on /v1/live.");
-    let _ = writeln!(out, "weir_live_connections {}", app.live.connections());
-    family(&mut out, "weir_live_tiles", "gauge", "Distinct live tiles (identical subscriptions share one).");
+    render_serving(&mut out, &app.live, &app.metrics);
+    out
+}
+
+/// The figures every process has: live tiles, queries, ingest requests.
+pub fn render_serving(out: &mut String, live_side: &crate::live::Live, m: &Metrics) {
+    let live = live_side.hub.stats();
+    family(out, "weir_live_connections", "gauge", "WebSocket connections open on /v1/live.");
+    let _ = writeln!(out, "weir_live_connections {}", live_side.connections());
+    family(out, "weir_live_tiles", "gauge", "Distinct live tiles (identical subscriptions share one).");
     let _ = writeln!(out, "weir_live_tiles {}", live.tiles);
-    family(&mut out, "weir_live_subscriptions", "gauge", "Tile subscriptions over all connections.");
+    family(out, "weir_live_subscriptions", "gauge", "Tile subscriptions over all connections.");
     let _ = writeln!(out, "weir_live_subscriptions {}", live.subscriptions);
     family(&mut out, "weir_live_incremental_tiles", "gauge", "Live tiles evaluated incrementally over rollups.");
     let _ = writeln!(out, "weir_live_incremental_tiles {}", live.incremental_tiles);
@@ -188,19 +194,38 @@ pub fn render(app: &App) -> String {
         ("weir_live_chunks_aggregated_total", "Chunks (rollup buckets, sealed files) incremental evaluations aggregated.", live.chunks_aggregated),
         ("weir_live_chunks_reused_total", "Chunks incremental evaluations reused unchanged.", live.chunks_reused),
     ] {
-        family(&mut out, metric, "counter", help);
+        family(out, metric, "counter", help);
         let _ = writeln!(out, "{metric} {v}");
     }
 
-    let m = &app.metrics;
-    m.query_latency.render(&mut out, "weir_query_duration_seconds", "Time to answer POST /v1/sql, encoding included.");
-    family(&mut out, "weir_queries_total", "counter", "SQL queries answered, by outcome.");
+    m.query_latency.render(out, "weir_query_duration_seconds", "Time to answer POST /v1/sql, encoding included.");
+    family(out, "weir_queries_total", "counter", "SQL queries answered, by outcome.");
     let _ = writeln!(out, "weir_queries_total{{outcome=\"ok\"}} {}", m.queries_ok.load(Ordering::Relaxed));
     let _ = writeln!(out, "weir_queries_total{{outcome=\"error\"}} {}", m.queries_failed.load(Ordering::Relaxed));
-    family(&mut out, "weir_ingest_requests_total", "counter", "Accepted POST /v1/ingest requests.");
+    family(out, "weir_ingest_requests_total", "counter", "Accepted POST /v1/ingest requests.");
     let _ = writeln!(out, "weir_ingest_requests_total {}", m.ingest_requests.load(Ordering::Relaxed));
-    family(&mut out, "weir_ingest_records_total", "counter", "Records appended through POST /v1/ingest.");
+    family(out, "weir_ingest_records_total", "counter", "Records appended through POST /v1/ingest.");
     let _ = writeln!(out, "weir_ingest_records_total {}", m.ingest_records.load(Ordering::Relaxed));
+}
+
+/// A query process's metrics: its ingest processes, its snapshots, and the
+/// figures every process has.
+pub fn render_query_node(node: &crate::query_node::QueryNode) -> String {
+    let mut out = String::with_capacity(2048);
+    family(&mut out, "weir_ingest_node_up", "gauge", "1 while the ingest process answers this query process's polls.");
+    for n in node.remote.nodes() {
+        let _ = writeln!(out, "weir_ingest_node_up{{node=\"{}\"}} {}", label(&n.url), u8::from(n.answering));
+    }
+    let stats = &node.remote.stats;
+    for (metric, help, v) in [
+        ("weir_remote_snapshots_total", "Relation snapshots gathered from the ingest processes.", &stats.snapshots),
+        ("weir_remote_snapshot_retries_total", "Snapshots gathered again because a partition moved between processes meanwhile.", &stats.retries),
+        ("weir_remote_snapshot_failures_total", "Snapshots refused because an ingest process did not answer.", &stats.failures),
+    ] {
+        family(&mut out, metric, "counter", help);
+        let _ = writeln!(out, "{metric} {}", v.load(Ordering::Relaxed));
+    }
+    render_serving(&mut out, &node.live, &node.metrics);
     out
 }
 

@@ -92,6 +92,77 @@ async fn serve(config: WeirConfig, demo_rate: Option<u64>) -> anyhow::Result<()>
     }
 }
 
+/// Runs a query process (`weir serve --query-only`): no log, no readers, no
+/// sealers; on Ctrl-C or SIGTERM it turns unready and gives in-flight requests
+/// [`HTTP_DRAIN`].
+pub fn run_query_node(config: WeirConfig, token: Option<String>) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("weir-http")
+        .enable_all()
+        .build()
+        .context("starting the HTTP runtime")?;
+    rt.block_on(serve_query_node(config, token))
+}
+
+async fn serve_query_node(config: WeirConfig, token: Option<String>) -> anyhow::Result<()> {
+    let tls = config.server.tls.as_ref().map(crate::tls::acceptor).transpose()?;
+    let listen = config.server.listen.clone();
+    let listener = tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("listening on {listen}"))?;
+    let addr = listener.local_addr()?;
+    let node = tokio::task::spawn_blocking(move || crate::query_node::QueryNode::start(config, token)).await??;
+    print_query_banner(&node, addr, tls.is_some());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<&'static str>();
+    let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let _ = stop_tx.send(signal().await);
+    });
+    let n = node.clone();
+    let graceful = async move {
+        let why = stop_rx.await.unwrap_or("signal watcher ended");
+        tracing::info!(signal = why, "shutting down");
+        n.accepting.store(false, std::sync::atomic::Ordering::SeqCst);
+        let _ = signalled_tx.send(());
+    };
+    let router = crate::query_node::router(node.clone());
+    let serving = match tls {
+        None => tokio::spawn(async move {
+            axum::serve(listener, router).with_graceful_shutdown(graceful).await.map_err(anyhow::Error::from)
+        }),
+        Some(acceptor) => tokio::spawn(crate::tls::serve(listener, router, acceptor, graceful)),
+    };
+    let _ = signalled_rx.await;
+    match tokio::time::timeout(HTTP_DRAIN, serving).await {
+        Ok(r) => r.context("the HTTP server task")?.context("serving HTTP")?,
+        Err(_) => tracing::warn!("in-flight requests did not finish within {HTTP_DRAIN:?}; exiting anyway"),
+    }
+    Ok(())
+}
+
+/// Waits for Ctrl-C or SIGTERM.
+async fn signal() -> &'static str {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => "SIGTERM",
+    }
+}
+
+fn print_query_banner(node: &crate::query_node::QueryNode, addr: std::net::SocketAddr, tls: bool) {
+    let base = format!("{}://{addr}", if tls { "https" } else { "http" });
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "weir listening on {base}");
+    let _ = writeln!(out, "  query process: no log, no ingest; hot data from the ingest processes, sealed segments from the store");
+    let _ = writeln!(out, "  sealed segments: {}", node.store.url());
+    for n in node.remote.nodes() {
+        let state = if n.answering { "answers".to_string() } else { format!("does not answer yet ({})", n.error.unwrap_or_default()) };
+        let _ = writeln!(out, "  ingest process: {} {state}", n.url);
+    }
+    let _ = writeln!(out, "  sql:          {base}/v1/sql");
+    let _ = writeln!(out, "  ready:        {base}/readyz (every ingest process answers)");
+    let _ = out.flush();
+}
+
 /// Waits for Ctrl-C, SIGTERM or a failed reader.
 async fn watch(app: Arc<App>, stop: tokio::sync::oneshot::Sender<Stop>) {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();

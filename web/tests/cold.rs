@@ -5,15 +5,14 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::Weir;
 use common::cards::{T0, TABLE, events, totals};
+use common::moto::{Moto, s3_env};
 use serde_json::Value;
 
 fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
@@ -190,50 +189,6 @@ fn kill_9_at_random_moments_converges_to_the_uncrashed_totals() {
         cycles += 1;
     }
     assert!(cycles >= 6, "{cycles} cycles");
-}
-
-/// moto's S3 server on a free port of 127.0.0.1, stopped on drop.
-struct Moto {
-    child: Child,
-    endpoint: String,
-}
-
-impl Moto {
-    fn start() -> Moto {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = Command::new("moto_server")
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("moto_server is not installed: run ./test.sh, which installs it, or pip install 'moto[server]'");
-        let endpoint = format!("http://127.0.0.1:{port}");
-        let mut moto = Moto { child, endpoint };
-        wait_for("moto to listen", || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
-        // Create the bucket with a plain S3 request (moto accepts unsigned ones).
-        let r = common::request(&format!("127.0.0.1:{port}"), "PUT", "/weir-test", b"");
-        assert!(r.status == 200, "creating the bucket: {} {}", r.status, r.text());
-        if let Some(stderr) = moto.child.stderr.take() {
-            std::thread::spawn(move || for _ in BufReader::new(stderr).lines() {});
-        }
-        moto
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn s3_env(moto: &Moto) -> Vec<(&'static str, String)> {
-    vec![
-        ("AWS_ENDPOINT_URL", moto.endpoint.clone()),
-        ("AWS_ACCESS_KEY_ID", "testing".into()),
-        ("AWS_SECRET_ACCESS_KEY", "testing".into()),
-        ("AWS_REGION", "us-east-1".into()),
-    ]
 }
 
 #[test]

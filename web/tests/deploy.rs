@@ -47,3 +47,37 @@ fn the_compose_file_runs_a_command_line_weir_accepts_with_its_bucket() {
         other => panic!("the compose file runs {other:?}, not the demo"),
     }
 }
+
+#[test]
+fn the_compose_file_runs_a_query_process_over_the_demo_s_bucket() {
+    use clap::Parser;
+    let compose = include_str!("../../deploy/compose.yaml");
+    let parse = |prefix: &str| -> Vec<String> {
+        let line = compose.lines().map(str::trim).find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("a command starting {prefix}"));
+        serde_json::from_str(line.trim_start_matches("command:").trim()).expect("a JSON list")
+    };
+    let demo = parse("command: [\"demo\"");
+    let args = parse("command: [\"serve\"");
+    let cli = weir_web::cli::Cli::try_parse_from(std::iter::once("weir".to_string()).chain(args.iter().cloned()))
+        .unwrap_or_else(|e| panic!("deploy/compose.yaml runs `weir {}`: {e}", args.join(" ")));
+    match cli.command {
+        weir_web::cli::Command::Serve { query_only, ingest, store, .. } => {
+            assert!(query_only);
+            assert_eq!(ingest, ["http://weir:8080"]);
+            let demo_store = demo.iter().skip_while(|a| *a != "--store").nth(1).cloned();
+            assert_eq!(store, demo_store, "the query process reads the demo's bucket");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn the_kubernetes_query_deployment_names_the_ingest_pods_by_their_headless_service() {
+    let ingest = include_str!("../../deploy/k8s/weir.yaml");
+    let query = include_str!("../../deploy/k8s/weir-query.yaml");
+    assert!(ingest.contains("serviceName: weir-ingest") && ingest.contains("clusterIP: None"));
+    assert!(query.contains("- --query-only") && query.contains("- http://weir-0.weir-ingest:8080"));
+    for key in ["name: weir-store, key: url", "name: weir-s3, key: access_key_id"] {
+        assert!(ingest.contains(key) && query.contains(key), "both read {key}");
+    }
+}

@@ -453,18 +453,21 @@ fn tokens_and_scopes_guard_every_endpoint() {
         let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
         write!(s, "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}Content-Length: {}\r\n\r\n", body.len()).unwrap();
         s.write_all(body).unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        out.split_whitespace().nth(1).unwrap().parse::<u16>().unwrap()
+        // Bodies may be binary (an Arrow stream): only the status line is read.
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).unwrap();
+        String::from_utf8_lossy(&out).split_whitespace().nth(1).unwrap().parse::<u16>().unwrap()
     };
     let sql = br#"{"sql": "SELECT count(*) FROM t"}"#;
     let event = br#"{"ts": 1, "k": "a"}"#;
     // (method, path, body, the scope it needs)
-    let endpoints: [(&str, &str, &[u8], &str); 6] = [
+    let endpoints: [(&str, &str, &[u8], &str); 8] = [
         ("POST", "/v1/sql", sql, "query"),
         ("GET", "/v1/tables", b"", "query"),
         ("GET", "/v1/tables/t", b"", "query"),
         ("GET", "/v1/tables/t/replays", b"", "query"),
+        ("GET", "/v1/internal/relations", b"", "query"),
+        ("GET", "/v1/internal/hot/t", b"", "query"),
         ("POST", "/v1/ingest/t", event, "ingest"),
         ("GET", "/metrics", b"", "admin"),
     ];

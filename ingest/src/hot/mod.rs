@@ -197,8 +197,11 @@ struct State {
     /// Whether the session windows changed since their last checkpoint.
     sessions_dirty: bool,
     /// The sealed state of the other processes sharing this table's partitions
-    /// (Kafka tables with `rebalance`): their files are served too.
-    peers: Arc<Vec<Manifest>>,
+    /// (Kafka tables with `rebalance`), by node id: their files are served too.
+    peers: Arc<Vec<(String, Manifest)>>,
+    /// Counts the partitions this process was assigned (a rebalance): a query
+    /// process gathering every node's own snapshot retries when it moved.
+    assignments: u64,
     peer_counts: Counts,
     /// Records taken per second, measured over about a second at each publish.
     rate: f64,
@@ -387,6 +390,7 @@ impl HotTable {
                 seal_stats: SealStats::default(),
                 sessions_dirty: false,
                 peers: Arc::new(Vec::new()),
+                assignments: 0,
                 peer_counts: Counts::default(),
                 rate: 0.0,
                 rate_sample: None,
@@ -449,13 +453,13 @@ impl HotTable {
     }
 
     /// Serves the sealed segments of the other processes that share this table's
-    /// partitions (their newest manifests), with this process's own.
-    pub fn set_peers(&self, peers: Vec<Manifest>) {
+    /// partitions (their newest manifests, by node id), with this process's own.
+    pub fn set_peers(&self, peers: Vec<(String, Manifest)>) {
         let mut s = self.state.lock();
         if *s.peers == peers {
             return;
         }
-        s.peer_counts = peers.iter().fold(Counts::default(), |acc, m| acc.add(&Counts::sealed(m)));
+        s.peer_counts = peers.iter().fold(Counts::default(), |acc, (_, m)| acc.add(&Counts::sealed(m)));
         s.peers = Arc::new(peers);
         drop(s);
         self.version.fetch_add(1, Ordering::Release);
@@ -468,10 +472,24 @@ impl HotTable {
 
     /// Sets where ingest reads one partition from, with its watermark state (a
     /// partition this process was just assigned).
+    /// Counts as an assignment ([`HotTable::assignments`]).
     pub fn set_position(&self, partition: u32, offset: u64, max_event_ms: Option<i64>) {
         let mut s = self.state.lock();
         s.next_offsets[partition as usize] = offset;
         s.max_event_ms[partition as usize] = max_event_ms;
+        s.assignments += 1;
+    }
+
+    /// How many partitions this process was assigned since it started (moves
+    /// of a Kafka table's partitions between processes; 0 for other tables).
+    pub fn assignments(&self) -> u64 {
+        self.state.lock().assignments
+    }
+
+    /// The other processes' newest manifests this process serves, by node id
+    /// (tables whose Kafka partitions move between processes).
+    pub fn peers(&self) -> Arc<Vec<(String, Manifest)>> {
+        Arc::clone(&self.state.lock().peers)
     }
 
     /// Per partition, the next offset to ingest (everything below is applied).
@@ -588,6 +606,13 @@ impl HotTable {
     pub fn counts(&self) -> Counts {
         let s = self.state.lock();
         s.cold.counts.add(&s.counts).add(&s.peer_counts)
+    }
+
+    /// What this process took from the log, sealed under its own root or in
+    /// memory, without the other processes' sealed counts.
+    pub fn own_counts(&self) -> Counts {
+        let s = self.state.lock();
+        s.cold.counts.add(&s.counts)
     }
 
     /// Detaches what `scope` selects into the sealing slot and returns it; returns
@@ -782,8 +807,26 @@ impl HotTable {
     }
 
     /// A consistent snapshot of one of this table's relations: memory and sealed
-    /// files, taken together.
+    /// files (this process's and its peers'), taken together.
     pub fn snapshot(&self, relation: &str) -> Result<Snapshot, HotError> {
+        let (mut snapshot, own) = self.take(relation)?;
+        let peer_files: Vec<ColdFile> = own.peers.iter().flat_map(|p| p.files.iter().cloned()).collect();
+        snapshot.cold.extend(peer_files);
+        Ok(snapshot)
+    }
+
+    /// This process's own part of a relation, for a query process that gathers
+    /// every ingest process's (docs/operations.md): the hot batches and only
+    /// this process's sealed files, taken under one lock (a seal is seen before
+    /// or after, never half), with the table's version and assignment count at
+    /// that moment; the peers' files are listed apart, by node.
+    pub fn own_snapshot(&self, relation: &str) -> Result<OwnSnapshot, HotError> {
+        let (snapshot, mut own) = self.take(relation)?;
+        own.snapshot = snapshot;
+        Ok(own)
+    }
+
+    fn take(&self, relation: &str) -> Result<(Snapshot, OwnSnapshot), HotError> {
         let (src, schema) = self.source_of(relation).ok_or_else(|| HotError::UnknownRelation(relation.to_string()))?;
         let mut s = self.state.lock();
         let mut batches: Vec<RecordBatch> = match src {
@@ -804,22 +847,50 @@ impl HotTable {
                 Source::Session(i) => batches.extend(slot.closed_sessions[i].iter().cloned()),
             }
         }
-        let peer_files = s.peers.iter().flat_map(|m| m.files(relation));
-        let cold = s
-            .cold
-            .manifest
-            .files(relation)
-            .chain(peer_files)
-            .map(|f| ColdFile {
-                path: f.path.clone(),
-                bytes: f.bytes,
-                rows: f.rows,
-                min_time_ms: f.min_time_ms,
-                max_time_ms: f.max_time_ms,
+        let cold = s.cold.manifest.files(relation).map(cold_file).collect();
+        let peers = s
+            .peers
+            .iter()
+            .map(|(node, m)| PeerFiles {
+                node: node.clone(),
+                manifest_version: m.version,
+                files: m.files(relation).map(cold_file).collect(),
             })
             .collect();
-        Ok(Snapshot { schema, batches, cold })
+        let own = OwnSnapshot {
+            snapshot: Snapshot { schema: schema.clone(), batches: Vec::new(), cold: Vec::new() },
+            version: self.version(),
+            assignments: s.assignments,
+            peers,
+        };
+        Ok((Snapshot { schema, batches, cold }, own))
     }
+}
+
+fn cold_file(f: &weir_storage::manifest::SegmentFile) -> ColdFile {
+    ColdFile { path: f.path.clone(), bytes: f.bytes, rows: f.rows, min_time_ms: f.min_time_ms, max_time_ms: f.max_time_ms }
+}
+
+/// One process's own part of a relation ([`HotTable::own_snapshot`]).
+#[derive(Debug, Clone)]
+pub struct OwnSnapshot {
+    /// The hot batches and this process's own sealed files.
+    pub snapshot: Snapshot,
+    /// The table's version ([`HotTable::version`]) when it was taken.
+    pub version: u64,
+    /// The table's assignment count ([`HotTable::assignments`]) when it was taken.
+    pub assignments: u64,
+    /// The sealed files of the other processes sharing the table's partitions,
+    /// as this process last read their manifests.
+    pub peers: Vec<PeerFiles>,
+}
+
+/// Another process's sealed files of a relation, from its manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerFiles {
+    pub node: String,
+    pub manifest_version: u64,
+    pub files: Vec<ColdFile>,
 }
 
 fn slot_bytes(slot: &Sealing) -> usize {

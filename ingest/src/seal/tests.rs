@@ -17,7 +17,8 @@ use weir_storage::store::faulty::{Faults, Faulty};
 
 use super::*;
 use crate::clock::ManualClock;
-use crate::hot::Counts;
+use crate::hot::{Counts, OwnSnapshot};
+use weir_storage::hot::{ColdFile, HotError};
 use crate::hot::tests::per_minute_rows;
 use crate::generator::{DEMO_CONFIG, Generator, Mix};
 use crate::pipeline::TableReader;
@@ -553,4 +554,100 @@ async fn a_crashed_node_s_partitions_are_taken_over_exactly() {
         assert_same(&outcome(&hot_a, &w.store).await, &expected);
     }
     assert!(crashed_with_rows >= 2, "only {crashed_with_rows} of the crashes lost unsealed rows");
+}
+
+/// What a query process gathers from two nodes sharing a table's partitions:
+/// each node's own snapshot holds its memory and only its own sealed files (the
+/// other's listed apart, by node), and the two together hold every record read
+/// exactly once, whatever each sealed. The merged snapshot a node serves itself
+/// is unchanged: its own files and its peers'.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn own_snapshots_hold_only_their_node_s_files_and_together_every_row_once() {
+    for seed in 40..43u64 {
+        let mut w = world(8_000, seed);
+        let mut cfg = (*w.table).clone();
+        cfg.sessions.clear();
+        w.table = Arc::new(cfg);
+        let clock = ManualClock::new(w.now);
+        let node = |name: &str| {
+            let hot = Arc::new(HotTable::new(w.table.clone()));
+            let root = manifest::node_root(&w.table.name, name);
+            let sealer = Sealer::new(hot.clone(), w.store.clone(), clock.clone(), 3).at_root(root).with_peers(name.into());
+            (hot, sealer)
+        };
+        let (hot_a, sealer_a) = node("a");
+        let (hot_b, sealer_b) = node("b");
+        let mut reader_a = TableReader::new(hot_a.clone(), w.topic.clone(), clock.clone()).unwrap();
+        let mut reader_b = TableReader::new(hot_b.clone(), w.topic.clone(), clock.clone()).unwrap();
+        assert_eq!(hot_a.assignments(), 0);
+        reader_a.reassign(&sealer_a.group_view().await.unwrap(), &[0, 1]).unwrap();
+        reader_b.reassign(&sealer_b.group_view().await.unwrap(), &[2, 3]).unwrap();
+        assert_eq!(hot_a.assignments(), 2, "one per partition assigned");
+        let mut rng = SmallRng::seed_from_u64(seed);
+        for _ in 0..rng.random_range(5..20) {
+            reader_a.step(rng.random_range(2_000..40_000)).unwrap();
+            reader_b.step(rng.random_range(2_000..40_000)).unwrap();
+            reader_a.publish(false);
+            reader_b.publish(false);
+            match rng.random_range(0..4) {
+                0 => drop(sealer_a.seal(SealScope::Due).await.unwrap()),
+                1 => drop(sealer_b.seal(SealScope::All).await.unwrap()),
+                2 => drop(sealer_b.seal(SealScope::Due).await.unwrap()),
+                _ => {}
+            }
+        }
+        sealer_b.seal(SealScope::Due).await.unwrap();
+        sealer_a.seal(SealScope::Due).await.unwrap();
+        // Each node reads the other's newest manifest.
+        sealer_a.group_view().await.unwrap();
+        sealer_b.group_view().await.unwrap();
+        let relation = w.table.name.clone();
+        let rollup = w.table.rollup_relation(&w.table.rollups[0].name);
+        let paths = |files: &[ColdFile]| files.iter().map(|f| f.path.clone()).collect::<std::collections::BTreeSet<_>>();
+        let own_a = hot_a.own_snapshot(&relation).unwrap();
+        let own_b = hot_b.own_snapshot(&relation).unwrap();
+        let files_a: std::collections::BTreeSet<String> =
+            hot_a.cold().manifest.files(&relation).map(|f| f.path.clone()).collect();
+        let files_b: std::collections::BTreeSet<String> =
+            hot_b.cold().manifest.files(&relation).map(|f| f.path.clone()).collect();
+        assert!(!files_a.is_empty() || !files_b.is_empty(), "seed {seed}: something sealed");
+        assert_eq!(paths(&own_a.snapshot.cold), files_a);
+        assert_eq!(paths(&own_b.snapshot.cold), files_b);
+        assert!(files_a.is_disjoint(&files_b));
+        assert_eq!(own_a.peers.len(), 1);
+        assert_eq!(own_a.peers[0].node, "b");
+        assert_eq!(own_a.peers[0].manifest_version, hot_b.cold().manifest.version);
+        assert_eq!(paths(&own_a.peers[0].files), files_b);
+        assert_eq!(own_a.assignments, 2);
+        assert_eq!(own_a.version, hot_a.version());
+        // The snapshot a node answers its own queries with still merges both.
+        let merged = hot_a.snapshot(&relation).unwrap();
+        assert_eq!(paths(&merged.cold), files_a.union(&files_b).cloned().collect());
+        assert_eq!(merged.num_rows(), own_a.snapshot.num_rows());
+        // Together: every ingested row once, in memory or in a file.
+        let rows = |o: &OwnSnapshot| o.snapshot.num_rows() as u64 + o.snapshot.cold.iter().map(|f| f.rows).sum::<u64>();
+        let ingested = hot_a.own_counts().ingested + hot_b.own_counts().ingested;
+        assert!(ingested > 0);
+        assert_eq!(rows(&own_a) + rows(&own_b), ingested, "seed {seed}");
+        assert_eq!(hot_a.counts().total(), hot_a.own_counts().total() + Counts::sealed(&hot_b.cold().manifest).total());
+        // A rollup's own parts add up to the same count of events.
+        let mut events = 0;
+        for hot in [&hot_a, &hot_b] {
+            let own = hot.own_snapshot(&rollup).unwrap();
+            events += own.snapshot.batches.iter().map(events_of).sum::<i64>();
+            for f in &own.snapshot.cold {
+                let (_, batches) = weir_storage::segment::decode(&f.path, w.store.get(&f.path).await.unwrap()).unwrap();
+                events += batches.iter().map(events_of).sum::<i64>();
+            }
+        }
+        assert_eq!(events as u64, ingested, "seed {seed}: rollup counts");
+        assert!(matches!(hot_a.own_snapshot("nope"), Err(HotError::UnknownRelation(n)) if n == "nope"));
+    }
+}
+
+/// The sum of a rollup batch's `events` (count) column.
+fn events_of(b: &RecordBatch) -> i64 {
+    use arrow::array::AsArray;
+    let c = b.column_by_name("events").expect("an events column");
+    c.as_primitive::<arrow::datatypes::Int64Type>().iter().flatten().sum()
 }

@@ -238,3 +238,17 @@ fn rebalancing_refuses_per_key_state_and_node_ids_are_identifiers() {
     let e = error_of(&format!("{table}{kafka}properties = {{ \"partition.assignment.strategy\" = \"cooperative-sticky\" }}\n"));
     assert!(e.message.contains("cooperative-sticky is not supported"), "{e}");
 }
+
+#[test]
+fn a_query_process_names_its_ingest_processes_by_base_url() {
+    let c = WeirConfig::from_toml("[server]\nquery_only = true\ningest_nodes = [\"http://ingest-1:8080\", \"http://10.0.0.2:8080/\"]\n").unwrap();
+    assert!(c.server.query_only);
+    assert_eq!(c.server.ingest_nodes, ["http://ingest-1:8080", "http://10.0.0.2:8080/"]);
+    let c = WeirConfig::from_toml("").unwrap();
+    assert!(!c.server.query_only && c.server.ingest_nodes.is_empty());
+    for bad in ["https://a:8080", "a:8080", "http://a:8080/v1", "http://"] {
+        let e = error_of(&format!("[server]\ningest_nodes = [\"{bad}\"]\n"));
+        assert_eq!(e.path, "server.ingest_nodes", "{bad}");
+        assert!(e.message.contains(bad), "{e}");
+    }
+}

@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub mod cards;
+#[cfg(feature = "kafka")]
+pub mod kafka;
+pub mod moto;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_weir");
 
@@ -180,10 +183,16 @@ pub fn try_request(addr: &str, method: &str, path: &str, body: &[u8]) -> Option<
 
 /// A minimal HTTP/1.1 client: one request per connection.
 pub fn request(addr: &str, method: &str, path: &str, body: &[u8]) -> Response {
+    request_as(addr, method, path, body, None)
+}
+
+/// [`request`] with `Authorization: Bearer <token>`.
+pub fn request_as(addr: &str, method: &str, path: &str, body: &[u8], token: Option<&str>) -> Response {
     let mut s = TcpStream::connect(addr).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
         body.len()
     );
     s.write_all(head.as_bytes()).unwrap();
