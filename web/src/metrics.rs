@@ -184,7 +184,7 @@ pub fn render_serving(out: &mut String, live_side: &crate::live::Live, m: &Metri
     let _ = writeln!(out, "weir_live_tiles {}", live.tiles);
     family(out, "weir_live_subscriptions", "gauge", "Tile subscriptions over all connections.");
     let _ = writeln!(out, "weir_live_subscriptions {}", live.subscriptions);
-    family(&mut out, "weir_live_incremental_tiles", "gauge", "Live tiles evaluated incrementally over rollups.");
+    family(out, "weir_live_incremental_tiles", "gauge", "Live tiles evaluated incrementally over rollups.");
     let _ = writeln!(out, "weir_live_incremental_tiles {}", live.incremental_tiles);
     for (metric, help, v) in [
         ("weir_live_evaluations_total", "Tile evaluations run (each runs the tile's SQL once).", live.evaluations),
