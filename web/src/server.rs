@@ -22,19 +22,28 @@ enum Stop {
 }
 
 pub fn run(config: WeirConfig, demo_rate: Option<u64>) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    http_runtime()?.block_on(serve(config, demo_rate))
+}
+
+/// The runtime serving HTTP (DataFusion runs on the query service's own).
+fn http_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("weir-http")
         .enable_all()
         .build()
-        .context("starting the HTTP runtime")?;
-    rt.block_on(serve(config, demo_rate))
+        .context("starting the HTTP runtime")
+}
+
+/// Binds the configured address.
+async fn bind(config: &WeirConfig) -> anyhow::Result<tokio::net::TcpListener> {
+    let listen = &config.server.listen;
+    tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))
 }
 
 async fn serve(config: WeirConfig, demo_rate: Option<u64>) -> anyhow::Result<()> {
     let tls = config.server.tls.as_ref().map(crate::tls::acceptor).transpose()?;
-    let listen = config.server.listen.clone();
-    let listener = tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("listening on {listen}"))?;
+    let listener = bind(&config).await?;
     let addr = listener.local_addr()?;
     let app = tokio::task::spawn_blocking(move || -> anyhow::Result<Arc<App>> {
         let app = App::start(config)?;
@@ -96,19 +105,12 @@ async fn serve(config: WeirConfig, demo_rate: Option<u64>) -> anyhow::Result<()>
 /// sealers; on Ctrl-C or SIGTERM it turns unready and gives in-flight requests
 /// [`HTTP_DRAIN`].
 pub fn run_query_node(config: WeirConfig, token: Option<String>) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("weir-http")
-        .enable_all()
-        .build()
-        .context("starting the HTTP runtime")?;
-    rt.block_on(serve_query_node(config, token))
+    http_runtime()?.block_on(serve_query_node(config, token))
 }
 
 async fn serve_query_node(config: WeirConfig, token: Option<String>) -> anyhow::Result<()> {
     let tls = config.server.tls.as_ref().map(crate::tls::acceptor).transpose()?;
-    let listen = config.server.listen.clone();
-    let listener = tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("listening on {listen}"))?;
+    let listener = bind(&config).await?;
     let addr = listener.local_addr()?;
     let node = tokio::task::spawn_blocking(move || crate::query_node::QueryNode::start(config, token)).await??;
     print_query_banner(&node, addr, tls.is_some());
