@@ -492,6 +492,36 @@ async fn log_retention_deletes_only_what_the_resume_points_passed() {
     assert_eq!(again.counts().total(), 6_000);
 }
 
+/// Two nodes sharing a table's partitions (Kafka's `rebalance` mode, here on the
+/// embedded log through the same reader and sealer): each recovered under its own
+/// root; A reads partitions 0 and 1, B reads 2 and 3.
+struct TwoNodes {
+    hot_a: Arc<HotTable>,
+    sealer_a: Sealer,
+    reader_a: TableReader,
+    hot_b: Arc<HotTable>,
+    sealer_b: Sealer,
+    reader_b: TableReader,
+}
+
+async fn two_nodes(w: &World) -> TwoNodes {
+    let clock = ManualClock::new(w.now);
+    let mut nodes = Vec::new();
+    for (name, partitions) in [("a", [0, 1]), ("b", [2, 3])] {
+        let hot = Arc::new(HotTable::new(w.table.clone()));
+        let root = manifest::node_root(&w.table.name, name);
+        Sealer::recover_at(&hot, &w.store, &root, &[]).await.unwrap();
+        let sealer = Sealer::new(hot.clone(), w.store.clone(), clock.clone(), 3).at_root(root).with_peers(name.into());
+        let mut reader = TableReader::new(hot.clone(), w.topic.clone(), clock.clone()).unwrap();
+        assert_eq!(hot.assignments(), 0);
+        reader.reassign(&sealer.group_view().await.unwrap(), &partitions).unwrap();
+        nodes.push((hot, sealer, reader));
+    }
+    let (hot_b, sealer_b, reader_b) = nodes.pop().unwrap();
+    let (hot_a, sealer_a, reader_a) = nodes.pop().unwrap();
+    TwoNodes { hot_a, sealer_a, reader_a, hot_b, sealer_b, reader_b }
+}
+
 /// Two nodes share the partitions of a table (Kafka's `rebalance` mode, here on
 /// the embedded log through the same reader and sealer): each seals under its
 /// own root at random; one crashes with records read and not sealed; the other
@@ -506,22 +536,7 @@ async fn a_crashed_node_s_partitions_are_taken_over_exactly() {
         cfg.sessions.clear();
         w.table = Arc::new(cfg);
         let expected = reference(&w).await;
-        let clock = ManualClock::new(w.now);
-        let node = |name: &str| {
-            let hot = Arc::new(HotTable::new(w.table.clone()));
-            let root = manifest::node_root(&w.table.name, name);
-            let sealer = Sealer::new(hot.clone(), w.store.clone(), clock.clone(), 3).at_root(root).with_peers(name.into());
-            (hot, sealer)
-        };
-        let (hot_a, sealer_a) = node("a");
-        let (hot_b, sealer_b) = node("b");
-        for (hot, name) in [(&hot_a, "a"), (&hot_b, "b")] {
-            Sealer::recover_at(hot, &w.store, &manifest::node_root(&w.table.name, name), &[]).await.unwrap();
-        }
-        let mut reader_a = TableReader::new(hot_a.clone(), w.topic.clone(), clock.clone()).unwrap();
-        let mut reader_b = TableReader::new(hot_b.clone(), w.topic.clone(), clock.clone()).unwrap();
-        reader_a.reassign(&sealer_a.group_view().await.unwrap(), &[0, 1]).unwrap();
-        reader_b.reassign(&sealer_b.group_view().await.unwrap(), &[2, 3]).unwrap();
+        let TwoNodes { hot_a, sealer_a, mut reader_a, hot_b, sealer_b, mut reader_b } = two_nodes(&w).await;
         let mut rng = SmallRng::seed_from_u64(seed);
         for _ in 0..rng.random_range(5..40) {
             reader_a.step(rng.random_range(2_000..40_000)).unwrap();
@@ -568,20 +583,7 @@ async fn own_snapshots_hold_only_their_node_s_files_and_together_every_row_once(
         let mut cfg = (*w.table).clone();
         cfg.sessions.clear();
         w.table = Arc::new(cfg);
-        let clock = ManualClock::new(w.now);
-        let node = |name: &str| {
-            let hot = Arc::new(HotTable::new(w.table.clone()));
-            let root = manifest::node_root(&w.table.name, name);
-            let sealer = Sealer::new(hot.clone(), w.store.clone(), clock.clone(), 3).at_root(root).with_peers(name.into());
-            (hot, sealer)
-        };
-        let (hot_a, sealer_a) = node("a");
-        let (hot_b, sealer_b) = node("b");
-        let mut reader_a = TableReader::new(hot_a.clone(), w.topic.clone(), clock.clone()).unwrap();
-        let mut reader_b = TableReader::new(hot_b.clone(), w.topic.clone(), clock.clone()).unwrap();
-        assert_eq!(hot_a.assignments(), 0);
-        reader_a.reassign(&sealer_a.group_view().await.unwrap(), &[0, 1]).unwrap();
-        reader_b.reassign(&sealer_b.group_view().await.unwrap(), &[2, 3]).unwrap();
+        let TwoNodes { hot_a, sealer_a, mut reader_a, hot_b, sealer_b, mut reader_b } = two_nodes(&w).await;
         assert_eq!(hot_a.assignments(), 2, "one per partition assigned");
         let mut rng = SmallRng::seed_from_u64(seed);
         for _ in 0..rng.random_range(5..20) {
