@@ -9,7 +9,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::Weir;
-use common::kafka::{T0, Tansu, check_totals, produce, rt, table};
+use common::kafka::{T0, Tansu, check_totals, produce, rebalancing_table, rt, table};
 use weir_ingest::kafka::{KafkaSink, ensure_topic, group_offsets};
 
 #[test]
@@ -269,10 +269,7 @@ fn two_processes_share_the_partitions_and_one_takes_over_when_the_other_stops() 
 
     let dir = tempfile::tempdir().unwrap();
     let store = format!("file://{}/cold", dir.path().display());
-    let body = table(&kafka.bootstrap, "shared").replace(
-        "group_id = \"weir-t\"",
-        "group_id = \"weir-shared\"\nrebalance = true\nproperties = { \"session.timeout.ms\" = \"6000\", \"heartbeat.interval.ms\" = \"500\" }",
-    );
+    let body = rebalancing_table(&kafka.bootstrap, "shared");
     let node = |name: &str| {
         let d = dir.path().join(name);
         std::fs::create_dir_all(&d).unwrap();

@@ -400,7 +400,7 @@ fn a_query_process_on_another_data_directory_reads_the_sealed_segments_from_s3()
 #[cfg(feature = "kafka")]
 #[test]
 fn a_query_process_over_two_rebalancing_ingest_processes_sees_both_unsealed_parts() {
-    use common::kafka::{Tansu, check_totals, expected, produce, table};
+    use common::kafka::{Tansu, check_totals, expected, produce, rebalancing_table};
     use weir_ingest::kafka::{KafkaSink, ensure_topic};
 
     let kafka = Tansu::start();
@@ -410,10 +410,7 @@ fn a_query_process_over_two_rebalancing_ingest_processes_sees_both_unsealed_part
     produce(&sink, 0, 4_000);
     let dir = tempfile::tempdir().unwrap();
     let store = format!("file://{}/cold", dir.path().display());
-    let body = table(&kafka.bootstrap, "qshared").replace(
-        "group_id = \"weir-t\"",
-        "group_id = \"weir-qshared\"\nrebalance = true\nproperties = { \"session.timeout.ms\" = \"6000\", \"heartbeat.interval.ms\" = \"500\" }",
-    );
+    let body = rebalancing_table(&kafka.bootstrap, "qshared");
     let config_in = |name: &str| {
         let d = dir.path().join(name);
         std::fs::create_dir_all(&d).unwrap();

@@ -146,6 +146,17 @@ aggregations = [{{ name = "events", fn = "count" }}, {{ name = "amount_sum", fn 
     )
 }
 
+/// [`table`] read by a consumer group `weir-<topic>` whose processes share the
+/// topic's partitions (`rebalance`), with a short session timeout.
+pub fn rebalancing_table(bootstrap: &str, topic: &str) -> String {
+    table(bootstrap, topic).replace(
+        "group_id = \"weir-t\"",
+        &format!(
+            "group_id = \"weir-{topic}\"\nrebalance = true\nproperties = {{ \"session.timeout.ms\" = \"6000\", \"heartbeat.interval.ms\" = \"500\" }}"
+        ),
+    )
+}
+
 pub fn check_totals(w: &Weir, n: usize) {
     let (rows, late, dead, sum) = expected(n);
     let raw = &w.sql("SELECT count(*) AS n, sum(amount) AS s FROM t")[0];
