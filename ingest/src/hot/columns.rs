@@ -326,9 +326,12 @@ impl RowBuffer {
         self.rows == 0
     }
 
-    /// Bytes held: the frozen batches' Arrow buffers plus an estimate of the active rows.
+    /// Bytes held: the frozen batches' Arrow buffers plus an estimate of the active
+    /// rows. Their builders grow buffers by doubling, so they hold up to twice what
+    /// was appended: counting twice keeps the budget check from reading past the
+    /// budget on an estimate that a freeze (at the next seal) then finds too low.
     pub fn bytes(&self) -> usize {
-        self.frozen_bytes + self.active_bytes
+        self.frozen_bytes + 2 * self.active_bytes
     }
 }
 
