@@ -123,8 +123,12 @@ fn partitions_that_keep_moving_fail_the_snapshot_with_the_reason() {
 fn a_process_that_does_not_answer_fails_snapshots_naming_it_and_versions_move() {
     let (rt, dir, store) = world();
     let (a, url_a) = fake(&rt, dir.path(), "a", 5);
-    let gone = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let url_gone = format!("http://{gone}");
+    // A port held bound but not listening: connections to it are refused, and
+    // no other test's server can take it while this test runs (a listener
+    // dropped at once freed it, and a parallel test's fake once answered there).
+    let held = tokio::net::TcpSocket::new_v4().unwrap();
+    held.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let url_gone = format!("http://{}", held.local_addr().unwrap());
     let tier = RemoteTier::start(vec![url_a.clone(), url_gone.clone()], None, store).unwrap();
     // Its relations are those of the processes that answer.
     assert!(tier.relations().iter().any(|r| r.name == "t"));

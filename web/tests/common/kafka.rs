@@ -2,10 +2,9 @@
 //! (test.sh installs it; `WEIR_TANSU` names the binary) with its sqlite storage
 //! engine, the table `t` reading a topic, its events and the totals they give.
 
-use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use weir_ingest::kafka::KafkaSink;
 use weir_storage::config::KafkaConfig;
@@ -32,23 +31,19 @@ impl Tansu {
             bin.display()
         );
         let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let url = format!("tcp://127.0.0.1:{port}");
-        let log = std::fs::File::create(dir.path().join("tansu.log")).unwrap();
-        let child = Command::new(&bin)
-            .current_dir(dir.path())
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
-            .args(["--storage-engine", "sqlite://tansu.db"])
-            .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("starting tansu");
+        let (child, port) = super::start_on_free_port("tansu", Duration::from_secs(20), |port| {
+            let url = format!("tcp://127.0.0.1:{port}");
+            let log = std::fs::File::create(dir.path().join("tansu.log")).unwrap();
+            Command::new(&bin)
+                .current_dir(dir.path())
+                .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+                .args(["--storage-engine", "sqlite://tansu.db"])
+                .stdout(Stdio::from(log.try_clone().unwrap()))
+                .stderr(Stdio::from(log))
+                .spawn()
+                .expect("starting tansu")
+        });
         let bootstrap = format!("127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(&bootstrap).is_err() {
-            assert!(Instant::now() < deadline, "tansu did not listen on {bootstrap}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
         Tansu { child, bootstrap, _dir: dir }
     }
 

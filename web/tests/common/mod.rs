@@ -143,6 +143,42 @@ impl Drop for Weir {
     }
 }
 
+/// Starts a server that takes its port on its command line (moto, tansu) on a
+/// free port of 127.0.0.1 and waits until it listens there. A free port is
+/// found by binding port 0 and letting it go, so another test's server can take
+/// it in between: a child that has exited, or is gone a moment after the port
+/// answers (the answer was someone else's), is started again on another port.
+pub fn start_on_free_port(what: &str, wait: Duration, mut spawn: impl FnMut(u16) -> Child) -> (Child, u16) {
+    let mut exits = Vec::new();
+    for _ in 0..5 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut child = spawn(port);
+        let deadline = Instant::now() + wait;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                exits.push(format!("port {port}: {status}"));
+                break;
+            }
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                std::thread::sleep(Duration::from_millis(300));
+                match child.try_wait().unwrap() {
+                    None => return (child, port),
+                    Some(status) => {
+                        exits.push(format!("port {port}: {status}"));
+                        break;
+                    }
+                }
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                panic!("{what} did not listen on port {port} within {wait:?}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    panic!("{what} exited at start five times: {}", exits.join("; "));
+}
+
 /// Writes `dir/weir.toml`: a `[server]` section listening on a free port with its
 /// data under `dir/data`, then `body` (keys before its first header are
 /// `[server]` keys). Returns the file's path.

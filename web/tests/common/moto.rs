@@ -2,9 +2,8 @@
 //! S3-compatible store (test.sh installs it).
 
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// moto's S3 server on a free port of 127.0.0.1, stopped on drop.
 pub struct Moto {
@@ -14,20 +13,16 @@ pub struct Moto {
 
 impl Moto {
     pub fn start() -> Moto {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = Command::new("moto_server")
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("moto_server is not installed: run ./test.sh, which installs it, or pip install 'moto[server]'");
+        let (child, port) = super::start_on_free_port("moto", Duration::from_secs(30), |port| {
+            Command::new("moto_server")
+                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("moto_server is not installed: run ./test.sh, which installs it, or pip install 'moto[server]'")
+        });
         let endpoint = format!("http://127.0.0.1:{port}");
         let mut moto = Moto { child, endpoint };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "moto did not listen on {port}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
         // Create the bucket with a plain S3 request (moto accepts unsigned ones).
         let r = super::request(&format!("127.0.0.1:{port}"), "PUT", "/weir-test", b"");
         assert!(r.status == 200, "creating the bucket: {} {}", r.status, r.text());
