@@ -16,6 +16,13 @@
 
 use std::time::Instant;
 
+/// A peer script of `bench/peers/`: found through the CARGO_MANIFEST_DIR that
+/// `cargo run` sets, else where this binary was built from.
+pub fn peer_script(name: &str) -> std::path::PathBuf {
+    let dir = std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into());
+    std::path::Path::new(&dir).join("peers").join(name)
+}
+
 /// Times a closure, returning its result and the seconds it took.
 pub fn timed<T>(f: impl FnOnce() -> T) -> (T, f64) {
     let start = Instant::now();

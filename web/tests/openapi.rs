@@ -2,13 +2,15 @@
 //! methods. (`deploy/validate.sh` checks the document against the OpenAPI 3.1
 //! schema with openapi-spec-validator.)
 
+mod common;
+
 use std::collections::BTreeSet;
 
 use serde_json::Value;
 
 /// (path, method) of every `.route("PATH", get(..).post(..))` in src/http.rs.
 fn served() -> BTreeSet<(String, String)> {
-    let src = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/http.rs")).unwrap();
+    let src = std::fs::read_to_string(common::package_dir().join("src/http.rs")).unwrap();
     let mut out = BTreeSet::new();
     for line in src.lines().map(str::trim).filter(|l| l.starts_with(".route(\"")) {
         let path = line[".route(\"".len()..].split('"').next().unwrap().to_string();
@@ -25,7 +27,7 @@ fn served() -> BTreeSet<(String, String)> {
 #[test]
 fn the_openapi_document_lists_every_route_and_only_those() {
     let doc: Value =
-        serde_json::from_str(&std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/openapi.json")).unwrap())
+        serde_json::from_str(&std::fs::read_to_string(common::package_dir().join("../docs/openapi.json")).unwrap())
             .unwrap();
     assert_eq!(doc["openapi"], "3.1.0");
     let mut documented = BTreeSet::new();

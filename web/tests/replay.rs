@@ -82,12 +82,12 @@ const GOLDEN_OUT: &str = "tests/golden/replay.json";
 fn replays_of_a_fixed_log_give_the_golden_output() {
     let dir = tempfile::tempdir().unwrap();
     let w = Weir::serve(dir.path(), TABLE);
-    let log = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(GOLDEN_LOG);
+    let log = common::package_dir().join(GOLDEN_LOG);
     let lines = std::fs::read_to_string(&log).unwrap().lines().filter(|l| !l.trim().is_empty()).count();
     ok(weir(&["produce", "--table", "t", "--server", &w.base, "--batch", "700", log.to_str().unwrap()]));
     w.wait_caught_up("t", lines as u64);
     let live = derived(&w, "t");
-    let golden_path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(GOLDEN_OUT);
+    let golden_path = common::package_dir().join(GOLDEN_OUT);
     if std::env::var_os("WEIR_BLESS").is_some() {
         std::fs::write(&golden_path, serde_json::to_string_pretty(&live).unwrap() + "\n").unwrap();
     }

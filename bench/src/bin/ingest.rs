@@ -138,7 +138,7 @@ fn main() -> anyhow::Result<()> {
     let groups: u64 = status.rollup_groups.iter().map(|g| g.1).sum();
     println!("| rollup groups / bytes per group | {} / {:.0} |", groups, status.rollup_bytes as f64 / groups.max(1) as f64);
     if args.duckdb {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/peers/ingest_duckdb.py");
+        let script = weir_bench::peer_script("ingest_duckdb.py");
         let out = std::process::Command::new("python3").arg(script).arg(&dump_path).output()?;
         anyhow::ensure!(out.status.success(), "duckdb peer failed: {}", String::from_utf8_lossy(&out.stderr));
         let text = String::from_utf8_lossy(&out.stdout);

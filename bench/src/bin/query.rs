@@ -282,7 +282,7 @@ struct Peer {
 }
 
 fn run_peer(args: &Args, engine: &str, glob: &str, from_ms: i64, to_ms: i64, threads: usize) -> anyhow::Result<Peer> {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/peers/query_peers.py");
+    let script = weir_bench::peer_script("query_peers.py");
     let out = std::process::Command::new(&args.python)
         .arg(script)
         .args(["--engine", engine, "--glob", glob])

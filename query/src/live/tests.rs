@@ -251,14 +251,17 @@ async fn evaluations_are_coalesced_to_the_fastest_subscribers_rate() {
     let mut sub = hub.subscribe(spec(BY_COUNTRY), 4.0).await.unwrap();
     snapshot(&next(&mut sub).await);
     let start = hub.stats().evaluations;
-    // 50 changes over about 500 ms: at 4 Hz, at most 3 evaluations fit.
+    let began = std::time::Instant::now();
+    // 50 changes over about 500 ms: at 4 Hz, at most 3 evaluations fit (more
+    // only if a loaded machine stretches the sleeps: bounded by the time taken).
     for i in 0..50 {
         let extra: Vec<(i64, &str, &str, f64)> = (0..i % 5 + 1).map(|k| (130 + k, "u9", "jp", 1.0)).collect();
         hot.replace("events", events_with(&extra));
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let evaluations = hub.stats().evaluations - start;
-    assert!((1..=3).contains(&evaluations), "{evaluations} evaluations");
+    let fit = (began.elapsed().as_secs_f64() * 4.0).ceil() as u64 + 1;
+    assert!(evaluations >= 1 && evaluations <= fit.max(3), "{evaluations} evaluations in {:?}", began.elapsed());
     // The last change is still evaluated (coalesced, not lost).
     wait_for("the last change", || {
         sub.pending();

@@ -143,6 +143,13 @@ impl Drop for Weir {
     }
 }
 
+/// This package's directory (`web/`), as cargo tells the running test. Not
+/// `env!`: that is fixed at build time, and a build cache shared by checkouts
+/// at other paths keeps an unchanged test binary that names another checkout.
+pub fn package_dir() -> PathBuf {
+    PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("run the tests with cargo, which sets CARGO_MANIFEST_DIR"))
+}
+
 /// Starts a server that takes its port on its command line (moto, tansu) on a
 /// free port of 127.0.0.1 and waits until it listens there. A free port is
 /// found by binding port 0 and letting it go, so another test's server can take
