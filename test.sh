@@ -31,6 +31,14 @@ export WEIR_TANSU="$tansu_root/bin/tansu"
 features=(--features weir-web/kafka)
 export WEIR_CARGO_FEATURES="--features weir-web/kafka"   # web/tests/browser/run.sh builds the same binary
 echo "== building (target dir: $CARGO_TARGET_DIR)"
+# A debug build with its tests needs about 10 GB more when much changed; the
+# incremental caches are the part that is cheap to rebuild, so they go first.
+mkdir -p "$CARGO_TARGET_DIR"
+free_kb="$(df -Pk "$CARGO_TARGET_DIR" | awk 'NR == 2 { print $4 }')"
+if [ "$free_kb" -lt $((12 * 1024 * 1024)) ] && [ -d "$CARGO_TARGET_DIR/debug/incremental" ]; then
+  echo "only $((free_kb / 1024 / 1024)) GB free: removing $CARGO_TARGET_DIR/debug/incremental"
+  rm -rf "$CARGO_TARGET_DIR/debug/incremental"
+fi
 cargo build --workspace --all-targets --locked "${features[@]}"
 
 echo "== the S3-compatible server the cold-tier tests start (moto, from PyPI)"
