@@ -124,7 +124,12 @@ fn queries_during_seals_and_compactions_see_exact_totals() {
         assert_eq!(r.status, 200, "{}", r.text());
         let r = w.request("POST", "/v1/tables/t/compact", b"");
         assert_eq!(r.status, 200, "{}", r.text());
+        // A while longer, and two answers at least, however slow the machine.
         std::thread::sleep(Duration::from_millis(300));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while seen.load(Ordering::SeqCst) < 2 && !reader.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         stop.store(true, Ordering::SeqCst);
         reader.join().expect("the query loop saw exact totals");
         queries += seen.load(Ordering::SeqCst);
