@@ -444,9 +444,9 @@ impl Tile {
         true
     }
 
-    /// Diffs a new output against the last result and publishes it if it changed.
-    /// Returns whether it published.
-    fn absorb(&self, output: &QueryOutput) -> Result<bool> {
+    /// Diffs a new output against the last result and publishes it if it changed,
+    /// counting it in `publishes` first: whoever sees a push sees it counted.
+    fn absorb(&self, output: &QueryOutput, publishes: &AtomicU64) -> Result<()> {
         let rows = output.num_rows();
         if rows > MAX_TILE_ROWS {
             return Err(Error::Live {
@@ -463,18 +463,19 @@ impl Tile {
                 Some(d) if d.is_empty() => {
                     // Nothing to push; a failure told before is over.
                     self.tx.send_if_modified(|s| s.failure.take().is_some());
-                    return Ok(false);
+                    return Ok(());
                 }
                 change => (prev.seq + 1, change),
             },
         };
         let published = Arc::new(Published::new(seq, new, change));
         *last = Some(Arc::clone(&published));
+        publishes.fetch_add(1, Ordering::Relaxed);
         self.tx.send_modify(|s| {
             s.published = Some(published);
             s.failure = None;
         });
-        Ok(true)
+        Ok(())
     }
 
     fn fail(&self, error: &Error) {
@@ -508,23 +509,17 @@ async fn evaluate(hub: Arc<Inner>, tile: Arc<Tile>, versions: Vec<Option<u64>>) 
         match output {
             // Encoding and diffing are CPU work: off the I/O runtime's workers.
             Ok(output) => {
-                let t = Arc::clone(&tile);
-                tokio::task::spawn_blocking(move || t.absorb(&output))
+                let (t, counted) = (Arc::clone(&tile), Arc::clone(&hub));
+                tokio::task::spawn_blocking(move || t.absorb(&output, &counted.publishes))
                     .await
                     .unwrap_or_else(|e| Err(Error::internal(format!("diffing a tile failed: {e}"))))
             }
             Err(e) => Err(e),
         }
     };
-    match outcome {
-        Ok(true) => {
-            hub.publishes.fetch_add(1, Ordering::Relaxed);
-        }
-        Ok(false) => {}
-        Err(e) => {
-            tracing::debug!(sql = %tile.spec.sql, error = %e, "a live tile's evaluation failed");
-            tile.fail(&e);
-        }
+    if let Err(e) = outcome {
+        tracing::debug!(sql = %tile.spec.sql, error = %e, "a live tile's evaluation failed");
+        tile.fail(&e);
     }
     let mut s = lock(&tile.schedule);
     s.versions = Some(versions);
