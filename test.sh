@@ -48,7 +48,7 @@ fi
 command -v moto_server
 
 echo "== Rust tests"
-cargo test --workspace --locked "${features[@]}" -- --test-threads=2 2>&1 | tee -a "$log" || status=$?
+cargo test --workspace --locked --no-fail-fast "${features[@]}" -- --test-threads=2 2>&1 | tee -a "$log" || status=$?
 
 echo "== deployment files"
 deploy/validate.sh 2>&1 | tee -a "$log" || status=$?
