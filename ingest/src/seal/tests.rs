@@ -504,6 +504,15 @@ struct TwoNodes {
     reader_b: TableReader,
 }
 
+/// The world of the two-node tests: the demo table without its session window.
+fn two_node_world(events: usize, seed: u64) -> World {
+    let mut w = world(events, seed);
+    let mut cfg = (*w.table).clone();
+    cfg.sessions.clear();
+    w.table = Arc::new(cfg);
+    w
+}
+
 async fn two_nodes(w: &World) -> TwoNodes {
     let clock = ManualClock::new(w.now);
     let mut nodes = Vec::new();
@@ -531,10 +540,7 @@ async fn two_nodes(w: &World) -> TwoNodes {
 async fn a_crashed_node_s_partitions_are_taken_over_exactly() {
     let mut crashed_with_rows = 0;
     for seed in 30..34u64 {
-        let mut w = world(12_000, seed);
-        let mut cfg = (*w.table).clone();
-        cfg.sessions.clear();
-        w.table = Arc::new(cfg);
+        let w = two_node_world(12_000, seed);
         let expected = reference(&w).await;
         let TwoNodes { hot_a, sealer_a, mut reader_a, hot_b, sealer_b, mut reader_b } = two_nodes(&w).await;
         let mut rng = SmallRng::seed_from_u64(seed);
@@ -579,10 +585,7 @@ async fn a_crashed_node_s_partitions_are_taken_over_exactly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn own_snapshots_hold_only_their_node_s_files_and_together_every_row_once() {
     for seed in 40..43u64 {
-        let mut w = world(8_000, seed);
-        let mut cfg = (*w.table).clone();
-        cfg.sessions.clear();
-        w.table = Arc::new(cfg);
+        let w = two_node_world(8_000, seed);
         let TwoNodes { hot_a, sealer_a, mut reader_a, hot_b, sealer_b, mut reader_b } = two_nodes(&w).await;
         assert_eq!(hot_a.assignments(), 2, "one per partition assigned");
         let mut rng = SmallRng::seed_from_u64(seed);
