@@ -81,19 +81,8 @@ async fn serve(config: WeirConfig, demo_rate: Option<u64>) -> anyhow::Result<()>
         let why = shutdown.await;
         let _ = why_tx.send(why);
     };
-    let router = crate::http::router(app.clone());
-    let serving = match tls {
-        None => tokio::spawn(async move {
-            axum::serve(listener, router).with_graceful_shutdown(graceful).await.map_err(anyhow::Error::from)
-        }),
-        Some(acceptor) => tokio::spawn(crate::tls::serve(listener, router, acceptor, graceful)),
-    };
-    // Once ingest is stopped, give in-flight requests a deadline.
-    let _ = drained_rx.await;
-    match tokio::time::timeout(HTTP_DRAIN, serving).await {
-        Ok(r) => r.context("the HTTP server task")?.context("serving HTTP")?,
-        Err(_) => tracing::warn!("in-flight requests did not finish within {HTTP_DRAIN:?}; exiting anyway"),
-    }
+    // Once ingest is stopped, in-flight requests get a deadline.
+    serve_http(listener, crate::http::router(app.clone()), tls, graceful, drained_rx).await?;
     watcher.abort();
     match why_rx.await {
         Ok(Stop::ReaderFailed(t, e)) => anyhow::bail!("the reader of table `{t}` failed: {e}"),
@@ -126,14 +115,26 @@ async fn serve_query_node(config: WeirConfig, token: Option<String>) -> anyhow::
         n.accepting.store(false, std::sync::atomic::Ordering::SeqCst);
         let _ = signalled_tx.send(());
     };
-    let router = crate::query_node::router(node.clone());
+    serve_http(listener, crate::query_node::router(node.clone()), tls, graceful, signalled_rx).await?;
+    Ok(())
+}
+
+/// Serves `router` (over TLS when `tls` is set) until `graceful` resolves;
+/// once `drained` resolves too, in-flight requests get [`HTTP_DRAIN`] to finish.
+async fn serve_http<D: std::future::IntoFuture>(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    graceful: impl std::future::Future<Output = ()> + Send + 'static,
+    drained: D,
+) -> anyhow::Result<()> {
     let serving = match tls {
         None => tokio::spawn(async move {
             axum::serve(listener, router).with_graceful_shutdown(graceful).await.map_err(anyhow::Error::from)
         }),
         Some(acceptor) => tokio::spawn(crate::tls::serve(listener, router, acceptor, graceful)),
     };
-    let _ = signalled_rx.await;
+    let _ = drained.await;
     match tokio::time::timeout(HTTP_DRAIN, serving).await {
         Ok(r) => r.context("the HTTP server task")?.context("serving HTTP")?,
         Err(_) => tracing::warn!("in-flight requests did not finish within {HTTP_DRAIN:?}; exiting anyway"),
