@@ -19,7 +19,9 @@ pub struct AvroFormat {
 impl AvroFormat {
     /// Parses the configured schemas; the error names the one that is invalid.
     pub fn new(cfg: &AvroConfig) -> Result<AvroFormat, String> {
-        let parse = |what: &str, text: &str| Schema::parse_str(text).map_err(|e| format!("the Avro {what} is not a valid schema: {e}"));
+        let parse = |what: &str, text: &str| {
+            Schema::parse_str(text).map_err(|e| format!("the Avro {what} is not a valid schema: {e}"))
+        };
         let plain = cfg.schema.as_deref().map(|s| parse("schema", s)).transpose()?;
         let mut confluent = BTreeMap::new();
         for (id, text) in &cfg.confluent {
@@ -34,7 +36,9 @@ impl AvroFormat {
             Some(s) => (s, bytes),
             None => {
                 if bytes.len() < 5 || bytes[0] != 0 {
-                    return Err("invalid Avro: not Confluent's wire format (a zero byte and a 4-byte schema id first)".into());
+                    return Err(
+                        "invalid Avro: not Confluent's wire format (a zero byte and a 4-byte schema id first)".into()
+                    );
                 }
                 let id = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
                 let schema = self
@@ -86,10 +90,13 @@ mod tests {
         let v = Value::Record(vec![
             ("ts".into(), Value::TimestampMicros(ts_us)),
             ("card".into(), Value::String(card.into())),
-            ("amount".into(), match amount {
-                Some(a) => Value::Union(1, Box::new(Value::Double(a))),
-                None => Value::Union(0, Box::new(Value::Null)),
-            }),
+            (
+                "amount".into(),
+                match amount {
+                    Some(a) => Value::Union(1, Box::new(Value::Double(a))),
+                    None => Value::Union(0, Box::new(Value::Null)),
+                },
+            ),
         ]);
         apache_avro::to_avro_datum(&schema, v).unwrap()
     }
@@ -97,12 +104,14 @@ mod tests {
     #[test]
     fn plain_and_confluent_datums_become_json_objects() {
         let plain = AvroFormat::new(&AvroConfig { schema: Some(SCHEMA.into()), confluent: BTreeMap::new() }).unwrap();
-        let json: serde_json::Value = serde_json::from_slice(&plain.to_json(&datum(1_700_000_000_123_456, "c1", Some(2.5))).unwrap()).unwrap();
+        let json: serde_json::Value =
+            serde_json::from_slice(&plain.to_json(&datum(1_700_000_000_123_456, "c1", Some(2.5))).unwrap()).unwrap();
         assert_eq!(json, serde_json::json!({"ts": 1_700_000_000_123i64, "card": "c1", "amount": 2.5}));
         let null: serde_json::Value = serde_json::from_slice(&plain.to_json(&datum(0, "c2", None)).unwrap()).unwrap();
         assert_eq!(null["amount"], serde_json::Value::Null);
 
-        let wire = AvroFormat::new(&AvroConfig { schema: None, confluent: BTreeMap::from([(7, SCHEMA.to_string())]) }).unwrap();
+        let wire = AvroFormat::new(&AvroConfig { schema: None, confluent: BTreeMap::from([(7, SCHEMA.to_string())]) })
+            .unwrap();
         let mut framed = vec![0, 0, 0, 0, 7];
         framed.extend(datum(5_000, "c3", Some(1.0)));
         let json: serde_json::Value = serde_json::from_slice(&wire.to_json(&framed).unwrap()).unwrap();
@@ -119,7 +128,11 @@ mod tests {
         let mut long = datum(1, "c", Some(1.0));
         long.push(42);
         assert!(plain.to_json(&long).unwrap_err().contains("1 bytes left"));
-        let e = AvroFormat::new(&AvroConfig { schema: None, confluent: BTreeMap::from([(3, "{\"type\": \"nope\"}".to_string())]) }).unwrap_err();
+        let e = AvroFormat::new(&AvroConfig {
+            schema: None,
+            confluent: BTreeMap::from([(3, "{\"type\": \"nope\"}".to_string())]),
+        })
+        .unwrap_err();
         assert!(e.contains("schema 3 is not a valid schema"), "{e}");
     }
 }

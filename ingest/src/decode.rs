@@ -11,8 +11,8 @@ use std::borrow::Cow;
 use std::fmt;
 
 use rustc_hash::FxHashMap;
-use smallvec::SmallVec;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+use smallvec::SmallVec;
 use weir_storage::config::{FieldType, TableConfig, TimeFormat, UnknownFields};
 
 use crate::time;

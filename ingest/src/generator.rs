@@ -26,10 +26,29 @@ const CATEGORIES: &[(&str, f64)] = &[
 const COUNTRIES: &[&str] = &["US", "GB", "DE", "FR", "ES", "IT", "NL", "SE", "JP", "BR", "CA", "AU", "IN", "MX", "PL"];
 const DEVICES: &[&str] = &["ios", "android", "web", "pos", "atm"];
 const MERCHANT_WORDS: &[&str] = &[
-    "Acme", "Blue", "Corner", "Delta", "Evergreen", "Fox", "Golden", "Harbor", "Iron", "Juniper", "Kite", "Lumen",
-    "Maple", "North", "Orbit", "Pine", "Quay", "River", "Summit", "Tidal",
+    "Acme",
+    "Blue",
+    "Corner",
+    "Delta",
+    "Evergreen",
+    "Fox",
+    "Golden",
+    "Harbor",
+    "Iron",
+    "Juniper",
+    "Kite",
+    "Lumen",
+    "Maple",
+    "North",
+    "Orbit",
+    "Pine",
+    "Quay",
+    "River",
+    "Summit",
+    "Tidal",
 ];
-const MERCHANT_KINDS: &[&str] = &["Market", "Cafe", "Station", "Air", "Tech", "Outfitters", "Pharmacy", "Cinema", "Power", "Shop"];
+const MERCHANT_KINDS: &[&str] =
+    &["Market", "Cafe", "Station", "Air", "Tech", "Outfitters", "Pharmacy", "Cinema", "Power", "Shop"];
 
 /// What share of events are out of order, late or malformed.
 #[derive(Debug, Clone, Copy)]

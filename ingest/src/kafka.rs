@@ -123,8 +123,7 @@ impl rdkafka::consumer::ConsumerContext for GroupContext {
 
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &rdkafka::consumer::Rebalance<'_>) {
         let rdkafka::consumer::Rebalance::Assign(tpl) = rebalance else { return };
-        let partitions: Vec<u32> =
-            tpl.elements_for_topic(&self.topic).iter().map(|e| e.partition() as u32).collect();
+        let partitions: Vec<u32> = tpl.elements_for_topic(&self.topic).iter().map(|e| e.partition() as u32).collect();
         let mut assigned = vec![false; self.shared.buffers.len()];
         for &p in &partitions {
             if let Some(a) = assigned.get_mut(p as usize) {
@@ -183,14 +182,13 @@ impl KafkaSource {
     pub fn open(cfg: &KafkaConfig) -> Result<Arc<KafkaSource>, SourceError> {
         let consumer: BaseConsumer =
             consumer_config(cfg).create().map_err(|e| kafka_err("creating the consumer", e))?;
-        let md = consumer
-            .fetch_metadata(Some(&cfg.topic), START_TIMEOUT)
-            .map_err(|e| kafka_err(&format!("reading the metadata of topic `{}` from {}", cfg.topic, cfg.bootstrap_servers), e))?;
-        let topic_md = md
-            .topics()
-            .iter()
-            .find(|t| t.name() == cfg.topic)
-            .ok_or_else(|| SourceError::Kafka(format!("topic `{}` is not on {}", cfg.topic, cfg.bootstrap_servers)))?;
+        let md = consumer.fetch_metadata(Some(&cfg.topic), START_TIMEOUT).map_err(|e| {
+            kafka_err(&format!("reading the metadata of topic `{}` from {}", cfg.topic, cfg.bootstrap_servers), e)
+        })?;
+        let topic_md =
+            md.topics().iter().find(|t| t.name() == cfg.topic).ok_or_else(|| {
+                SourceError::Kafka(format!("topic `{}` is not on {}", cfg.topic, cfg.bootstrap_servers))
+            })?;
         if let Some(e) = topic_md.error() {
             return Err(SourceError::Kafka(format!("topic `{}`: {e:?}", cfg.topic)));
         }
@@ -216,7 +214,8 @@ impl KafkaSource {
         });
         // Low and high offsets come from a client of their own, so that asking
         // for them never waits behind the fetcher's long-polling fetches.
-        let watcher: BaseConsumer = metadata_config(cfg).create().map_err(|e| kafka_err("creating a metadata client", e))?;
+        let watcher: BaseConsumer =
+            metadata_config(cfg).create().map_err(|e| kafka_err("creating a metadata client", e))?;
         refresh_offsets(&watcher, &cfg.topic, &shared).map_err(|e| kafka_err("reading the topic's offsets", e))?;
         let (s, topic) = (shared.clone(), cfg.topic.clone());
         let fetcher = if cfg.rebalance {
@@ -237,7 +236,9 @@ impl KafkaSource {
                 fetch(grouped, &topic, &s, false)
             })
         } else {
-            std::thread::Builder::new().name(format!("kafka-{}", cfg.topic)).spawn(move || fetch(consumer, &topic, &s, true))
+            std::thread::Builder::new()
+                .name(format!("kafka-{}", cfg.topic))
+                .spawn(move || fetch(consumer, &topic, &s, true))
         }
         .map_err(|e| kafka_err("starting the fetcher thread", e))?;
         let (s, topic) = (shared.clone(), cfg.topic.clone());
@@ -263,10 +264,14 @@ impl KafkaSource {
     /// Per partition: whether it is paused (its buffer is full), and the bytes
     /// waiting in its buffer.
     pub fn buffers(&self) -> Vec<(bool, usize)> {
-        self.shared.buffers.iter().map(|b| {
-            let b = b.lock();
-            (b.paused, b.bytes)
-        }).collect()
+        self.shared
+            .buffers
+            .iter()
+            .map(|b| {
+                let b = b.lock();
+                (b.paused, b.bytes)
+            })
+            .collect()
     }
 }
 
@@ -293,7 +298,8 @@ pub fn group_offsets(cfg: &KafkaConfig, partitions: u32) -> Result<Vec<Option<u6
     for p in 0..partitions {
         tpl.add_partition(&cfg.topic, p as i32);
     }
-    let got = consumer.committed_offsets(tpl, START_TIMEOUT).map_err(|e| kafka_err("reading the group's offsets", e))?;
+    let got =
+        consumer.committed_offsets(tpl, START_TIMEOUT).map_err(|e| kafka_err("reading the group's offsets", e))?;
     Ok((0..partitions)
         .map(|p| match got.find_partition(&cfg.topic, p as i32).map(|e| e.offset()) {
             Some(Offset::Offset(o)) if o >= 0 => Some(o as u64),
@@ -541,7 +547,12 @@ impl KafkaSink {
             match fut.await {
                 Ok(Ok(d)) => out.push((d.partition as u32, d.offset as u64)),
                 Ok(Err((e, _))) => return Err(kafka_err(&format!("producing to `{}`", self.topic), e)),
-                Err(_) => return Err(SourceError::Kafka(format!("producing to `{}`: the delivery was cancelled", self.topic))),
+                Err(_) => {
+                    return Err(SourceError::Kafka(format!(
+                        "producing to `{}`: the delivery was cancelled",
+                        self.topic
+                    )));
+                }
             }
         }
         Ok(out)

@@ -24,9 +24,9 @@ use weir_storage::log::ReadBatch;
 use weir_storage::manifest::Manifest;
 
 use crate::clock::Clock;
-use crate::decode::Decoder;
 #[cfg(feature = "kafka")]
 use crate::decode::Decoded;
+use crate::decode::Decoder;
 use crate::hot::columns::LateMeta;
 use crate::hot::{HotTable, Staged, WatermarkStatus};
 use crate::source::{Assignment, Source};
@@ -54,9 +54,8 @@ impl Skip {
         let ranges = m.coverage_index();
         let side = m.side_coverage();
         let sessions = m.sessions.as_ref().map_or_else(|| vec![0; n], |c| c.offsets.clone());
-        let until = (0..n)
-            .map(|p| ranges.values().map(|c| c[p]).chain([side[p], sessions[p]]).max().unwrap_or(0))
-            .collect();
+        let until =
+            (0..n).map(|p| ranges.values().map(|c| c[p]).chain([side[p], sessions[p]]).max().unwrap_or(0)).collect();
         Skip { ranges, side, sessions, until }
     }
 
@@ -105,7 +104,12 @@ impl TableReader {
             for (p, &offset) in manifest.origin.iter().enumerate() {
                 let held = source.offsets(p as u32);
                 if offset < held.low {
-                    return Err(Error::Gap { table: cfg.name.clone(), partition: p as u32, resume: offset, oldest: held.low });
+                    return Err(Error::Gap {
+                        table: cfg.name.clone(),
+                        partition: p as u32,
+                        resume: offset,
+                        oldest: held.low,
+                    });
                 }
                 next.push(offset);
             }
@@ -115,7 +119,12 @@ impl TableReader {
             for (p, r) in manifest.resume.iter().enumerate() {
                 let held = source.offsets(p as u32);
                 if r.offset < held.low {
-                    return Err(Error::Gap { table: cfg.name.clone(), partition: p as u32, resume: r.offset, oldest: held.low });
+                    return Err(Error::Gap {
+                        table: cfg.name.clone(),
+                        partition: p as u32,
+                        resume: r.offset,
+                        oldest: held.low,
+                    });
                 }
                 watermarks.restore(p, r.max_event_ms);
                 next.push(r.offset);
@@ -125,12 +134,17 @@ impl TableReader {
         hot.set_start_offsets(&next);
         #[cfg(feature = "kafka")]
         let avro = match &cfg.avro {
-            Some(a) => Some(crate::avro::AvroFormat::new(a).map_err(|detail| Error::Format { table: cfg.name.clone(), detail })?),
+            Some(a) => Some(
+                crate::avro::AvroFormat::new(a).map_err(|detail| Error::Format { table: cfg.name.clone(), detail })?,
+            ),
             None => None,
         };
         #[cfg(not(feature = "kafka"))]
         if cfg.avro.is_some() {
-            return Err(Error::Format { table: cfg.name.clone(), detail: "Avro values need a `weir` built with `--features weir-web/kafka`".into() });
+            return Err(Error::Format {
+                table: cfg.name.clone(),
+                detail: "Avro values need a `weir` built with `--features weir-web/kafka`".into(),
+            });
         }
         source.start(&next).map_err(|source| Error::Source { table: cfg.name.clone(), source })?;
         Ok(TableReader {
@@ -265,7 +279,13 @@ impl TableReader {
                     if skipping && rec.offset < self.skip.side[pi] {
                         continue;
                     }
-                    staged.push(Staged::Dead { offset: rec.offset, log_time_ms: rec.timestamp_ms, reason, raw: rec.value, prior_max_ms })
+                    staged.push(Staged::Dead {
+                        offset: rec.offset,
+                        log_time_ms: rec.timestamp_ms,
+                        reason,
+                        raw: rec.value,
+                        prior_max_ms,
+                    })
                 }
                 Ok(d) => {
                     let start = bucket_start(d.ts_ms, self.segment_ms);
@@ -358,7 +378,10 @@ impl ReaderHandle {
     }
 
     /// [`ReaderHandle::spawn`], handling the source's rebalances with `rebalancer`.
-    pub fn spawn_with(mut reader: TableReader, mut rebalancer: Option<Box<dyn Rebalancer>>) -> std::io::Result<ReaderHandle> {
+    pub fn spawn_with(
+        mut reader: TableReader,
+        mut rebalancer: Option<Box<dyn Rebalancer>>,
+    ) -> std::io::Result<ReaderHandle> {
         let stop = Arc::new(AtomicBool::new(false));
         let table = reader.hot().config().name.clone();
         let flag = stop.clone();

@@ -260,7 +260,9 @@ pub async fn create(
             ));
         }
         Some(name) if !is_identifier(name) => {
-            return invalid(format!("`{name}` is not a valid table name: use lowercase letters, digits and _, starting with a letter"));
+            return invalid(format!(
+                "`{name}` is not a valid table name: use lowercase letters, digits and _, starting with a letter"
+            ));
         }
         Some(name) if taken(name) || name == table => {
             return invalid(format!("a table named `{name}` exists already; --into needs a new name"));

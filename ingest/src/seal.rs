@@ -34,12 +34,12 @@ use std::time::{Duration, Instant};
 
 use arrow::record_batch::RecordBatch;
 use weir_storage::config::TableConfig;
+use weir_storage::log::Topic;
 use weir_storage::manifest::{
     self, ColumnSchema, Manifest, ManifestError, RelationSchema, Retired, Segment, SegmentFile, SegmentKind,
     SessionCheckpoint, Tombstone,
 };
 use weir_storage::segment::{self, SegmentError};
-use weir_storage::log::Topic;
 use weir_storage::store::{Store, StoreError};
 
 use crate::clock::Clock;
@@ -485,10 +485,10 @@ impl Sealer {
                 let bytes = self.store.get(&f.path).await?;
                 let (_, read) = segment::decode(&f.path, bytes)?;
                 for b in &read {
-                    batches.push(
-                        segment::conform(b, &rel.schema)
-                            .map_err(|detail| SealError::Merge { table: cfg.name.clone(), detail: format!("{}: {detail}", f.path) })?,
-                    );
+                    batches.push(segment::conform(b, &rel.schema).map_err(|detail| SealError::Merge {
+                        table: cfg.name.clone(),
+                        detail: format!("{}: {detail}", f.path),
+                    })?);
                 }
             }
             let rollup = cfg.rollups.iter().find(|r| cfg.rollup_relation(&r.name) == *relation);
@@ -496,9 +496,10 @@ impl Sealer {
                 (Some(r), Some(st)) => {
                     let mut state = Rollup::new(&cfg, r);
                     for b in &batches {
-                        state
-                            .merge_batch(b)
-                            .map_err(|detail| SealError::Merge { table: cfg.name.clone(), detail: format!("`{relation}`: {detail}") })?;
+                        state.merge_batch(b).map_err(|detail| SealError::Merge {
+                            table: cfg.name.clone(),
+                            detail: format!("`{relation}`: {detail}"),
+                        })?;
                     }
                     state.take_range(st, st + cfg.segment_granularity_ms).0
                 }
@@ -566,7 +567,8 @@ impl Sealer {
             next.segments.retain(|s| !expired(s));
         }
         let grace = RETIRE_GRACE.as_millis() as i64;
-        let (due, keep): (Vec<Retired>, Vec<Retired>) = next.retired.drain(..).partition(|r| r.retired_ms + grace <= now);
+        let (due, keep): (Vec<Retired>, Vec<Retired>) =
+            next.retired.drain(..).partition(|r| r.retired_ms + grace <= now);
         next.retired = keep;
         prune_tombstones(&mut next);
         if next == *prev {
@@ -586,7 +588,8 @@ impl Sealer {
     /// compact and expire. Errors are logged and retried on the next round.
     pub async fn tick(&self) {
         let cfg = self.table();
-        if self.node.is_some() && self.ticks.fetch_add(1, Ordering::Relaxed) % 5 == 0
+        if self.node.is_some()
+            && self.ticks.fetch_add(1, Ordering::Relaxed) % 5 == 0
             && let Err(e) = self.refresh_peers().await
         {
             tracing::warn!(table = %cfg.name, error = %e, "could not read the other processes' manifests");

@@ -85,8 +85,8 @@ impl Watermarks {
         for (p, s) in self.partitions.iter().enumerate() {
             let Some(w) = self.partition(p) else { continue };
             any_max = Some(any_max.map_or(w, |m: i64| m.max(w)));
-            let idle = s.caught_up
-                && s.last_activity_ms.is_none_or(|t| now_ms.saturating_sub(t) >= self.idle_timeout_ms);
+            let idle =
+                s.caught_up && s.last_activity_ms.is_none_or(|t| now_ms.saturating_sub(t) >= self.idle_timeout_ms);
             if !idle {
                 active_min = Some(active_min.map_or(w, |m: i64| m.min(w)));
             }

@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::catalog::{
-    CatalogProvider, CatalogProviderList, MemoryCatalogProvider, MemoryCatalogProviderList,
-    SchemaProvider, TableProvider,
+    CatalogProvider, CatalogProviderList, MemoryCatalogProvider, MemoryCatalogProviderList, SchemaProvider,
+    TableProvider,
 };
 use datafusion::common::Result as DfResult;
 use weir_storage::hot::{Relation, SharedHotSource};
@@ -36,9 +36,7 @@ pub type MakeTable = fn(SharedHotSource, Relation) -> Arc<dyn TableProvider>;
 /// tiles plan over tables of their own, `live::incremental`).
 pub fn catalog_list_with(hot: SharedHotSource, make: MakeTable) -> Arc<dyn CatalogProviderList> {
     let catalog = MemoryCatalogProvider::new();
-    catalog
-        .register_schema(SCHEMA, Arc::new(HotSchema { hot, make }))
-        .expect("a memory catalog accepts a schema");
+    catalog.register_schema(SCHEMA, Arc::new(HotSchema { hot, make })).expect("a memory catalog accepts a schema");
     let list = MemoryCatalogProviderList::new();
     list.register_catalog(CATALOG.to_string(), Arc::new(catalog));
     Arc::new(list)

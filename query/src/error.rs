@@ -46,10 +46,7 @@ pub enum Error {
     /// The result cannot be written in the requested format (e.g. a nested column
     /// in CSV).
     #[error("cannot write the result as {format}: {message}")]
-    Encode {
-        format: &'static str,
-        message: String,
-    },
+    Encode { format: &'static str, message: String },
     /// A live tile that cannot be served as asked: a key column that is not in the
     /// result, a result too large to push (see [`crate::live`]).
     #[error("{message}")]
@@ -65,9 +62,7 @@ pub enum Error {
 
 impl Error {
     pub(crate) fn internal(message: impl Into<String>) -> Self {
-        Error::Internal {
-            message: message.into(),
-        }
+        Error::Internal { message: message.into() }
     }
 }
 
@@ -77,45 +72,30 @@ impl From<DataFusionError> for Error {
         // Collection, ...); the deepest DataFusion error says what happened.
         let root = err.find_root();
         match root {
-            DataFusionError::SQL(parser, _) => Error::Sql {
-                message: parser.to_string(),
-            },
-            DataFusionError::Plan(m) => Error::Sql {
-                message: explain_plan_error(&tidy(m)),
-            },
+            DataFusionError::SQL(parser, _) => Error::Sql { message: parser.to_string() },
+            DataFusionError::Plan(m) => Error::Sql { message: explain_plan_error(&tidy(m)) },
             DataFusionError::SchemaError(..)
             | DataFusionError::NotImplemented(_)
-            | DataFusionError::Configuration(_) => Error::Sql {
-                message: tidy(&root.message()),
-            },
-            DataFusionError::ResourcesExhausted(m) => {
-                Error::ResourcesExhausted { message: tidy(m) }
-            }
+            | DataFusionError::Configuration(_) => Error::Sql { message: tidy(&root.message()) },
+            DataFusionError::ResourcesExhausted(m) => Error::ResourcesExhausted { message: tidy(m) },
             DataFusionError::Internal(m) => Error::Internal { message: tidy(m) },
             DataFusionError::External(e)
                 if let Some(hot @ HotError::Unavailable { .. }) = e.downcast_ref::<HotError>() =>
             {
                 Error::Unavailable { message: hot.to_string() }
             }
-            DataFusionError::ExecutionJoin(e) => Error::Internal {
-                message: format!("a query task failed: {e}"),
-            },
-            _ => Error::Execution {
-                message: tidy(&root.message()),
-            },
+            DataFusionError::ExecutionJoin(e) => Error::Internal { message: format!("a query task failed: {e}") },
+            _ => Error::Execution { message: tidy(&root.message()) },
         }
     }
 }
 
 /// Makes DataFusion's "table 'weir.public.x' not found" say where to look.
 fn explain_plan_error(message: &str) -> String {
-    let unknown_table = message
-        .strip_prefix("table '")
-        .and_then(|rest| rest.strip_suffix("' not found"))
-        .map(|name| {
-            let ours = format!("{CATALOG}.{SCHEMA}.");
-            name.strip_prefix(ours.as_str()).unwrap_or(name).to_string()
-        });
+    let unknown_table = message.strip_prefix("table '").and_then(|rest| rest.strip_suffix("' not found")).map(|name| {
+        let ours = format!("{CATALOG}.{SCHEMA}.");
+        name.strip_prefix(ours.as_str()).unwrap_or(name).to_string()
+    });
     match unknown_table {
         Some(name) => format!("table '{name}' not found (SHOW TABLES lists the tables)"),
         None => message.to_string(),
@@ -124,12 +104,7 @@ fn explain_plan_error(message: &str) -> String {
 
 /// Strips a trailing backtrace and surrounding whitespace from a message.
 fn tidy(message: &str) -> String {
-    message
-        .split(DataFusionError::BACK_TRACE_SEP)
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_string()
+    message.split(DataFusionError::BACK_TRACE_SEP).next().unwrap_or_default().trim().to_string()
 }
 
 #[cfg(test)]
@@ -141,8 +116,7 @@ mod tests {
     fn wrapped_errors_are_classified_by_their_root() {
         let wrapped = DataFusionError::ArrowError(
             Box::new(ArrowError::ExternalError(Box::new(
-                DataFusionError::ResourcesExhausted("Failed to allocate 1 MB".into())
-                    .context("while sorting"),
+                DataFusionError::ResourcesExhausted("Failed to allocate 1 MB".into()).context("while sorting"),
             ))),
             None,
         );
@@ -152,21 +126,16 @@ mod tests {
         }
         let plan = DataFusionError::Plan("table 'weir.public.x' not found".into());
         let hint = "(SHOW TABLES lists the tables)";
-        assert_eq!(
-            Error::from(plan).to_string(),
-            format!("table 'x' not found {hint}")
-        );
+        assert_eq!(Error::from(plan).to_string(), format!("table 'x' not found {hint}"));
         let plan = DataFusionError::Plan("table 'other.s.x' not found".into());
-        assert_eq!(
-            Error::from(plan).to_string(),
-            format!("table 'other.s.x' not found {hint}")
-        );
+        assert_eq!(Error::from(plan).to_string(), format!("table 'other.s.x' not found {hint}"));
         let collected = DataFusionError::Collection(vec![
             DataFusionError::Plan("first".into()),
             DataFusionError::Plan("second".into()),
         ]);
         assert!(matches!(Error::from(collected), Error::Sql { message } if message == "first"));
-        let away = HotError::Unavailable { relation: "t".into(), detail: "ingest process http://a:1 does not answer".into() };
+        let away =
+            HotError::Unavailable { relation: "t".into(), detail: "ingest process http://a:1 does not answer".into() };
         let wrapped = DataFusionError::External(Box::new(away)).context("scanning t");
         match Error::from(wrapped) {
             Error::Unavailable { message } => assert!(message.contains("http://a:1"), "{message}"),

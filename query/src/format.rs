@@ -18,9 +18,7 @@ use std::str::FromStr;
 use arrow::csv::WriterBuilder as CsvWriterBuilder;
 use arrow::error::ArrowError;
 use arrow::ipc::writer::StreamWriter;
-use arrow::json::writer::{
-    JsonArray, JsonFormat, LineDelimited, Writer as JsonWriter, WriterBuilder,
-};
+use arrow::json::writer::{JsonArray, JsonFormat, LineDelimited, Writer as JsonWriter, WriterBuilder};
 use arrow::record_batch::RecordBatch;
 
 use crate::{Error, QueryOutput, Result};
@@ -44,9 +42,7 @@ impl Format {
         Format::ALL
             .into_iter()
             .find(|f| f.name().eq_ignore_ascii_case(wanted))
-            .ok_or_else(|| Error::UnknownFormat {
-                given: name.to_string(),
-            })
+            .ok_or_else(|| Error::UnknownFormat { given: name.to_string() })
     }
 
     /// The format's name, as [`Format::parse`] accepts it.
@@ -92,16 +88,11 @@ pub fn encode(output: &QueryOutput, format: Format) -> Result<Vec<u8>> {
         Format::Csv => csv(output),
         Format::Arrow => arrow_ipc(output),
     };
-    encoded.map_err(|e| Error::Encode {
-        format: format.name(),
-        message: e.to_string(),
-    })
+    encoded.map_err(|e| Error::Encode { format: format.name(), message: e.to_string() })
 }
 
 fn json<F: JsonFormat>(output: &QueryOutput) -> Result<Vec<u8>, ArrowError> {
-    let mut writer: JsonWriter<Vec<u8>, F> = WriterBuilder::new()
-        .with_explicit_nulls(true)
-        .build(Vec::new());
+    let mut writer: JsonWriter<Vec<u8>, F> = WriterBuilder::new().with_explicit_nulls(true).build(Vec::new());
     for batch in &output.batches {
         writer.write(batch)?;
     }

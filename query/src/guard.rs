@@ -17,9 +17,7 @@ use std::ops::ControlFlow;
 
 use datafusion::execution::context::SQLOptions;
 use datafusion::sql::parser::{DFParserBuilder, Statement as DfStatement};
-use datafusion::sql::sqlparser::ast::{
-    DescribeAlias, ObjectName, Select, Statement, Visit, Visitor,
-};
+use datafusion::sql::sqlparser::ast::{DescribeAlias, ObjectName, Select, Statement, Visit, Visitor};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 
 use crate::{Error, Result};
@@ -52,22 +50,14 @@ const ALLOWED: &str = "the SQL endpoint is read-only: it accepts one query \
 /// Parses `sql` and allows it only if it is one read-only statement.
 pub fn check(sql: &str) -> Result<Checked> {
     let dialect = GenericDialect {};
-    let mut statements = DFParserBuilder::new(sql)
-        .with_dialect(&dialect)
-        .build()?
-        .parse_statements()?;
+    let mut statements = DFParserBuilder::new(sql).with_dialect(&dialect).build()?.parse_statements()?;
     if statements.len() > 1 {
         return Err(Error::Refused {
-            reason: format!(
-                "found {} statements: send one statement per request",
-                statements.len()
-            ),
+            reason: format!("found {} statements: send one statement per request", statements.len()),
         });
     }
     let Some(statement) = statements.pop_front() else {
-        return Err(Error::Sql {
-            message: "the request holds no SQL statement".into(),
-        });
+        return Err(Error::Sql { message: "the request holds no SQL statement".into() });
     };
     let kind = classify(&statement)?;
     Ok(Checked { kind, statement })
@@ -79,10 +69,7 @@ pub fn check(sql: &str) -> Result<Checked> {
 /// `DESCRIBE` as a `DescribeTable` node, none of them a `Statement` node, so they pass
 /// with `allow_statements` off; `SET`, transactions and `PREPARE` do not.
 pub fn sql_options() -> SQLOptions {
-    SQLOptions::new()
-        .with_allow_ddl(false)
-        .with_allow_dml(false)
-        .with_allow_statements(false)
+    SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false)
 }
 
 fn classify(statement: &DfStatement) -> Result<StatementKind> {
@@ -105,18 +92,15 @@ fn classify_sql(statement: &Statement) -> Result<StatementKind> {
         Statement::Query(_) => StatementKind::Query,
         Statement::ShowTables { .. } => StatementKind::ShowTables,
         Statement::ShowColumns { .. } => StatementKind::ShowColumns,
-        Statement::ExplainTable {
-            describe_alias: DescribeAlias::Describe | DescribeAlias::Desc,
-            ..
-        } => StatementKind::Describe,
-        Statement::Explain {
-            describe_alias,
-            statement: inner,
-            ..
-        } if matches!(**inner, Statement::Query(_)) => match describe_alias {
-            DescribeAlias::Explain => StatementKind::Explain,
-            DescribeAlias::Describe | DescribeAlias::Desc => StatementKind::Describe,
-        },
+        Statement::ExplainTable { describe_alias: DescribeAlias::Describe | DescribeAlias::Desc, .. } => {
+            StatementKind::Describe
+        }
+        Statement::Explain { describe_alias, statement: inner, .. } if matches!(**inner, Statement::Query(_)) => {
+            match describe_alias {
+                DescribeAlias::Explain => StatementKind::Explain,
+                DescribeAlias::Describe | DescribeAlias::Desc => StatementKind::Describe,
+            }
+        }
         other => return Err(refused(&kind_name(other))),
     };
     check_query(statement)?;
@@ -160,9 +144,7 @@ impl Visitor for ReadOnly {
             .0
             .iter()
             .filter_map(|part| part.as_ident())
-            .any(|ident| {
-                ident.quote_style == Some('\'') || ident.value.contains(['/', '\\', ':', '.', '~'])
-            });
+            .any(|ident| ident.quote_style == Some('\'') || ident.value.contains(['/', '\\', ':', '.', '~']));
         if looks_like_path {
             return ControlFlow::Break(Error::Refused {
                 reason: format!(
@@ -176,9 +158,7 @@ impl Visitor for ReadOnly {
 }
 
 fn refused(kind: &str) -> Error {
-    Error::Refused {
-        reason: format!("{kind} is not allowed: {ALLOWED}"),
-    }
+    Error::Refused { reason: format!("{kind} is not allowed: {ALLOWED}") }
 }
 
 fn df_kind_name(statement: &DfStatement) -> String {
@@ -214,11 +194,7 @@ fn kind_name(statement: &Statement) -> String {
                 .take(2)
                 .take_while(|w| w.chars().all(|c| c.is_ascii_uppercase() || c == '_'))
                 .collect();
-            return if words.is_empty() {
-                "this statement".into()
-            } else {
-                words.join(" ")
-            };
+            return if words.is_empty() { "this statement".into() } else { words.join(" ") };
         }
     };
     name.to_string()

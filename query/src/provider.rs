@@ -57,11 +57,7 @@ pub struct HotTableProvider {
 
 impl HotTableProvider {
     pub fn new(hot: SharedHotSource, relation: Relation) -> Self {
-        HotTableProvider {
-            hot,
-            relation,
-            snapshot: Mutex::new(None),
-        }
+        HotTableProvider { hot, relation, snapshot: Mutex::new(None) }
     }
 
     pub fn relation(&self) -> &Relation {
@@ -70,10 +66,7 @@ impl HotTableProvider {
 
     /// The relation's snapshot, its batches conformed to the declared schema.
     fn snapshot(&self) -> DfResult<Arc<Snapshot>> {
-        let mut memo = self
-            .snapshot
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut memo = self.snapshot.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(snapshot) = memo.as_ref() {
             return Ok(Arc::clone(snapshot));
         }
@@ -140,9 +133,7 @@ pub(crate) fn split(batches: &[RecordBatch], partitions: usize) -> Vec<Vec<Recor
 
 impl fmt::Debug for HotTableProvider {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HotTableProvider")
-            .field("relation", &self.relation.name)
-            .finish_non_exhaustive()
+        f.debug_struct("HotTableProvider").field("relation", &self.relation.name).finish_non_exhaustive()
     }
 }
 
@@ -156,10 +147,7 @@ impl TableProvider for HotTableProvider {
         TableType::Base
     }
 
-    fn supports_filters_pushdown(
-        &self,
-        filters: &[&Expr],
-    ) -> DfResult<Vec<TableProviderFilterPushDown>> {
+    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> DfResult<Vec<TableProviderFilterPushDown>> {
         Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
     }
 
@@ -180,17 +168,14 @@ impl TableProvider for HotTableProvider {
             None => None,
         };
         let files = match (&predicate, &self.relation.time_column) {
-            (Some(p), Some(time)) if !snapshot.cold.is_empty() => {
-                prune_files(&snapshot.cold, time, p, self.schema())?
-            }
+            (Some(p), Some(time)) if !snapshot.cold.is_empty() => prune_files(&snapshot.cold, time, p, self.schema())?,
             _ => snapshot.cold.clone(),
         };
         let mut plans: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
         if !snapshot.batches.is_empty() || files.is_empty() {
             let partitions = split(&snapshot.batches, target);
             let source =
-                MemorySourceConfig::try_new(&partitions, self.schema(), projection.cloned())?
-                    .with_limit(limit);
+                MemorySourceConfig::try_new(&partitions, self.schema(), projection.cloned())?.with_limit(limit);
             plans.push(DataSourceExec::from_data_source(source));
         }
         if !files.is_empty() {
@@ -292,18 +277,11 @@ mod tests {
 
     fn batch(rows: i64) -> RecordBatch {
         let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)]));
-        RecordBatch::try_new(
-            schema,
-            vec![Arc::new(Int64Array::from_iter_values(0..rows))],
-        )
-        .unwrap()
+        RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from_iter_values(0..rows))]).unwrap()
     }
 
     fn sizes(parts: &[Vec<RecordBatch>]) -> Vec<usize> {
-        parts
-            .iter()
-            .map(|p| p.iter().map(RecordBatch::num_rows).sum())
-            .collect()
+        parts.iter().map(|p| p.iter().map(RecordBatch::num_rows).sum()).collect()
     }
 
     #[test]
@@ -311,10 +289,7 @@ mod tests {
         assert_eq!(sizes(&split(&[batch(10)], 2)), vec![5, 5]);
         assert_eq!(sizes(&split(&[batch(3), batch(4)], 2)), vec![4, 3]);
         assert_eq!(sizes(&split(&[batch(1)], 4)), vec![1]);
-        assert_eq!(
-            sizes(&split(&[batch(7), batch(0), batch(2)], 3)),
-            vec![3, 3, 3]
-        );
+        assert_eq!(sizes(&split(&[batch(7), batch(0), batch(2)], 3)), vec![3, 3, 3]);
         assert_eq!(sizes(&split(&[], 2)), vec![0]);
         assert_eq!(split(&[batch(0)], 2).len(), 1);
     }

@@ -18,8 +18,8 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::CatalogProviderList;
 use datafusion::common::TableReference;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
-use datafusion::logical_expr::{Expr, LogicalPlan, Volatility};
 use datafusion::execution::session_state::SessionState;
+use datafusion::logical_expr::{Expr, LogicalPlan, Volatility};
 use datafusion::physical_plan::collect;
 use datafusion::sql::parser::Statement;
 use tokio::runtime::Runtime;
@@ -108,9 +108,7 @@ impl QueryService {
         match tokio::time::timeout(self.limits.timeout, &mut task).await {
             Ok(Ok(result)) => result,
             Ok(Err(join)) => Err(lost(&join)),
-            Err(_elapsed) => Err(Error::Timeout {
-                after: self.limits.timeout,
-            }),
+            Err(_elapsed) => Err(Error::Timeout { after: self.limits.timeout }),
         }
     }
 
@@ -124,9 +122,7 @@ impl QueryService {
         let plan = match tokio::time::timeout(self.limits.timeout, plan(&state, checked.statement)).await {
             Ok(plan) => plan?,
             Err(_elapsed) => {
-                return Err(Error::Timeout {
-                    after: self.limits.timeout,
-                });
+                return Err(Error::Timeout { after: self.limits.timeout });
             }
         };
         let mut relations = BTreeSet::new();
@@ -146,9 +142,7 @@ impl QueryService {
     }
 
     fn runtime(&self) -> &Runtime {
-        self.runtime
-            .as_ref()
-            .expect("the runtime lives as long as the service")
+        self.runtime.as_ref().expect("the runtime lives as long as the service")
     }
 
     /// Tasks still alive on the query runtime (for tests of cancellation).
@@ -171,11 +165,7 @@ impl Drop for QueryService {
 /// Plans a checked statement and verifies the plan is read-only.
 pub(crate) async fn plan(state: &SessionState, statement: Statement) -> Result<LogicalPlan> {
     let plan = state.statement_to_plan(statement).await?;
-    guard::sql_options()
-        .verify_plan(&plan)
-        .map_err(|e| Error::Refused {
-            reason: e.message().into_owned(),
-        })?;
+    guard::sql_options().verify_plan(&plan).map_err(|e| Error::Refused { reason: e.message().into_owned() })?;
     Ok(plan)
 }
 
@@ -202,8 +192,7 @@ pub(crate) fn time_dependent_function(plan: &LogicalPlan) -> Option<String> {
 /// Whether a scanned table is one of the hot tier's relations (and not, say,
 /// `information_schema.tables`).
 fn is_hot_relation(table: &TableReference) -> bool {
-    table.catalog().is_none_or(|c| c == catalog::CATALOG)
-        && table.schema().is_none_or(|s| s == catalog::SCHEMA)
+    table.catalog().is_none_or(|c| c == catalog::CATALOG) && table.schema().is_none_or(|s| s == catalog::SCHEMA)
 }
 
 /// Plans and runs a checked statement.

@@ -67,15 +67,10 @@ fn build(
     cold: Option<&Arc<dyn ObjectStore>>,
     kind: Kind,
 ) -> Result<SessionState> {
-    let pool = TrackConsumersPool::new(
-        GreedyMemoryPool::new(limits.memory_limit_bytes),
-        REPORTED_CONSUMERS,
-    );
+    let pool = TrackConsumersPool::new(GreedyMemoryPool::new(limits.memory_limit_bytes), REPORTED_CONSUMERS);
     let runtime = RuntimeEnvBuilder::new()
         .with_memory_pool(Arc::new(pool))
-        .with_disk_manager_builder(
-            DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
-        )
+        .with_disk_manager_builder(DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled))
         .build_arc()?;
     if let Some(store) = cold {
         let url = url::Url::parse(COLD_URL).expect("a valid URL");
@@ -100,21 +95,12 @@ fn build(
         .with_catalog_list(catalogs)
         .with_default_features();
     if kind == Kind::Tile {
-        let rules = PhysicalOptimizer::new()
-            .rules
-            .into_iter()
-            .filter(|r| r.name() != "CombinePartialFinalAggregate")
-            .collect();
+        let rules =
+            PhysicalOptimizer::new().rules.into_iter().filter(|r| r.name() != "CombinePartialFinalAggregate").collect();
         builder = builder.with_physical_optimizer_rules(rules);
     }
-    builder
-        .scalar_functions()
-        .get_or_insert_with(Vec::new)
-        .extend(sketch::scalar_functions());
-    builder
-        .aggregate_functions()
-        .get_or_insert_with(Vec::new)
-        .extend(sketch::aggregate_functions());
+    builder.scalar_functions().get_or_insert_with(Vec::new).extend(sketch::scalar_functions());
+    builder.aggregate_functions().get_or_insert_with(Vec::new).extend(sketch::aggregate_functions());
     let mut state = builder.build();
     // `now()` and friends are folded to the query's start time while planning;
     // without a start time they fail at run time.

@@ -23,8 +23,8 @@ use datafusion::common::{DataFusionError, Result as DfResult, ScalarValue, exec_
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::utils::{AggregateOrderSensitivity, format_state_name};
 use datafusion::logical_expr::{
-    Accumulator, AggregateUDF, AggregateUDFImpl, ColumnarValue, ScalarFunctionArgs, ScalarUDF,
-    ScalarUDFImpl, Signature, Volatility,
+    Accumulator, AggregateUDF, AggregateUDFImpl, ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl,
+    Signature, Volatility,
 };
 use weir_storage::sketch::Sketch;
 
@@ -42,34 +42,14 @@ pub fn aggregate_functions() -> Vec<Arc<AggregateUDF>> {
 }
 
 fn sketch_signature() -> Signature {
-    Signature::uniform(
-        1,
-        vec![
-            DataType::Binary,
-            DataType::LargeBinary,
-            DataType::BinaryView,
-        ],
-        Volatility::Immutable,
-    )
+    Signature::uniform(1, vec![DataType::Binary, DataType::LargeBinary, DataType::BinaryView], Volatility::Immutable)
 }
 
 /// Calls `f` with every non-null value of a binary column.
-fn for_each_value(
-    function: &str,
-    array: &ArrayRef,
-    mut f: impl FnMut(&[u8]) -> DfResult<()>,
-) -> DfResult<()> {
+fn for_each_value(function: &str, array: &ArrayRef, mut f: impl FnMut(&[u8]) -> DfResult<()>) -> DfResult<()> {
     match array.data_type() {
-        DataType::Binary => array
-            .as_binary::<i32>()
-            .iter()
-            .flatten()
-            .try_for_each(&mut f),
-        DataType::LargeBinary => array
-            .as_binary::<i64>()
-            .iter()
-            .flatten()
-            .try_for_each(&mut f),
+        DataType::Binary => array.as_binary::<i32>().iter().flatten().try_for_each(&mut f),
+        DataType::LargeBinary => array.as_binary::<i64>().iter().flatten().try_for_each(&mut f),
         DataType::BinaryView => array.as_binary_view().iter().flatten().try_for_each(&mut f),
         DataType::Null => Ok(()),
         other => exec_err!("{function} expects a binary sketch column, got {other}"),
@@ -98,10 +78,7 @@ struct HllAggregate {
 
 impl HllAggregate {
     fn new(output: Output) -> Self {
-        HllAggregate {
-            output,
-            signature: sketch_signature(),
-        }
+        HllAggregate { output, signature: sketch_signature() }
     }
 }
 
@@ -126,19 +103,11 @@ impl AggregateUDFImpl for HllAggregate {
     }
 
     fn accumulator(&self, _args: AccumulatorArgs) -> DfResult<Box<dyn Accumulator>> {
-        Ok(Box::new(HllAccumulator {
-            function: self.name_static(),
-            output: self.output,
-            sketch: None,
-        }))
+        Ok(Box::new(HllAccumulator { function: self.name_static(), output: self.output, sketch: None }))
     }
 
     fn state_fields(&self, args: StateFieldsArgs) -> DfResult<Vec<FieldRef>> {
-        Ok(vec![Arc::new(Field::new(
-            format_state_name(args.name, "sketch"),
-            DataType::Binary,
-            true,
-        ))])
+        Ok(vec![Arc::new(Field::new(format_state_name(args.name, "sketch"), DataType::Binary, true))])
     }
 
     fn order_sensitivity(&self) -> AggregateOrderSensitivity {
@@ -177,9 +146,9 @@ impl HllAccumulator {
             let incoming = decode(function, bytes)?;
             match &mut self.sketch {
                 None => self.sketch = Some(incoming),
-                Some(sketch) => sketch
-                    .merge(&incoming)
-                    .map_err(|e| DataFusionError::Execution(format!("{function}: {e}")))?,
+                Some(sketch) => {
+                    sketch.merge(&incoming).map_err(|e| DataFusionError::Execution(format!("{function}: {e}")))?
+                }
             }
             Ok(())
         })
@@ -199,9 +168,7 @@ impl Accumulator for HllAccumulator {
     }
 
     fn state(&mut self) -> DfResult<Vec<ScalarValue>> {
-        Ok(vec![ScalarValue::Binary(
-            self.sketch.as_mut().map(Sketch::to_bytes),
-        )])
+        Ok(vec![ScalarValue::Binary(self.sketch.as_mut().map(Sketch::to_bytes))])
     }
 
     fn evaluate(&mut self) -> DfResult<ScalarValue> {
@@ -227,9 +194,7 @@ struct HllEstimate {
 
 impl HllEstimate {
     fn new() -> Self {
-        HllEstimate {
-            signature: sketch_signature(),
-        }
+        HllEstimate { signature: sketch_signature() }
     }
 }
 
@@ -258,15 +223,12 @@ impl ScalarUDFImpl for HllEstimate {
         match arg {
             ColumnarValue::Scalar(scalar) => {
                 let estimate = match scalar {
-                    ScalarValue::Binary(v)
-                    | ScalarValue::LargeBinary(v)
-                    | ScalarValue::BinaryView(v) => v.as_deref().map(estimate_of).transpose()?,
+                    ScalarValue::Binary(v) | ScalarValue::LargeBinary(v) | ScalarValue::BinaryView(v) => {
+                        v.as_deref().map(estimate_of).transpose()?
+                    }
                     ScalarValue::Null => None,
                     other => {
-                        return exec_err!(
-                            "hll_estimate expects a binary sketch, got {}",
-                            other.data_type()
-                        );
+                        return exec_err!("hll_estimate expects a binary sketch, got {}", other.data_type());
                     }
                 };
                 Ok(ColumnarValue::Scalar(ScalarValue::Int64(estimate)))
@@ -278,9 +240,7 @@ impl ScalarUDFImpl for HllEstimate {
                     DataType::BinaryView => collect(array.as_binary_view().iter())?,
                     DataType::Null => Int64Array::new_null(array.len()),
                     other => {
-                        return exec_err!(
-                            "hll_estimate expects a binary sketch column, got {other}"
-                        );
+                        return exec_err!("hll_estimate expects a binary sketch column, got {other}");
                     }
                 };
                 Ok(ColumnarValue::Array(Arc::new(estimates)))

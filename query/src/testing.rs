@@ -5,15 +5,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use arrow::array::{
-    ArrayRef, BinaryArray, Float64Array, Int64Array, StringArray, TimestampMillisecondArray,
-};
+use arrow::array::{ArrayRef, BinaryArray, Float64Array, Int64Array, StringArray, TimestampMillisecondArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use weir_storage::config::QueryConfig;
 use weir_storage::hot::{ColdFile, HotError, HotSource, Relation, RelationKind, SharedHotSource, Snapshot};
-use weir_storage::store::Store;
 use weir_storage::sketch::Sketch;
+use weir_storage::store::Store;
 
 use crate::{QueryOutput, QueryService};
 
@@ -106,10 +104,7 @@ impl FakeHot {
     /// would, and bumps its version.
     pub fn replace(&self, relation: &str, batches: Vec<RecordBatch>) {
         let mut relations = self.relations.lock().unwrap();
-        let entry = relations
-            .iter_mut()
-            .find(|(r, _)| r.name == relation)
-            .expect("replace a relation that was added");
+        let entry = relations.iter_mut().find(|(r, _)| r.name == relation).expect("replace a relation that was added");
         entry.1 = batches;
         self.bump(relation);
     }
@@ -122,12 +117,7 @@ impl FakeHot {
 
 impl HotSource for FakeHot {
     fn relations(&self) -> Vec<Relation> {
-        self.relations
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(r, _)| r.clone())
-            .collect()
+        self.relations.lock().unwrap().iter().map(|(r, _)| r.clone()).collect()
     }
 
     fn snapshot(&self, relation: &str) -> Result<Snapshot, HotError> {
@@ -137,11 +127,7 @@ impl HotSource for FakeHot {
             .find(|(r, _)| r.name == relation)
             .ok_or_else(|| HotError::UnknownRelation(relation.to_string()))?;
         let cold = self.cold.lock().unwrap().get(relation).cloned().unwrap_or_default();
-        Ok(Snapshot {
-            schema: Arc::clone(&r.schema),
-            batches: batches.clone(),
-            cold,
-        })
+        Ok(Snapshot { schema: Arc::clone(&r.schema), batches: batches.clone(), cold })
     }
 
     fn store(&self) -> Option<Store> {
@@ -180,14 +166,7 @@ pub fn events() -> (Relation, Vec<RecordBatch>) {
     let columns: Vec<ArrayRef> = vec![
         Arc::new(TimestampMillisecondArray::from(ts).with_timezone("UTC")),
         Arc::new(StringArray::from(vec!["u1", "u2", "u1", "u3", "u2", "u1"])),
-        Arc::new(StringArray::from(vec![
-            Some("de"),
-            Some("fr"),
-            Some("de"),
-            Some("de"),
-            None,
-            Some("de"),
-        ])),
+        Arc::new(StringArray::from(vec![Some("de"), Some("fr"), Some("de"), Some("de"), None, Some("de")])),
         Arc::new(Float64Array::from(vec![1.5, 2.0, 3.0, 4.0, 5.0, 6.5])),
     ];
     let batch = RecordBatch::try_new(Arc::clone(&schema), columns).unwrap();
@@ -243,13 +222,8 @@ pub fn events_per_minute() -> (Relation, Vec<RecordBatch>) {
         (T0 + MINUTE, Some("de"), 2, Some(sketch_of(["u3", "u1"]))),
         (T0 + MINUTE, None, 1, Some(sketch_of(["u2"]))),
     ];
-    let rollup = RelationKind::Rollup {
-        rollup: "per_minute".into(),
-    };
-    (
-        relation("events_per_minute", rollup, rollup_schema(), "bucket"),
-        vec![rollup_batch(rows)],
-    )
+    let rollup = RelationKind::Rollup { rollup: "per_minute".into() };
+    (relation("events_per_minute", rollup, rollup_schema(), "bucket"), vec![rollup_batch(rows)])
 }
 
 /// A hot tier holding [`events`] and [`events_per_minute`].
@@ -263,10 +237,7 @@ pub fn fixture() -> Arc<FakeHot> {
 }
 
 pub fn limits() -> QueryConfig {
-    QueryConfig {
-        timeout: Duration::from_secs(30),
-        memory_limit_bytes: 64 << 20,
-    }
+    QueryConfig { timeout: Duration::from_secs(30), memory_limit_bytes: 64 << 20 }
 }
 
 pub fn service(hot: Arc<FakeHot>, limits: QueryConfig) -> QueryService {
@@ -276,7 +247,5 @@ pub fn service(hot: Arc<FakeHot>, limits: QueryConfig) -> QueryService {
 
 /// The output as an aligned table, rows in result order.
 pub fn pretty(output: &QueryOutput) -> String {
-    datafusion::arrow::util::pretty::pretty_format_batches(&output.batches)
-        .unwrap()
-        .to_string()
+    datafusion::arrow::util::pretty::pretty_format_batches(&output.batches).unwrap().to_string()
 }

@@ -379,11 +379,20 @@ pub struct Aggregation {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AggFn {
     Count,
-    Sum { field: String },
-    Min { field: String },
-    Max { field: String },
+    Sum {
+        field: String,
+    },
+    Min {
+        field: String,
+    },
+    Max {
+        field: String,
+    },
     /// A HyperLogLog++ distinct-count sketch of a field's values.
-    Hll { field: String, precision: u8 },
+    Hll {
+        field: String,
+        precision: u8,
+    },
 }
 
 impl TableConfig {
@@ -642,9 +651,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (num, unit) = text.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration: expected a whole number and a unit, like 5m"))?;
+    let n: u64 =
+        num.parse().map_err(|_| format!("`{text}` is not a duration: expected a whole number and a unit, like 5m"))?;
     let ms = match unit.trim() {
         "ms" => 1,
         "s" => 1_000,
@@ -655,9 +663,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             return Err(format!("`{text}`: unknown duration unit `{other}` (use ms, s, m, h or d)"));
         }
     };
-    n.checked_mul(ms)
-        .map(Duration::from_millis)
-        .ok_or_else(|| format!("`{text}` is too long a duration"))
+    n.checked_mul(ms).map(Duration::from_millis).ok_or_else(|| format!("`{text}` is too long a duration"))
 }
 
 /// Whether `name` may name a table, field or rollup: lowercase letters, digits and
@@ -671,7 +677,9 @@ pub fn is_identifier(name: &str) -> bool {
 /// Checks an ingest process's base URL (`http://host:port`, nothing after it).
 pub fn check_node_url(url: &str) -> Result<(), String> {
     let Some(rest) = url.strip_prefix("http://") else {
-        return Err(format!("`{url}`: an ingest process's URL starts with http:// (a query process speaks plain HTTP to them)"));
+        return Err(format!(
+            "`{url}`: an ingest process's URL starts with http:// (a query process speaks plain HTTP to them)"
+        ));
     };
     let host = rest.trim_end_matches('/');
     if host.is_empty() || host.contains('/') || host.contains('?') || host.contains('#') || host.contains('@') {
@@ -698,7 +706,11 @@ impl WeirConfig {
         if let Some(n) = &raw.server.node_id
             && !is_identifier(n.get_ref())
         {
-            return Err(ctx.err("server.node_id", &n.span(), "use lowercase letters, digits and _, starting with a letter"));
+            return Err(ctx.err(
+                "server.node_id",
+                &n.span(),
+                "use lowercase letters, digits and _, starting with a letter",
+            ));
         }
         let ingest_nodes = match raw.server.ingest_nodes {
             Some(nodes) => {
@@ -789,7 +801,11 @@ fn validate_auth(ctx: &Ctx, raw: RawAuth) -> Result<AuthConfig, ConfigError> {
         let secret = match (&t.token, &t.token_env) {
             (Some(s), None) => s.get_ref().clone(),
             (None, Some(var)) => std::env::var(var.get_ref()).map_err(|_| {
-                ctx.err(format!("{p}.token_env"), &var.span(), format!("environment variable `{}` is not set", var.get_ref()))
+                ctx.err(
+                    format!("{p}.token_env"),
+                    &var.span(),
+                    format!("environment variable `{}` is not set", var.get_ref()),
+                )
             })?,
             _ => return Err(ctx.err(p, &span, "give exactly one of `token` and `token_env`")),
         };
@@ -801,7 +817,11 @@ fn validate_auth(ctx: &Ctx, raw: RawAuth) -> Result<AuthConfig, ConfigError> {
             ));
         }
         if t.scopes.get_ref().is_empty() {
-            return Err(ctx.err(format!("{p}.scopes"), &t.scopes.span(), "give at least one scope: query, ingest or admin"));
+            return Err(ctx.err(
+                format!("{p}.scopes"),
+                &t.scopes.span(),
+                "give at least one scope: query, ingest or admin",
+            ));
         }
         let mut scopes = t.scopes.into_inner();
         scopes.sort();
@@ -870,7 +890,11 @@ fn validate_storage(ctx: &Ctx, raw: RawStorage) -> Result<StorageConfig, ConfigE
         let ok = u.strip_prefix("s3://").is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'))
             || u.strip_prefix("file://").is_some_and(|rest| rest.starts_with('/'));
         if !ok {
-            return Err(ctx.err("storage.url", &url.span(), format!("`{u}` is not s3://bucket/prefix or file:///absolute/path")));
+            return Err(ctx.err(
+                "storage.url",
+                &url.span(),
+                format!("`{u}` is not s3://bucket/prefix or file:///absolute/path"),
+            ));
         }
         s.url = Some(u.clone());
     }
@@ -886,11 +910,19 @@ fn validate_storage(ctx: &Ctx, raw: RawStorage) -> Result<StorageConfig, ConfigE
     s.secret_access_key = match (raw.secret_access_key, raw.secret_access_key_env) {
         (Some(v), None) => Some(v),
         (None, Some(var)) => Some(std::env::var(var.get_ref()).map_err(|_| {
-            ctx.err("storage.secret_access_key_env", &var.span(), format!("environment variable `{}` is not set", var.get_ref()))
+            ctx.err(
+                "storage.secret_access_key_env",
+                &var.span(),
+                format!("environment variable `{}` is not set", var.get_ref()),
+            )
         })?),
         (None, None) => None,
         (Some(_), Some(var)) => {
-            return Err(ctx.err("storage", &var.span(), "give at most one of secret_access_key and secret_access_key_env"));
+            return Err(ctx.err(
+                "storage",
+                &var.span(),
+                "give at most one of secret_access_key and secret_access_key_env",
+            ));
         }
     };
     if let Some(t) = &raw.request_timeout {
@@ -927,26 +959,35 @@ fn validate_table(ctx: &Ctx, i: usize, raw: RawTable) -> Result<TableConfig, Con
     };
 
     let mut seen = HashSet::new();
-    let mut fields = |list: Vec<Spanned<RawField>>, what: &str, metric: bool| -> Result<Vec<FieldConfig>, ConfigError> {
-        let mut out = Vec::new();
-        for (j, f) in list.into_iter().enumerate() {
-            let fp = format!("{p}.{what}[{j}]");
-            let span = f.span();
-            let f = f.into_inner();
-            let fname = f.name.get_ref().clone();
-            if !is_identifier(&fname) {
-                return Err(ctx.err(format!("{fp}.name"), &f.name.span(), format!("`{fname}` is not a valid field name")));
+    let mut fields =
+        |list: Vec<Spanned<RawField>>, what: &str, metric: bool| -> Result<Vec<FieldConfig>, ConfigError> {
+            let mut out = Vec::new();
+            for (j, f) in list.into_iter().enumerate() {
+                let fp = format!("{p}.{what}[{j}]");
+                let span = f.span();
+                let f = f.into_inner();
+                let fname = f.name.get_ref().clone();
+                if !is_identifier(&fname) {
+                    return Err(ctx.err(
+                        format!("{fp}.name"),
+                        &f.name.span(),
+                        format!("`{fname}` is not a valid field name"),
+                    ));
+                }
+                if !seen.insert(fname.clone()) {
+                    return Err(ctx.err(
+                        format!("{fp}.name"),
+                        &f.name.span(),
+                        format!("field `{fname}` is declared twice"),
+                    ));
+                }
+                if metric && !matches!(f.ty, FieldType::Int64 | FieldType::Float64) {
+                    return Err(ctx.err(fp, &span, format!("metric `{fname}` must be int64 or float64, not {}", f.ty)));
+                }
+                out.push(FieldConfig { name: fname, ty: f.ty, required: f.required });
             }
-            if !seen.insert(fname.clone()) {
-                return Err(ctx.err(format!("{fp}.name"), &f.name.span(), format!("field `{fname}` is declared twice")));
-            }
-            if metric && !matches!(f.ty, FieldType::Int64 | FieldType::Float64) {
-                return Err(ctx.err(fp, &span, format!("metric `{fname}` must be int64 or float64, not {}", f.ty)));
-            }
-            out.push(FieldConfig { name: fname, ty: f.ty, required: f.required });
-        }
-        Ok(out)
-    };
+            Ok(out)
+        };
     let dimensions = fields(raw.dimensions, "dimensions", false)?;
     let metrics = fields(raw.metrics, "metrics", true)?;
     let has = |n: &str| dimensions.iter().chain(metrics.iter()).find(|f| f.name == n).cloned();
@@ -962,7 +1003,11 @@ fn validate_table(ctx: &Ctx, i: usize, raw: RawTable) -> Result<TableConfig, Con
         ));
     }
     if !is_identifier(&time_field) {
-        return Err(ctx.err(format!("{p}.time.field"), &time_raw.field.span(), format!("`{time_field}` is not a valid field name")));
+        return Err(ctx.err(
+            format!("{p}.time.field"),
+            &time_raw.field.span(),
+            format!("`{time_field}` is not a valid field name"),
+        ));
     }
     let formats = time_raw.formats.unwrap_or_else(|| vec![TimeFormat::Rfc3339, TimeFormat::EpochMillis]);
     if formats.is_empty() {
@@ -982,10 +1027,18 @@ fn validate_table(ctx: &Ctx, i: usize, raw: RawTable) -> Result<TableConfig, Con
             match has(&kname) {
                 Some(f) if f.ty == FieldType::String || f.ty == FieldType::Int64 => Some(kname),
                 Some(f) => {
-                    return Err(ctx.err(format!("{p}.key"), &k.span(), format!("key field `{kname}` is {}, it must be string or int64", f.ty)));
+                    return Err(ctx.err(
+                        format!("{p}.key"),
+                        &k.span(),
+                        format!("key field `{kname}` is {}, it must be string or int64", f.ty),
+                    ));
                 }
                 None => {
-                    return Err(ctx.err(format!("{p}.key"), &k.span(), format!("key field `{kname}` is not a declared dimension")));
+                    return Err(ctx.err(
+                        format!("{p}.key"),
+                        &k.span(),
+                        format!("key field `{kname}` is not a declared dimension"),
+                    ));
                 }
             }
         }
@@ -1001,9 +1054,15 @@ fn validate_table(ctx: &Ctx, i: usize, raw: RawTable) -> Result<TableConfig, Con
     let allowed_lateness_ms = dur(&raw.allowed_lateness, "allowed_lateness", Duration::from_secs(300))?;
     let segment_granularity_ms = dur(&raw.segment_granularity, "segment_granularity", Duration::from_secs(3600))?;
     let idle_timeout_ms = dur(&raw.idle_timeout, "idle_timeout", Duration::from_secs(30))?;
-    if segment_granularity_ms <= 0 || 86_400_000 % segment_granularity_ms != 0 && segment_granularity_ms % 86_400_000 != 0 {
+    if segment_granularity_ms <= 0
+        || 86_400_000 % segment_granularity_ms != 0 && segment_granularity_ms % 86_400_000 != 0
+    {
         let s = raw.segment_granularity.as_ref().map(|s| s.span()).unwrap_or(time_span.clone());
-        return Err(ctx.err(format!("{p}.segment_granularity"), &s, "must divide a day evenly (like 1m, 15m, 1h) or be whole days"));
+        return Err(ctx.err(
+            format!("{p}.segment_granularity"),
+            &s,
+            "must divide a day evenly (like 1m, 15m, 1h) or be whole days",
+        ));
     }
     let hot_budget_bytes = match raw.hot_budget_bytes {
         Some(b) if *b.get_ref() < (1 << 20) => {
@@ -1017,7 +1076,11 @@ fn validate_table(ctx: &Ctx, i: usize, raw: RawTable) -> Result<TableConfig, Con
         Some(r) => {
             let ms = ctx.duration(&format!("{p}.retention"), r)?.as_millis() as i64;
             if ms < segment_granularity_ms {
-                return Err(ctx.err(format!("{p}.retention"), &r.span(), "must be at least the table's segment_granularity"));
+                return Err(ctx.err(
+                    format!("{p}.retention"),
+                    &r.span(),
+                    "must be at least the table's segment_granularity",
+                ));
             }
             Some(ms)
         }
@@ -1031,10 +1094,18 @@ fn validate_table(ctx: &Ctx, i: usize, raw: RawTable) -> Result<TableConfig, Con
             match dimensions.iter().find(|f| f.name == fname) {
                 Some(f) if matches!(f.ty, FieldType::String | FieldType::Int64) => {}
                 Some(f) => {
-                    return Err(ctx.err(format!("{p}.dedup.field"), &d.field.span(), format!("`{fname}` is {}; an event id must be string or int64", f.ty)));
+                    return Err(ctx.err(
+                        format!("{p}.dedup.field"),
+                        &d.field.span(),
+                        format!("`{fname}` is {}; an event id must be string or int64", f.ty),
+                    ));
                 }
                 None => {
-                    return Err(ctx.err(format!("{p}.dedup.field"), &d.field.span(), format!("`{fname}` is not a dimension of table `{name}`")));
+                    return Err(ctx.err(
+                        format!("{p}.dedup.field"),
+                        &d.field.span(),
+                        format!("`{fname}` is not a dimension of table `{name}`"),
+                    ));
                 }
             }
             let window_ms = ctx.duration(&format!("{p}.dedup.window"), &d.window)?.as_millis() as i64;
@@ -1079,7 +1150,11 @@ fn validate_table(ctx: &Ctx, i: usize, raw: RawTable) -> Result<TableConfig, Con
                         ));
                     }
                     if dims.contains(&f.name) {
-                        return Err(ctx.err(format!("{rp}.dimensions[{k}]"), &d.span(), format!("dimension `{dname}` is listed twice")));
+                        return Err(ctx.err(
+                            format!("{rp}.dimensions[{k}]"),
+                            &d.span(),
+                            format!("dimension `{dname}` is listed twice"),
+                        ));
                     }
                     dims.push(f.name)
                 }
@@ -1096,7 +1171,11 @@ fn validate_table(ctx: &Ctx, i: usize, raw: RawTable) -> Result<TableConfig, Con
         out_names.insert("bucket".into());
         let aggregations = validate_aggregations(ctx, &rp, &rname, &name, r.aggregations, &mut out_names, &has)?;
         if aggregations.is_empty() {
-            return Err(ctx.err(format!("{rp}.aggregations"), &r.name.span(), "a rollup needs at least one aggregation"));
+            return Err(ctx.err(
+                format!("{rp}.aggregations"),
+                &r.name.span(),
+                "a rollup needs at least one aggregation",
+            ));
         }
         rollups.push(RollupConfig { name: rname, granularity_ms, dimensions: dims, aggregations });
     }
@@ -1107,19 +1186,35 @@ fn validate_table(ctx: &Ctx, i: usize, raw: RawTable) -> Result<TableConfig, Con
         let w = w.into_inner();
         let wname = w.name.get_ref().clone();
         if !is_identifier(&wname) {
-            return Err(ctx.err(format!("{wp}.name"), &w.name.span(), format!("`{wname}` is not a valid session window name")));
+            return Err(ctx.err(
+                format!("{wp}.name"),
+                &w.name.span(),
+                format!("`{wname}` is not a valid session window name"),
+            ));
         }
         if !rollup_names.insert(wname.clone()) {
-            return Err(ctx.err(format!("{wp}.name"), &w.name.span(), format!("`{wname}` is already the name of a rollup or session window")));
+            return Err(ctx.err(
+                format!("{wp}.name"),
+                &w.name.span(),
+                format!("`{wname}` is already the name of a rollup or session window"),
+            ));
         }
         let kname = w.key.get_ref().clone();
         match dimensions.iter().find(|d| d.name == kname) {
             Some(d) if d.ty != FieldType::Float64 => {}
             Some(_) => {
-                return Err(ctx.err(format!("{wp}.key"), &w.key.span(), format!("`{kname}` is float64; a session key must be string, int64 or bool")));
+                return Err(ctx.err(
+                    format!("{wp}.key"),
+                    &w.key.span(),
+                    format!("`{kname}` is float64; a session key must be string, int64 or bool"),
+                ));
             }
             None => {
-                return Err(ctx.err(format!("{wp}.key"), &w.key.span(), format!("`{kname}` is not a dimension of table `{name}`")));
+                return Err(ctx.err(
+                    format!("{wp}.key"),
+                    &w.key.span(),
+                    format!("`{kname}` is not a dimension of table `{name}`"),
+                ));
             }
         }
         let gap_ms = ctx.duration(&format!("{wp}.gap"), &w.gap)?.as_millis() as i64;
@@ -1130,7 +1225,11 @@ fn validate_table(ctx: &Ctx, i: usize, raw: RawTable) -> Result<TableConfig, Con
             [kname.clone(), "session_start".into(), "session_end".into(), "closed".into()].into_iter().collect();
         let aggregations = validate_aggregations(ctx, &wp, &wname, &name, w.aggregations, &mut out_names, &has)?;
         if aggregations.is_empty() {
-            return Err(ctx.err(format!("{wp}.aggregations"), &w.name.span(), "a session window needs at least one aggregation"));
+            return Err(ctx.err(
+                format!("{wp}.aggregations"),
+                &w.name.span(),
+                "a session window needs at least one aggregation",
+            ));
         }
         sessions.push(SessionConfig { name: wname, key: kname, gap_ms, aggregations });
     }
@@ -1141,11 +1240,21 @@ fn validate_table(ctx: &Ctx, i: usize, raw: RawTable) -> Result<TableConfig, Con
             let k = k.into_inner();
             let servers = k.bootstrap_servers.get_ref().trim().to_string();
             if servers.is_empty() {
-                return Err(ctx.err(format!("{p}.kafka.bootstrap_servers"), &k.bootstrap_servers.span(), "name at least one broker, like `127.0.0.1:9092`"));
+                return Err(ctx.err(
+                    format!("{p}.kafka.bootstrap_servers"),
+                    &k.bootstrap_servers.span(),
+                    "name at least one broker, like `127.0.0.1:9092`",
+                ));
             }
-            for key in ["group.id", "bootstrap.servers", "enable.auto.commit", "auto.offset.reset", "enable.auto.offset.store"] {
+            for key in
+                ["group.id", "bootstrap.servers", "enable.auto.commit", "auto.offset.reset", "enable.auto.offset.store"]
+            {
                 if k.properties.contains_key(key) {
-                    return Err(ctx.err(format!("{p}.kafka.properties"), &span, format!("`{key}` is set by Weir (offsets come from its manifest); remove it")));
+                    return Err(ctx.err(
+                        format!("{p}.kafka.properties"),
+                        &span,
+                        format!("`{key}` is set by Weir (offsets come from its manifest); remove it"),
+                    ));
                 }
             }
             if k.rebalance
@@ -1185,21 +1294,33 @@ fn validate_table(ctx: &Ctx, i: usize, raw: RawTable) -> Result<TableConfig, Con
             let span = a.span();
             let a = a.into_inner();
             if kafka.is_none() {
-                return Err(ctx.err(format!("{p}.avro"), &span, "Avro values need a Kafka source (`[tables.kafka]`); the embedded log takes JSON"));
+                return Err(ctx.err(
+                    format!("{p}.avro"),
+                    &span,
+                    "Avro values need a Kafka source (`[tables.kafka]`); the embedded log takes JSON",
+                ));
             }
             let mut confluent = std::collections::BTreeMap::new();
             for (id, schema) in a.confluent {
-                let n: u32 = id
-                    .parse()
-                    .map_err(|_| ctx.err(format!("{p}.avro.confluent"), &span, format!("`{id}` is not a schema id (a number)")))?;
+                let n: u32 = id.parse().map_err(|_| {
+                    ctx.err(format!("{p}.avro.confluent"), &span, format!("`{id}` is not a schema id (a number)"))
+                })?;
                 confluent.insert(n, schema);
             }
             match (&a.schema, confluent.is_empty()) {
                 (Some(_), false) => {
-                    return Err(ctx.err(format!("{p}.avro"), &span, "give either `schema` (plain binary datums) or `confluent` (schemas by id), not both"));
+                    return Err(ctx.err(
+                        format!("{p}.avro"),
+                        &span,
+                        "give either `schema` (plain binary datums) or `confluent` (schemas by id), not both",
+                    ));
                 }
                 (None, true) => {
-                    return Err(ctx.err(format!("{p}.avro"), &span, "give the writer schema: `schema`, or `confluent` with the schemas by id"));
+                    return Err(ctx.err(
+                        format!("{p}.avro"),
+                        &span,
+                        "give the writer schema: `schema`, or `confluent` with the schemas by id",
+                    ));
                 }
                 _ => {}
             }
@@ -1250,7 +1371,11 @@ fn validate_aggregations(
             return Err(ctx.err(format!("{ap}.name"), &a.name.span(), format!("`{aname}` is not a valid column name")));
         }
         if !out_names.insert(aname.clone()) {
-            return Err(ctx.err(format!("{ap}.name"), &a.name.span(), format!("column `{aname}` appears twice in `{rname}`")));
+            return Err(ctx.err(
+                format!("{ap}.name"),
+                &a.name.span(),
+                format!("column `{aname}` appears twice in `{rname}`"),
+            ));
         }
         let need_field = |numeric: bool| -> Result<String, ConfigError> {
             let f = a.field.as_ref().ok_or_else(|| {
@@ -1264,7 +1389,11 @@ fn validate_aggregations(
                     format!("`{fname}` is {}, `{}` needs a numeric field", fc.ty, a.func.get_ref()),
                 )),
                 Some(fc) => Ok(fc.name),
-                None => Err(ctx.err(format!("{ap}.field"), &f.span(), format!("`{fname}` is not a field of table `{name}`"))),
+                None => Err(ctx.err(
+                    format!("{ap}.field"),
+                    &f.span(),
+                    format!("`{fname}` is not a field of table `{name}`"),
+                )),
             }
         };
         let func = match a.func.get_ref().as_str() {

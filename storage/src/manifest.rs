@@ -367,8 +367,8 @@ fn parse(path: &str, bytes: &[u8]) -> Result<Manifest, ManifestError> {
     struct Head {
         format: u32,
     }
-    let head: Head =
-        serde_json::from_slice(bytes).map_err(|e| ManifestError::Corrupt { path: path.to_string(), detail: e.to_string() })?;
+    let head: Head = serde_json::from_slice(bytes)
+        .map_err(|e| ManifestError::Corrupt { path: path.to_string(), detail: e.to_string() })?;
     if head.format != FORMAT {
         return Err(ManifestError::Format { path: path.to_string(), found: head.format });
     }
@@ -379,7 +379,12 @@ fn parse(path: &str, bytes: &[u8]) -> Result<Manifest, ManifestError> {
 /// newest version whole or, if that version exists already, fails with
 /// [`ManifestError::Conflict`]. A create whose answer was lost and which is retried
 /// finds its own manifest, and succeeds.
-pub async fn commit(store: &Store, root: &str, prev_version: u64, mut next: Manifest) -> Result<Manifest, ManifestError> {
+pub async fn commit(
+    store: &Store,
+    root: &str,
+    prev_version: u64,
+    mut next: Manifest,
+) -> Result<Manifest, ManifestError> {
     next.format = FORMAT;
     next.version = prev_version + 1;
     let path = manifest_path(root, next.version);

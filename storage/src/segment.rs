@@ -16,8 +16,8 @@ use bytes::Bytes;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::Compression;
-use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::file::metadata::KeyValue;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
 
 use crate::manifest::ColumnSchema;
 
@@ -117,7 +117,11 @@ pub fn columns_of(schema: &SchemaRef) -> Vec<ColumnSchema> {
     schema
         .fields()
         .iter()
-        .map(|f| ColumnSchema { name: f.name().clone(), data_type: f.data_type().to_string(), nullable: f.is_nullable() })
+        .map(|f| ColumnSchema {
+            name: f.name().clone(),
+            data_type: f.data_type().to_string(),
+            nullable: f.is_nullable(),
+        })
         .collect()
 }
 
@@ -198,7 +202,8 @@ mod tests {
             Field::new("new", DataType::Utf8, true),
         ]));
         assert_eq!(incompatibility("t", &old, &added_nullable), None);
-        let added_required = Arc::new(Schema::new(vec![schema().field(0).clone(), Field::new("new", DataType::Utf8, false)]));
+        let added_required =
+            Arc::new(Schema::new(vec![schema().field(0).clone(), Field::new("new", DataType::Utf8, false)]));
         assert!(incompatibility("t", &old, &added_required).unwrap().contains("`new`"));
         let retyped = Arc::new(Schema::new(vec![schema().field(0).clone(), Field::new("v", DataType::Utf8, true)]));
         let msg = incompatibility("t", &old, &retyped).unwrap();

@@ -80,8 +80,8 @@ pub struct Sketch {
 
 impl Sketch {
     pub fn new(precision: u8) -> Result<Self, SketchError> {
-        let inner = HyperLogLogPlus::new(precision, PassThroughBuilder)
-            .map_err(|_| SketchError::Precision(precision))?;
+        let inner =
+            HyperLogLogPlus::new(precision, PassThroughBuilder).map_err(|_| SketchError::Precision(precision))?;
         Ok(Sketch { precision, inner })
     }
 
@@ -106,9 +106,7 @@ impl Sketch {
         if self.precision != other.precision {
             return Err(SketchError::IncompatiblePrecision(self.precision, other.precision));
         }
-        self.inner
-            .merge(&other.inner)
-            .map_err(|_| SketchError::IncompatiblePrecision(self.precision, other.precision))
+        self.inner.merge(&other.inner).map_err(|_| SketchError::IncompatiblePrecision(self.precision, other.precision))
     }
 
     /// The estimated number of distinct values, rounded to the nearest integer.
@@ -135,8 +133,8 @@ impl Sketch {
                 if !(MIN_PRECISION..=MAX_PRECISION).contains(precision) {
                     return Err(SketchError::Precision(*precision));
                 }
-                let inner: HyperLogLogPlus<u64, PassThroughBuilder> = bincode::deserialize(rest)
-                    .map_err(|e| SketchError::Decode(e.to_string()))?;
+                let inner: HyperLogLogPlus<u64, PassThroughBuilder> =
+                    bincode::deserialize(rest).map_err(|e| SketchError::Decode(e.to_string()))?;
                 Ok(Sketch { precision: *precision, inner })
             }
             [v, ..] => Err(SketchError::Decode(format!("unknown sketch format version {v}"))),

@@ -92,7 +92,8 @@ impl Store {
     pub fn local(dir: &Path) -> Result<Store> {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir { dir: dir.display().to_string(), source })?;
         let url = format!("file://{}", dir.display());
-        let fs = LocalFileSystem::new_with_prefix(dir).map_err(|source| StoreError::Open { url: url.clone(), source })?;
+        let fs =
+            LocalFileSystem::new_with_prefix(dir).map_err(|source| StoreError::Open { url: url.clone(), source })?;
         Ok(Store::from_object_store(url, Arc::new(fs)))
     }
 
@@ -206,7 +207,13 @@ impl Store {
                 backoff = (backoff * 2).min(self.retry.max_backoff);
             }
         }
-        Err(StoreError::Failed { op, path: path.to_string(), url: self.url.clone(), attempts: self.retry.attempts, detail: last })
+        Err(StoreError::Failed {
+            op,
+            path: path.to_string(),
+            url: self.url.clone(),
+            attempts: self.retry.attempts,
+            detail: last,
+        })
     }
 
     /// Writes an object, replacing any object at `path`. Objects are written whole:

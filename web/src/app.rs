@@ -83,8 +83,9 @@ impl App {
         for t in config.tables.iter_mut() {
             let input = match &t.kafka {
                 None => {
-                    let topic =
-                        log.topic(t.topic(), t.partitions).with_context(|| format!("opening the log of table `{}`", t.name))?;
+                    let topic = log
+                        .topic(t.topic(), t.partitions)
+                        .with_context(|| format!("opening the log of table `{}`", t.name))?;
                     topics.push(topic.clone());
                     Input::log(&t.name, topic)
                 }
@@ -203,7 +204,8 @@ impl App {
                 "table `{table}` reads Kafka; replaying a Kafka-sourced table is not built yet"
             )));
         }
-        let env = self.replay_env(table).ok_or_else(|| replay::ReplayError::Invalid(format!("no table named `{table}`")))?;
+        let env =
+            self.replay_env(table).ok_or_else(|| replay::ReplayError::Invalid(format!("no table named `{table}`")))?;
         let app = self.clone();
         let taken = move |name: &str| app.tier.table(name).is_some() || app.replays.building(name);
         let (record, _) =
@@ -298,8 +300,12 @@ impl App {
             let table = sealer.hot().config().name.clone();
             let sealer2 = sealer.clone();
             match block_on_thread(async move { seal_all(&sealer2, deadline).await }) {
-                Ok(r) => tracing::info!(%table, segments = r.segments, rows = r.rows, bytes = r.bytes, "sealed on shutdown"),
-                Err(e) => tracing::error!(%table, error = %e, "the final seal failed; a restart re-reads the rest from the log"),
+                Ok(r) => {
+                    tracing::info!(%table, segments = r.segments, rows = r.rows, bytes = r.bytes, "sealed on shutdown")
+                }
+                Err(e) => {
+                    tracing::error!(%table, error = %e, "the final seal failed; a restart re-reads the rest from the log")
+                }
             }
         }
         for input in &self.inputs {
@@ -341,7 +347,8 @@ impl Rebalancer for GroupRebalancer {
 
     fn view(&mut self) -> Result<weir_storage::manifest::Manifest, String> {
         let sealer = self.sealer.clone();
-        block_on_thread(async move { sealer.group_view().await }).map_err(|e| format!("reading the group's manifests: {e}"))
+        block_on_thread(async move { sealer.group_view().await })
+            .map_err(|e| format!("reading the group's manifests: {e}"))
     }
 }
 

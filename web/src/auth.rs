@@ -14,8 +14,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use weir_storage::config::{AuthConfig, Scope};
 
-use crate::http::Serving;
 use crate::error::ApiError;
+use crate::http::Serving;
 
 /// The scope a request needs; `None` for open paths. Reading a table's replays
 /// needs `query`; starting or cancelling one needs `admin`.

@@ -8,7 +8,11 @@ use weir_ingest::generator::DEMO_CONFIG;
 use weir_storage::config::WeirConfig;
 
 #[derive(Parser, Debug)]
-#[command(name = "weir", version, about = "Weir: a real-time OLAP store. Events from a log, queryable in milliseconds.")]
+#[command(
+    name = "weir",
+    version,
+    about = "Weir: a real-time OLAP store. Events from a log, queryable in milliseconds."
+)]
 pub struct Cli {
     /// Log output format.
     #[arg(long, global = true, value_enum, default_value = "text", env = "WEIR_LOG_FORMAT")]
@@ -197,7 +201,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Seal(target) => target.request("seal"),
         Command::Replay(args) => crate::replay::run(args),
         Command::Compact(target) => target.request("compact"),
-        Command::Segments { table, config, data_dir, store, json } => crate::segments::run(&table, config, data_dir, store, json),
+        Command::Segments { table, config, data_dir, store, json } => {
+            crate::segments::run(&table, config, data_dir, store, json)
+        }
         Command::Serve { config, listen, data_dir, store, node_id, query_only, ingest, token } => {
             let src = std::fs::read_to_string(&config).with_context(|| format!("reading {}", config.display()))?;
             let mut cfg = WeirConfig::from_toml(&src).with_context(|| format!("in {}", config.display()))?;
@@ -222,12 +228,16 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             cfg.server.query_only |= query_only;
             if cfg.server.query_only {
                 if cfg.server.ingest_nodes.is_empty() {
-                    anyhow::bail!("a query process asks ingest processes for their hot data: give their URLs with --ingest http://host:port[,...] (or `server.ingest_nodes`)");
+                    anyhow::bail!(
+                        "a query process asks ingest processes for their hot data: give their URLs with --ingest http://host:port[,...] (or `server.ingest_nodes`)"
+                    );
                 }
                 return crate::server::run_query_node(cfg, token);
             }
             if !cfg.server.ingest_nodes.is_empty() {
-                anyhow::bail!("--ingest (server.ingest_nodes) is for a query process: add --query-only (server.query_only = true)");
+                anyhow::bail!(
+                    "--ingest (server.ingest_nodes) is for a query process: add --query-only (server.query_only = true)"
+                );
             }
             crate::server::run(cfg, None)
         }

@@ -53,7 +53,9 @@ impl From<weir_query::Error> for ApiError {
             Q::Refused { .. } => ApiError::new(StatusCode::FORBIDDEN, "read_only", e.to_string()),
             Q::Sql { .. } => ApiError::bad_request("sql", e.to_string()),
             Q::Timeout { .. } => ApiError::new(StatusCode::REQUEST_TIMEOUT, "timeout", e.to_string()),
-            Q::ResourcesExhausted { .. } => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "memory_limit", e.to_string()),
+            Q::ResourcesExhausted { .. } => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "memory_limit", e.to_string())
+            }
             Q::Execution { .. } => ApiError::bad_request("execution", e.to_string()),
             Q::UnknownFormat { .. } => ApiError::bad_request("format", e.to_string()),
             Q::Live { .. } => ApiError::bad_request("live", e.to_string()),

@@ -28,10 +28,10 @@ use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use weir_ingest::replay::{self, ReplayError, ReplayRequest, ReplayStatus};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use weir_ingest::decode::partition_key;
+use weir_ingest::replay::{self, ReplayError, ReplayRequest, ReplayStatus};
 use weir_query::format::{Format, encode};
 use weir_storage::config::{AggFn, TableConfig};
 use weir_storage::log::NewRecord;
@@ -39,7 +39,6 @@ use weir_storage::log::NewRecord;
 use crate::app::App;
 use crate::error::ApiError;
 use crate::live::live;
-
 
 /// What the routes every process serves (SQL, live tiles, auth) need: an
 /// ingest process ([`App`]) and a query process (`query_node::QueryNode`).
@@ -132,7 +131,10 @@ async fn produce_to_kafka(
     let keys: Vec<Vec<u8>> =
         lines.iter().map(|l| cfg.key.as_deref().and_then(|k| partition_key(l, k)).unwrap_or_default()).collect();
     let records: Vec<(&[u8], &[u8])> = keys.iter().map(Vec::as_slice).zip(lines.iter().copied()).collect();
-    let acks = sink.send(&records, now).await.map_err(|e| ApiError::unavailable(format!("appending to `{}`: {e}", cfg.name)))?;
+    let acks = sink
+        .send(&records, now)
+        .await
+        .map_err(|e| ApiError::unavailable(format!("appending to `{}`: {e}", cfg.name)))?;
     let mut per_partition: BTreeMap<u32, (u64, u64, usize)> = BTreeMap::new();
     for (p, offset) in acks {
         let e = per_partition.entry(p).or_insert((offset, offset, 0));
@@ -142,7 +144,9 @@ async fn produce_to_kafka(
     }
     let parts: Vec<Value> = per_partition
         .into_iter()
-        .map(|(p, (first, last, n))| json!({ "partition": p, "first_offset": first, "last_offset": last, "records": n }))
+        .map(
+            |(p, (first, last, n))| json!({ "partition": p, "first_offset": first, "last_offset": last, "records": n }),
+        )
         .collect();
     Ok(json!({ "table": cfg.name, "appended": lines.len(), "partitions": parts }))
 }
@@ -242,7 +246,10 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
 }
 
 /// `POST /v1/sql`, on an ingest process and on a query process.
-pub async fn sql<S: Serving>(State(app): State<Arc<S>>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+pub async fn sql<S: Serving>(
+    State(app): State<Arc<S>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
     let body = body_or_limit(&*app, body)?;
     let started = std::time::Instant::now();
     let result = run_sql(app.query(), &body).await.map_err(|e| app.annotate(e));
@@ -255,7 +262,10 @@ pub async fn sql<S: Serving>(State(app): State<Arc<S>>, body: Result<Bytes, Byte
 
 async fn run_sql(query: &weir_query::QueryService, body: &[u8]) -> Result<Response, ApiError> {
     let req: SqlRequest = serde_json::from_slice(body).map_err(|e| {
-        ApiError::bad_request("bad_request", format!("the body must be JSON like {{\"sql\": \"SELECT 1\", \"format\": \"json\"}}: {e}"))
+        ApiError::bad_request(
+            "bad_request",
+            format!("the body must be JSON like {{\"sql\": \"SELECT 1\", \"format\": \"json\"}}: {e}"),
+        )
     })?;
     let format = Format::parse(req.format.as_deref().unwrap_or("json"))?;
     let output = query.execute(&req.sql).await?;
@@ -341,8 +351,7 @@ async fn table(State(app): State<Arc<App>>, Path(name): Path<String>) -> Result<
         .iter()
         .map(|w| {
             let relation = cfg.session_relation(&w.name);
-            let (open, closed) =
-                status.sessions.iter().find(|(n, _, _)| *n == w.name).map_or((0, 0), |s| (s.1, s.2));
+            let (open, closed) = status.sessions.iter().find(|(n, _, _)| *n == w.name).map_or((0, 0), |s| (s.1, s.2));
             json!({
                 "name": w.name, "relation": relation, "key": w.key, "gap_ms": w.gap_ms,
                 "open": open, "closed": closed, "schema": schema(&rel(&relation).schema),
@@ -487,7 +496,9 @@ async fn start_replay(
 /// store records.
 async fn replays_of(app: &App, name: &str) -> Result<Vec<ReplayStatus>, ApiError> {
     let mut out = app.replays.of_table(name);
-    let stored = replay::jobs(&app.store, name).await.map_err(|e| ApiError::unavailable(format!("reading the replays of `{name}`: {e}")))?;
+    let stored = replay::jobs(&app.store, name)
+        .await
+        .map_err(|e| ApiError::unavailable(format!("reading the replays of `{name}`: {e}")))?;
     for r in stored {
         if !out.iter().any(|s| s.id == r.id) {
             out.push(ReplayStatus::of(&r));
@@ -502,7 +513,10 @@ async fn list_replays(State(app): State<Arc<App>>, Path(name): Path<String>) -> 
     Ok(Json(json!({ "table": name, "replays": replays_of(&app, &name).await? })))
 }
 
-async fn get_replay(State(app): State<Arc<App>>, Path((name, id)): Path<(String, u64)>) -> Result<Json<ReplayStatus>, ApiError> {
+async fn get_replay(
+    State(app): State<Arc<App>>,
+    Path((name, id)): Path<(String, u64)>,
+) -> Result<Json<ReplayStatus>, ApiError> {
     table_config(&app, &name)?;
     replays_of(&app, &name)
         .await?
@@ -514,7 +528,10 @@ async fn get_replay(State(app): State<Arc<App>>, Path((name, id)): Path<(String,
 
 /// Cancels a replay: it stops and deletes what it built; the live table is
 /// left as it is.
-async fn cancel_replay(State(app): State<Arc<App>>, Path((name, id)): Path<(String, u64)>) -> Result<Response, ApiError> {
+async fn cancel_replay(
+    State(app): State<Arc<App>>,
+    Path((name, id)): Path<(String, u64)>,
+) -> Result<Response, ApiError> {
     table_config(&app, &name)?;
     if let Some(job) = app.replays.get(&name, id) {
         let status = job.status();

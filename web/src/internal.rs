@@ -136,7 +136,8 @@ impl RelationEntry {
 
     /// The relation this entry describes, of table `table`.
     pub fn relation(&self, table: &str) -> Result<Relation, String> {
-        let part = || self.part.clone().ok_or_else(|| format!("relation `{}` of kind {} names no part", self.name, self.kind));
+        let part =
+            || self.part.clone().ok_or_else(|| format!("relation `{}` of kind {} names no part", self.name, self.kind));
         let kind = match self.kind.as_str() {
             "raw" => RelationKind::Raw,
             "rollup" => RelationKind::Rollup { rollup: part()? },
@@ -235,7 +236,12 @@ pub async fn hot(State(app): State<Arc<App>>, Path(relation): Path<String>) -> R
     Ok(([(header::CONTENT_TYPE, ARROW_STREAM)], body).into_response())
 }
 
-pub fn encode_snapshot(table: &HotTable, relation: &str, node_id: Option<String>, instance: String) -> Result<Vec<u8>, ApiError> {
+pub fn encode_snapshot(
+    table: &HotTable,
+    relation: &str,
+    node_id: Option<String>,
+    instance: String,
+) -> Result<Vec<u8>, ApiError> {
     let own = table.own_snapshot(relation).map_err(|e| ApiError::not_found(e.to_string()))?;
     let meta = SnapshotMeta {
         format: FORMAT,
@@ -271,12 +277,17 @@ pub fn encode_snapshot(table: &HotTable, relation: &str, node_id: Option<String>
 /// A snapshot stream read back: its metadata and batches (with the relation's
 /// schema, without the metadata key).
 pub fn decode_snapshot(bytes: bytes::Bytes) -> Result<(SnapshotMeta, Vec<RecordBatch>), String> {
-    let reader = StreamReader::try_new(std::io::Cursor::new(bytes), None).map_err(|e| format!("not an Arrow stream: {e}"))?;
+    let reader =
+        StreamReader::try_new(std::io::Cursor::new(bytes), None).map_err(|e| format!("not an Arrow stream: {e}"))?;
     let schema = reader.schema();
-    let json = schema.metadata().get(SNAPSHOT_KEY).ok_or_else(|| format!("the stream has no `{SNAPSHOT_KEY}` metadata"))?;
+    let json =
+        schema.metadata().get(SNAPSHOT_KEY).ok_or_else(|| format!("the stream has no `{SNAPSHOT_KEY}` metadata"))?;
     let meta: SnapshotMeta = serde_json::from_str(json).map_err(|e| format!("its `{SNAPSHOT_KEY}` metadata: {e}"))?;
     if meta.format != FORMAT {
-        return Err(format!("snapshot format {} (this process reads {FORMAT}): run the same Weir version everywhere", meta.format));
+        return Err(format!(
+            "snapshot format {} (this process reads {FORMAT}): run the same Weir version everywhere",
+            meta.format
+        ));
     }
     let mut plain = schema.metadata().clone();
     plain.remove(SNAPSHOT_KEY);
@@ -332,7 +343,8 @@ mod tests {
 
     #[test]
     fn a_snapshot_stream_round_trips_with_its_metadata() {
-        let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false), Field::new("s", DataType::Utf8, true)]));
+        let schema =
+            Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false), Field::new("s", DataType::Utf8, true)]));
         let batch = RecordBatch::try_new(
             schema.clone(),
             vec![Arc::new(Int64Array::from(vec![1, 2])), Arc::new(StringArray::from(vec![Some("a"), None]))],
@@ -346,7 +358,13 @@ mod tests {
             relation: "t".into(),
             version: 7,
             assignments: 2,
-            cold: vec![ColdFile { path: "tables/t/x.parquet".into(), bytes: 10, rows: 2, min_time_ms: Some(1), max_time_ms: None }],
+            cold: vec![ColdFile {
+                path: "tables/t/x.parquet".into(),
+                bytes: 10,
+                rows: 2,
+                min_time_ms: Some(1),
+                max_time_ms: None,
+            }],
             peers: vec![PeerFiles { node: "ingest_2".into(), manifest_version: 3, files: vec![] }],
         };
         let mut md = std::collections::HashMap::new();
@@ -365,7 +383,10 @@ mod tests {
         let mut md = std::collections::HashMap::new();
         md.insert(SNAPSHOT_KEY.to_string(), serde_json::to_string(&other).unwrap());
         let mut out = Vec::new();
-        StreamWriter::try_new(&mut out, &Schema::new_with_metadata(schema.fields().clone(), md)).unwrap().finish().unwrap();
+        StreamWriter::try_new(&mut out, &Schema::new_with_metadata(schema.fields().clone(), md))
+            .unwrap()
+            .finish()
+            .unwrap();
         assert!(decode_snapshot(bytes::Bytes::from(out)).unwrap_err().contains("run the same Weir version"));
     }
 }

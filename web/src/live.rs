@@ -36,8 +36,8 @@ use weir_query::QueryService;
 use weir_query::live::TileHub;
 use weir_storage::hot::SharedHotSource;
 
-use crate::http::Serving;
 use crate::error::ApiError;
+use crate::http::Serving;
 
 /// How often an idle connection gets a heartbeat (and a WebSocket ping).
 pub const HEARTBEAT: Duration = Duration::from_secs(15);
@@ -66,11 +66,7 @@ impl Live {
             .and_then(|v| v.parse::<u64>().ok())
             .filter(|ms| *ms > 0)
             .map_or(HEARTBEAT, Duration::from_millis);
-        Live {
-            hub: TileHub::new(query, hot),
-            heartbeat,
-            connections: AtomicU64::new(0),
-        }
+        Live { hub: TileHub::new(query, hot), heartbeat, connections: AtomicU64::new(0) }
     }
 }
 
@@ -94,14 +90,14 @@ pub async fn live<S: Serving>(
         )
         .into_response();
     }
-    ws.max_message_size(MAX_CLIENT_MESSAGE_BYTES)
-        .max_frame_size(MAX_CLIENT_MESSAGE_BYTES)
-        .on_upgrade(move |socket| async move {
+    ws.max_message_size(MAX_CLIENT_MESSAGE_BYTES).max_frame_size(MAX_CLIENT_MESSAGE_BYTES).on_upgrade(
+        move |socket| async move {
             let live = app.live();
             live.connections.fetch_add(1, Ordering::Relaxed);
             connection::serve(socket, live.hub.clone(), live.heartbeat, limits.max_tiles_per_connection).await;
             live.connections.fetch_sub(1, Ordering::Relaxed);
-        })
+        },
+    )
 }
 
 fn stats(live: &Live) -> serde_json::Value {

@@ -83,7 +83,12 @@ pub fn render(app: &App) -> String {
         })
         .collect();
 
-    family(&mut out, "weir_records_produced_total", "counter", "Records appended to the table's source (its log or Kafka topic): the partitions' high offsets.");
+    family(
+        &mut out,
+        "weir_records_produced_total",
+        "counter",
+        "Records appended to the table's source (its log or Kafka topic): the partitions' high offsets.",
+    );
     for (name, _, topic) in &tables {
         let produced: u64 = (0..topic.partitions()).map(|p| topic.offsets(p).high).sum();
         let _ = writeln!(out, "weir_records_produced_total{{table=\"{name}\"}} {produced}");
@@ -95,15 +100,29 @@ pub fn render(app: &App) -> String {
             let _ = writeln!(out, "weir_consumer_lag_records{{table=\"{name}\",partition=\"{p}\"}} {lag}");
         }
     }
-    family(&mut out, "weir_partition_watermark_seconds", "gauge", "A partition's watermark, in seconds since the epoch.");
+    family(
+        &mut out,
+        "weir_partition_watermark_seconds",
+        "gauge",
+        "A partition's watermark, in seconds since the epoch.",
+    );
     for (name, status, _) in &tables {
         for (p, w) in status.watermark.partitions_ms.iter().enumerate() {
             if let Some(w) = w {
-                let _ = writeln!(out, "weir_partition_watermark_seconds{{table=\"{name}\",partition=\"{p}\"}} {}", *w as f64 / 1000.0);
+                let _ = writeln!(
+                    out,
+                    "weir_partition_watermark_seconds{{table=\"{name}\",partition=\"{p}\"}} {}",
+                    *w as f64 / 1000.0
+                );
             }
         }
     }
-    family(&mut out, "weir_ingest_rate_records_per_second", "gauge", "Records taken from the source per second, over the last second.");
+    family(
+        &mut out,
+        "weir_ingest_rate_records_per_second",
+        "gauge",
+        "Records taken from the source per second, over the last second.",
+    );
     for (name, status, _) in &tables {
         let _ = writeln!(out, "weir_ingest_rate_records_per_second{{table=\"{name}\"}} {:.1}", status.records_per_s);
     }
@@ -137,17 +156,27 @@ pub fn render(app: &App) -> String {
     let counters: [(&str, &str, Pick); 10] = [
         ("weir_records_ingested_total", "Records taken into the table.", |s| s.counts.ingested),
         ("weir_records_late_total", "Records too late for their bucket, kept in the late relation.", |s| s.counts.late),
-        ("weir_records_dead_lettered_total", "Records that failed validation, kept in the dead-letter relation.", |s| {
-            s.counts.dead_lettered
-        }),
-        ("weir_records_duplicates_total", "Repeated deliveries of an event id, kept in the duplicates relation.", |s| {
-            s.counts.duplicates
-        }),
+        (
+            "weir_records_dead_lettered_total",
+            "Records that failed validation, kept in the dead-letter relation.",
+            |s| s.counts.dead_lettered,
+        ),
+        (
+            "weir_records_duplicates_total",
+            "Repeated deliveries of an event id, kept in the duplicates relation.",
+            |s| s.counts.duplicates,
+        ),
         ("weir_seals_total", "Seals committed (since start).", |s| s.seal.seals),
-        ("weir_seal_failures_total", "Seal attempts that failed and will be retried (since start).", |s| s.seal.failures),
+        ("weir_seal_failures_total", "Seal attempts that failed and will be retried (since start).", |s| {
+            s.seal.failures
+        }),
         ("weir_sealed_records_total", "Records written to Parquet segments (since start).", |s| s.seal.rows_sealed),
-        ("weir_sealed_bytes_total", "Bytes written to the object store by seals (since start).", |s| s.seal.bytes_written),
-        ("weir_seal_duration_milliseconds_total", "Time spent sealing, detach to commit (since start).", |s| s.seal.seal_ms_total),
+        ("weir_sealed_bytes_total", "Bytes written to the object store by seals (since start).", |s| {
+            s.seal.bytes_written
+        }),
+        ("weir_seal_duration_milliseconds_total", "Time spent sealing, detach to commit (since start).", |s| {
+            s.seal.seal_ms_total
+        }),
         ("weir_compactions_total", "Compactions committed (since start).", |s| s.seal.compactions),
     ];
     for (metric, help, pick) in counters {
@@ -191,7 +220,11 @@ pub fn render_serving(out: &mut String, live_side: &crate::live::Live, m: &Metri
         ("weir_live_publishes_total", "Evaluations whose result changed and was published.", live.publishes),
         ("weir_live_pushes_total", "Snapshots and updates sent to subscribers.", live.pushes),
         ("weir_live_skipped_total", "Updates slow subscribers skipped to get the latest state.", live.skipped),
-        ("weir_live_chunks_aggregated_total", "Chunks (rollup buckets, sealed files) incremental evaluations aggregated.", live.chunks_aggregated),
+        (
+            "weir_live_chunks_aggregated_total",
+            "Chunks (rollup buckets, sealed files) incremental evaluations aggregated.",
+            live.chunks_aggregated,
+        ),
         ("weir_live_chunks_reused_total", "Chunks incremental evaluations reused unchanged.", live.chunks_reused),
     ] {
         family(out, metric, "counter", help);
@@ -219,8 +252,16 @@ pub fn render_query_node(node: &crate::query_node::QueryNode) -> String {
     let stats = &node.remote.stats;
     for (metric, help, v) in [
         ("weir_remote_snapshots_total", "Relation snapshots gathered from the ingest processes.", &stats.snapshots),
-        ("weir_remote_snapshot_retries_total", "Snapshots gathered again because a partition moved between processes meanwhile.", &stats.retries),
-        ("weir_remote_snapshot_failures_total", "Snapshots refused because an ingest process did not answer.", &stats.failures),
+        (
+            "weir_remote_snapshot_retries_total",
+            "Snapshots gathered again because a partition moved between processes meanwhile.",
+            &stats.retries,
+        ),
+        (
+            "weir_remote_snapshot_failures_total",
+            "Snapshots refused because an ingest process did not answer.",
+            &stats.failures,
+        ),
     ] {
         family(&mut out, metric, "counter", help);
         let _ = writeln!(out, "{metric} {}", v.load(Ordering::Relaxed));

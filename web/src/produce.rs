@@ -53,7 +53,12 @@ pub fn run(server: &str, table: &str, file: Option<&Path>, batch: usize, token: 
     Ok(())
 }
 
-async fn post<C>(client: &Client<C, Full<Bytes>>, uri: &hyper::Uri, token: Option<&str>, body: Vec<u8>) -> anyhow::Result<u64>
+async fn post<C>(
+    client: &Client<C, Full<Bytes>>,
+    uri: &hyper::Uri,
+    token: Option<&str>,
+    body: Vec<u8>,
+) -> anyhow::Result<u64>
 where
     C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
 {
@@ -88,12 +93,18 @@ where
         Some(t) => req.header("authorization", format!("Bearer {t}")),
         None => req,
     };
-    let resp = client.request(req.body(Full::new(body))?).await.with_context(|| format!("sending to {uri}: is the server running?"))?;
+    let resp = client
+        .request(req.body(Full::new(body))?)
+        .await
+        .with_context(|| format!("sending to {uri}: is the server running?"))?;
     let status = resp.status();
     let bytes = resp.into_body().collect().await?.to_bytes();
     let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
     if !status.is_success() {
-        let msg = v["error"]["message"].as_str().map(str::to_string).unwrap_or_else(|| String::from_utf8_lossy(&bytes).into());
+        let msg = v["error"]["message"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into());
         bail!("the server refused ({status}): {msg}");
     }
     Ok(v)

@@ -66,7 +66,10 @@ impl Serving for QueryNode {
             && e.message.contains("not found")
             && let Err(why) = self.remote.ready()
         {
-            e.message = format!("{}; this query process knows only the tables of the ingest processes that answer: {why}", e.message);
+            e.message = format!(
+                "{}; this query process knows only the tables of the ingest processes that answer: {why}",
+                e.message
+            );
         }
         e
     }

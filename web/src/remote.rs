@@ -185,7 +185,9 @@ impl RemoteTier {
         let handle = self.runtime().spawn(f);
         let wait = move || futures::executor::block_on(handle).expect("a remote task panicked");
         match tokio::runtime::Handle::try_current() {
-            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(wait),
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(wait)
+            }
             _ => wait(),
         }
     }
@@ -242,7 +244,11 @@ impl RemoteTier {
                         if c.format == internal::FORMAT {
                             Ok(c)
                         } else {
-                            Err(format!("it speaks format {} and this process {}: run the same Weir version everywhere", c.format, internal::FORMAT))
+                            Err(format!(
+                                "it speaks format {} and this process {}: run the same Weir version everywhere",
+                                c.format,
+                                internal::FORMAT
+                            ))
                         }
                     }),
             }
@@ -255,13 +261,16 @@ impl RemoteTier {
                     if s.error.is_some() {
                         tracing::info!(node = %url, "ingest process answers again");
                     }
-                    if catalog.store != self.store.url() && s.catalog.as_ref().is_none_or(|c| c.store != catalog.store) {
+                    if catalog.store != self.store.url() && s.catalog.as_ref().is_none_or(|c| c.store != catalog.store)
+                    {
                         tracing::warn!(node = %url, theirs = %catalog.store, ours = self.store.url(), "the ingest process seals to another store than this query process reads");
                     }
                     let schemas: Vec<(String, String)> = catalog
                         .tables
                         .iter()
-                        .flat_map(|t| t.relations.iter().map(move |r| (format!("{}/{}", t.name, r.name), r.schema.clone())))
+                        .flat_map(|t| {
+                            t.relations.iter().map(move |r| (format!("{}/{}", t.name, r.name), r.schema.clone()))
+                        })
                         .collect();
                     if schemas != s.schemas {
                         let mut relations = Vec::new();
@@ -269,7 +278,9 @@ impl RemoteTier {
                             for r in &t.relations {
                                 match r.relation(&t.name) {
                                     Ok(r) => relations.push(r),
-                                    Err(e) => tracing::warn!(node = %url, error = %e, "a relation of the ingest process is not served"),
+                                    Err(e) => {
+                                        tracing::warn!(node = %url, error = %e, "a relation of the ingest process is not served")
+                                    }
                                 }
                             }
                         }
@@ -337,9 +348,12 @@ impl RemoteTier {
             return Ok(body);
         }
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-        let msg = v["error"]["message"].as_str().map(str::to_string).unwrap_or_else(|| String::from_utf8_lossy(&body).into());
+        let msg =
+            v["error"]["message"].as_str().map(str::to_string).unwrap_or_else(|| String::from_utf8_lossy(&body).into());
         let hint = match status.as_u16() {
-            401 | 403 => "; give this query process a token with the `query` scope (--token, WEIR_TOKEN, or one in [auth])",
+            401 | 403 => {
+                "; give this query process a token with the `query` scope (--token, WEIR_TOKEN, or one in [auth])"
+            }
             _ => "",
         };
         Err(format!("it answered {status}: {msg}{hint}"))
@@ -372,7 +386,10 @@ impl RemoteTier {
                 None => Some((i, None)),
                 Some(c) => {
                     let t = c.tables.iter().find(|t| t.name == relation.table)?;
-                    t.relations.iter().any(|r| r.name == relation.name).then(|| (i, Some((c.instance.clone(), t.assignments))))
+                    t.relations
+                        .iter()
+                        .any(|r| r.name == relation.name)
+                        .then(|| (i, Some((c.instance.clone(), t.assignments))))
                 }
             })
             .collect()
@@ -386,9 +403,8 @@ impl RemoteTier {
             let urls: Vec<String> = plan.iter().map(|(i, _)| self.nodes[*i].clone()).collect();
             let tier = self.self_arc();
             let rel = relation.name.clone();
-            let parts: Vec<Result<Part, String>> = self.block(async move {
-                futures::future::join_all(urls.iter().map(|u| tier.fetch(u, &rel))).await
-            });
+            let parts: Vec<Result<Part, String>> =
+                self.block(async move { futures::future::join_all(urls.iter().map(|u| tier.fetch(u, &rel))).await });
             let mut failed = Vec::new();
             let mut ok = Vec::new();
             for ((i, _), part) in plan.iter().zip(parts) {

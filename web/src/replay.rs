@@ -91,7 +91,8 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
     if let Some(server) = &args.server {
         return on_server(&args, server);
     }
-    let cfg = crate::segments::local_config(&args.table, args.config.clone(), args.data_dir.clone(), args.store.clone())?;
+    let cfg =
+        crate::segments::local_config(&args.table, args.config.clone(), args.data_dir.clone(), args.store.clone())?;
     let server = format!("http://{}", local_address(&cfg.server.listen));
     if answers(&server) {
         on_server(&args, &server)
@@ -145,7 +146,12 @@ impl Api {
         Ok(Api { rt, client, server: server.to_string(), token })
     }
 
-    fn call(&self, method: hyper::Method, path: &str, body: Option<serde_json::Value>) -> anyhow::Result<serde_json::Value> {
+    fn call(
+        &self,
+        method: hyper::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> anyhow::Result<serde_json::Value> {
         let uri = crate::produce::endpoint(&self.server, path)?;
         let req = hyper::Request::builder().method(method).uri(uri).header("content-type", "application/json");
         let body = body.map_or_else(Bytes::new, |b| Bytes::from(b.to_string()));
@@ -242,7 +248,10 @@ fn standalone(args: &ReplayArgs, cfg: &WeirConfig) -> anyhow::Result<()> {
         Some(id) => {
             let (st, name) = (store.clone(), args.table.clone());
             let jobs = crate::app::block_on_thread(async move { replay::jobs(&st, &name).await })?;
-            let r = jobs.into_iter().find(|j| j.id == id).with_context(|| format!("table `{}` has no replay job {id}", args.table))?;
+            let r = jobs
+                .into_iter()
+                .find(|j| j.id == id)
+                .with_context(|| format!("table `{}` has no replay job {id}", args.table))?;
             if r.state.finished() {
                 println!("replay {id} of `{}`: {}", r.table, state_word(&ReplayStatus::of(&r)));
                 return Ok(());
@@ -250,7 +259,8 @@ fn standalone(args: &ReplayArgs, cfg: &WeirConfig) -> anyhow::Result<()> {
             r
         }
         None => {
-            let (st, t, cfg2, request, now) = (store.clone(), topic.clone(), table.clone(), args.request(), clock.now_ms());
+            let (st, t, cfg2, request, now) =
+                (store.clone(), topic.clone(), table.clone(), args.request(), clock.now_ms());
             let names: Vec<String> = cfg.tables.iter().map(|t| t.name.clone()).collect();
             let (record, resumed) = crate::app::block_on_thread(async move {
                 let taken = move |n: &str| names.iter().any(|x| x == n);

@@ -61,8 +61,13 @@ fn human_bytes(b: u64) -> String {
 /// A manifest as a table for a terminal.
 pub fn to_text(m: &Manifest, store: &str) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "table {} in {store}: manifest version {}, {} segment(s)", m.table, m.version, m.segments.len());
-    let _ = writeln!(out, "{:<6} {:<9} {:<45} {:>10} {:>8} {:>8} {:>10}  coverage (offsets below, per partition)", "id", "kind", "time range (UTC)", "rows", "late", "dead", "bytes");
+    let _ =
+        writeln!(out, "table {} in {store}: manifest version {}, {} segment(s)", m.table, m.version, m.segments.len());
+    let _ = writeln!(
+        out,
+        "{:<6} {:<9} {:<45} {:>10} {:>8} {:>8} {:>10}  coverage (offsets below, per partition)",
+        "id", "kind", "time range (UTC)", "rows", "late", "dead", "bytes"
+    );
     for s in &m.segments {
         let range = match (s.start_ms, s.end_ms) {
             (Some(a), Some(b)) => format!("{} .. {}", format_ms(a), format_ms(b)),
@@ -90,7 +95,14 @@ pub fn to_text(m: &Manifest, store: &str) -> String {
     }
     if let Some(r) = &m.replay {
         let from: Vec<String> = r.from.iter().enumerate().map(|(p, o)| format!("p{p}={o}")).collect();
-        let _ = writeln!(out, "built by replay {} of `{}` from offsets {}, switched in {}", r.job, r.source, from.join(" "), format_ms(r.switched_ms));
+        let _ = writeln!(
+            out,
+            "built by replay {} of `{}` from offsets {}, switched in {}",
+            r.job,
+            r.source,
+            from.join(" "),
+            format_ms(r.switched_ms)
+        );
     }
     let resume: Vec<String> = m.resume.iter().enumerate().map(|(p, r)| format!("p{p}={}", r.offset)).collect();
     let _ = writeln!(out, "a restart resumes reading at: {}", resume.join(" "));
@@ -126,7 +138,13 @@ pub(crate) fn local_config(
 }
 
 /// Runs `weir segments`.
-pub fn run(table: &str, config: Option<PathBuf>, data_dir: Option<PathBuf>, store: Option<String>, as_json: bool) -> anyhow::Result<()> {
+pub fn run(
+    table: &str,
+    config: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
+    store: Option<String>,
+    as_json: bool,
+) -> anyhow::Result<()> {
     let cfg = local_config(table, config, data_dir, store)?;
     let store = Store::open(&cfg.storage, &cfg.server.data_dir).context("opening the object store")?;
     let url = store.url().to_string();
@@ -151,7 +169,8 @@ pub fn run(table: &str, config: Option<PathBuf>, data_dir: Option<PathBuf>, stor
         }
         return Ok(());
     }
-    let loaded = crate::app::block_on_thread(async move { manifest::load(&store, &manifest::table_root(&name)).await })?;
+    let loaded =
+        crate::app::block_on_thread(async move { manifest::load(&store, &manifest::table_root(&name)).await })?;
     let m = loaded.unwrap_or_else(|| {
         let t = cfg.table(table).expect("checked above");
         Manifest::empty(&t.name, t.partitions, t.segment_granularity_ms)

@@ -155,10 +155,17 @@ fn print_query_banner(node: &crate::query_node::QueryNode, addr: std::net::Socke
     let base = format!("{}://{addr}", if tls { "https" } else { "http" });
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "weir listening on {base}");
-    let _ = writeln!(out, "  query process: no log, no ingest; hot data from the ingest processes, sealed segments from the store");
+    let _ = writeln!(
+        out,
+        "  query process: no log, no ingest; hot data from the ingest processes, sealed segments from the store"
+    );
     let _ = writeln!(out, "  sealed segments: {}", node.store.url());
     for n in node.remote.nodes() {
-        let state = if n.answering { "answers".to_string() } else { format!("does not answer yet ({})", n.error.unwrap_or_default()) };
+        let state = if n.answering {
+            "answers".to_string()
+        } else {
+            format!("does not answer yet ({})", n.error.unwrap_or_default())
+        };
         let _ = writeln!(out, "  ingest process: {} {state}", n.url);
     }
     let _ = writeln!(out, "  sql:          {base}/v1/sql");
@@ -219,7 +226,11 @@ fn print_banner(app: &App, addr: std::net::SocketAddr, demo_rate: Option<u64>, t
     if app.config.auth.tokens.is_empty() {
         let _ = writeln!(out, "  auth:         none: the API is open to anyone who can reach {addr}; Ctrl-C stops it");
     } else {
-        let _ = writeln!(out, "  auth:         {} API token(s); send Authorization: Bearer <token>", app.config.auth.tokens.len());
+        let _ = writeln!(
+            out,
+            "  auth:         {} API token(s); send Authorization: Bearer <token>",
+            app.config.auth.tokens.len()
+        );
     }
     let _ = out.flush();
 }

@@ -37,7 +37,9 @@ pub fn acceptor(cfg: &TlsConfig) -> anyhow::Result<TlsAcceptor> {
         .context("TLS protocol versions")?
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .with_context(|| format!("the key {} does not fit the certificate {}", cfg.key.display(), cfg.cert.display()))?;
+        .with_context(|| {
+            format!("the key {} does not fit the certificate {}", cfg.key.display(), cfg.cert.display())
+        })?;
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 

@@ -48,7 +48,10 @@ fn sealed_and_hot_rows_are_read_once_across_restarts() {
 
     // Both tiers in one plan; a filter on the open minute prunes every file.
     let plan = explain(&w, "SELECT count(*) FROM t");
-    assert!(plan.contains("UnionExec") && plan.contains("file_type=parquet") && plan.contains("partition_sizes"), "{plan}");
+    assert!(
+        plan.contains("UnionExec") && plan.contains("file_type=parquet") && plan.contains("partition_sizes"),
+        "{plan}"
+    );
     let last_minute = format!("SELECT count(*) FROM t WHERE ts >= to_timestamp_millis({})", T0 + 9 * 60_000);
     let plan = explain(&w, &last_minute);
     assert!(!plan.contains("file_type=parquet"), "files outside the range are pruned: {plan}");
@@ -84,7 +87,9 @@ fn sealed_and_hot_rows_are_read_once_across_restarts() {
     assert_eq!(via_http["segments"].as_array().unwrap().len(), segs.len());
 
     // The operator's commands talk to the running server.
-    let weir = |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_weir")).args(args).arg("--server").arg(&w.base).output().unwrap();
+    let weir = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_weir")).args(args).arg("--server").arg(&w.base).output().unwrap()
+    };
     let out = weir(&["compact", "--table", "t"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("ranges_compacted"));
@@ -203,7 +208,17 @@ fn a_real_s3_server_holds_the_segments() {
     let env = s3_env(&moto);
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let data = dir.path().join("data");
-    let args = ["demo", "--rate", "0", "--listen", "127.0.0.1:0", "--data-dir", data.to_str().unwrap(), "--store", "s3://weir-test/demo"];
+    let args = [
+        "demo",
+        "--rate",
+        "0",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--store",
+        "s3://weir-test/demo",
+    ];
     let mut w = Weir::start_with_env(&args, &env);
     let lines: Vec<String> = (0..3_000)
         .map(|i| {
@@ -228,8 +243,17 @@ fn a_real_s3_server_holds_the_segments() {
     assert!(w.terminate().success());
 
     // The objects are on the S3 server: list them with a plain request.
-    let listing = common::request(&moto.endpoint.replace("http://", ""), "GET", "/weir-test?list-type=2&prefix=demo/tables/transactions/", b"").text();
-    assert!(listing.contains("segments/") && listing.contains("transactions.parquet") && listing.contains("manifest/v"), "{listing}");
+    let listing = common::request(
+        &moto.endpoint.replace("http://", ""),
+        "GET",
+        "/weir-test?list-type=2&prefix=demo/tables/transactions/",
+        b"",
+    )
+    .text();
+    assert!(
+        listing.contains("segments/") && listing.contains("transactions.parquet") && listing.contains("manifest/v"),
+        "{listing}"
+    );
     // Nothing is left on local disk but the log.
     assert!(!data.join("cold").exists());
 
@@ -238,7 +262,15 @@ fn a_real_s3_server_holds_the_segments() {
     assert_eq!(w.sql(q), before);
     assert_eq!(w.get_json("/v1/tables/transactions")["hot"]["raw_rows"], 0);
     let out = Command::new(env!("CARGO_BIN_EXE_weir"))
-        .args(["segments", "--table", "transactions", "--data-dir", data.to_str().unwrap(), "--store", "s3://weir-test/demo"])
+        .args([
+            "segments",
+            "--table",
+            "transactions",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--store",
+            "s3://weir-test/demo",
+        ])
         .envs(env.iter().copied())
         .output()
         .unwrap();
@@ -286,8 +318,7 @@ dimensions = [{ name = "page", type = "string", required = true }]
     );
     let w = Weir::start_with_env(&["serve", "--config", cfg.to_str().unwrap()], &env);
     let pad = "x".repeat(280);
-    let lines: Vec<String> =
-        (0..20_000).map(|i| format!(r#"{{"ts": {}, "page": "/{pad}/{i}"}}"#, T0 + i)).collect();
+    let lines: Vec<String> = (0..20_000).map(|i| format!(r#"{{"ts": {}, "page": "/{pad}/{i}"}}"#, T0 + i)).collect();
     let pid = moto.child.id().to_string();
     assert!(Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
     for chunk in lines.chunks(5_000) {
@@ -296,7 +327,9 @@ dimensions = [{ name = "page", type = "string", required = true }]
     let mut t = Value::Null;
     wait_for("backpressure with the store down", || {
         t = w.get_json("/v1/tables/small");
-        t["hot"]["backpressured"] == true && t["lag"].as_u64().unwrap() > 0 && t["seal"]["failures"].as_u64().unwrap() > 0
+        t["hot"]["backpressured"] == true
+            && t["lag"].as_u64().unwrap() > 0
+            && t["seal"]["failures"].as_u64().unwrap() > 0
     });
     let c = &t["counts"];
     let taken = c["ingested"].as_u64().unwrap() + c["late"].as_u64().unwrap() + c["dead_lettered"].as_u64().unwrap();
@@ -327,7 +360,9 @@ dedup = { field = "txn_id", window = "1h" }"#,
     );
     let cfg = common::write_config(dir.path(), &body);
     let mut w = Weir::start(&["serve", "--config", cfg.to_str().unwrap()]);
-    let line = |i: i64| format!(r#"{{"ts":{},"txn_id":"tx-{i}","card":"c{}","category":"food","amount":2.5}}"#, T0 + i * 1000, i % 7);
+    let line = |i: i64| {
+        format!(r#"{{"ts":{},"txn_id":"tx-{i}","card":"c{}","category":"food","amount":2.5}}"#, T0 + i * 1000, i % 7)
+    };
     let first: Vec<String> = (0..500).map(line).collect();
     // The retry of events 450..500, as a producer that lost its acknowledgement.
     // (A retry so old that its minute has closed is late, and goes to `t_late`
@@ -389,7 +424,8 @@ fn schema_evolution_reads_old_segments_and_refuses_breaking_changes() {
 
     let retyped = added.replace(r#"{ name = "channel", type = "string" }"#, r#"{ name = "channel", type = "int64" }"#);
     let cfg = common::write_config(dir.path(), &retyped);
-    let out = Command::new(env!("CARGO_BIN_EXE_weir")).args(["serve", "--config", cfg.to_str().unwrap()]).output().unwrap();
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_weir")).args(["serve", "--config", cfg.to_str().unwrap()]).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("`channel`") && err.contains("Utf8") && err.contains("Int64"), "{err}");

@@ -16,7 +16,8 @@ fn the_kubernetes_config_map_holds_a_valid_config() {
     let manifest = include_str!("../../deploy/k8s/weir.yaml");
     let start = manifest.find("weir.toml: |\n").expect("the ConfigMap's weir.toml") + "weir.toml: |\n".len();
     let end = start + manifest[start..].find("\n---").expect("end of the ConfigMap");
-    let toml: String = manifest[start..end].lines().map(|l| l.strip_prefix("    ").unwrap_or(l)).collect::<Vec<_>>().join("\n");
+    let toml: String =
+        manifest[start..end].lines().map(|l| l.strip_prefix("    ").unwrap_or(l)).collect::<Vec<_>>().join("\n");
     for var in ["WEIR_QUERY_TOKEN", "WEIR_INGEST_TOKEN", "WEIR_ADMIN_TOKEN"] {
         // SAFETY: this test binary runs no other code that reads these variables.
         unsafe { std::env::set_var(var, "a-test-secret-of-enough-bytes") };
@@ -42,7 +43,10 @@ fn the_compose_file_runs_a_command_line_weir_accepts_with_its_bucket() {
         weir_web::cli::Command::Demo { kafka, store, .. } => {
             assert_eq!(kafka.as_deref(), Some("kafka:9092"));
             let bucket = store.as_deref().and_then(|s| s.strip_prefix("s3://")).and_then(|s| s.split('/').next());
-            assert!(compose.contains(&format!("mc mb --ignore-existing local/{}", bucket.unwrap())), "the bucket is created");
+            assert!(
+                compose.contains(&format!("mc mb --ignore-existing local/{}", bucket.unwrap())),
+                "the bucket is created"
+            );
         }
         other => panic!("the compose file runs {other:?}, not the demo"),
     }
@@ -53,7 +57,11 @@ fn the_compose_file_runs_a_query_process_over_the_demo_s_bucket() {
     use clap::Parser;
     let compose = include_str!("../../deploy/compose.yaml");
     let parse = |prefix: &str| -> Vec<String> {
-        let line = compose.lines().map(str::trim).find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("a command starting {prefix}"));
+        let line = compose
+            .lines()
+            .map(str::trim)
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("a command starting {prefix}"));
         serde_json::from_str(line.trim_start_matches("command:").trim()).expect("a JSON list")
     };
     let demo = parse("command: [\"demo\"");

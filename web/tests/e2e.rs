@@ -151,12 +151,10 @@ fn ingest_query_rollups_and_accounting_end_to_end() {
     );
     assert_eq!(from_rollup, from_raw);
     assert_eq!(from_rollup.len(), 6);
-    let per_minute = weir.sql(
-        "SELECT bucket, sum(events) AS n FROM transactions_per_minute GROUP BY bucket ORDER BY bucket",
-    );
-    let per_minute_raw = weir.sql(
-        "SELECT date_trunc('minute', ts) AS bucket, count(*) AS n FROM transactions GROUP BY 1 ORDER BY 1",
-    );
+    let per_minute =
+        weir.sql("SELECT bucket, sum(events) AS n FROM transactions_per_minute GROUP BY bucket ORDER BY bucket");
+    let per_minute_raw =
+        weir.sql("SELECT date_trunc('minute', ts) AS bucket, count(*) AS n FROM transactions GROUP BY 1 ORDER BY 1");
     assert_eq!(per_minute, per_minute_raw);
 
     // Distinct cards per hour, merged from per-minute sketches, equal exact counts.
@@ -176,7 +174,13 @@ fn ingest_query_rollups_and_accounting_end_to_end() {
     let dead = weir.sql("SELECT reason, log_partition, log_offset, raw FROM transactions_dead_letter ORDER BY reason");
     assert_eq!(dead.len(), 5);
     let reasons: Vec<&str> = dead.iter().map(|r| r["reason"].as_str().unwrap()).collect();
-    for want in ["field `amount`: expected a number", "missing required field `card_id`", "`not a time`", "invalid JSON", "expected a JSON object"] {
+    for want in [
+        "field `amount`: expected a number",
+        "missing required field `card_id`",
+        "`not a time`",
+        "invalid JSON",
+        "expected a JSON object",
+    ] {
         assert!(reasons.iter().any(|r| r.contains(want)), "no reason with {want:?} in {reasons:?}");
     }
     // The raw bytes are kept as they were (hex in JSON).
@@ -196,7 +200,8 @@ fn ingest_query_rollups_and_accounting_end_to_end() {
     assert_eq!(t["sessions"][0]["relation"], "transactions_card_sessions");
     let t = weir.get_json("/v1/tables/transactions");
     let (open, closed) = (t["sessions"][0]["open"].as_u64().unwrap(), t["sessions"][0]["closed"].as_u64().unwrap());
-    let rows = weir.sql("SELECT count(*) AS n, sum(CASE WHEN closed THEN 1 ELSE 0 END) AS closed FROM transactions_card_sessions");
+    let rows = weir
+        .sql("SELECT count(*) AS n, sum(CASE WHEN closed THEN 1 ELSE 0 END) AS closed FROM transactions_card_sessions");
     assert_eq!(rows[0]["n"], open + closed);
     assert_eq!(rows[0]["closed"], closed);
     assert!(closed > 0, "the watermark closed some sessions: {t}");
@@ -308,7 +313,8 @@ fn produce_from_a_file_and_survive_kill_and_restart() {
 #[test]
 fn the_demo_generator_streams_and_sigterm_stops_cleanly() {
     let dir = tempfile::tempdir().unwrap();
-    let mut weir = Weir::start(&["demo", "--rate", "5000", "--listen", "127.0.0.1:0", "--data-dir", dir.path().to_str().unwrap()]);
+    let mut weir =
+        Weir::start(&["demo", "--rate", "5000", "--listen", "127.0.0.1:0", "--data-dir", dir.path().to_str().unwrap()]);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
         let t = weir.get_json("/v1/tables/transactions");
@@ -340,18 +346,23 @@ fn serve_refuses_a_bad_config_naming_the_field_and_line() {
         "[[tables]]\nname = \"t\"\ntime = { field = \"ts\" }\ndimensions = [{ name = \"a\", type = \"string\" }]\n\n[[tables.rollups]]\nname = \"r\"\ngranularity = \"1m\"\ndimensions = [\"b\"]\naggregations = [{ name = \"n\", fn = \"count\" }]\n",
     )
     .unwrap();
-    let out = std::process::Command::new(common::BIN).args(["serve", "--config", cfg.to_str().unwrap()]).output().unwrap();
+    let out =
+        std::process::Command::new(common::BIN).args(["serve", "--config", cfg.to_str().unwrap()]).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("line 9") && err.contains("tables[0].rollups[0].dimensions[0]") && err.contains("`b`"), "{err}");
+    assert!(
+        err.contains("line 9") && err.contains("tables[0].rollups[0].dimensions[0]") && err.contains("`b`"),
+        "{err}"
+    );
 
     // A good config with its own table serves it.
     let weir = Weir::serve(
         dir.path(),
         "[[tables]]\nname = \"clicks\"\ntime = { field = \"at\", formats = [\"epoch_seconds\"] }\ndimensions = [{ name = \"page\", type = \"string\", required = true }]\nmetrics = [{ name = \"ms\", type = \"int64\" }]\n\n[[tables.rollups]]\nname = \"per_hour\"\ngranularity = \"1h\"\ndimensions = [\"page\"]\naggregations = [{ name = \"n\", fn = \"count\" }, { name = \"ms_sum\", fn = \"sum\", field = \"ms\" }]\n",
     );
-    let lines: Vec<String> =
-        (0..10).map(|i| format!(r#"{{"at": {}, "page": "/p{}", "ms": {}}}"#, 1_795_000_000 + i * 60, i % 2, i)).collect();
+    let lines: Vec<String> = (0..10)
+        .map(|i| format!(r#"{{"at": {}, "page": "/p{}", "ms": {}}}"#, 1_795_000_000 + i * 60, i % 2, i))
+        .collect();
     weir.ingest("clicks", &lines);
     weir.wait_caught_up("clicks", 10);
     let rows = weir.sql("SELECT page, sum(n) AS n, sum(ms_sum) AS ms FROM clicks_per_hour GROUP BY page ORDER BY page");
@@ -430,7 +441,10 @@ fn metrics_move_as_events_flow_and_readyz_answers() {
     assert_eq!(sample(&after, "weir_records_dead_lettered_total{table=\"transactions\"}"), 1.0);
     assert_eq!(sample(&after, "weir_records_late_total{table=\"transactions\"}"), 0.0);
     for p in 0..4 {
-        assert_eq!(sample(&after, &format!("weir_consumer_lag_records{{table=\"transactions\",partition=\"{p}\"}}")), 0.0);
+        assert_eq!(
+            sample(&after, &format!("weir_consumer_lag_records{{table=\"transactions\",partition=\"{p}\"}}")),
+            0.0
+        );
     }
     assert!(sample(&after, "weir_hot_bytes{table=\"transactions\"}") > 0.0);
     assert!(sample(&after, "weir_watermark_delay_seconds{table=\"transactions\"}") > 0.0);
@@ -451,7 +465,12 @@ fn tokens_and_scopes_guard_every_endpoint() {
         let mut s = std::net::TcpStream::connect(&weir.addr).unwrap();
         use std::io::{Read, Write};
         let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
-        write!(s, "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}Content-Length: {}\r\n\r\n", body.len()).unwrap();
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}Content-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .unwrap();
         s.write_all(body).unwrap();
         // Bodies may be binary (an Arrow stream): only the status line is read.
         let mut out = Vec::new();

@@ -30,7 +30,8 @@ fn a_kafka_topic_is_ingested_exactly_once_across_restarts_and_kill_9() {
     assert_eq!(t["produced"], 5_000, "{t}");
     check_totals(&w, 5_000);
     // Malformed messages are dead letters with their partition and offset.
-    let dead = w.sql("SELECT log_topic AS topic, log_partition AS p, log_offset AS o, reason FROM t_dead_letter ORDER BY p, o");
+    let dead = w
+        .sql("SELECT log_topic AS topic, log_partition AS p, log_offset AS o, reason FROM t_dead_letter ORDER BY p, o");
     assert!(dead.iter().all(|d| d["reason"].as_str().unwrap().contains("amount") && d["topic"] == "tx"), "{dead:?}");
     let highs: Vec<u64> = t["offsets"].as_array().unwrap().iter().map(|o| o["high"].as_u64().unwrap()).collect();
     assert!(dead.iter().all(|d| d["o"].as_u64().unwrap() < highs[d["p"].as_u64().unwrap() as usize]));
@@ -79,8 +80,17 @@ fn the_demo_runs_from_kafka_and_http_ingest_produces_to_the_topic() {
     let kafka = Tansu::start();
     let dir = tempfile::tempdir().unwrap();
     let w = Weir::start(&[
-        "demo", "--listen", "127.0.0.1:0", "--data-dir", dir.path().to_str().unwrap(), "--rate", "500",
-        "--kafka", &kafka.bootstrap, "--topic", "demo_tx",
+        "demo",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--rate",
+        "500",
+        "--kafka",
+        &kafka.bootstrap,
+        "--topic",
+        "demo_tx",
     ]);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -101,7 +111,11 @@ fn the_demo_runs_from_kafka_and_http_ingest_produces_to_the_topic() {
     let p = v["partitions"][0]["partition"].as_u64().unwrap();
     let o = v["partitions"][0]["first_offset"].as_u64().unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while w.sql(&format!("SELECT count(*) AS n FROM transactions_dead_letter WHERE log_partition = {p} AND log_offset = {o}"))[0]["n"] != 1 {
+    while w.sql(&format!(
+        "SELECT count(*) AS n FROM transactions_dead_letter WHERE log_partition = {p} AND log_offset = {o}"
+    ))[0]["n"]
+        != 1
+    {
         assert!(Instant::now() < deadline, "the bad record never reached the dead letters");
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -237,7 +251,8 @@ topic = "{topic}"
         let dir = tempfile::tempdir().unwrap();
         let w = Weir::serve(dir.path(), &body);
         w.wait_caught_up("t", 502);
-        let raw = &w.sql("SELECT count(*) AS n, sum(amount) AS s, count(DISTINCT card) AS c, min(ts) AS first FROM t")[0];
+        let raw =
+            &w.sql("SELECT count(*) AS n, sum(amount) AS s, count(DISTINCT card) AS c, min(ts) AS first FROM t")[0];
         assert_eq!((raw["n"].as_u64(), raw["c"].as_u64()), (Some(500), Some(7)), "{topic}: {raw}");
         assert_eq!(raw["s"].as_f64(), Some((0..500).map(|i| (i % 10) as f64 * 0.5).sum::<f64>()), "{topic}");
         let dead = w.sql("SELECT log_offset AS o, reason FROM t_dead_letter ORDER BY o");
@@ -279,7 +294,13 @@ fn two_processes_share_the_partitions_and_one_takes_over_when_the_other_stops() 
     let seal = |w: &Weir| assert_eq!(w.request("POST", "/v1/tables/t/seal", b"").status, 200);
     let assigned = |w: &Weir| -> Vec<u64> {
         let t = w.get_json("/v1/tables/t");
-        t["offsets"].as_array().unwrap().iter().filter(|o| o["assigned"] == true).map(|o| o["partition"].as_u64().unwrap()).collect()
+        t["offsets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|o| o["assigned"] == true)
+            .map(|o| o["partition"].as_u64().unwrap())
+            .collect()
     };
     let total = |w: &Weir| -> u64 {
         let c = &w.get_json("/v1/tables/t")["counts"];

@@ -208,7 +208,10 @@ async fn subscribe_push_late_correction_and_unsubscribe() {
     // The WebSocket side shows in the metrics.
     let metrics = weir.request("GET", "/metrics", b"").text();
     let value = |name: &str| -> f64 {
-        let line = metrics.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("{name} missing:\n{metrics}"));
+        let line = metrics
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name} missing:\n{metrics}"));
         line.rsplit(' ').next().unwrap().parse().unwrap()
     };
     assert_eq!(value("weir_live_connections"), 1.0);

@@ -12,7 +12,11 @@ where
     S: StreamExt<Item = Result<Message, WsError>> + Unpin,
 {
     loop {
-        let m = tokio::time::timeout(std::time::Duration::from_secs(20), ws.next()).await.expect("a message").unwrap().unwrap();
+        let m = tokio::time::timeout(std::time::Duration::from_secs(20), ws.next())
+            .await
+            .expect("a message")
+            .unwrap()
+            .unwrap();
         if let Message::Text(t) = m {
             return serde_json::from_str(&t).unwrap();
         }
@@ -39,9 +43,13 @@ async fn live_connections_need_the_query_scope_and_respect_the_limits() {
     };
     let Err(refused) = tokio_tungstenite::connect_async(url(None)).await else { panic!("no token is refused") };
     assert_eq!(status_of(refused), 401);
-    let Err(refused) = tokio_tungstenite::connect_async(url(Some("nope-nope-nope-nope"))).await else { panic!("refused") };
+    let Err(refused) = tokio_tungstenite::connect_async(url(Some("nope-nope-nope-nope"))).await else {
+        panic!("refused")
+    };
     assert_eq!(status_of(refused), 401);
-    let Err(refused) = tokio_tungstenite::connect_async(url(Some("writer-secret-0123456789"))).await else { panic!("under-scoped") };
+    let Err(refused) = tokio_tungstenite::connect_async(url(Some("writer-secret-0123456789"))).await else {
+        panic!("under-scoped")
+    };
     assert_eq!(status_of(refused), 403);
 
     let (mut ws, _) = tokio_tungstenite::connect_async(url(Some("reader-secret-0123456789"))).await.expect("connect");
@@ -56,7 +64,9 @@ async fn live_connections_need_the_query_scope_and_respect_the_limits() {
     assert!(e["message"].as_str().unwrap().contains("limits.max_tiles_per_connection"), "{e}");
 
     // A second connection while one is open goes over max_live_connections.
-    let Err(refused) = tokio_tungstenite::connect_async(url(Some("reader-secret-0123456789"))).await else { panic!("over the limit") };
+    let Err(refused) = tokio_tungstenite::connect_async(url(Some("reader-secret-0123456789"))).await else {
+        panic!("over the limit")
+    };
     assert_eq!(status_of(refused), 503);
     // The first connection still works.
     ws.send(Message::text(json!({"op": "ping"}).to_string())).await.unwrap();

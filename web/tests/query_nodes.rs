@@ -77,7 +77,10 @@ fn a_query_process_answers_exactly_what_the_ingest_process_holds_in_memory_and_s
     let plan: Vec<String> =
         q.sql("EXPLAIN SELECT count(*) FROM t").iter().map(|r| r["plan"].as_str().unwrap_or("").to_string()).collect();
     let plan = plan.join("\n");
-    assert!(plan.contains("UnionExec") && plan.contains("file_type=parquet") && plan.contains("partition_sizes"), "{plan}");
+    assert!(
+        plan.contains("UnionExec") && plan.contains("file_type=parquet") && plan.contains("partition_sizes"),
+        "{plan}"
+    );
 
     // Events keep flowing and seal: every answer of the query process counts
     // each event at most once (never more than was sent) and never goes back.
@@ -91,7 +94,10 @@ fn a_query_process_answers_exactly_what_the_ingest_process_holds_in_memory_and_s
                 let raw = count(&q, "SELECT count(*) AS n FROM t");
                 let roll = count(&q, "SELECT sum(events) AS n FROM t_per_minute");
                 let bound = rows_of(sent.load(Ordering::SeqCst));
-                assert!(raw >= last_raw && roll >= last_roll, "an answer went back: {raw} after {last_raw}, {roll} after {last_roll}");
+                assert!(
+                    raw >= last_raw && roll >= last_roll,
+                    "an answer went back: {raw} after {last_raw}, {roll} after {last_roll}"
+                );
                 assert!(raw <= bound && roll <= bound, "more rows than events sent: {raw}, {roll} > {bound}");
                 (last_raw, last_roll) = (raw, roll);
                 answers += 1;
@@ -184,13 +190,17 @@ fn a_query_process_answers_exactly_what_the_ingest_process_holds_in_memory_and_s
     assert_eq!(r.header("content-type"), Some("application/vnd.apache.arrow.stream"));
     let catalog = ingest.get_json("/v1/internal/relations");
     assert_eq!(catalog["format"], 1);
-    let names: Vec<&str> = catalog["tables"][0]["relations"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> =
+        catalog["tables"][0]["relations"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["t", "t_per_minute", "t_dead_letter", "t_late"]);
 
     // Metrics and health.
     let metrics = q.request("GET", "/metrics", b"").text();
     assert!(metrics.contains(&format!("weir_ingest_node_up{{node=\"{}\"}} 1", ingest.base)), "{metrics}");
-    assert!(metrics.contains("weir_remote_snapshots_total") && metrics.contains("weir_queries_total{outcome=\"ok\"}"), "{metrics}");
+    assert!(
+        metrics.contains("weir_remote_snapshots_total") && metrics.contains("weir_queries_total{outcome=\"ok\"}"),
+        "{metrics}"
+    );
     assert_eq!(q.request("GET", "/healthz", b"").status, 200);
     assert_eq!(q.request("GET", "/", b"").status, 200);
 }
@@ -445,7 +455,13 @@ fn a_query_process_over_two_rebalancing_ingest_processes_sees_both_unsealed_part
 
     let q_config = config_in("q");
     let q = Weir::start(&[
-        "serve", "--config", q_config.to_str().unwrap(), "--store", &store, "--query-only", "--ingest",
+        "serve",
+        "--config",
+        q_config.to_str().unwrap(),
+        "--store",
+        &store,
+        "--query-only",
+        "--ingest",
         &format!("{},{}", a.base, b.base),
     ]);
     check_totals(&q, 8_000);
@@ -485,7 +501,14 @@ fn a_query_process_over_two_rebalancing_ingest_processes_sees_both_unsealed_part
     assert_eq!(r.status, 503, "{}", r.text());
     assert!(r.text().contains(&b_base), "{}", r.text());
     let only_a = Weir::start(&[
-        "serve", "--config", q_config.to_str().unwrap(), "--store", &store, "--query-only", "--ingest", &a.base,
+        "serve",
+        "--config",
+        q_config.to_str().unwrap(),
+        "--store",
+        &store,
+        "--query-only",
+        "--ingest",
+        &a.base,
     ]);
     wait_for("A to list B's final manifest", || {
         let (rows, _, _, _) = expected(12_000);

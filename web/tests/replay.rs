@@ -49,7 +49,12 @@ fn derived(w: &Weir, table: &str) -> Value {
 }
 
 fn weir(args: &[&str]) -> Output {
-    Command::new(common::BIN).args(args).env("WEIR_LOG", "warn").env_remove("WEIR_SERVER").output().expect("running weir")
+    Command::new(common::BIN)
+        .args(args)
+        .env("WEIR_LOG", "warn")
+        .env_remove("WEIR_SERVER")
+        .output()
+        .expect("running weir")
 }
 
 fn ok(out: Output) -> String {
@@ -199,7 +204,8 @@ fn the_switch_under_a_query_loop_never_shows_a_gap_or_a_double_count() {
     let t = w.wait_caught_up("t", sent as u64);
     assert_eq!(t["produced"], sent as u64);
     let replays = w.get_json("/v1/tables/t/replays");
-    let states: Vec<&str> = replays["replays"].as_array().unwrap().iter().map(|r| r["state"].as_str().unwrap()).collect();
+    let states: Vec<&str> =
+        replays["replays"].as_array().unwrap().iter().map(|r| r["state"].as_str().unwrap()).collect();
     assert_eq!(states, ["done", "done", "done"], "{replays}");
 }
 

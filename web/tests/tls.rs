@@ -51,7 +51,8 @@ fn serves_https_with_the_configured_certificate() {
 
     // A key file that is not a key stops start-up with a message naming it.
     std::fs::write(&key_path, "not a key").unwrap();
-    let out = std::process::Command::new(common::BIN).args(["serve", "--config", cfg.to_str().unwrap()]).output().unwrap();
+    let out =
+        std::process::Command::new(common::BIN).args(["serve", "--config", cfg.to_str().unwrap()]).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("key.pem"), "{err}");

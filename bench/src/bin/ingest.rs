@@ -17,7 +17,7 @@ use weir_ingest::decode::Decoder;
 use weir_ingest::generator::DEMO_CONFIG;
 use weir_ingest::hot::HotTable;
 use weir_ingest::pipeline::{READ_BYTES, TableReader};
-use weir_storage::config::{LogConfig, WeirConfig, FsyncPolicy};
+use weir_storage::config::{FsyncPolicy, LogConfig, WeirConfig};
 use weir_storage::log::{Log, ReadBatch, Topic};
 
 #[derive(Parser)]
@@ -108,7 +108,8 @@ fn main() -> anyhow::Result<()> {
 
     // Pass 5: the demo table with its session window too.
     let sess_hot = Arc::new(HotTable::new(with_sessions));
-    let mut sess_reader = TableReader::new(sess_hot.clone(), topic.clone(), ManualClock::new(start_ms)).expect("reader");
+    let mut sess_reader =
+        TableReader::new(sess_hot.clone(), topic.clone(), ManualClock::new(start_ms)).expect("reader");
     let (_, sess_s) = timed(|| while sess_reader.step(READ_BYTES).expect("step") > 0 {});
     let sess_status = sess_hot.status();
     assert_eq!(status.counts.total() as usize, args.stream.events);
@@ -123,7 +124,10 @@ fn main() -> anyhow::Result<()> {
     println!("| measure | value |\n|---|---|");
     println!("| events | {} ({:.0} bytes of JSON each) |", args.stream.events, bytes as f64 / n);
     println!("| decoded ok | {ok} |");
-    println!("| ingested / late / dead-lettered | {} / {} / {} |", status.counts.ingested, status.counts.late, status.counts.dead_lettered);
+    println!(
+        "| ingested / late / dead-lettered | {} / {} / {} |",
+        status.counts.ingested, status.counts.late, status.counts.dead_lettered
+    );
     println!("| append to log (4 partitions, no fsync) | {:.0} events/s |", n / append_s);
     println!("| **full pipeline, one thread** | **{:.0} events/s** ({:.2} s) |", n / full_s, full_s);
     println!("| hot raw bytes per row | {:.1} |", status.raw_bytes as f64 / status.raw_rows.max(1) as f64);
@@ -136,7 +140,11 @@ fn main() -> anyhow::Result<()> {
         sess_status.session_bytes as f64 / (open + closed).max(1) as f64
     );
     let groups: u64 = status.rollup_groups.iter().map(|g| g.1).sum();
-    println!("| rollup groups / bytes per group | {} / {:.0} |", groups, status.rollup_bytes as f64 / groups.max(1) as f64);
+    println!(
+        "| rollup groups / bytes per group | {} / {:.0} |",
+        groups,
+        status.rollup_bytes as f64 / groups.max(1) as f64
+    );
     if args.duckdb {
         let script = weir_bench::peer_script("ingest_duckdb.py");
         let out = std::process::Command::new("python3").arg(script).arg(&dump_path).output()?;

@@ -60,7 +60,9 @@ struct Args {
 }
 
 fn parse_property(s: &str) -> Result<(String, String), String> {
-    s.split_once('=').map(|(k, v)| (k.trim().to_string(), v.trim().to_string())).ok_or_else(|| format!("`{s}` is not KEY=VALUE"))
+    s.split_once('=')
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .ok_or_else(|| format!("`{s}` is not KEY=VALUE"))
 }
 
 const PARTITIONS: u32 = 4;
@@ -78,9 +80,9 @@ struct Tansu {
 
 impl Tansu {
     fn start(dir: &std::path::Path) -> anyhow::Result<Tansu> {
-        let bin = std::env::var_os("WEIR_TANSU").map(PathBuf::from).unwrap_or_else(|| {
-            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".local/tansu/bin/tansu")
-        });
+        let bin = std::env::var_os("WEIR_TANSU")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".local/tansu/bin/tansu"));
         anyhow::ensure!(
             bin.exists(),
             "this benchmark needs the tansu broker at {} (`cargo install tansu --locked --features dynostore,libsql --root ~/.local/tansu`, or set WEIR_TANSU)",
@@ -144,7 +146,10 @@ fn wall_ms() -> i64 {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    anyhow::ensure!(args.events > 0 && args.rate >= 100 && args.seconds > 0, "--events, --rate (>= 100) and --seconds must be positive");
+    anyhow::ensure!(
+        args.events > 0 && args.rate >= 100 && args.seconds > 0,
+        "--events, --rate (>= 100) and --seconds must be positive"
+    );
     let dir = tempfile::tempdir()?;
     let tansu_dir = dir.path().join("tansu");
     std::fs::create_dir_all(&tansu_dir)?;
@@ -187,7 +192,11 @@ fn main() -> anyhow::Result<()> {
     }
     let produce_s = produce_start.elapsed().as_secs_f64();
     let cpu1 = cpu(&tansu);
-    anyhow::ensure!(highs.iter().sum::<u64>() == args.events as u64, "the topic holds {highs:?}, not {} records", args.events);
+    anyhow::ensure!(
+        highs.iter().sum::<u64>() == args.events as u64,
+        "the topic holds {highs:?}, not {} records",
+        args.events
+    );
 
     // Phase 1b: the table reads it all, from offset 0.
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -198,7 +207,8 @@ fn main() -> anyhow::Result<()> {
     let source: Arc<dyn Source> = KafkaSource::open(&kafka)?;
     anyhow::ensure!(source.partitions() == PARTITIONS, "the topic has {} partitions", source.partitions());
     let reader = ReaderHandle::spawn(TableReader::new(hot.clone(), source.clone(), clock.clone())?)?;
-    let sealer = SealerHandle::spawn(Sealer::new(hot.clone(), store.clone(), clock.clone(), 4).with_source(source.clone()))?;
+    let sealer =
+        SealerHandle::spawn(Sealer::new(hot.clone(), store.clone(), clock.clone(), 4).with_source(source.clone()))?;
     let deadline = Instant::now() + Duration::from_secs(120);
     while hot.status().next_offsets != highs {
         anyhow::ensure!(!reader.is_finished(), "the reader stopped");
@@ -212,7 +222,12 @@ fn main() -> anyhow::Result<()> {
     let ingest_s = ingest_start.elapsed().as_secs_f64();
     let cpu2 = cpu(&tansu);
     let counts = hot.counts();
-    anyhow::ensure!(counts.total() == args.events as u64, "the table took {} of {} records", counts.total(), args.events);
+    anyhow::ensure!(
+        counts.total() == args.events as u64,
+        "the table took {} of {} records",
+        counts.total(),
+        args.events
+    );
 
     // Phase 2: freshness at a fixed rate, the same table going on.
     let base = counts.total();
@@ -253,40 +268,43 @@ fn main() -> anyhow::Result<()> {
     };
     let producer = {
         let (sink, sent) = (sink.clone(), sent.clone());
-        std::thread::Builder::new().name("producer".into()).spawn(move || -> anyhow::Result<(f64, usize, Vec<Duration>)> {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            rt.block_on(async move {
-                let mut g = Generator::new(7, Mix::default());
-                let mut tasks = Vec::with_capacity(batches);
-                let mut cumulative = 0u64;
-                let t0 = tokio::time::Instant::now();
-                for i in 0..batches {
-                    tokio::time::sleep_until(t0 + INTERVAL * i as u32).await;
-                    let now = wall_ms();
-                    let records: Vec<(Vec<u8>, Vec<u8>)> = (0..per_batch)
-                        .map(|_| {
-                            let e = g.next_event(now);
-                            (e.key.into_bytes(), e.line.into_bytes())
-                        })
-                        .collect();
-                    let start = Instant::now();
-                    cumulative += per_batch as u64;
-                    sent.lock().expect("sent").push((start, cumulative));
-                    let sink = sink.clone();
-                    tasks.push(tokio::spawn(async move {
-                        let refs: Vec<(&[u8], &[u8])> = records.iter().map(|(k, v)| (k.as_slice(), v.as_slice())).collect();
-                        sink.send(&refs, now).await.map(|_| start.elapsed())
-                    }));
-                }
-                // The producing time: to the end of the last batch's interval.
-                let produce_s = t0.elapsed().as_secs_f64() + INTERVAL.as_secs_f64();
-                let mut acks = Vec::with_capacity(batches);
-                for t in tasks {
-                    acks.push(t.await??);
-                }
-                Ok((produce_s, cumulative as usize, acks))
-            })
-        })?
+        std::thread::Builder::new().name("producer".into()).spawn(
+            move || -> anyhow::Result<(f64, usize, Vec<Duration>)> {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                rt.block_on(async move {
+                    let mut g = Generator::new(7, Mix::default());
+                    let mut tasks = Vec::with_capacity(batches);
+                    let mut cumulative = 0u64;
+                    let t0 = tokio::time::Instant::now();
+                    for i in 0..batches {
+                        tokio::time::sleep_until(t0 + INTERVAL * i as u32).await;
+                        let now = wall_ms();
+                        let records: Vec<(Vec<u8>, Vec<u8>)> = (0..per_batch)
+                            .map(|_| {
+                                let e = g.next_event(now);
+                                (e.key.into_bytes(), e.line.into_bytes())
+                            })
+                            .collect();
+                        let start = Instant::now();
+                        cumulative += per_batch as u64;
+                        sent.lock().expect("sent").push((start, cumulative));
+                        let sink = sink.clone();
+                        tasks.push(tokio::spawn(async move {
+                            let refs: Vec<(&[u8], &[u8])> =
+                                records.iter().map(|(k, v)| (k.as_slice(), v.as_slice())).collect();
+                            sink.send(&refs, now).await.map(|_| start.elapsed())
+                        }));
+                    }
+                    // The producing time: to the end of the last batch's interval.
+                    let produce_s = t0.elapsed().as_secs_f64() + INTERVAL.as_secs_f64();
+                    let mut acks = Vec::with_capacity(batches);
+                    for t in tasks {
+                        acks.push(t.await??);
+                    }
+                    Ok((produce_s, cumulative as usize, acks))
+                })
+            },
+        )?
     };
     let produced = producer.join().map_err(|_| anyhow::anyhow!("the producer panicked"));
     done.store(true, Ordering::SeqCst);
@@ -294,7 +312,8 @@ fn main() -> anyhow::Result<()> {
     let (rate_s, rate_events, mut acks) = produced??;
     let cpu4 = cpu(&tansu);
     let sent = std::mem::take(&mut *sent.lock().expect("sent"));
-    let mut fresh: Vec<Duration> = sent.iter().zip(&visible).map(|((start, _), seen)| seen.duration_since(*start)).collect();
+    let mut fresh: Vec<Duration> =
+        sent.iter().zip(&visible).map(|((start, _), seen)| seen.duration_since(*start)).collect();
     let final_counts = hot.counts();
 
     reader.stop()?;
@@ -307,11 +326,8 @@ fn main() -> anyhow::Result<()> {
 
     // Per batch: from its acknowledgement to visible (negative when the table
     // held it before the producer heard back): the consumer side alone.
-    let mut after_ack: Vec<f64> = fresh
-        .iter()
-        .zip(&acks)
-        .map(|(f, a)| (f.as_secs_f64() - a.as_secs_f64()) * 1000.0)
-        .collect();
+    let mut after_ack: Vec<f64> =
+        fresh.iter().zip(&acks).map(|(f, a)| (f.as_secs_f64() - a.as_secs_f64()) * 1000.0).collect();
     after_ack.sort_by(f64::total_cmp);
     fresh.sort_unstable();
     acks.sort_unstable();
@@ -347,7 +363,11 @@ fn main() -> anyhow::Result<()> {
     );
     println!("broker: {tansu_version}, sqlite storage, on 127.0.0.1 on the same machine\n");
     println!("| measure | value |\n|---|---|");
-    println!("| events | {} ({:.0} bytes of JSON each), {PARTITIONS} partitions, the full demo table |", args.events, bytes as f64 / n);
+    println!(
+        "| events | {} ({:.0} bytes of JSON each), {PARTITIONS} partitions, the full demo table |",
+        args.events,
+        bytes as f64 / n
+    );
     println!(
         "| produce into tansu (chunks of {CHUNK}, acks=all, each chunk awaited) | {:.0} events/s ({:.2} s) |",
         n / produce_s,
@@ -358,25 +378,20 @@ fn main() -> anyhow::Result<()> {
         n / ingest_s,
         ingest_s
     );
-    println!(
-        "| ingested / late / dead-lettered | {} / {} / {} |",
-        counts.ingested, counts.late, counts.dead_lettered
-    );
-    println!(
-        "| CPU while producing, bench process / tansu (cores) | {} |",
-        cores(cpu0, cpu1, produce_s)
-    );
-    println!(
-        "| CPU while ingesting, bench process / tansu (cores) | {} |",
-        cores(cpu1, cpu2, ingest_s)
-    );
+    println!("| ingested / late / dead-lettered | {} / {} / {} |", counts.ingested, counts.late, counts.dead_lettered);
+    println!("| CPU while producing, bench process / tansu (cores) | {} |", cores(cpu0, cpu1, produce_s));
+    println!("| CPU while ingesting, bench process / tansu (cores) | {} |", cores(cpu1, cpu2, ingest_s));
     println!(
         "| freshness phase: target | {} events/s for {} s, {per_batch} events every {} ms, one producer thread |",
         args.rate,
         args.seconds,
         INTERVAL.as_millis()
     );
-    println!("| freshness phase: produced | {rate_events} events in {} batches ({:.0} events/s achieved) |", sent.len(), rate_events as f64 / rate_s);
+    println!(
+        "| freshness phase: produced | {rate_events} events in {} batches ({:.0} events/s achieved) |",
+        sent.len(),
+        rate_events as f64 / rate_s
+    );
     println!(
         "| produce acknowledgement p50 / p99 / max | {} / {} / {} ms |",
         ms(&acks, 0.5),
@@ -398,21 +413,19 @@ fn main() -> anyhow::Result<()> {
         signed_ms(&after_ack, 1.0)
     );
     println!("| batches seen visible | {} of {} |", visible.len(), sent.len());
-    println!(
-        "| CPU while producing at the rate, bench process / tansu (cores) | {} |",
-        cores(cpu3, cpu4, rate_s)
-    );
-    println!(
-        "| at the end: records in the table / sealed segments | {} / {} |",
-        final_counts.total(),
-        cold.segments
-    );
+    println!("| CPU while producing at the rate, bench process / tansu (cores) | {} |", cores(cpu3, cpu4, rate_s));
+    println!("| at the end: records in the table / sealed segments | {} / {} |", final_counts.total(), cold.segments);
     println!(
         "\nVisibility is measured by the table's cumulative count (records of all {PARTITIONS} partitions, \
          ingested, late or dead-lettered): a batch is visible when the table holds as many records as were \
          produced up to and including it. The bench process holds the producer, the Kafka consumer, the \
          reader, the sealer and the checker; tansu runs on the same cores."
     );
-    anyhow::ensure!(visible.len() == sent.len(), "{} of {} batches never became visible", sent.len() - visible.len(), sent.len());
+    anyhow::ensure!(
+        visible.len() == sent.len(),
+        "{} of {} batches never became visible",
+        sent.len() - visible.len(),
+        sent.len()
+    );
     Ok(())
 }

@@ -61,10 +61,7 @@ fn main() -> anyhow::Result<()> {
     if args.tiles == 0 || args.connections == 0 || args.rate == 0 {
         bail!("--tiles, --connections and --rate must be positive");
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(run(args))
 }
 
@@ -100,7 +97,8 @@ async fn measure(args: &Args, addr: &str) -> anyhow::Result<String> {
     for chunk in (0..args.connections).collect::<Vec<_>>().chunks(100) {
         let mut connecting = Vec::new();
         for &c in chunk {
-            let tiles: Vec<usize> = (0..args.tiles_per_connection).map(|j| (c * args.tiles_per_connection + j) % args.tiles).collect();
+            let tiles: Vec<usize> =
+                (0..args.tiles_per_connection).map(|j| (c * args.tiles_per_connection + j) % args.tiles).collect();
             connecting.push(connect(addr, tiles, args.max_rate_hz));
         }
         for ws in futures::future::join_all(connecting).await {
@@ -224,7 +222,8 @@ async fn measure(args: &Args, addr: &str) -> anyhow::Result<String> {
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
 
 async fn connect(addr: &str, tiles: Vec<usize>, max_rate_hz: f64) -> anyhow::Result<Ws> {
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/v1/live")).await.context("connecting to /v1/live")?;
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(format!("ws://{addr}/v1/live")).await.context("connecting to /v1/live")?;
     for i in tiles {
         let sql = format!("SELECT max(amount_max) AS m FROM transactions_per_minute WHERE category = 'cat{i:03}'");
         let subscribe = json!({"op": "subscribe", "id": format!("t{i}"), "sql": sql, "max_rate_hz": max_rate_hz});
@@ -234,7 +233,13 @@ async fn connect(addr: &str, tiles: Vec<usize>, max_rate_hz: f64) -> anyhow::Res
 }
 
 /// Reads pushes until `stop`; one latency sample per batch a push first reflects.
-async fn client(mut ws: Ws, epoch: Instant, sent: Sent, stop: Arc<AtomicBool>, ready: Arc<AtomicU64>) -> anyhow::Result<Samples> {
+async fn client(
+    mut ws: Ws,
+    epoch: Instant,
+    sent: Sent,
+    stop: Arc<AtomicBool>,
+    ready: Arc<AtomicU64>,
+) -> anyhow::Result<Samples> {
     let mut last: std::collections::HashMap<String, f64> = Default::default();
     let mut out = Samples { latencies_us: Vec::new(), pushes: 0, skipped_snapshots: 0 };
     while !stop.load(Ordering::Relaxed) {
@@ -289,7 +294,9 @@ fn start_weir(binary: &std::path::Path, data_dir: &std::path::Path) -> anyhow::R
         .env("WEIR_LOG", "warn")
         .stdout(Stdio::piped())
         .spawn()
-        .with_context(|| format!("starting {} (build it with `cargo build --release -p weir-web --bin weir`)", binary.display()))?;
+        .with_context(|| {
+            format!("starting {} (build it with `cargo build --release -p weir-web --bin weir`)", binary.display())
+        })?;
     let mut lines = std::io::BufReader::new(child.stdout.take().context("weir's stdout")?).lines();
     let base = loop {
         let line = lines.next().context("weir exited before listening")??;

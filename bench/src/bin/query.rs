@@ -180,7 +180,13 @@ impl Measured {
 }
 
 fn fmt_ms(ms: f64) -> String {
-    if ms < 10.0 { format!("{ms:.2} ms") } else if ms < 100.0 { format!("{ms:.1} ms") } else { format!("{ms:.0} ms") }
+    if ms < 10.0 {
+        format!("{ms:.2} ms")
+    } else if ms < 100.0 {
+        format!("{ms:.1} ms")
+    } else {
+        format!("{ms:.0} ms")
+    }
 }
 
 fn digest(out: &weir_query::QueryOutput) -> anyhow::Result<Answer> {
@@ -218,7 +224,12 @@ async fn measure(svc: &QueryService, sql: &str, args: &Args) -> anyhow::Result<M
 }
 
 /// Every query, rollup and raw, on one setup: `[query][0 = rollup, 1 = raw]`.
-async fn measure_setup(name: &str, svc: &QueryService, qs: &[Query], args: &Args) -> anyhow::Result<Vec<[Measured; 2]>> {
+async fn measure_setup(
+    name: &str,
+    svc: &QueryService,
+    qs: &[Query],
+    args: &Args,
+) -> anyhow::Result<Vec<[Measured; 2]>> {
     let mut out = Vec::new();
     for q in qs {
         let rollup = measure(svc, &q.rollup, args).await?;
@@ -269,7 +280,10 @@ async fn seal_all(hot: &Arc<HotTable>, store: &Store, clock: Arc<dyn Clock>) -> 
     let report = sealer.seal(SealScope::All).await?.ok_or_else(|| anyhow::anyhow!("nothing to seal"))?;
     let seconds = start.elapsed().as_secs_f64();
     let after = hot.status();
-    anyhow::ensure!(after.raw_rows == 0 && after.rollup_groups.iter().all(|g| g.1 == 0), "memory not empty after the seal");
+    anyhow::ensure!(
+        after.raw_rows == 0 && after.rollup_groups.iter().all(|g| g.1 == 0),
+        "memory not empty after the seal"
+    );
     Ok(Seal { report, raw_rows: status.raw_rows, memory_bytes: status.bytes, seconds })
 }
 
@@ -287,7 +301,14 @@ fn run_peer(args: &Args, engine: &str, glob: &str, from_ms: i64, to_ms: i64, thr
         .arg(script)
         .args(["--engine", engine, "--glob", glob])
         .args(["--from-ms", &from_ms.to_string(), "--to-ms", &to_ms.to_string()])
-        .args(["--threads", &threads.to_string(), "--runs", &args.runs.to_string(), "--warmup", &args.warmup.to_string()])
+        .args([
+            "--threads",
+            &threads.to_string(),
+            "--runs",
+            &args.runs.to_string(),
+            "--warmup",
+            &args.warmup.to_string(),
+        ])
         .stderr(std::process::Stdio::inherit())
         .output()?;
     anyhow::ensure!(out.status.success(), "{engine} peer failed (exit {})", out.status);
@@ -336,7 +357,10 @@ fn dir_bytes(dir: &Path, file_name: &str) -> u64 {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    anyhow::ensure!(args.runs > 0 && args.events > 0 && args.hours > 0, "--runs, --events and --hours must be positive");
+    anyhow::ensure!(
+        args.runs > 0 && args.events > 0 && args.hours > 0,
+        "--runs, --events and --hours must be positive"
+    );
     let cfg = WeirConfig::from_toml(DEMO_CONFIG)?;
     let mut table = cfg.tables[0].clone();
     table.sessions.clear();
@@ -427,7 +451,8 @@ async fn main() -> anyhow::Result<()> {
     }
 
     // Report.
-    let setups: [(&str, &Vec<[Measured; 2]>); 3] = [("hot-only", &hot_only), ("cold-only", &cold_only), ("merged", &merged)];
+    let setups: [(&str, &Vec<[Measured; 2]>); 3] =
+        [("hot-only", &hot_only), ("cold-only", &cold_only), ("merged", &merged)];
     let raw_files = dir_bytes(&store_a_dir, &format!("{}.parquet", table.name));
     let rollup_files = dir_bytes(&store_a_dir, &format!("{}.parquet", table.rollup_relation("per_minute")));
     let cores = std::thread::available_parallelism().map_or(2, usize::from);
@@ -443,7 +468,10 @@ async fn main() -> anyhow::Result<()> {
     }
     println!("## Queries: seal throughput, dashboard latency hot / cold / merged, peers on raw Parquet\n");
     println!("machine: {}  ", machine());
-    println!("command: `cargo run --release -p weir-bench --bin query -- --events {} --hours {}{flags}`\n", args.events, args.hours);
+    println!(
+        "command: `cargo run --release -p weir-bench --bin query -- --events {} --hours {}{flags}`\n",
+        args.events, args.hours
+    );
     println!("| data | value |\n|---|---|");
     println!(
         "| events | {} over {} h of event time; {} raw rows, {} late, {} dead-lettered |",
@@ -482,8 +510,12 @@ async fn main() -> anyhow::Result<()> {
         );
     }
 
-    println!("\nSeal throughput (one `Sealer::seal(SealScope::All)`: raw rows and rollup rows to Parquet, Snappy, written to a local directory store, manifest commit):\n");
-    println!("| seal | raw rows | memory before | Parquet written | seconds | **rows/s** | MB/s written | MB/s of memory |\n|---|---|---|---|---|---|---|---|");
+    println!(
+        "\nSeal throughput (one `Sealer::seal(SealScope::All)`: raw rows and rollup rows to Parquet, Snappy, written to a local directory store, manifest commit):\n"
+    );
+    println!(
+        "| seal | raw rows | memory before | Parquet written | seconds | **rows/s** | MB/s written | MB/s of memory |\n|---|---|---|---|---|---|---|---|"
+    );
     for (name, s) in [("table A, everything", &seal_a), ("table B, oldest share", &seal_b)] {
         println!(
             "| {name} | {} | {:.0} MB | {:.0} MB in {} segments | {:.2} | **{:.0}** | {:.1} | {:.0} |",
@@ -508,7 +540,12 @@ async fn main() -> anyhow::Result<()> {
             let cell = |m: &Measured| format!("{} / {}", fmt_ms(m.p50()), fmt_ms(m.p99()));
             let label = if k == 0 { format!("({}) {}", q.id, q.what) } else { String::new() };
             let src = if k == 0 { "**rollup**".to_string() } else { format!("{source} table") };
-            println!("| {label} | {src} | {} | {} | {} |", cell(&hot_only[i][k]), cell(&cold_only[i][k]), cell(&merged[i][k]));
+            println!(
+                "| {label} | {src} | {} | {} | {} |",
+                cell(&hot_only[i][k]),
+                cell(&cold_only[i][k]),
+                cell(&merged[i][k])
+            );
         }
     }
 
@@ -522,7 +559,9 @@ async fn main() -> anyhow::Result<()> {
     }
 
     if !peers.is_empty() {
-        println!("\nPeers scanning the raw Parquet files of the cold-only table (`segments/*/transactions.parquet`), same runs:\n");
+        println!(
+            "\nPeers scanning the raw Parquet files of the cold-only table (`segments/*/transactions.parquet`), same runs:\n"
+        );
         print!("| query |");
         for p in &peers {
             print!(" {} {} ({} threads) p50 / p99 |", p.name, p.version, p.threads);
@@ -542,7 +581,9 @@ async fn main() -> anyhow::Result<()> {
             }
             println!();
         }
-        println!("\nWeir's rollup query against each peer's raw scan (peer p50 / Weir p50; above 1 means Weir is faster):\n");
+        println!(
+            "\nWeir's rollup query against each peer's raw scan (peer p50 / Weir p50; above 1 means Weir is faster):\n"
+        );
         print!("| query |");
         for p in &peers {
             for (s, _) in &setups {
@@ -569,7 +610,9 @@ async fn main() -> anyhow::Result<()> {
         }
     }
 
-    println!("\nAnswers (rows; summed events; summed amount for (a), summed distinct-card estimates for (c)), to check that every engine computed the same thing:\n");
+    println!(
+        "\nAnswers (rows; summed events; summed amount for (a), summed distinct-card estimates for (c)), to check that every engine computed the same thing:\n"
+    );
     println!("| query | engine | rows | events | amount / cards |\n|---|---|---|---|---|");
     for (i, q) in qs.iter().enumerate() {
         let line = |engine: String, a: &Answer| {
@@ -585,6 +628,9 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     }
-    eprintln!("Weir's query runtime: {cores} worker threads, {} target partitions", weir_query::session::TARGET_PARTITIONS);
+    eprintln!(
+        "Weir's query runtime: {cores} worker threads, {} target partitions",
+        weir_query::session::TARGET_PARTITIONS
+    );
     Ok(())
 }

@@ -80,7 +80,12 @@ fn main() -> anyhow::Result<()> {
         let (caught_up_s, live_s, sealed_rows, live_segments) = live_result;
         anyhow::ensure!(sealed_rows as usize == args.stream.events, "live ingest sealed every record");
         let (status, replay_s, segments) = replay_result;
-        anyhow::ensure!(status.read as usize == args.stream.events, "the replay read {} of {} records", status.read, args.stream.events);
+        anyhow::ensure!(
+            status.read as usize == args.stream.events,
+            "the replay read {} of {} records",
+            status.read,
+            args.stream.events
+        );
         anyhow::ensure!(status.counts.total() == sealed_rows, "the replay holds what live ingest held");
         caught.push(caught_up_s);
         lives.push(live_s);
@@ -91,17 +96,28 @@ fn main() -> anyhow::Result<()> {
     let (caught_up_s, live_s, replay_s) = (median(caught), median(lives.clone()), median(replays_s.clone()));
     let counts = status.counts;
     let n = args.stream.events as f64;
-    println!("## Replay (`cargo run --release -p weir-bench --bin replay -- --events {} --rounds {}`)\n", args.stream.events, args.rounds);
+    println!(
+        "## Replay (`cargo run --release -p weir-bench --bin replay -- --events {} --rounds {}`)\n",
+        args.stream.events, args.rounds
+    );
     println!("Machine: {}\n", machine());
     println!("| | figure |");
     println!("|---|---|");
-    println!("| events | {} ({:.0} bytes of JSON each), 4 partitions, the full demo table |", args.stream.events, bytes as f64 / n);
+    println!(
+        "| events | {} ({:.0} bytes of JSON each), 4 partitions, the full demo table |",
+        args.stream.events,
+        bytes as f64 / n
+    );
     println!(
         "| live ingest (reader + sealer threads) to caught up | {:.2} s, {:.0} events/s |",
         caught_up_s,
         n / caught_up_s
     );
-    println!("| live ingest to everything sealed | {:.2} s, {:.0} events/s, {live_segments} segments |", live_s, n / live_s);
+    println!(
+        "| live ingest to everything sealed | {:.2} s, {:.0} events/s, {live_segments} segments |",
+        live_s,
+        n / live_s
+    );
     println!(
         "| replay from offset 0 to switched in (everything sealed) | {:.2} s, {:.0} events/s, {replay_segments} segments |",
         replay_s,

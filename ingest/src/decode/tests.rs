@@ -44,7 +44,10 @@ fn every_bad_record_gets_a_reason_naming_the_problem() {
         (br#"{"ts":"noon","card_id":"c","amount":1}"#, "field `ts`: `noon` is not an RFC 3339"),
         (br#"{"ts":1,"amount":1}"#, "missing required field `card_id`"),
         (br#"{"ts":1,"card_id":null,"amount":1}"#, "missing required field `card_id`"),
-        (br#"{"ts":1,"card_id":"c","amount":"12.5"}"#, "field `amount`: expected a number (float64), got string \"12.5\""),
+        (
+            br#"{"ts":1,"card_id":"c","amount":"12.5"}"#,
+            "field `amount`: expected a number (float64), got string \"12.5\"",
+        ),
         (br#"{"ts":1,"card_id":7,"amount":1}"#, "field `card_id`: expected a string, got number 7"),
         (br#"{"ts":1,"card_id":"c","amount":1,"n":1.5}"#, "field `n`: expected an integer (int64), got number 1.5"),
         (br#"{"ts":1,"card_id":"c","amount":1,"n":18446744073709551615}"#, "does not fit in int64"),

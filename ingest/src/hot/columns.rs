@@ -312,7 +312,8 @@ impl RowBuffer {
     pub fn snapshot(&self) -> Vec<RecordBatch> {
         let mut out = self.frozen.clone();
         if self.active_rows > 0 {
-            let batch = RecordBatch::try_new(self.schema.clone(), self.columns_cloned()).expect("builders match the schema");
+            let batch =
+                RecordBatch::try_new(self.schema.clone(), self.columns_cloned()).expect("builders match the schema");
             out.push(batch);
         }
         out

@@ -85,7 +85,14 @@ impl Dedup {
     /// Decides whether the accepted row at `offset` of `partition` repeats an id;
     /// `prior_max_ms` is the partition's greatest event time before it. Returns
     /// the first occurrence's offset for a duplicate.
-    pub fn check(&mut self, partition: u32, values: &[Val<'_>], ts_ms: i64, offset: u64, prior_max_ms: Option<i64>) -> Option<u64> {
+    pub fn check(
+        &mut self,
+        partition: u32,
+        values: &[Val<'_>],
+        ts_ms: i64,
+        offset: u64,
+        prior_max_ms: Option<i64>,
+    ) -> Option<u64> {
         let part = &mut self.parts[partition as usize];
         if let Some(max) = prior_max_ms {
             let horizon = max - self.window_ms;
@@ -128,7 +135,8 @@ impl Dedup {
         for (p, part) in self.parts.iter_mut().enumerate() {
             let r = resume.get(p).map_or(0, |r| r.offset);
             part.gone.retain(|g| g.evicted_at >= r);
-            let mut live: Vec<(Vec<u8>, i64, u64)> = part.live.iter().map(|(k, e)| (k.to_vec(), e.ts, e.first)).collect();
+            let mut live: Vec<(Vec<u8>, i64, u64)> =
+                part.live.iter().map(|(k, e)| (k.to_vec(), e.ts, e.first)).collect();
             live.sort();
             saved.push(SavedPart { live, gone: part.gone.clone() });
         }
@@ -146,7 +154,8 @@ impl Dedup {
             let r = resume.get(p).map_or(0, |r| r.offset);
             *part = Part::default();
             let alive = s.live.into_iter().filter(|(_, _, first)| *first < r);
-            let revived = s.gone.into_iter().filter(|g| g.first < r && g.evicted_at >= r).map(|g| (g.key, g.ts, g.first));
+            let revived =
+                s.gone.into_iter().filter(|g| g.first < r && g.evicted_at >= r).map(|g| (g.key, g.ts, g.first));
             for (k, ts, first) in alive.chain(revived) {
                 let key: Box<[u8]> = k.into();
                 self.bytes += key.len() * 2 + ENTRY_OVERHEAD;

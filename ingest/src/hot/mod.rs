@@ -59,8 +59,19 @@ pub enum Staged<'a> {
         covered: bool,
         side_covered: bool,
     },
-    Late { ts_ms: i64, values: Values<'a>, meta: LateMeta, prior_max_ms: Option<i64> },
-    Dead { offset: u64, log_time_ms: i64, reason: String, raw: &'a [u8], prior_max_ms: Option<i64> },
+    Late {
+        ts_ms: i64,
+        values: Values<'a>,
+        meta: LateMeta,
+        prior_max_ms: Option<i64>,
+    },
+    Dead {
+        offset: u64,
+        log_time_ms: i64,
+        reason: String,
+        raw: &'a [u8],
+        prior_max_ms: Option<i64>,
+    },
 }
 
 /// Counts of what the table has taken from its log.
@@ -333,7 +344,8 @@ impl HotTable {
             schema: schema.clone(),
             time_column: Some(time.to_string()),
         };
-        let mut relations = vec![rel(config.name.clone(), RelationKind::Raw, &columns::raw_schema(&config), &config.time.field)];
+        let mut relations =
+            vec![rel(config.name.clone(), RelationKind::Raw, &columns::raw_schema(&config), &config.time.field)];
         for r in &rollups {
             relations.push(rel(
                 config.rollup_relation(r.name()),
@@ -423,7 +435,9 @@ impl HotTable {
     ) -> Result<(), String> {
         let mut s = self.state.lock();
         match (&mut s.dedup, dedup_checkpoint) {
-            (Some(d), Some(bytes)) => d.restore(bytes, &manifest.resume).map_err(|e| format!("dedup checkpoint: {e}"))?,
+            (Some(d), Some(bytes)) => {
+                d.restore(bytes, &manifest.resume).map_err(|e| format!("dedup checkpoint: {e}"))?
+            }
             (None, Some(_)) => {
                 tracing::warn!(table = %self.config.name, "dedup is no longer configured: its checkpoint is ignored")
             }
@@ -868,7 +882,13 @@ impl HotTable {
 }
 
 fn cold_file(f: &weir_storage::manifest::SegmentFile) -> ColdFile {
-    ColdFile { path: f.path.clone(), bytes: f.bytes, rows: f.rows, min_time_ms: f.min_time_ms, max_time_ms: f.max_time_ms }
+    ColdFile {
+        path: f.path.clone(),
+        bytes: f.bytes,
+        rows: f.rows,
+        min_time_ms: f.min_time_ms,
+        max_time_ms: f.max_time_ms,
+    }
 }
 
 /// One process's own part of a relation ([`HotTable::own_snapshot`]).

@@ -189,10 +189,12 @@ impl Rollup {
         use arrow::datatypes::{Float64Type, Int64Type, TimestampMillisecondType};
         let col = |name: &str| batch.column_by_name(name).cloned();
         let bucket = col("bucket").ok_or("the batch has no `bucket` column")?;
-        let bucket = bucket.as_primitive_opt::<TimestampMillisecondType>().ok_or("`bucket` is not a timestamp")?.clone();
+        let bucket =
+            bucket.as_primitive_opt::<TimestampMillisecondType>().ok_or("`bucket` is not a timestamp")?.clone();
         let dim_cols: Vec<Option<ArrayRef>> =
             self.schema.fields()[1..1 + self.dims.len()].iter().map(|f| col(f.name())).collect();
-        let agg_fields: Vec<Field> = self.schema.fields()[1 + self.dims.len()..].iter().map(|f| f.as_ref().clone()).collect();
+        let agg_fields: Vec<Field> =
+            self.schema.fields()[1 + self.dims.len()..].iter().map(|f| f.as_ref().clone()).collect();
         let agg_cols: Vec<Option<ArrayRef>> = agg_fields.iter().map(|f| col(f.name())).collect();
         let mut vals: Vec<Val<'_>> = Vec::new();
         for row in 0..batch.num_rows() {
@@ -250,7 +252,10 @@ impl Rollup {
                         State::Hll { sketch, inserts: 0 }
                     }
                     (_, other) => {
-                        return Err(format!("column `{}` is {other}, which this rollup cannot merge", agg_fields[a].name()));
+                        return Err(format!(
+                            "column `{}` is {other}, which this rollup cannot merge",
+                            agg_fields[a].name()
+                        ));
                     }
                 };
                 merge_state(state, &other);

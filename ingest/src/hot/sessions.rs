@@ -20,7 +20,10 @@ use rustc_hash::FxHashMap;
 use weir_storage::config::{FieldType, SessionConfig, TableConfig};
 
 use super::columns::timestamp_type;
-use super::rollup::{Key, Plan, SavedKey, SavedState, State, agg_column, encode_key, merge_state, new_state, plan_aggregations, to_key, update};
+use super::rollup::{
+    Key, Plan, SavedKey, SavedState, State, agg_column, encode_key, merge_state, new_state, plan_aggregations, to_key,
+    update,
+};
 use crate::decode::Val;
 
 /// Bytes charged per session beyond its states.
@@ -189,15 +192,18 @@ impl Sessions {
             Some(e) => e,
             None => {
                 self.bytes += self.key_buf.len() * 2;
-                self.open
-                    .entry(self.key_buf.as_slice().into())
-                    .or_insert(OpenKey { partition, key: to_key(value), sessions: Vec::new() })
+                self.open.entry(self.key_buf.as_slice().into()).or_insert(OpenKey {
+                    partition,
+                    key: to_key(value),
+                    sessions: Vec::new(),
+                })
             }
         };
         debug_assert_eq!(entry.partition, partition, "one key, one partition");
         let closing = &mut self.closing[partition as usize];
         // Sessions this event touches, merged into the first.
-        let mut touched = entry.sessions.iter().enumerate().filter(|(_, s)| ts_ms >= s.start - gap && ts_ms <= s.end + gap);
+        let mut touched =
+            entry.sessions.iter().enumerate().filter(|(_, s)| ts_ms >= s.start - gap && ts_ms <= s.end + gap);
         let mut created = false;
         let mut old_end = i64::MIN;
         let target = match touched.next() {
@@ -258,7 +264,8 @@ impl Sessions {
             }
             _ => {
                 let mut b = StringBuilder::with_capacity(n, n * 12);
-                rows.iter().for_each(|(k, _, _)| b.append_option(if let Key::Str(x) = k { Some(x.as_ref()) } else { None }));
+                rows.iter()
+                    .for_each(|(k, _, _)| b.append_option(if let Key::Str(x) = k { Some(x.as_ref()) } else { None }));
                 Arc::new(b.finish())
             }
         };
@@ -270,7 +277,8 @@ impl Sessions {
             end.append_value(s.end);
             closed.append_value(*c);
         }
-        let mut cols: Vec<ArrayRef> = vec![key, Arc::new(start.finish()), Arc::new(end.finish()), Arc::new(closed.finish())];
+        let mut cols: Vec<ArrayRef> =
+            vec![key, Arc::new(start.finish()), Arc::new(end.finish()), Arc::new(closed.finish())];
         let mut rows = rows;
         for a in 0..self.plans.len() {
             let ty = self.schema.field(4 + a).data_type().clone();

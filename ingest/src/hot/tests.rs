@@ -34,12 +34,13 @@ fn ingest(events: usize, seed: u64, read_bytes: usize) -> Fixture {
         .map(|_| {
             now += 250;
             let e = g.next_event(now);
-            *produced.entry(match e.kind {
-                Kind::Late => "late",
-                Kind::Malformed => "dead",
-                _ => "ok",
-            })
-            .or_insert(0) += 1;
+            *produced
+                .entry(match e.kind {
+                    Kind::Late => "late",
+                    Kind::Malformed => "dead",
+                    _ => "ok",
+                })
+                .or_insert(0) += 1;
             e
         })
         .collect();
@@ -178,7 +179,13 @@ fn results_do_not_depend_on_read_interleaving() {
         rows.sort();
         rows
     };
-    for rel in ["transactions_per_minute", "transactions_late", "transactions", "transactions_dead_letter", "transactions_card_sessions"] {
+    for rel in [
+        "transactions_per_minute",
+        "transactions_late",
+        "transactions",
+        "transactions_dead_letter",
+        "transactions_card_sessions",
+    ] {
         assert_eq!(canon(&a, rel), canon(&b, rel), "{rel}");
     }
 }
@@ -247,11 +254,7 @@ aggregations = [{ name = "n", fn = "count" }, { name = "x_sum", fn = "sum", fiel
     rows.sort();
     assert_eq!(
         rows,
-        vec![
-            ("a".into(), 0, 12, true, 4, 15),
-            ("a".into(), 30, 30, false, 1, 16),
-            ("b".into(), 3, 3, true, 1, 10),
-        ]
+        vec![("a".into(), 0, 12, true, 4, 15), ("a".into(), 30, 30, false, 1, 16), ("b".into(), 3, 3, true, 1, 10),]
     );
     let status = hot.status();
     assert_eq!(status.sessions, vec![("visits".to_string(), 1, 2)]);

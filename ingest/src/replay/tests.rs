@@ -84,7 +84,10 @@ async fn a_standalone_replay_rebuilds_the_table_and_a_second_gives_the_same_resu
     assert_same(&outcome(&*served(&w).await, &w.store).await, &first);
     // The job records say so.
     let recorded = jobs(&w.store, &w.table.name).await.unwrap();
-    assert_eq!(recorded.iter().map(|j| (j.id, j.state)).collect::<Vec<_>>(), vec![(1, JobState::Done), (2, JobState::Done)]);
+    assert_eq!(
+        recorded.iter().map(|j| (j.id, j.state)).collect::<Vec<_>>(),
+        vec![(1, JobState::Done), (2, JobState::Done)]
+    );
     // No manifest of the replays is left behind.
     assert!(w.store.list("tables/transactions/replays/000001/manifest").await.unwrap().is_empty());
 }
@@ -129,7 +132,8 @@ async fn a_stopped_replay_resumes_where_it_stopped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bounded_replay_into_a_new_table_holds_exactly_its_slice() {
     let w = world(8_000, 43);
-    let request = ReplayRequest { from_offset: 100, partition: Some(1), to_offset: Some(600), into: Some("tx_slice".into()) };
+    let request =
+        ReplayRequest { from_offset: 100, partition: Some(1), to_offset: Some(600), into: Some("tx_slice".into()) };
     let status = replay(&w, request).await;
     assert_eq!(status.state, JobState::Done, "{:?}", status.error);
     assert_eq!(status.read, 500);
@@ -153,7 +157,9 @@ async fn bad_requests_are_refused_naming_what_is_wrong() {
     let w = world(2_000, 44);
     let refuse = |r: ReplayRequest| {
         let w = &w;
-        async move { create(&w.store, &w.topic, &w.table, r, &|n| n == "transactions", w.now).await.unwrap_err().to_string() }
+        async move {
+            create(&w.store, &w.topic, &w.table, r, &|n| n == "transactions", w.now).await.unwrap_err().to_string()
+        }
     };
     let high = w.topic.offsets(0).high;
     let e = refuse(ReplayRequest { from_offset: 0, partition: Some(9), ..Default::default() }).await;
@@ -164,7 +170,9 @@ async fn bad_requests_are_refused_naming_what_is_wrong() {
     assert!(e.contains("need --into"), "{e}");
     let e = refuse(ReplayRequest { from_offset: high + 10, ..Default::default() }).await;
     assert!(e.contains("past its end"), "{e}");
-    let e = refuse(ReplayRequest { from_offset: 50, to_offset: Some(50), into: Some("x".into()), ..Default::default() }).await;
+    let e =
+        refuse(ReplayRequest { from_offset: 50, to_offset: Some(50), into: Some("x".into()), ..Default::default() })
+            .await;
     assert!(e.contains("must be greater than --from-offset 50"), "{e}");
     let e = refuse(ReplayRequest { from_offset: 0, into: Some("transactions".into()), ..Default::default() }).await;
     assert!(e.contains("exists already"), "{e}");
@@ -207,7 +215,8 @@ async fn a_cancelled_job_deletes_what_it_built() {
     assert!(w.store.list(&record.root()).await.unwrap().len() > 2);
     let cancelled = cancel_stored(&w.store, "transactions", record.id, w.now).await.unwrap();
     assert_eq!(cancelled.state, JobState::Cancelled);
-    let left: Vec<String> = w.store.list(&record.root()).await.unwrap().iter().map(|m| m.location.to_string()).collect();
+    let left: Vec<String> =
+        w.store.list(&record.root()).await.unwrap().iter().map(|m| m.location.to_string()).collect();
     assert_eq!(left, vec![format!("{}/job.json", record.root())]);
     // A new replay may start now.
     create(&w.store, &w.topic, &w.table, from(0), &no_tables, w.now).await.unwrap();

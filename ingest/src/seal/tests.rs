@@ -17,11 +17,11 @@ use weir_storage::store::faulty::{Faults, Faulty};
 
 use super::*;
 use crate::clock::ManualClock;
-use crate::hot::{Counts, OwnSnapshot};
-use weir_storage::hot::{ColdFile, HotError};
-use crate::hot::tests::per_minute_rows;
 use crate::generator::{DEMO_CONFIG, Generator, Mix};
+use crate::hot::tests::per_minute_rows;
+use crate::hot::{Counts, OwnSnapshot};
 use crate::pipeline::TableReader;
+use weir_storage::hot::{ColdFile, HotError};
 
 pub(crate) struct World {
     pub(crate) _dir: tempfile::TempDir,
@@ -44,7 +44,10 @@ fn dedup_config() -> String {
             r#"  { name = "status", type = "string", required = true },
   { name = "txn_id", type = "string" },"#,
         )
-        .replace("hot_budget_bytes = 2147483648", "hot_budget_bytes = 2147483648\ndedup = { field = \"txn_id\", window = \"1h\" }")
+        .replace(
+            "hot_budget_bytes = 2147483648",
+            "hot_budget_bytes = 2147483648\ndedup = { field = \"txn_id\", window = \"1h\" }",
+        )
 }
 
 /// With `dedup`, every event gets an id and about 3% are delivered again a few
@@ -79,7 +82,10 @@ pub(crate) fn world_full(events: usize, seed: u64, dedup: bool, log: LogConfig) 
                 e.line = e.line.replacen('{', &format!("{{\"txn_id\":\"tx-{seed}-{i}\","), 1);
             }
             if rng.random_bool(0.03) {
-                retries.push((i + rng.random_range(1..50), crate::generator::Event { key: e.key.clone(), line: e.line.clone(), kind: e.kind }));
+                retries.push((
+                    i + rng.random_range(1..50),
+                    crate::generator::Event { key: e.key.clone(), line: e.line.clone(), kind: e.kind },
+                ));
             }
             out.push(e);
             let (due, later): (Vec<_>, Vec<_>) = retries.drain(..).partition(|(at, _)| *at <= i);
@@ -89,8 +95,10 @@ pub(crate) fn world_full(events: usize, seed: u64, dedup: bool, log: LogConfig) 
         lines = out;
     }
     for chunk in lines.chunks(500) {
-        let recs: Vec<NewRecord> =
-            chunk.iter().map(|e| NewRecord { key: e.key.as_bytes(), timestamp_ms: now, value: e.line.as_bytes() }).collect();
+        let recs: Vec<NewRecord> = chunk
+            .iter()
+            .map(|e| NewRecord { key: e.key.as_bytes(), timestamp_ms: now, value: e.line.as_bytes() })
+            .collect();
         topic.append(&recs).unwrap();
     }
     let local = Store::local(&dir.path().join("cold")).unwrap();
@@ -303,7 +311,8 @@ async fn duplicates_count_once_across_seals_and_crashes() {
         // Each duplicate names an earlier offset of its partition holding the same id.
         assert!(expected.duplicates.iter().all(|d| {
             let cols: Vec<&str> = d.split('|').collect();
-            let (offset, first): (u64, u64) = (cols[cols.len() - 2].parse().unwrap(), cols[cols.len() - 1].parse().unwrap());
+            let (offset, first): (u64, u64) =
+                (cols[cols.len() - 2].parse().unwrap(), cols[cols.len() - 1].parse().unwrap());
             first < offset
         }));
         let mut rng = SmallRng::seed_from_u64(seed);
@@ -373,16 +382,27 @@ async fn a_config_that_old_segments_cannot_serve_is_refused() {
         Arc::new(cfg.tables[0].clone())
     };
     // A new optional dimension: old segments read it as null.
-    let added = changed(&|s| s.replace(r#"  { name = "device", type = "string" },"#, r#"  { name = "device", type = "string" },
-  { name = "channel", type = "string" },"#));
+    let added = changed(&|s| {
+        s.replace(
+            r#"  { name = "device", type = "string" },"#,
+            r#"  { name = "device", type = "string" },
+  { name = "channel", type = "string" },"#,
+        )
+    });
     Sealer::recover(&HotTable::new(added), &w.store).await.unwrap();
     // A changed type is refused, naming the column and both types.
-    let retyped = changed(&|s| s.replace(r#"{ name = "device", type = "string" }"#, r#"{ name = "device", type = "int64" }"#));
+    let retyped =
+        changed(&|s| s.replace(r#"{ name = "device", type = "string" }"#, r#"{ name = "device", type = "int64" }"#));
     let e = Sealer::recover(&HotTable::new(retyped), &w.store).await.unwrap_err().to_string();
     assert!(e.contains("`device`") && e.contains("Utf8") && e.contains("Int64"), "{e}");
     // So is a new required field, and a changed partition count.
-    let required = changed(&|s| s.replace(r#"  { name = "device", type = "string" },"#, r#"  { name = "device", type = "string" },
-  { name = "channel", type = "string", required = true },"#));
+    let required = changed(&|s| {
+        s.replace(
+            r#"  { name = "device", type = "string" },"#,
+            r#"  { name = "device", type = "string" },
+  { name = "channel", type = "string", required = true },"#,
+        )
+    });
     let e = Sealer::recover(&HotTable::new(required), &w.store).await.unwrap_err().to_string();
     assert!(e.contains("`channel`") && e.contains("optional"), "{e}");
     let repartitioned = changed(&|s| s.replace("partitions = 4", "partitions = 8"));
@@ -393,8 +413,10 @@ async fn a_config_that_old_segments_cannot_serve_is_refused() {
 #[tokio::test(flavor = "current_thread")]
 async fn retention_drops_old_segments_and_a_restart_does_not_bring_them_back() {
     let mut w = world(6_000, 13);
-    let cfg = WeirConfig::from_toml(&DEMO_CONFIG.replace("allowed_lateness = \"5m\"", "allowed_lateness = \"5m\"\nretention = \"1h\""))
-        .unwrap();
+    let cfg = WeirConfig::from_toml(
+        &DEMO_CONFIG.replace("allowed_lateness = \"5m\"", "allowed_lateness = \"5m\"\nretention = \"1h\""),
+    )
+    .unwrap();
     w.table = Arc::new(cfg.tables[0].clone());
     let hot = Arc::new(HotTable::new(w.table.clone()));
     let mut reader = TableReader::new(hot.clone(), w.topic.clone(), ManualClock::new(w.now)).unwrap();
@@ -608,7 +630,8 @@ async fn own_snapshots_hold_only_their_node_s_files_and_together_every_row_once(
         sealer_b.group_view().await.unwrap();
         let relation = w.table.name.clone();
         let rollup = w.table.rollup_relation(&w.table.rollups[0].name);
-        let paths = |files: &[ColdFile]| files.iter().map(|f| f.path.clone()).collect::<std::collections::BTreeSet<_>>();
+        let paths =
+            |files: &[ColdFile]| files.iter().map(|f| f.path.clone()).collect::<std::collections::BTreeSet<_>>();
         let own_a = hot_a.own_snapshot(&relation).unwrap();
         let own_b = hot_b.own_snapshot(&relation).unwrap();
         let files_a: std::collections::BTreeSet<String> =

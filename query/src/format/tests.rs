@@ -1,8 +1,6 @@
 use std::sync::Arc;
 
-use arrow::array::{
-    Array, ArrayRef, BinaryArray, Int64Array, StringArray, TimestampMillisecondArray,
-};
+use arrow::array::{Array, ArrayRef, BinaryArray, Int64Array, StringArray, TimestampMillisecondArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow::ipc::reader::StreamReader;
 
@@ -24,18 +22,12 @@ fn output() -> QueryOutput {
     ];
     let batch = RecordBatch::try_new(schema.clone(), columns).unwrap();
     // Two batches: the writers must join them.
-    QueryOutput {
-        schema,
-        batches: vec![batch.slice(0, 1), batch.slice(1, 1)],
-    }
+    QueryOutput { schema, batches: vec![batch.slice(0, 1), batch.slice(1, 1)] }
 }
 
 fn empty() -> QueryOutput {
     let output = output();
-    QueryOutput {
-        schema: output.schema,
-        batches: vec![],
-    }
+    QueryOutput { schema: output.schema, batches: vec![] }
 }
 
 fn text(output: &QueryOutput, format: Format) -> String {
@@ -46,24 +38,15 @@ fn text(output: &QueryOutput, format: Format) -> String {
 fn names_parse_and_unknown_names_list_the_choices() {
     for format in Format::ALL {
         assert_eq!(Format::parse(format.name()).unwrap(), format);
-        assert_eq!(
-            format.name().to_uppercase().parse::<Format>().unwrap(),
-            format
-        );
+        assert_eq!(format.name().to_uppercase().parse::<Format>().unwrap(), format);
     }
     let err = Format::parse("xml").unwrap_err();
     assert!(matches!(err, Error::UnknownFormat { .. }));
-    assert_eq!(
-        err.to_string(),
-        "unknown format `xml`: use one of json, ndjson, csv, arrow"
-    );
+    assert_eq!(err.to_string(), "unknown format `xml`: use one of json, ndjson, csv, arrow");
     assert_eq!(Format::Json.content_type(), "application/json");
     assert_eq!(Format::Ndjson.content_type(), "application/x-ndjson");
     assert!(Format::Csv.content_type().starts_with("text/csv"));
-    assert_eq!(
-        Format::Arrow.content_type(),
-        "application/vnd.apache.arrow.stream"
-    );
+    assert_eq!(Format::Arrow.content_type(), "application/vnd.apache.arrow.stream");
 }
 
 #[test]
@@ -73,8 +56,7 @@ fn json_is_an_array_of_row_objects() {
         r#"[{"bucket":"2026-01-01T10:00:00Z","country":"de","events":3,"users":"010eab"},{"bucket":"2026-01-01T10:01:00.123Z","country":null,"events":4,"users":null}]"#
     );
     assert_eq!(text(&empty(), Format::Json), "[]");
-    let parsed: serde_json::Value =
-        serde_json::from_slice(&encode(&output(), Format::Json).unwrap()).unwrap();
+    let parsed: serde_json::Value = serde_json::from_slice(&encode(&output(), Format::Json).unwrap()).unwrap();
     assert_eq!(parsed.as_array().unwrap().len(), 2);
 }
 
@@ -112,26 +94,16 @@ fn arrow_is_an_ipc_stream() {
 
 #[test]
 fn nested_columns_cannot_be_csv() {
-    let list =
-        arrow::array::ListArray::from_iter_primitive::<arrow::datatypes::Int64Type, _, _>(vec![
-            Some(vec![Some(1), Some(2)]),
-        ]);
-    let schema = Arc::new(Schema::new(vec![Field::new(
-        "l",
-        list.data_type().clone(),
-        true,
-    )]));
+    let list = arrow::array::ListArray::from_iter_primitive::<arrow::datatypes::Int64Type, _, _>(vec![Some(vec![
+        Some(1),
+        Some(2),
+    ])]);
+    let schema = Arc::new(Schema::new(vec![Field::new("l", list.data_type().clone(), true)]));
     let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(list)]).unwrap();
-    let output = QueryOutput {
-        schema,
-        batches: vec![batch],
-    };
+    let output = QueryOutput { schema, batches: vec![batch] };
     assert_eq!(text(&output, Format::Json), r#"[{"l":[1,2]}]"#);
     match encode(&output, Format::Csv) {
-        Err(Error::Encode {
-            format: "csv",
-            message,
-        }) => assert!(message.contains("Nested"), "{message}"),
+        Err(Error::Encode { format: "csv", message }) => assert!(message.contains("Nested"), "{message}"),
         other => panic!("{other:?}"),
     }
 }

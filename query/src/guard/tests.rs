@@ -11,10 +11,7 @@ fn kind(sql: &str) -> StatementKind {
 fn refused_with(sql: &str, needle: &str) {
     match check(sql) {
         Err(Error::Refused { reason }) => {
-            assert!(
-                reason.contains(needle),
-                "`{sql}`: reason `{reason}` lacks `{needle}`"
-            )
+            assert!(reason.contains(needle), "`{sql}`: reason `{reason}` lacks `{needle}`")
         }
         Err(other) => panic!("`{sql}`: expected a refusal, got {other:?}"),
         Ok(checked) => panic!("`{sql}` was allowed as {:?}", checked.kind),
@@ -44,21 +41,12 @@ fn queries_are_allowed() {
 #[test]
 fn explain_show_and_describe_are_allowed() {
     assert_eq!(kind("EXPLAIN SELECT * FROM events"), StatementKind::Explain);
-    assert_eq!(
-        kind("EXPLAIN ANALYZE SELECT count(*) FROM events"),
-        StatementKind::Explain
-    );
+    assert_eq!(kind("EXPLAIN ANALYZE SELECT count(*) FROM events"), StatementKind::Explain);
     assert_eq!(kind("EXPLAIN VERBOSE SELECT 1"), StatementKind::Explain);
-    assert_eq!(
-        kind("EXPLAIN FORMAT INDENT SELECT 1"),
-        StatementKind::Explain
-    );
+    assert_eq!(kind("EXPLAIN FORMAT INDENT SELECT 1"), StatementKind::Explain);
     assert_eq!(kind("SHOW TABLES"), StatementKind::ShowTables);
     assert_eq!(kind("SHOW COLUMNS FROM events"), StatementKind::ShowColumns);
-    assert_eq!(
-        kind("SHOW FULL COLUMNS FROM events"),
-        StatementKind::ShowColumns
-    );
+    assert_eq!(kind("SHOW FULL COLUMNS FROM events"), StatementKind::ShowColumns);
     assert_eq!(kind("DESCRIBE events"), StatementKind::Describe);
     assert_eq!(kind("DESC events"), StatementKind::Describe);
 }
@@ -68,14 +56,8 @@ fn ddl_is_refused() {
     refused_with("CREATE TABLE t (a INT)", "CREATE TABLE is not allowed");
     refused_with("CREATE TABLE t AS SELECT 1", "CREATE TABLE");
     refused_with("CREATE VIEW v AS SELECT 1", "CREATE VIEW");
-    refused_with(
-        "CREATE OR REPLACE VIEW v AS SELECT * FROM events",
-        "CREATE VIEW",
-    );
-    refused_with(
-        "CREATE EXTERNAL TABLE t STORED AS CSV LOCATION '/etc/passwd'",
-        "CREATE EXTERNAL TABLE",
-    );
+    refused_with("CREATE OR REPLACE VIEW v AS SELECT * FROM events", "CREATE VIEW");
+    refused_with("CREATE EXTERNAL TABLE t STORED AS CSV LOCATION '/etc/passwd'", "CREATE EXTERNAL TABLE");
     refused_with("DROP TABLE events", "DROP TABLE");
     refused_with("DROP VIEW v", "DROP VIEW");
     refused_with("ALTER TABLE events ADD COLUMN x INT", "ALTER TABLE");
@@ -91,42 +73,24 @@ fn dml_is_refused() {
     refused_with("UPDATE events SET amount = 0", "UPDATE");
     refused_with("DELETE FROM events", "DELETE");
     refused_with("SELECT * INTO copy FROM events", "SELECT INTO");
-    refused_with(
-        "WITH t AS (SELECT 1) INSERT INTO events SELECT * FROM t",
-        "INSERT",
-    );
+    refused_with("WITH t AS (SELECT 1) INSERT INTO events SELECT * FROM t", "INSERT");
 }
 
 #[test]
 fn copy_and_files_are_refused() {
     refused_with("COPY events TO '/tmp/out.csv'", "COPY is not allowed");
-    refused_with(
-        "COPY (SELECT 1) TO '/tmp/out.parquet' STORED AS PARQUET",
-        "COPY",
-    );
-    refused_with(
-        "SELECT * FROM '/etc/passwd'",
-        "looks like a file path or URL",
-    );
+    refused_with("COPY (SELECT 1) TO '/tmp/out.parquet' STORED AS PARQUET", "COPY");
+    refused_with("SELECT * FROM '/etc/passwd'", "looks like a file path or URL");
     refused_with("SELECT * FROM \"/etc/passwd\"", "file path or URL");
-    refused_with(
-        "SELECT * FROM 'https://example.com/data.csv'",
-        "file path or URL",
-    );
+    refused_with("SELECT * FROM 'https://example.com/data.csv'", "file path or URL");
     refused_with("SELECT * FROM \"data.parquet\"", "file path or URL");
-    refused_with(
-        "SELECT * FROM events JOIN '/etc/hosts' ON true",
-        "file path or URL",
-    );
+    refused_with("SELECT * FROM events JOIN '/etc/hosts' ON true", "file path or URL");
     refused_with("DESCRIBE '/etc/passwd'", "file path or URL");
 }
 
 #[test]
 fn session_statements_are_refused() {
-    refused_with(
-        "SET datafusion.execution.target_partitions = 64",
-        "SET is not allowed",
-    );
+    refused_with("SET datafusion.execution.target_partitions = 64", "SET is not allowed");
     refused_with("SET TIME ZONE 'UTC'", "SET");
     refused_with("RESET datafusion.execution.batch_size", "RESET");
     refused_with("START TRANSACTION", "START TRANSACTION");

@@ -45,13 +45,7 @@ pub struct Published {
 
 impl Published {
     fn new(seq: u64, result: Evaluated, diff: Option<Diff>) -> Published {
-        Published {
-            seq,
-            result,
-            diff,
-            snapshot_fields: OnceLock::new(),
-            update_fields: OnceLock::new(),
-        }
+        Published { seq, result, diff, snapshot_fields: OnceLock::new(), update_fields: OnceLock::new() }
     }
 
     /// `"seq":..,"columns":[..],"key":[..],"rows":[..]`: the tile's part of a
@@ -130,10 +124,7 @@ pub struct TileState {
 #[derive(Debug, Clone)]
 pub enum Push {
     /// The whole result: the first answer, or after falling behind by `skipped`.
-    Snapshot {
-        published: Arc<Published>,
-        skipped: u64,
-    },
+    Snapshot { published: Arc<Published>, skipped: u64 },
     /// The change from the previous result the subscriber was sent.
     Update(Arc<Published>),
     /// The tile's latest evaluation failed.
@@ -412,11 +403,7 @@ async fn poll(hub: Arc<Inner>) {
             let current: Vec<Option<u64>> = tile
                 .relations
                 .iter()
-                .map(|r| {
-                    *versions
-                        .entry(r.clone())
-                        .or_insert_with(|| hub.hot.version(r))
-                })
+                .map(|r| *versions.entry(r.clone()).or_insert_with(|| hub.hot.version(r)))
                 .collect();
             if tile.start_if_due(&current, now) {
                 tokio::spawn(evaluate(Arc::clone(&hub), tile, current));

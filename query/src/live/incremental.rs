@@ -40,20 +40,18 @@ use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{Session, TableProvider};
-use datafusion::common::{DataFusionError, Result as DfResult};
 use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{DataFusionError, Result as DfResult};
 use datafusion::datasource::TableType;
 use datafusion::execution::TaskContext;
 use datafusion::logical_expr::Expr;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
-use datafusion::physical_plan::execution_plan::{
-    Boundedness, EmissionType, reset_plan_states,
-};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType, reset_plan_states};
 use datafusion::physical_plan::memory::MemoryStream;
 use datafusion::physical_plan::{
-    ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning,
-    PlanProperties, ReplaceChildrenOptions, SendableRecordBatchStream, collect,
+    ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+    ReplaceChildrenOptions, SendableRecordBatchStream, collect,
 };
 use weir_storage::hot::{Relation, RelationKind, SharedHotSource};
 use weir_storage::segment;
@@ -112,18 +110,14 @@ pub(crate) async fn prepare(
 ) -> std::result::Result<Incremental, String> {
     let checked = guard::check(sql).map_err(|e| e.to_string())?;
     let catalogs = catalog::catalog_list_with(Arc::clone(hot), |_, relation| Arc::new(ChunkTable { relation }));
-    let state = session::new_tile_state(catalogs, &query.limits, query.cold.as_ref())
-        .map_err(|e| e.to_string())?;
+    let state = session::new_tile_state(catalogs, &query.limits, query.cold.as_ref()).map_err(|e| e.to_string())?;
     let logical = service::plan(&state, checked.statement).await.map_err(|e| e.to_string())?;
     if let Some(name) = service::time_dependent_function(&logical) {
         return Err(format!("it calls `{name}`, whose value changes with time"));
     }
     let physical = state.create_physical_plan(&logical).await.map_err(|e| e.to_string())?;
     let chain = single_chain(&physical)?;
-    let leaf = chain
-        .last()
-        .and_then(|p| p.downcast_ref::<LiveChunkExec>())
-        .ok_or("it reads no relation")?;
+    let leaf = chain.last().and_then(|p| p.downcast_ref::<LiveChunkExec>()).ok_or("it reads no relation")?;
     let relation = leaf.relation.clone().ok_or("it reads no relation")?;
     if !matches!(relation.kind, RelationKind::Rollup { .. }) {
         return Err(format!("it reads `{}`, which is not a rollup", relation.name));
@@ -260,10 +254,7 @@ impl Incremental {
         };
         let bytes = store.get(path).await.map_err(|e| failed(e.to_string()))?;
         let (_, batches) = segment::decode(path, bytes).map_err(|e| failed(e.to_string()))?;
-        batches
-            .iter()
-            .map(|b| segment::conform(b, &self.relation.schema).map_err(&failed))
-            .collect()
+        batches.iter().map(|b| segment::conform(b, &self.relation.schema).map_err(&failed)).collect()
     }
 }
 
@@ -360,10 +351,7 @@ impl ExecutionPlan for LiveChunkExec {
         Ok(self)
     }
 
-    fn with_new_children(
-        self: Arc<Self>,
-        _children: Vec<Arc<dyn ExecutionPlan>>,
-    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+    fn with_new_children(self: Arc<Self>, _children: Vec<Arc<dyn ExecutionPlan>>) -> DfResult<Arc<dyn ExecutionPlan>> {
         Ok(self)
     }
 
@@ -405,12 +393,7 @@ impl TableProvider for ChunkTable {
             Some(p) => Arc::new(self.relation.schema.project(p)?),
             None => Arc::clone(&self.relation.schema),
         };
-        Ok(Arc::new(LiveChunkExec::new(
-            Some(self.relation.clone()),
-            schema,
-            projection.cloned(),
-            Slot::default(),
-        )))
+        Ok(Arc::new(LiveChunkExec::new(Some(self.relation.clone()), schema, projection.cloned(), Slot::default())))
     }
 }
 

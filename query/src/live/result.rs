@@ -22,21 +22,13 @@ pub struct Column {
 
 /// The columns of a schema.
 pub fn columns_of(schema: &Schema) -> Vec<Column> {
-    schema
-        .fields()
-        .iter()
-        .map(|f| Column {
-            name: f.name().clone(),
-            data_type: f.data_type().to_string(),
-        })
-        .collect()
+    schema.fields().iter().map(|f| Column { name: f.name().clone(), data_type: f.data_type().to_string() }).collect()
 }
 
 /// The rows of a query's output, encoded like the `json` format.
 pub fn rows_of(output: &QueryOutput) -> Result<Vec<Row>> {
     let bytes = encode(output, Format::Json)?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| Error::internal(format!("re-reading the JSON encoding of a tile: {e}")))
+    serde_json::from_slice(&bytes).map_err(|e| Error::internal(format!("re-reading the JSON encoding of a tile: {e}")))
 }
 
 /// The key a tile is diffed by before uniqueness is known: the `explicit` columns,
@@ -45,12 +37,7 @@ pub fn rows_of(output: &QueryOutput) -> Result<Vec<Row>> {
 /// query).
 pub fn candidate_key(schema: &Schema, explicit: Option<&[String]>) -> Result<Vec<String>> {
     let Some(explicit) = explicit else {
-        return Ok(schema
-            .fields()
-            .iter()
-            .filter(|f| is_key_type(f.data_type()))
-            .map(|f| f.name().clone())
-            .collect());
+        return Ok(schema.fields().iter().filter(|f| is_key_type(f.data_type())).map(|f| f.name().clone()).collect());
     };
     let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
     for (i, column) in explicit.iter().enumerate() {
@@ -63,9 +50,7 @@ pub fn candidate_key(schema: &Schema, explicit: Option<&[String]>) -> Result<Vec
             });
         }
         if explicit[..i].contains(column) {
-            return Err(Error::Live {
-                message: format!("key column `{column}` is named twice"),
-            });
+            return Err(Error::Live { message: format!("key column `{column}` is named twice") });
         }
     }
     Ok(explicit.to_vec())
@@ -104,21 +89,11 @@ impl Evaluated {
             let ids: Vec<String> = rows.iter().map(|r| identity(r, candidate)).collect();
             let mut seen = std::collections::HashSet::with_capacity(ids.len());
             if ids.iter().all(|id| seen.insert(id.as_str())) {
-                return Evaluated {
-                    columns,
-                    key: candidate.to_vec(),
-                    rows,
-                    ids,
-                };
+                return Evaluated { columns, key: candidate.to_vec(), rows, ids };
             }
         }
         let ids = rows.iter().map(|r| identity(r, &[])).collect();
-        Evaluated {
-            columns,
-            key: Vec::new(),
-            rows,
-            ids,
-        }
+        Evaluated { columns, key: Vec::new(), rows, ids }
     }
 }
 
@@ -128,9 +103,6 @@ fn identity(row: &Row, key: &[String]) -> String {
     if key.is_empty() {
         return Value::Object(row.clone()).to_string();
     }
-    let values: Vec<&Value> = key
-        .iter()
-        .map(|k| row.get(k).unwrap_or(&Value::Null))
-        .collect();
+    let values: Vec<&Value> = key.iter().map(|k| row.get(k).unwrap_or(&Value::Null)).collect();
     serde_json::to_string(&values).unwrap_or_default()
 }

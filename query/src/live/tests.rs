@@ -20,11 +20,7 @@ fn evaluated(key: &[&str], values: Value) -> Evaluated {
     let rows = rows(values);
     let columns = rows
         .first()
-        .map(|r| {
-            r.keys()
-                .map(|k| Column { name: k.clone(), data_type: "Utf8".into() })
-                .collect()
-        })
+        .map(|r| r.keys().map(|k| Column { name: k.clone(), data_type: "Utf8".into() }).collect())
         .unwrap_or_default();
     let key: Vec<String> = key.iter().map(|k| k.to_string()).collect();
     Evaluated::new(columns, &key, rows)
@@ -62,10 +58,7 @@ fn without_a_unique_key_rows_are_their_own_identity() {
 #[tokio::test]
 async fn the_key_is_inferred_from_types_or_checked_against_the_result() {
     let svc = service(fixture(), limits());
-    let described = svc
-        .describe("SELECT ts, country, amount, amount > 2 AS big, 1 AS one FROM events")
-        .await
-        .unwrap();
+    let described = svc.describe("SELECT ts, country, amount, amount > 2 AS big, 1 AS one FROM events").await.unwrap();
     assert_eq!(described.relations, vec!["events"]);
     assert_eq!(candidate_key(&described.schema, None).unwrap(), vec!["ts", "country", "big"]);
     let key = vec!["amount".to_string()];
@@ -326,10 +319,7 @@ async fn a_rollup_tile_is_evaluated_incrementally_by_the_hub() {
     batches.push(rollup_batch(vec![(T0 + 2 * MINUTE, Some("fr"), 3, None)]));
     hot.replace("events_per_minute", batches);
     let second = update(&next(&mut sub).await);
-    assert_eq!(
-        second.update_fields(),
-        Some(r#""seq":2,"added":[],"changed":[{"country":"fr","n":4}],"removed":[]"#)
-    );
+    assert_eq!(second.update_fields(), Some(r#""seq":2,"added":[],"changed":[{"country":"fr","n":4}],"removed":[]"#));
     let stats = hub.stats();
     assert_eq!(stats.incremental_tiles, 1);
     assert_eq!((stats.chunks_aggregated, stats.chunks_reused), (2, 1));

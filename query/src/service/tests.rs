@@ -6,8 +6,7 @@ use weir_storage::hot::RelationKind;
 
 use super::*;
 use crate::testing::{
-    MINUTE, T0, events, fixture, limits, pretty, relation, rollup_batch, rollup_schema, service,
-    sketch_of,
+    MINUTE, T0, events, fixture, limits, pretty, relation, rollup_batch, rollup_schema, service, sketch_of,
 };
 use crate::{Format, encode};
 
@@ -38,14 +37,8 @@ async fn select_over_a_raw_relation() {
     let output = query("SELECT * FROM events LIMIT 2").await.unwrap();
     assert_eq!(output.num_rows(), 2);
     assert_eq!(output.schema, events().0.schema);
-    let output = query("SELECT count(*) AS n, count(DISTINCT user_id) AS users FROM events")
-        .await
-        .unwrap();
-    assert!(
-        pretty(&output).contains("| 6 | 3     |"),
-        "{}",
-        pretty(&output)
-    );
+    let output = query("SELECT count(*) AS n, count(DISTINCT user_id) AS users FROM events").await.unwrap();
+    assert!(pretty(&output).contains("| 6 | 3     |"), "{}", pretty(&output));
 }
 
 #[tokio::test]
@@ -78,32 +71,17 @@ async fn group_by_on_a_rollup_relation() {
          | 2026-01-01T10:01:00Z | 3     | 3     |\n\
          +----------------------+-------+-------+"
     );
-    assert!(
-        table("SELECT hll_distinct(users) AS d FROM events_per_minute")
-            .await
-            .contains("| 3 |")
-    );
+    assert!(table("SELECT hll_distinct(users) AS d FROM events_per_minute").await.contains("| 3 |"));
 }
 
 #[tokio::test]
 async fn sliding_windows_merge_tumbling_buckets() {
     // Distinct users over the last two minutes, sliding every minute.
     let hot = fixture();
-    let rows = (0..4)
-        .map(|m| {
-            (
-                T0 + m * MINUTE,
-                Some("de"),
-                1,
-                Some(sketch_of([format!("u{m}").as_str(), "all"])),
-            )
-        })
-        .collect();
+    let rows =
+        (0..4).map(|m| (T0 + m * MINUTE, Some("de"), 1, Some(sketch_of([format!("u{m}").as_str(), "all"])))).collect();
     let rollup = RelationKind::Rollup { rollup: "m".into() };
-    hot.add(
-        relation("clicks_m", rollup, rollup_schema(), "bucket"),
-        vec![rollup_batch(rows)],
-    );
+    hot.add(relation("clicks_m", rollup, rollup_schema(), "bucket"), vec![rollup_batch(rows)]);
     let output = service(hot, limits())
         .execute(
             "SELECT w.bucket AS window_end, hll_distinct(r.users) AS users \
@@ -114,12 +92,7 @@ async fn sliding_windows_merge_tumbling_buckets() {
         .await
         .unwrap();
     let text = pretty(&output);
-    let users: Vec<&str> = text
-        .lines()
-        .skip(3)
-        .filter_map(|l| l.split('|').nth(2))
-        .map(str::trim)
-        .collect();
+    let users: Vec<&str> = text.lines().skip(3).filter_map(|l| l.split('|').nth(2)).map(str::trim).collect();
     assert_eq!(users, ["2", "3", "3", "3"], "{text}");
 }
 
@@ -145,14 +118,7 @@ async fn refusals_come_through_the_service() {
     }
     assert!(!std::path::Path::new("/tmp/weir-out.csv").exists());
     // The tables are untouched.
-    assert_eq!(
-        service
-            .execute("SELECT * FROM events")
-            .await
-            .unwrap()
-            .num_rows(),
-        6
-    );
+    assert_eq!(service.execute("SELECT * FROM events").await.unwrap().num_rows(), 6);
 }
 
 #[tokio::test]
@@ -160,41 +126,21 @@ async fn the_session_has_no_url_tables_and_options_refuse_what_the_guard_missed(
     let catalogs = catalog::catalog_list(fixture());
     let state = session::new_state(catalogs, &limits(), None).unwrap();
     // URL tables are off: a path is just an unknown table.
-    let err = Error::from(
-        state
-            .create_logical_plan("SELECT * FROM '/etc/passwd'")
-            .await
-            .unwrap_err(),
-    );
-    assert!(
-        matches!(&err, Error::Sql { message } if message.contains("not found")),
-        "{err:?}"
-    );
+    let err = Error::from(state.create_logical_plan("SELECT * FROM '/etc/passwd'").await.unwrap_err());
+    assert!(matches!(&err, Error::Sql { message } if message.contains("not found")), "{err:?}");
     // SQLOptions: DDL, DML and statements are refused at the plan.
-    for sql in [
-        "CREATE VIEW v AS SELECT 1",
-        "SET datafusion.execution.batch_size = 1",
-        "START TRANSACTION",
-    ] {
+    for sql in ["CREATE VIEW v AS SELECT 1", "SET datafusion.execution.batch_size = 1", "START TRANSACTION"] {
         let plan = state.create_logical_plan(sql).await.unwrap();
         assert!(guard::sql_options().verify_plan(&plan).is_err(), "{sql}");
     }
-    for sql in [
-        "INSERT INTO events SELECT * FROM events",
-        "SELECT * INTO t FROM events",
-    ] {
+    for sql in ["INSERT INTO events SELECT * FROM events", "SELECT * INTO t FROM events"] {
         match state.create_logical_plan(sql).await {
             Ok(plan) => assert!(guard::sql_options().verify_plan(&plan).is_err(), "{sql}"),
             Err(e) => assert!(!e.to_string().is_empty()), // not even plannable
         }
     }
     // ... while SHOW TABLES, SHOW COLUMNS and DESCRIBE pass.
-    for sql in [
-        "SHOW TABLES",
-        "SHOW COLUMNS FROM events",
-        "DESCRIBE events",
-        "EXPLAIN SELECT 1",
-    ] {
+    for sql in ["SHOW TABLES", "SHOW COLUMNS FROM events", "DESCRIBE events", "EXPLAIN SELECT 1"] {
         let plan = state.create_logical_plan(sql).await.unwrap();
         guard::sql_options().verify_plan(&plan).unwrap();
     }
@@ -203,10 +149,7 @@ async fn the_session_has_no_url_tables_and_options_refuse_what_the_guard_missed(
 #[tokio::test]
 async fn unknown_tables_and_columns_are_sql_errors() {
     match query("SELECT * FROM nope").await {
-        Err(Error::Sql { message }) => assert_eq!(
-            message,
-            "table 'nope' not found (SHOW TABLES lists the tables)"
-        ),
+        Err(Error::Sql { message }) => assert_eq!(message, "table 'nope' not found (SHOW TABLES lists the tables)"),
         other => panic!("{other:?}"),
     }
     match query("SELECT nope FROM events").await {
@@ -227,18 +170,11 @@ async fn unknown_tables_and_columns_are_sql_errors() {
 async fn show_tables_lists_relations_as_they_appear() {
     let hot = fixture();
     let service = service(hot.clone(), limits());
-    let sql =
-        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY 1";
+    let sql = "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY 1";
     let listed = pretty(&service.execute(sql).await.unwrap());
-    assert!(
-        listed.contains("events ") && listed.contains("events_per_minute"),
-        "{listed}"
-    );
+    assert!(listed.contains("events ") && listed.contains("events_per_minute"), "{listed}");
     let show = pretty(&service.execute("SHOW TABLES").await.unwrap());
-    assert!(
-        show.contains("| weir          | public             | events_per_minute"),
-        "{show}"
-    );
+    assert!(show.contains("| weir          | public             | events_per_minute"), "{show}");
     assert!(show.contains("information_schema | tables"), "{show}");
 
     // A relation configured later is queryable without restarting the service.
@@ -247,54 +183,30 @@ async fn show_tables_lists_relations_as_they_appear() {
     late.kind = RelationKind::Late;
     hot.add(late, batches);
     assert!(pretty(&service.execute("SHOW TABLES").await.unwrap()).contains("events_late"));
-    assert_eq!(
-        service
-            .execute("SELECT * FROM events_late")
-            .await
-            .unwrap()
-            .num_rows(),
-        6
-    );
+    assert_eq!(service.execute("SELECT * FROM events_late").await.unwrap().num_rows(), 6);
 }
 
 #[tokio::test]
 async fn describe_and_show_columns() {
     let described = table("DESCRIBE events_per_minute").await;
-    assert!(
-        described.contains("| bucket      | Timestamp(ms, \"UTC\")"),
-        "{described}"
-    );
+    assert!(described.contains("| bucket      | Timestamp(ms, \"UTC\")"), "{described}");
     assert!(described.contains("| users       | Binary"), "{described}");
     let columns = table("SHOW COLUMNS FROM events").await;
-    assert!(
-        columns.contains("| user_id ") && columns.contains("| Utf8 "),
-        "{columns}"
-    );
+    assert!(columns.contains("| user_id ") && columns.contains("| Utf8 "), "{columns}");
 }
 
 #[tokio::test]
 async fn explain_shows_the_hot_scan() {
-    let plan =
-        table("EXPLAIN SELECT country, count(*) FROM events WHERE amount > 1 GROUP BY country")
-            .await;
-    assert!(
-        plan.contains("TableScan: events projection=[country, amount]"),
-        "{plan}"
-    );
-    assert!(
-        plan.contains("DataSourceExec: partitions=2, partition_sizes=[1, 2]"),
-        "{plan}"
-    );
+    let plan = table("EXPLAIN SELECT country, count(*) FROM events WHERE amount > 1 GROUP BY country").await;
+    assert!(plan.contains("TableScan: events projection=[country, amount]"), "{plan}");
+    assert!(plan.contains("DataSourceExec: partitions=2, partition_sizes=[1, 2]"), "{plan}");
     let analyzed = table("EXPLAIN ANALYZE SELECT count(*) FROM events_per_minute").await;
     assert!(analyzed.contains("metrics="), "{analyzed}");
 }
 
 #[tokio::test]
 async fn a_slow_query_times_out_and_is_cancelled() {
-    let limits = QueryConfig {
-        timeout: Duration::from_millis(200),
-        ..limits()
-    };
+    let limits = QueryConfig { timeout: Duration::from_millis(200), ..limits() };
     let service = service(fixture(), limits);
     let started = Instant::now();
     // 10^10 rows: minutes of work, unless cancelled.
@@ -310,20 +222,13 @@ async fn a_slow_query_times_out_and_is_cancelled() {
     }
     assert!(started.elapsed() < Duration::from_secs(5));
     assert_eq!(
-        Error::Timeout {
-            after: Duration::from_millis(200)
-        }
-        .to_string(),
+        Error::Timeout { after: Duration::from_millis(200) }.to_string(),
         "query cancelled: it ran longer than the 200ms limit"
     );
     // The query's tasks stop: nothing stays alive on the query runtime.
     let deadline = Instant::now() + Duration::from_secs(10);
     while service.alive_tasks() > 0 {
-        assert!(
-            Instant::now() < deadline,
-            "{} query tasks still alive",
-            service.alive_tasks()
-        );
+        assert!(Instant::now() < deadline, "{} query tasks still alive", service.alive_tasks());
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // And the service still answers.
@@ -332,10 +237,7 @@ async fn a_slow_query_times_out_and_is_cancelled() {
 
 #[tokio::test]
 async fn exceeding_the_memory_limit_is_resources_exhausted() {
-    let limits = QueryConfig {
-        memory_limit_bytes: 256 << 10,
-        ..limits()
-    };
+    let limits = QueryConfig { memory_limit_bytes: 256 << 10, ..limits() };
     let service = service(fixture(), limits);
     for sql in [
         "SELECT value % 200000 AS k, count(*) FROM generate_series(1, 1000000) GROUP BY k",
@@ -347,14 +249,7 @@ async fn exceeding_the_memory_limit_is_resources_exhausted() {
         }
     }
     // Small queries still fit.
-    assert_eq!(
-        service
-            .execute("SELECT * FROM events ORDER BY amount")
-            .await
-            .unwrap()
-            .num_rows(),
-        6
-    );
+    assert_eq!(service.execute("SELECT * FROM events ORDER BY amount").await.unwrap().num_rows(), 6);
 }
 
 #[tokio::test]
@@ -369,9 +264,7 @@ async fn execution_errors_are_execution() {
 
 #[tokio::test]
 async fn results_encode_with_rfc3339_times() {
-    let output = query("SELECT ts, user_id FROM events ORDER BY ts LIMIT 1")
-        .await
-        .unwrap();
+    let output = query("SELECT ts, user_id FROM events ORDER BY ts LIMIT 1").await.unwrap();
     let json = String::from_utf8(encode(&output, Format::Json).unwrap()).unwrap();
     assert_eq!(json, r#"[{"ts":"2026-01-01T10:00:00Z","user_id":"u1"}]"#);
     let none = query("SELECT ts FROM events WHERE false").await.unwrap();
@@ -384,11 +277,7 @@ async fn concurrent_queries_and_drop_inside_a_runtime() {
     let service = Arc::new(service(fixture(), limits()));
     let queries = (0..8).map(|i| {
         let service = Arc::clone(&service);
-        async move {
-            service
-                .execute(&format!("SELECT count(*) + {i} FROM events"))
-                .await
-        }
+        async move { service.execute(&format!("SELECT count(*) + {i} FROM events")).await }
     });
     for result in futures::future::join_all(queries).await {
         assert_eq!(result.unwrap().num_rows(), 1);

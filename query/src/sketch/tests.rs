@@ -31,11 +31,7 @@ async fn rows(ctx: &SessionContext, sql: &str) -> Vec<RecordBatch> {
 
 async fn error(ctx: &SessionContext, sql: &str) -> String {
     match ctx.sql(sql).await {
-        Ok(df) => df
-            .collect()
-            .await
-            .expect_err("the query should fail")
-            .to_string(),
+        Ok(df) => df.collect().await.expect_err("the query should fail").to_string(),
         Err(e) => e.to_string(),
     }
 }
@@ -47,19 +43,9 @@ fn three_hours() -> (Vec<Vec<RecordBatch>>, BTreeMap<i64, BTreeSet<String>>) {
     let mut rows: Vec<RollupRow> = Vec::new();
     for minute in 0..180i64 {
         let bucket = T0 + minute * MINUTE;
-        let users: Vec<String> = (0..5)
-            .map(|k| format!("user-{}", (minute * 7 + k) % 300))
-            .collect();
-        by_hour
-            .entry(T0 + minute / 60 * HOUR)
-            .or_default()
-            .extend(users.iter().cloned());
-        rows.push((
-            bucket,
-            Some("de"),
-            5,
-            Some(sketch_of(users.iter().map(String::as_str))),
-        ));
+        let users: Vec<String> = (0..5).map(|k| format!("user-{}", (minute * 7 + k) % 300)).collect();
+        by_hour.entry(T0 + minute / 60 * HOUR).or_default().extend(users.iter().cloned());
+        rows.push((bucket, Some("de"), 5, Some(sketch_of(users.iter().map(String::as_str)))));
         if minute % 10 == 0 {
             rows.push((bucket, Some("fr"), 0, None));
         }
@@ -87,21 +73,9 @@ async fn per_minute_sketches_merged_per_hour_equal_the_hourly_sketch() {
     .await;
     let mut seen = Vec::new();
     for batch in &batches {
-        let hours = batch
-            .column(0)
-            .as_any()
-            .downcast_ref::<TimestampMillisecondArray>()
-            .unwrap();
-        let sketches = batch
-            .column(1)
-            .as_any()
-            .downcast_ref::<BinaryArray>()
-            .unwrap();
-        let distinct = batch
-            .column(2)
-            .as_any()
-            .downcast_ref::<Int64Array>()
-            .unwrap();
+        let hours = batch.column(0).as_any().downcast_ref::<TimestampMillisecondArray>().unwrap();
+        let sketches = batch.column(1).as_any().downcast_ref::<BinaryArray>().unwrap();
+        let distinct = batch.column(2).as_any().downcast_ref::<Int64Array>().unwrap();
         for i in 0..batch.num_rows() {
             let hour = hours.value(i);
             let users = &by_hour[&hour];
@@ -135,9 +109,7 @@ async fn distinct_over_a_group_by_and_estimate_of_merge() {
          +---------+-----+-----+--------+",
         n = all.len()
     );
-    let table = datafusion::arrow::util::pretty::pretty_format_batches(&batches)
-        .unwrap()
-        .to_string();
+    let table = datafusion::arrow::util::pretty::pretty_format_batches(&batches).unwrap().to_string();
     assert_eq!(table, expected);
 }
 
@@ -150,18 +122,10 @@ async fn empty_input_and_nulls() {
                 count(*) AS n FROM rollup WHERE events > 100",
     )
     .await;
-    let table = datafusion::arrow::util::pretty::pretty_format_batches(&batches)
-        .unwrap()
-        .to_string();
+    let table = datafusion::arrow::util::pretty::pretty_format_batches(&batches).unwrap().to_string();
     assert!(table.contains("| 0 | true        | 0 |"), "{table}");
-    let batches = rows(
-        &ctx,
-        "SELECT hll_estimate(users) AS e, hll_estimate(NULL) AS n FROM rollup",
-    )
-    .await;
-    let table = datafusion::arrow::util::pretty::pretty_format_batches(&batches)
-        .unwrap()
-        .to_string();
+    let batches = rows(&ctx, "SELECT hll_estimate(users) AS e, hll_estimate(NULL) AS n FROM rollup").await;
+    let table = datafusion::arrow::util::pretty::pretty_format_batches(&batches).unwrap().to_string();
     assert!(table.contains("|   |   |"), "{table}");
 }
 
@@ -171,37 +135,20 @@ async fn estimate_of_one_sketch() {
         (T0, Some("a"), 1, Some(sketch_of(["x", "y", "z", "x"]))),
         (T0, Some("b"), 1, Some(sketch_of(["x"]))),
     ])]]);
-    let batches = rows(
-        &ctx,
-        "SELECT country, hll_estimate(users) AS e FROM rollup ORDER BY country",
-    )
-    .await;
-    let table = datafusion::arrow::util::pretty::pretty_format_batches(&batches)
-        .unwrap()
-        .to_string();
-    assert!(
-        table.contains("| a       | 3 |") && table.contains("| b       | 1 |"),
-        "{table}"
-    );
+    let batches = rows(&ctx, "SELECT country, hll_estimate(users) AS e FROM rollup ORDER BY country").await;
+    let table = datafusion::arrow::util::pretty::pretty_format_batches(&batches).unwrap().to_string();
+    assert!(table.contains("| a       | 3 |") && table.contains("| b       | 1 |"), "{table}");
 }
 
 #[tokio::test]
 async fn malformed_sketches_are_errors_naming_the_function() {
-    let ctx = context(vec![vec![rollup_batch(vec![(
-        T0,
-        None,
-        1,
-        Some(vec![1, 14, 0xff]),
-    )])]]);
+    let ctx = context(vec![vec![rollup_batch(vec![(T0, None, 1, Some(vec![1, 14, 0xff]))])]]);
     for function in ["hll_merge", "hll_distinct", "hll_estimate"] {
         let message = error(&ctx, &format!("SELECT {function}(users) FROM rollup")).await;
         assert!(message.contains(&format!("{function}: ")), "{message}");
     }
     let message = error(&ctx, "SELECT hll_estimate(X'09')").await;
-    assert!(
-        message.contains("hll_estimate: not a Weir sketch"),
-        "{message}"
-    );
+    assert!(message.contains("hll_estimate: not a Weir sketch"), "{message}");
     let message = error(&ctx, "SELECT hll_distinct(42)").await;
     assert!(message.contains("hll_distinct"), "{message}");
 }
@@ -215,8 +162,5 @@ async fn sketches_of_different_precision_do_not_merge() {
         (T0, None, 1, Some(coarse.to_bytes())),
     ])]]);
     let message = error(&ctx, "SELECT hll_distinct(users) FROM rollup").await;
-    assert!(
-        message.contains("hll_distinct: cannot merge sketches of precision"),
-        "{message}"
-    );
+    assert!(message.contains("hll_distinct: cannot merge sketches of precision"), "{message}");
 }

@@ -81,13 +81,19 @@ fn a_wrong_type_has_a_line() {
 fn semantic_errors_are_refused_with_paths() {
     let cases = [
         (GOOD.replace("\"1m\"", "\"7m\""), "tables[0].rollups[0].granularity"),
-        (GOOD.replace("fn = \"sum\", field = \"amount\"", "fn = \"sum\", field = \"country\""), "tables[0].rollups[0].aggregations[1].field"),
+        (
+            GOOD.replace("fn = \"sum\", field = \"amount\"", "fn = \"sum\", field = \"country\""),
+            "tables[0].rollups[0].aggregations[1].field",
+        ),
         (GOOD.replace("fn = \"count\"", "fn = \"median\""), "tables[0].rollups[0].aggregations[0].fn"),
         (GOOD.replace("precision = 12", "precision = 30"), "tables[0].rollups[0].aggregations[2].precision"),
         (GOOD.replace("key = \"card_id\"", "key = \"nope\""), "tables[0].key"),
         (GOOD.replace("\"5m\"", "\"5 minutes\""), "tables[0].allowed_lateness"),
         (GOOD.replace("fsync = \"always\"", "fsync = \"sometimes\""), "log.fsync"),
-        (GOOD.replace("name = \"amount\", type = \"float64\"", "name = \"amount\", type = \"string\""), "tables[0].metrics[0]"),
+        (
+            GOOD.replace("name = \"amount\", type = \"float64\"", "name = \"amount\", type = \"string\""),
+            "tables[0].metrics[0]",
+        ),
         (GOOD.replace("name = \"country\", type", "name = \"category\", type"), "tables[0].dimensions[2].name"),
         (GOOD.replace("name = \"transactions\"", "name = \"Bad-Name\""), "tables[0].name"),
     ];
@@ -203,7 +209,9 @@ dimensions = [{ name = "id", type = "string" }]
     assert_eq!((c.tables[0].topic(), k.group_id.as_str()), ("events", "g"));
     let e = error_of(&format!("{table}[tables.kafka]\nbootstrap_servers = \" \"\n"));
     assert_eq!(e.path, "tables[0].kafka.bootstrap_servers");
-    let e = error_of(&format!("{table}[tables.kafka]\nbootstrap_servers = \"b:1\"\nproperties = {{ \"enable.auto.commit\" = \"true\" }}\n"));
+    let e = error_of(&format!(
+        "{table}[tables.kafka]\nbootstrap_servers = \"b:1\"\nproperties = {{ \"enable.auto.commit\" = \"true\" }}\n"
+    ));
     assert!(e.message.contains("`enable.auto.commit` is set by Weir"), "{e}");
     let e = error_of(&format!("{table}[tables.kafka]\nbootstrap = \"b:1\"\n"));
     assert!(e.to_string().contains("bootstrap"), "{e}");
@@ -213,7 +221,8 @@ dimensions = [{ name = "id", type = "string" }]
 fn avro_needs_kafka_and_one_way_to_find_its_schema() {
     let table = "[[tables]]\nname = \"t\"\ntime = { field = \"ts\" }\n";
     let kafka = "[tables.kafka]\nbootstrap_servers = \"b:9092\"\n";
-    let c = WeirConfig::from_toml(&format!("{table}{kafka}[tables.avro]\nconfluent = {{ \"7\" = \"{{}}\" }}\n")).unwrap();
+    let c =
+        WeirConfig::from_toml(&format!("{table}{kafka}[tables.avro]\nconfluent = {{ \"7\" = \"{{}}\" }}\n")).unwrap();
     assert_eq!(c.tables[0].avro.as_ref().unwrap().confluent.keys().copied().collect::<Vec<_>>(), vec![7]);
     let e = error_of(&format!("{table}[tables.avro]\nschema = \"{{}}\"\n"));
     assert!(e.message.contains("need a Kafka source"), "{e}");
@@ -227,7 +236,8 @@ fn avro_needs_kafka_and_one_way_to_find_its_schema() {
 
 #[test]
 fn rebalancing_refuses_per_key_state_and_node_ids_are_identifiers() {
-    let table = "[[tables]]\nname = \"t\"\ntime = { field = \"ts\" }\ndimensions = [{ name = \"k\", type = \"string\" }]\n";
+    let table =
+        "[[tables]]\nname = \"t\"\ntime = { field = \"ts\" }\ndimensions = [{ name = \"k\", type = \"string\" }]\n";
     let kafka = "[tables.kafka]\nbootstrap_servers = \"b:9092\"\nrebalance = true\n";
     let c = WeirConfig::from_toml(&format!("[server]\nnode_id = \"ingest_1\"\n{table}{kafka}")).unwrap();
     assert!(c.tables[0].kafka.as_ref().unwrap().rebalance);
@@ -235,13 +245,18 @@ fn rebalancing_refuses_per_key_state_and_node_ids_are_identifiers() {
     let e = error_of(&format!("{table}dedup = {{ field = \"k\", window = \"1h\" }}\n{kafka}"));
     assert!(e.message.contains("cannot have session windows or dedup"), "{e}");
     assert_eq!(error_of("[server]\nnode_id = \"Node 1\"\n").path, "server.node_id");
-    let e = error_of(&format!("{table}{kafka}properties = {{ \"partition.assignment.strategy\" = \"cooperative-sticky\" }}\n"));
+    let e = error_of(&format!(
+        "{table}{kafka}properties = {{ \"partition.assignment.strategy\" = \"cooperative-sticky\" }}\n"
+    ));
     assert!(e.message.contains("cooperative-sticky is not supported"), "{e}");
 }
 
 #[test]
 fn a_query_process_names_its_ingest_processes_by_base_url() {
-    let c = WeirConfig::from_toml("[server]\nquery_only = true\ningest_nodes = [\"http://ingest-1:8080\", \"http://10.0.0.2:8080/\"]\n").unwrap();
+    let c = WeirConfig::from_toml(
+        "[server]\nquery_only = true\ningest_nodes = [\"http://ingest-1:8080\", \"http://10.0.0.2:8080/\"]\n",
+    )
+    .unwrap();
     assert!(c.server.query_only);
     assert_eq!(c.server.ingest_nodes, ["http://ingest-1:8080", "http://10.0.0.2:8080/"]);
     let c = WeirConfig::from_toml("").unwrap();

@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures::stream::BoxStream;
 use futures::StreamExt;
+use futures::stream::BoxStream;
 use object_store::path::Path;
 use object_store::{
     CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PutMultipartOptions,
@@ -66,7 +66,10 @@ impl Faulty {
     fn check(&self, op: &str) -> Result<()> {
         if self.faults.down.load(Ordering::SeqCst) {
             self.faults.refused.fetch_add(1, Ordering::SeqCst);
-            return Err(object_store::Error::Generic { store: "faulty", source: format!("{op}: the store is down").into() });
+            return Err(object_store::Error::Generic {
+                store: "faulty",
+                source: format!("{op}: the store is down").into(),
+            });
         }
         Ok(())
     }

@@ -123,7 +123,8 @@ impl Connection {
             },
             ClientMessage::Subscribe { id, sql, max_rate_hz, key } => {
                 if self.tiles.contains_key(&id) {
-                    let message = format!("tile id `{id}` is already subscribed on this connection; unsubscribe it first");
+                    let message =
+                        format!("tile id `{id}` is already subscribed on this connection; unsubscribe it first");
                     return Some(protocol::error(None, &message));
                 }
                 if self.tiles.len() >= self.max_tiles {

@@ -14,15 +14,8 @@ pub const MAX_ID_CHARS: usize = 256;
 /// A message from the client.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClientMessage {
-    Subscribe {
-        id: String,
-        sql: String,
-        max_rate_hz: f64,
-        key: Option<Vec<String>>,
-    },
-    Unsubscribe {
-        id: String,
-    },
+    Subscribe { id: String, sql: String, max_rate_hz: f64, key: Option<Vec<String>> },
+    Unsubscribe { id: String },
     Ping,
 }
 

@@ -69,7 +69,8 @@ fn fake(rt: &tokio::runtime::Runtime, dir: &std::path::Path, node: &str, rows: u
     topic.append(&recs).unwrap();
     let mut reader = TableReader::new(table.clone(), topic, Arc::new(SystemClock)).unwrap();
     while reader.step(1 << 20).unwrap() > 0 {}
-    let f = Arc::new(Fake { node: node.into(), table, moves: AtomicU64::new(0), down: AtomicBool::new(false), _log: log });
+    let f =
+        Arc::new(Fake { node: node.into(), table, moves: AtomicU64::new(0), down: AtomicBool::new(false), _log: log });
     let router = axum::Router::new()
         .route("/v1/internal/relations", get(catalog))
         .route("/v1/internal/hot/{relation}", get(hot))
@@ -182,13 +183,27 @@ fn part(node: &str, cold: Vec<ColdFile>, peers: Vec<PeerFiles>) -> Part {
 #[test]
 fn the_union_takes_each_running_node_s_own_files_and_a_stopped_node_s_newest_manifest_once() {
     let schema = Arc::new(arrow::datatypes::Schema::empty());
-    let relation = Relation { name: "t".into(), table: "t".into(), kind: weir_storage::hot::RelationKind::Raw, schema, time_column: None };
+    let relation = Relation {
+        name: "t".into(),
+        table: "t".into(),
+        kind: weir_storage::hot::RelationKind::Raw,
+        schema,
+        time_column: None,
+    };
     let peer = |node: &str, v: u64, files: Vec<ColdFile>| PeerFiles { node: node.into(), manifest_version: v, files };
     let parts = vec![
         // A lists B (running: its own part counts, not A's view of it) and C at
         // version 3; B lists C at version 4, after C compacted x and y into z.
-        part("a", vec![file("a/1", 1)], vec![peer("b", 1, vec![file("b/old", 99)]), peer("c", 3, vec![file("c/x", 1), file("c/y", 1)])]),
-        part("b", vec![file("b/1", 2), file("b/2", 3)], vec![peer("a", 7, vec![file("a/1", 1)]), peer("c", 4, vec![file("c/z", 2)])]),
+        part(
+            "a",
+            vec![file("a/1", 1)],
+            vec![peer("b", 1, vec![file("b/old", 99)]), peer("c", 3, vec![file("c/x", 1), file("c/y", 1)])],
+        ),
+        part(
+            "b",
+            vec![file("b/1", 2), file("b/2", 3)],
+            vec![peer("a", 7, vec![file("a/1", 1)]), peer("c", 4, vec![file("c/z", 2)])],
+        ),
     ];
     let s = union(&relation, parts);
     let paths: Vec<&str> = s.cold.iter().map(|f| f.path.as_str()).collect();

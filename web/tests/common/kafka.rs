@@ -161,4 +161,3 @@ pub fn check_totals(w: &Weir, n: usize) {
     assert_eq!(w.sql("SELECT count(*) AS n FROM t_late")[0]["n"], late);
     assert_eq!(w.sql("SELECT count(*) AS n FROM t_dead_letter")[0]["n"], dead);
 }
-

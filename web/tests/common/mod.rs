@@ -147,7 +147,9 @@ impl Drop for Weir {
 /// `env!`: that is fixed at build time, and a build cache shared by checkouts
 /// at other paths keeps an unchanged test binary that names another checkout.
 pub fn package_dir() -> PathBuf {
-    PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("run the tests with cargo, which sets CARGO_MANIFEST_DIR"))
+    PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").expect("run the tests with cargo, which sets CARGO_MANIFEST_DIR"),
+    )
 }
 
 /// Starts a server that takes its port on its command line (moto, tansu) on a
@@ -247,9 +249,8 @@ pub fn request_as(addr: &str, method: &str, path: &str, body: &[u8], token: Opti
     let mut rest = raw[split + 4..].to_vec();
     let mut lines = head.lines();
     let status: u16 = lines.next().unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_string(), v.trim().to_string())))
-        .collect();
+    let headers: Vec<(String, String)> =
+        lines.filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))).collect();
     let chunked = headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
     if chunked {
         let mut out = Vec::new();

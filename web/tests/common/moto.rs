@@ -49,4 +49,3 @@ pub fn s3_env(moto: &Moto) -> Vec<(&'static str, String)> {
         ("AWS_REGION", "us-east-1".into()),
     ]
 }
-

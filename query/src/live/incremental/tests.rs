@@ -40,7 +40,12 @@ fn bucket(rng: &mut SmallRng, minute: i64) -> RecordBatch {
             continue;
         }
         let users: Vec<String> = (0..rng.random_range(1..6)).map(|_| format!("u{}", rng.random_range(0..40))).collect();
-        rows.push((T0 + minute * MINUTE, c, rng.random_range(1..50), Some(sketch_of(users.iter().map(String::as_str)))));
+        rows.push((
+            T0 + minute * MINUTE,
+            c,
+            rng.random_range(1..50),
+            Some(sketch_of(users.iter().map(String::as_str))),
+        ));
     }
     if rows.is_empty() {
         return rollup_batch(vec![(T0 + minute * MINUTE, Some("de"), 1, Some(sketch_of(["u0"])))]);
@@ -88,7 +93,14 @@ async fn incremental_results_equal_full_runs_through_updates_seals_and_compactio
             0..5 => {
                 // A bucket changes: new events, or a late event for an old bucket.
                 let i = rng.random_range(0..batches.len());
-                let minute = (batches[i].column(0).as_any().downcast_ref::<arrow::array::TimestampMillisecondArray>().unwrap().value(0) - T0) / MINUTE;
+                let minute = (batches[i]
+                    .column(0)
+                    .as_any()
+                    .downcast_ref::<arrow::array::TimestampMillisecondArray>()
+                    .unwrap()
+                    .value(0)
+                    - T0)
+                    / MINUTE;
                 batches[i] = bucket(&mut rng, minute);
                 hot.replace(RELATION, batches);
                 changed_one = true;
@@ -118,11 +130,7 @@ async fn incremental_results_equal_full_runs_through_updates_seals_and_compactio
         for (plan, sql, ordered) in &plans {
             let (incremental, counts) = Arc::clone(plan).evaluate(Arc::clone(&shared)).await.unwrap();
             let full = query.execute(sql).await.unwrap();
-            assert_eq!(
-                canonical(&incremental, *ordered),
-                canonical(&full, *ordered),
-                "step {step} (op {op}): {sql}"
-            );
+            assert_eq!(canonical(&incremental, *ordered), canonical(&full, *ordered), "step {step} (op {op}): {sql}");
             assert_eq!(incremental.schema.fields(), full.schema.fields(), "{sql}");
             if changed_one && step > 0 {
                 assert_eq!(counts.aggregated, 1, "step {step}: one bucket changed, {sql}");
