@@ -24,9 +24,7 @@ use weir_storage::log::ReadBatch;
 use weir_storage::manifest::Manifest;
 
 use crate::clock::Clock;
-#[cfg(feature = "kafka")]
-use crate::decode::Decoded;
-use crate::decode::Decoder;
+use crate::decode::{Decoded, Decoder};
 use crate::hot::columns::LateMeta;
 use crate::hot::{HotTable, Staged, WatermarkStatus};
 use crate::source::{Assignment, Source};
@@ -75,6 +73,10 @@ pub struct TableReader {
     next: Vec<u64>,
     clock: Arc<dyn Clock>,
     segment_ms: i64,
+    /// The table's `max_future`: how far ahead of its log timestamp an event may be.
+    max_future_ms: i64,
+    /// The event-time field, named in dead-letter reasons.
+    time_field: String,
     skip: Skip,
     /// Whether the table deduplicates (covered rows then go through the hot tier).
     dedup: bool,
@@ -153,6 +155,8 @@ impl TableReader {
             decoder: Decoder::new(&cfg),
             watermarks,
             segment_ms: cfg.segment_granularity_ms,
+            max_future_ms: cfg.max_future_ms,
+            time_field: cfg.time.field.clone(),
             skip: Skip::new(manifest),
             dedup: cfg.dedup.is_some(),
             until: None,
@@ -274,6 +278,7 @@ impl TableReader {
             };
             #[cfg(not(feature = "kafka"))]
             let decoded = self.decoder.decode(rec.value);
+            let decoded = decoded.and_then(|d| self.within_future_bound(d, rec.timestamp_ms));
             match decoded {
                 Err(reason) => {
                     if skipping && rec.offset < self.skip.side[pi] {
@@ -326,6 +331,23 @@ impl TableReader {
         self.next[pi] = batch.next_offset().min(limit);
         self.hot.apply(p, &staged, self.next[pi], self.watermarks.state(pi).max_event_ms);
         taken
+    }
+
+    /// Refuses an event whose time is more than `max_future` ahead of the time
+    /// its record was logged: it would move its partition's watermark so far that
+    /// every later event there would count as late. Decided from the log alone, so
+    /// a replay decides the same.
+    fn within_future_bound<'a>(&self, d: Decoded<'a>, log_time_ms: i64) -> Result<Decoded<'a>, String> {
+        if log_time_ms <= 0 || d.ts_ms <= log_time_ms.saturating_add(self.max_future_ms) {
+            return Ok(d);
+        }
+        Err(format!(
+            "`{}` = {} is more than the table's max_future ({} ms) ahead of the time the record was logged, {}",
+            self.time_field,
+            crate::time::format_ms(d.ts_ms),
+            self.max_future_ms,
+            crate::time::format_ms(log_time_ms),
+        ))
     }
 
     /// Publishes watermarks and backpressure to the hot table's status.

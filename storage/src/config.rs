@@ -118,7 +118,8 @@ impl fmt::Debug for TokenConfig {
     }
 }
 
-/// Request limits; each refusal names the limit and its value.
+/// Request limits; each refusal names the limit and its value
+/// (docs/operations.md, "Limits and what they protect").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LimitsConfig {
     /// Largest request body (ingest or SQL), in bytes.
@@ -129,6 +130,22 @@ pub struct LimitsConfig {
     pub max_live_connections: usize,
     /// Most tiles one live connection may subscribe to.
     pub max_tiles_per_connection: usize,
+    /// Most distinct live tiles the process evaluates (identical tiles count once).
+    pub max_live_tiles: usize,
+    /// Largest result of one live tile, in bytes of its JSON rows.
+    pub max_tile_bytes: usize,
+    /// Most bytes of messages one live connection may have queued for a client
+    /// that does not read; its tiles then wait and later send only their latest state.
+    pub max_live_queued_bytes: usize,
+    /// A live connection whose client takes longer than this to accept a
+    /// message is closed.
+    pub live_send_timeout: Duration,
+    /// Most HTTP connections open at once; more wait to be accepted.
+    pub max_connections: usize,
+    /// How long a client has to send a request's headers.
+    pub header_timeout: Duration,
+    /// How long a client has to send a request's body.
+    pub body_timeout: Duration,
 }
 
 impl Default for LimitsConfig {
@@ -138,6 +155,13 @@ impl Default for LimitsConfig {
             max_records_per_request: 500_000,
             max_live_connections: 4096,
             max_tiles_per_connection: 64,
+            max_live_tiles: 1024,
+            max_tile_bytes: 8 << 20,
+            max_live_queued_bytes: 16 << 20,
+            live_send_timeout: Duration::from_secs(30),
+            max_connections: 8192,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -213,16 +237,40 @@ impl Default for LogConfig {
     }
 }
 
-/// Limits of one SQL query.
+/// Limits of SQL queries (docs/operations.md, "Limits and what they protect").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueryConfig {
+    /// Longest a query may take, waiting for its turn included.
     pub timeout: Duration,
+    /// Memory one query may hold: operators' state, function results, its
+    /// collected result.
     pub memory_limit_bytes: usize,
+    /// Memory all queries and live-tile evaluations together may hold.
+    pub total_memory_bytes: usize,
+    /// Queries (and live-tile evaluations) running at once.
+    pub max_concurrent: usize,
+    /// Queries waiting for their turn; one more is refused at once.
+    pub max_queued: usize,
+    /// Longest SQL text.
+    pub max_sql_bytes: usize,
+    /// Most rows a result may have.
+    pub max_result_rows: usize,
+    /// Largest encoded result (JSON, NDJSON, CSV or Arrow), in bytes.
+    pub max_result_bytes: usize,
 }
 
 impl Default for QueryConfig {
     fn default() -> Self {
-        QueryConfig { timeout: Duration::from_secs(30), memory_limit_bytes: 512 << 20 }
+        QueryConfig {
+            timeout: Duration::from_secs(30),
+            memory_limit_bytes: 512 << 20,
+            total_memory_bytes: 2 << 30,
+            max_concurrent: 8,
+            max_queued: 256,
+            max_sql_bytes: 1 << 20,
+            max_result_rows: 10_000_000,
+            max_result_bytes: 512 << 20,
+        }
     }
 }
 
@@ -239,6 +287,11 @@ pub struct TableConfig {
     pub metrics: Vec<FieldConfig>,
     /// How far behind the newest event time an event may arrive and still count.
     pub allowed_lateness_ms: i64,
+    /// How far ahead of its record's log timestamp (the time it was appended, or
+    /// the Kafka message timestamp) an event time may be; a record further ahead
+    /// is dead-lettered, so one bad clock cannot move the watermark past every
+    /// later event. Records without a log timestamp (0 or below) are not checked.
+    pub max_future_ms: i64,
     /// The time range of a bucket (and, with the cold tier, of a segment).
     pub segment_granularity_ms: i64,
     /// A partition that delivered nothing for this long no longer holds the table's
@@ -475,6 +528,13 @@ struct RawLimits {
     max_records_per_request: Option<Spanned<usize>>,
     max_live_connections: Option<Spanned<usize>>,
     max_tiles_per_connection: Option<Spanned<usize>>,
+    max_live_tiles: Option<Spanned<usize>>,
+    max_tile_bytes: Option<Spanned<usize>>,
+    max_live_queued_bytes: Option<Spanned<usize>>,
+    live_send_timeout: Option<Spanned<String>>,
+    max_connections: Option<Spanned<usize>>,
+    header_timeout: Option<Spanned<String>>,
+    body_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -508,6 +568,12 @@ struct RawLog {
 struct RawQuery {
     timeout: Option<Spanned<String>>,
     memory_limit_bytes: Option<Spanned<u64>>,
+    total_memory_bytes: Option<Spanned<u64>>,
+    max_concurrent: Option<Spanned<usize>>,
+    max_queued: Option<Spanned<usize>>,
+    max_sql_bytes: Option<Spanned<usize>>,
+    max_result_rows: Option<Spanned<usize>>,
+    max_result_bytes: Option<Spanned<usize>>,
 }
 
 #[derive(Deserialize)]
@@ -543,6 +609,7 @@ struct RawTable {
     #[serde(default)]
     metrics: Vec<Spanned<RawField>>,
     allowed_lateness: Option<Spanned<String>>,
+    max_future: Option<Spanned<String>>,
     segment_granularity: Option<Spanned<String>>,
     idle_timeout: Option<Spanned<String>>,
     hot_budget_bytes: Option<Spanned<u64>>,
@@ -773,12 +840,29 @@ fn validate_limits(ctx: &Ctx, raw: RawLimits) -> Result<LimitsConfig, ConfigErro
         (raw.max_records_per_request, &mut l.max_records_per_request, "max_records_per_request"),
         (raw.max_live_connections, &mut l.max_live_connections, "max_live_connections"),
         (raw.max_tiles_per_connection, &mut l.max_tiles_per_connection, "max_tiles_per_connection"),
+        (raw.max_live_tiles, &mut l.max_live_tiles, "max_live_tiles"),
+        (raw.max_tile_bytes, &mut l.max_tile_bytes, "max_tile_bytes"),
+        (raw.max_live_queued_bytes, &mut l.max_live_queued_bytes, "max_live_queued_bytes"),
+        (raw.max_connections, &mut l.max_connections, "max_connections"),
     ] {
         if let Some(v) = value {
             if *v.get_ref() == 0 {
                 return Err(ctx.err(format!("limits.{name}"), &v.span(), "must be at least 1"));
             }
             *slot = *v.get_ref();
+        }
+    }
+    for (value, slot, name) in [
+        (&raw.live_send_timeout, &mut l.live_send_timeout, "live_send_timeout"),
+        (&raw.header_timeout, &mut l.header_timeout, "header_timeout"),
+        (&raw.body_timeout, &mut l.body_timeout, "body_timeout"),
+    ] {
+        if let Some(v) = value {
+            let path = format!("limits.{name}");
+            *slot = ctx.duration(&path, v)?;
+            if slot.is_zero() {
+                return Err(ctx.err(path, &v.span(), "must be longer than zero"));
+            }
         }
     }
     Ok(l)
@@ -879,6 +963,32 @@ fn validate_query(ctx: &Ctx, raw: RawQuery) -> Result<QueryConfig, ConfigError> 
             return Err(ctx.err("query.memory_limit_bytes", &m.span(), "must be at least 1048576 (1 MiB)"));
         }
         q.memory_limit_bytes = *m.get_ref() as usize;
+    }
+    match raw.total_memory_bytes {
+        Some(m) if (*m.get_ref() as usize) < q.memory_limit_bytes => {
+            return Err(ctx.err(
+                "query.total_memory_bytes",
+                &m.span(),
+                format!("must be at least query.memory_limit_bytes ({})", q.memory_limit_bytes),
+            ));
+        }
+        Some(m) => q.total_memory_bytes = *m.get_ref() as usize,
+        // The default holds four queries at their limit.
+        None => q.total_memory_bytes = q.total_memory_bytes.max(4 * q.memory_limit_bytes),
+    }
+    for (value, slot, name, min) in [
+        (raw.max_concurrent, &mut q.max_concurrent, "max_concurrent", 1),
+        (raw.max_queued, &mut q.max_queued, "max_queued", 0),
+        (raw.max_sql_bytes, &mut q.max_sql_bytes, "max_sql_bytes", 1),
+        (raw.max_result_rows, &mut q.max_result_rows, "max_result_rows", 1),
+        (raw.max_result_bytes, &mut q.max_result_bytes, "max_result_bytes", 1),
+    ] {
+        if let Some(v) = value {
+            if *v.get_ref() < min {
+                return Err(ctx.err(format!("query.{name}"), &v.span(), format!("must be at least {min}")));
+            }
+            *slot = *v.get_ref();
+        }
     }
     Ok(q)
 }
@@ -1052,6 +1162,7 @@ fn validate_table(ctx: &Ctx, i: usize, raw: RawTable) -> Result<TableConfig, Con
         }
     };
     let allowed_lateness_ms = dur(&raw.allowed_lateness, "allowed_lateness", Duration::from_secs(300))?;
+    let max_future_ms = dur(&raw.max_future, "max_future", Duration::from_secs(300))?;
     let segment_granularity_ms = dur(&raw.segment_granularity, "segment_granularity", Duration::from_secs(3600))?;
     let idle_timeout_ms = dur(&raw.idle_timeout, "idle_timeout", Duration::from_secs(30))?;
     if segment_granularity_ms <= 0
@@ -1339,6 +1450,7 @@ fn validate_table(ctx: &Ctx, i: usize, raw: RawTable) -> Result<TableConfig, Con
         dimensions,
         metrics,
         allowed_lateness_ms,
+        max_future_ms,
         segment_granularity_ms,
         idle_timeout_ms,
         hot_budget_bytes,

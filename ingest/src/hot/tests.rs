@@ -259,3 +259,49 @@ aggregations = [{ name = "n", fn = "count" }, { name = "x_sum", fn = "sum", fiel
     let status = hot.status();
     assert_eq!(status.sessions, vec![("visits".to_string(), 1, 2)]);
 }
+
+/// One event dated 9999-12-31 must not move its partition's watermark: it is
+/// dead-lettered with its reason, and the events after it are ingested, not late.
+#[test]
+fn an_event_far_ahead_of_its_log_time_is_dead_lettered_and_moves_no_watermark() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = r#"
+[[tables]]
+name = "t"
+time = { field = "ts", formats = ["epoch_millis", "rfc3339"] }
+allowed_lateness = "1m"
+max_future = "10m"
+segment_granularity = "1h"
+dimensions = [{ name = "user", type = "string", required = true }]
+"#;
+    let table = Arc::new(WeirConfig::from_toml(src).unwrap().tables.remove(0));
+    let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+    let topic = log.topic("t", 1).unwrap();
+    let t0 = 1_800_000_000_000i64;
+    let m = 60_000i64;
+    let lines = [
+        format!(r#"{{"ts":{t0},"user":"a"}}"#),
+        r#"{"ts":"9999-12-31T23:59:59Z","user":"clock-gone-wrong"}"#.to_string(),
+        format!(r#"{{"ts":{},"user":"ahead-but-within"}}"#, t0 + 9 * m),
+        format!(r#"{{"ts":{},"user":"b"}}"#, t0 + m),
+        format!(r#"{{"ts":{},"user":"c"}}"#, t0 + 2 * m),
+    ];
+    // Each record is logged at t0 + 30 s.
+    let recs: Vec<NewRecord> =
+        lines.iter().map(|l| NewRecord { key: b"", timestamp_ms: t0 + 30_000, value: l.as_bytes() }).collect();
+    topic.append_to(0, &recs).unwrap();
+    let hot = Arc::new(HotTable::new(table));
+    let mut reader = TableReader::new(hot.clone(), topic, ManualClock::new(t0)).unwrap();
+    while reader.step(1 << 20).unwrap() > 0 {}
+    let c = hot.counts();
+    assert_eq!((c.ingested, c.late, c.dead_lettered), (4, 0, 1), "{c:?}");
+    let dead = hot.snapshot("t_dead_letter").unwrap();
+    let reason = dead.batches[0].column(3).as_string::<i32>().value(0).to_string();
+    assert!(
+        reason.contains("`ts` = 9999-12-31T23:59:59.000Z is more than the table's max_future (600000 ms) ahead"),
+        "{reason}"
+    );
+    reader.publish(false);
+    let watermark = hot.status().watermark.partitions_ms[0].unwrap();
+    assert_eq!(watermark, t0 + 9 * m - m, "the watermark follows the events within the bound");
+}

@@ -42,6 +42,7 @@ fn a_good_config_parses() {
     let t = c.table("transactions").unwrap();
     assert_eq!(t.partitions, 4);
     assert_eq!(t.allowed_lateness_ms, 300_000);
+    assert_eq!(t.max_future_ms, 300_000, "max_future defaults to 5 minutes");
     assert_eq!(t.segment_granularity_ms, 3_600_000);
     assert_eq!(t.rollups[0].granularity_ms, 60_000);
     assert_eq!(t.rollups[0].aggregations[2].func, AggFn::Hll { field: "card_id".into(), precision: 12 });
