@@ -8,7 +8,9 @@
 //! an invalid cast, 400/422), [`Error::Encode`] an output that a format cannot hold,
 //! [`Error::Live`] a live tile that cannot be served as asked (the client's),
 //! [`Error::Unavailable`] another process holding part of the data did not answer
-//! (503), and [`Error::Internal`] is a bug. Every message is written for a dashboard user.
+//! (503), [`Error::Limit`] a limit that refused the query before it could take
+//! too much (422), [`Error::Busy`] too many queries at once (503), and
+//! [`Error::Internal`] is a bug. Every message is written for a dashboard user.
 
 use std::time::Duration;
 
@@ -16,6 +18,7 @@ use datafusion::error::DataFusionError;
 
 use weir_storage::hot::HotError;
 
+use crate::bounded::LimitExceeded;
 use crate::catalog::{CATALOG, SCHEMA};
 
 /// The query crate's result type.
@@ -55,6 +58,15 @@ pub enum Error {
     /// (a query process and its ingest processes); retry once it is back.
     #[error("{message}")]
     Unavailable { message: String },
+    /// A limit of Weir's refused the query before it could take too much: the
+    /// SQL's length, a result's rows or bytes, a huge constant or type, a
+    /// function's cost. The message names the limit.
+    #[error("{message}")]
+    Limit { message: String },
+    /// Too many queries run and wait already (`query.max_concurrent`,
+    /// `query.max_queued`); retry shortly.
+    #[error("{message}")]
+    Busy { message: String },
     /// A bug in Weir or DataFusion, or a lost query task.
     #[error("internal error: {message}")]
     Internal { message: String },
@@ -83,6 +95,9 @@ impl From<DataFusionError> for Error {
                 if let Some(hot @ HotError::Unavailable { .. }) = e.downcast_ref::<HotError>() =>
             {
                 Error::Unavailable { message: hot.to_string() }
+            }
+            DataFusionError::External(e) if let Some(limit) = e.downcast_ref::<LimitExceeded>() => {
+                Error::Limit { message: limit.0.clone() }
             }
             DataFusionError::ExecutionJoin(e) => Error::Internal { message: format!("a query task failed: {e}") },
             _ => Error::Execution { message: tidy(&root.message()) },

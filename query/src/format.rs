@@ -80,43 +80,98 @@ impl FromStr for Format {
     }
 }
 
-/// Encodes a query's output.
+/// Encodes a query's output, whatever its size.
 pub fn encode(output: &QueryOutput, format: Format) -> Result<Vec<u8>> {
+    encode_within(output, format, usize::MAX)
+}
+
+/// Encodes a query's output, failing with [`Error::Limit`] as soon as the
+/// encoding grows past `max_bytes` (it is written in slices of [`SLICE_ROWS`]
+/// rows, so it never runs far past the limit).
+pub fn encode_within(output: &QueryOutput, format: Format, max_bytes: usize) -> Result<Vec<u8>> {
+    let mut limit = Limit { max_bytes, format };
     let encoded = match format {
-        Format::Json => json::<JsonArray>(output),
-        Format::Ndjson => json::<LineDelimited>(output),
-        Format::Csv => csv(output),
-        Format::Arrow => arrow_ipc(output),
+        Format::Json => json::<JsonArray>(output, &mut limit),
+        Format::Ndjson => json::<LineDelimited>(output, &mut limit),
+        Format::Csv => csv(output, &mut limit),
+        Format::Arrow => arrow_ipc(output, &mut limit),
     };
-    encoded.map_err(|e| Error::Encode { format: format.name(), message: e.to_string() })
+    encoded.map_err(|e| match e {
+        Failed::Limit(e) => e,
+        Failed::Arrow(e) => Error::Encode { format: format.name(), message: e.to_string() },
+    })
 }
 
-fn json<F: JsonFormat>(output: &QueryOutput) -> Result<Vec<u8>, ArrowError> {
+/// Rows written between two checks of the encoded size.
+const SLICE_ROWS: usize = 1024;
+
+enum Failed {
+    Arrow(ArrowError),
+    Limit(Error),
+}
+
+impl From<ArrowError> for Failed {
+    fn from(e: ArrowError) -> Failed {
+        Failed::Arrow(e)
+    }
+}
+
+struct Limit {
+    max_bytes: usize,
+    format: Format,
+}
+
+impl Limit {
+    fn check(&self, written: usize) -> Result<(), Failed> {
+        if written <= self.max_bytes {
+            return Ok(());
+        }
+        Err(Failed::Limit(Error::Limit {
+            message: format!(
+                "the result is larger than {} in {} (query.max_result_bytes): aggregate, add a LIMIT, or ask for arrow",
+                crate::limits::human_bytes(self.max_bytes),
+                self.format
+            ),
+        }))
+    }
+}
+
+/// The batches of `output` in slices of at most [`SLICE_ROWS`] rows.
+fn slices(output: &QueryOutput) -> impl Iterator<Item = RecordBatch> + '_ {
+    output.batches.iter().flat_map(|b| {
+        (0..b.num_rows()).step_by(SLICE_ROWS).map(move |at| b.slice(at, SLICE_ROWS.min(b.num_rows() - at)))
+    })
+}
+
+fn json<F: JsonFormat>(output: &QueryOutput, limit: &mut Limit) -> Result<Vec<u8>, Failed> {
     let mut writer: JsonWriter<Vec<u8>, F> = WriterBuilder::new().with_explicit_nulls(true).build(Vec::new());
-    for batch in &output.batches {
-        writer.write(batch)?;
+    for batch in slices(output) {
+        writer.write(&batch)?;
+        limit.check(writer.get_ref().len())?;
     }
     writer.finish()?;
     Ok(writer.into_inner())
 }
 
-fn csv(output: &QueryOutput) -> Result<Vec<u8>, ArrowError> {
-    let mut writer = CsvWriterBuilder::new().with_header(true).build(Vec::new());
-    // An empty batch still writes the header line.
-    writer.write(&RecordBatch::new_empty(output.schema.clone()))?;
-    for batch in &output.batches {
-        writer.write(batch)?;
+fn csv(output: &QueryOutput, limit: &mut Limit) -> Result<Vec<u8>, Failed> {
+    let mut out = Vec::new();
+    // An empty batch still writes the header line; each write flushes.
+    CsvWriterBuilder::new().with_header(true).build(&mut out).write(&RecordBatch::new_empty(output.schema.clone()))?;
+    for batch in slices(output) {
+        CsvWriterBuilder::new().with_header(false).build(&mut out).write(&batch)?;
+        limit.check(out.len())?;
     }
-    Ok(writer.into_inner())
+    Ok(out)
 }
 
-fn arrow_ipc(output: &QueryOutput) -> Result<Vec<u8>, ArrowError> {
+fn arrow_ipc(output: &QueryOutput, limit: &mut Limit) -> Result<Vec<u8>, Failed> {
     let mut writer = StreamWriter::try_new(Vec::new(), &output.schema)?;
-    for batch in &output.batches {
-        writer.write(batch)?;
+    for batch in slices(output) {
+        writer.write(&batch)?;
+        limit.check(writer.get_ref().len())?;
     }
     writer.finish()?;
-    writer.into_inner()
+    Ok(writer.into_inner()?)
 }
 
 #[cfg(test)]

@@ -19,6 +19,8 @@ use datafusion::execution::context::SQLOptions;
 use datafusion::sql::parser::{DFParserBuilder, Statement as DfStatement};
 use datafusion::sql::sqlparser::ast::{DescribeAlias, ObjectName, Select, Statement, Visit, Visitor};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::keywords::Keyword;
+use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 
 use crate::{Error, Result};
 
@@ -47,9 +49,13 @@ pub struct Checked {
 const ALLOWED: &str = "the SQL endpoint is read-only: it accepts one query \
     (SELECT, WITH, VALUES), EXPLAIN <query>, SHOW TABLES, SHOW COLUMNS or DESCRIBE";
 
+/// The most operators one statement may hold (see [`check_operators`]).
+pub const MAX_OPERATORS: usize = 4096;
+
 /// Parses `sql` and allows it only if it is one read-only statement.
 pub fn check(sql: &str) -> Result<Checked> {
     let dialect = GenericDialect {};
+    check_operators(sql, &dialect)?;
     let mut statements = DFParserBuilder::new(sql).with_dialect(&dialect).build()?.parse_statements()?;
     if statements.len() > 1 {
         return Err(Error::Refused {
@@ -61,6 +67,89 @@ pub fn check(sql: &str) -> Result<Checked> {
     };
     let kind = classify(&statement)?;
     Ok(Checked { kind, statement })
+}
+
+/// Refuses a statement with more than [`MAX_OPERATORS`] operators, counted on
+/// its tokens before it is parsed.
+///
+/// The parser bounds how deep brackets and right-nested expressions go
+/// (`sql_parser.recursion_limit`), but a chain such as `1+1+1+...` or
+/// `a = 1 OR a = 2 OR ...` parses in a loop into a tree as deep as the chain is
+/// long, and DataFusion clones, plans and drops expression trees recursively: a
+/// long enough chain would overflow the stack, which aborts the process. The
+/// number of operators bounds the depth of every such chain; the query runtime's
+/// threads have the stack that depth needs.
+fn check_operators(sql: &str, dialect: &GenericDialect) -> Result<()> {
+    let tokens = Tokenizer::new(dialect, sql).tokenize().map_err(|e| Error::Sql { message: e.to_string() })?;
+    let operators = tokens.iter().filter(|t| is_operator(t)).count();
+    if operators > MAX_OPERATORS {
+        return Err(Error::Limit {
+            message: format!(
+                "the statement holds {operators} operators; a statement may hold at most {MAX_OPERATORS}: \
+                 replace long chains of OR or + with IN (...) lists or a table"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Whether a token joins expressions into a deeper one: every symbol but
+/// brackets and separators, and the keywords that do.
+fn is_operator(token: &Token) -> bool {
+    match token {
+        Token::Word(w) => matches!(
+            w.keyword,
+            Keyword::AND
+                | Keyword::OR
+                | Keyword::XOR
+                | Keyword::NOT
+                | Keyword::IS
+                | Keyword::LIKE
+                | Keyword::ILIKE
+                | Keyword::SIMILAR
+                | Keyword::BETWEEN
+                | Keyword::IN
+                | Keyword::AT
+                | Keyword::COLLATE
+                | Keyword::OVERLAPS
+        ),
+        Token::EOF
+        | Token::Whitespace(_)
+        | Token::Comma
+        | Token::LParen
+        | Token::RParen
+        | Token::SemiColon
+        | Token::Period
+        | Token::Number(..)
+        | Token::Char(_)
+        | Token::Placeholder(_) => false,
+        other => !is_literal(other),
+    }
+}
+
+fn is_literal(token: &Token) -> bool {
+    matches!(
+        token,
+        Token::SingleQuotedString(_)
+            | Token::DoubleQuotedString(_)
+            | Token::TripleSingleQuotedString(_)
+            | Token::TripleDoubleQuotedString(_)
+            | Token::DollarQuotedString(_)
+            | Token::SingleQuotedByteStringLiteral(_)
+            | Token::DoubleQuotedByteStringLiteral(_)
+            | Token::TripleSingleQuotedByteStringLiteral(_)
+            | Token::TripleDoubleQuotedByteStringLiteral(_)
+            | Token::SingleQuotedRawStringLiteral(_)
+            | Token::DoubleQuotedRawStringLiteral(_)
+            | Token::TripleSingleQuotedRawStringLiteral(_)
+            | Token::TripleDoubleQuotedRawStringLiteral(_)
+            | Token::NationalStringLiteral(_)
+            | Token::QuoteDelimitedStringLiteral(_)
+            | Token::NationalQuoteDelimitedStringLiteral(_)
+            | Token::EscapedStringLiteral(_)
+            | Token::UnicodeStringLiteral(_)
+            | Token::HexStringLiteral(_)
+    )
 }
 
 /// The options the logical plan is verified against: the guard's second line.

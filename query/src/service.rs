@@ -1,11 +1,17 @@
 //! [`QueryService`]: checks, plans and runs one SQL statement at a time.
 //!
-//! DataFusion's work (planning and execution, CPU-bound) runs on a Tokio runtime that
-//! the service owns, apart from the runtime serving HTTP: a heavy query slows other
-//! queries, never the I/O of the server. The caller awaits the query task from its own
-//! runtime, under the configured timeout; when the timeout fires, or when the caller
-//! stops waiting (a client went away), the task is aborted, which drops the plan's
-//! streams and cancels every task they spawned.
+//! All of DataFusion's work, parsing and planning included (CPU-bound), runs on a
+//! Tokio runtime that the service owns, apart from the runtime serving HTTP: a heavy
+//! query slows other queries, never the I/O of the server. A query first waits for
+//! a turn ([`Budget::admit`]: at most `query.max_concurrent` run at once); the wait
+//! and the run together are under the configured timeout; when the timeout fires,
+//! or when the caller stops waiting (a client went away), the task is aborted,
+//! which drops the plan's streams and cancels every task they spawned. The turn is
+//! given back when the task has really stopped.
+//!
+//! The result is collected against the query's memory pool and
+//! `query.max_result_rows`, and [`QueryService::execute_encoded`] encodes it on
+//! the same runtime within `query.max_result_bytes`.
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -18,16 +24,23 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::CatalogProviderList;
 use datafusion::common::TableReference;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool};
 use datafusion::execution::session_state::SessionState;
 use datafusion::logical_expr::{Expr, LogicalPlan, Volatility};
-use datafusion::physical_plan::collect;
+use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 use datafusion::sql::parser::Statement;
+use futures::StreamExt;
 use tokio::runtime::Runtime;
 use tokio::task::{JoinError, JoinHandle};
 use weir_storage::config::QueryConfig;
 use weir_storage::hot::SharedHotSource;
 
+use crate::format::{self, Format};
+use crate::limits::{Budget, BudgetStats, QueryPool, human_bytes};
 use crate::{Error, Result, catalog, guard, session};
+
+/// The stack of a query-runtime thread.
+const QUERY_STACK_BYTES: usize = 64 << 20;
 
 /// The result of a query: its schema (known even when there are no rows) and its
 /// batches.
@@ -61,6 +74,8 @@ pub struct QueryService {
     /// The object store of the sealed segments, registered in every query's runtime.
     pub(crate) cold: Option<Arc<dyn object_store::ObjectStore>>,
     pub(crate) limits: QueryConfig,
+    /// Turns and memory shared by every query and live-tile evaluation.
+    budget: Arc<Budget>,
     /// The runtime DataFusion runs on; `None` only while dropping.
     runtime: Option<Runtime>,
 }
@@ -72,12 +87,17 @@ impl QueryService {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
             .thread_name("weir-query")
+            // Expression trees as deep as `guard::MAX_OPERATORS` are cloned, planned
+            // and dropped recursively; this is the stack that takes (a debug build
+            // needs the most). Only the pages touched are ever committed.
+            .thread_stack_size(QUERY_STACK_BYTES)
             .enable_all()
             .build()
             .map_err(|e| Error::internal(format!("starting the query runtime: {e}")))?;
         Ok(QueryService {
             cold: hot.store().map(|s| s.object_store()),
             catalogs: catalog::catalog_list(hot),
+            budget: Arc::new(Budget::new(config)),
             limits: config,
             runtime: Some(runtime),
         })
@@ -93,21 +113,77 @@ impl QueryService {
     /// Must be awaited inside a Tokio runtime with time enabled (the timeout runs
     /// there); the query itself runs on the service's runtime.
     pub async fn execute(&self, sql: &str) -> Result<QueryOutput> {
-        let checked = guard::check(sql)?;
-        let state = session::new_state(Arc::clone(&self.catalogs), &self.limits, self.cold.as_ref())?;
-        self.run_bounded(run(state, checked.statement)).await
+        let query = self.prepare(sql)?;
+        self.run_bounded(async move { query.collect().await.map(|(output, _held)| output) }).await
     }
 
-    /// Runs `work` on the query runtime under the per-query timeout; dropping the
-    /// returned future (on return, or when the caller stops waiting) aborts it.
+    /// Runs one read-only statement and encodes its result in `format`, both on
+    /// the query runtime; the result stays counted against the query's memory
+    /// until it is encoded.
+    pub async fn execute_encoded(&self, sql: &str, format: Format) -> Result<Vec<u8>> {
+        let query = self.prepare(sql)?;
+        let max_bytes = self.limits.max_result_bytes;
+        self.run_bounded(async move {
+            let (output, _held) = query.collect().await?;
+            format::encode_within(&output, format, max_bytes)
+        })
+        .await
+    }
+
+    /// What a query needs to run on the query runtime, once its text passed the
+    /// size limit.
+    fn prepare(&self, sql: &str) -> Result<Prepared> {
+        if sql.len() > self.limits.max_sql_bytes {
+            return Err(Error::Limit {
+                message: format!(
+                    "the SQL text is {} long; query.max_sql_bytes allows {}",
+                    human_bytes(sql.len()),
+                    human_bytes(self.limits.max_sql_bytes)
+                ),
+            });
+        }
+        Ok(Prepared {
+            sql: sql.to_string(),
+            catalogs: Arc::clone(&self.catalogs),
+            cold: self.cold.clone(),
+            pool: self.budget.pool(),
+            max_rows: self.limits.max_result_rows,
+        })
+    }
+
+    /// A memory pool for one query (or one live tile's plans).
+    pub(crate) fn pool(&self) -> QueryPool {
+        self.budget.pool()
+    }
+
+    /// The shared turns and memory, for `/metrics`.
+    pub fn budget(&self) -> BudgetStats {
+        self.budget.stats()
+    }
+
+    /// Runs `work` on the query runtime once it has a turn, all under the
+    /// per-query timeout; dropping the returned future (on return, or when the
+    /// caller stops waiting) aborts it. The turn is held by the task itself, so
+    /// it is given back only once the task has stopped.
     pub(crate) async fn run_bounded<T: Send + 'static>(
         &self,
         work: impl Future<Output = Result<T>> + Send + 'static,
     ) -> Result<T> {
-        let mut task = AbortOnDrop(self.runtime().spawn(work));
-        match tokio::time::timeout(self.limits.timeout, &mut task).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(join)) => Err(lost(&join)),
+        let budget = Arc::clone(&self.budget);
+        let runtime = self.runtime().handle().clone();
+        let run = async move {
+            let turn = budget.admit().await?;
+            let mut task = AbortOnDrop(runtime.spawn(async move {
+                let _turn = turn;
+                work.await
+            }));
+            match (&mut task).await {
+                Ok(result) => result,
+                Err(join) => Err(lost(&join)),
+            }
+        };
+        match tokio::time::timeout(self.limits.timeout, run).await {
+            Ok(result) => result,
             Err(_elapsed) => Err(Error::Timeout { after: self.limits.timeout }),
         }
     }
@@ -115,30 +191,30 @@ impl QueryService {
     /// Plans one read-only statement without running it: the relations it reads
     /// (every table scan, subqueries included, in the hot catalog) and the schema of
     /// its result. Live tiles use it to know what to watch and which key columns
-    /// exist before the first evaluation.
+    /// exist before the first evaluation. Parsing and planning run on the query
+    /// runtime, under the timeout.
     pub async fn describe(&self, sql: &str) -> Result<Described> {
-        let checked = guard::check(sql)?;
-        let state = session::new_state(Arc::clone(&self.catalogs), &self.limits, self.cold.as_ref())?;
-        let plan = match tokio::time::timeout(self.limits.timeout, plan(&state, checked.statement)).await {
-            Ok(plan) => plan?,
-            Err(_elapsed) => {
-                return Err(Error::Timeout { after: self.limits.timeout });
-            }
-        };
-        let mut relations = BTreeSet::new();
-        plan.apply_with_subqueries(|node| {
-            if let LogicalPlan::TableScan(scan) = node
-                && is_hot_relation(&scan.table_name)
-            {
-                relations.insert(scan.table_name.table().to_string());
-            }
-            Ok(TreeNodeRecursion::Continue)
-        })?;
-        Ok(Described {
-            relations: relations.into_iter().collect(),
-            schema: Arc::new(plan.schema().as_arrow().clone()),
-            time_dependent: time_dependent_function(&plan),
+        let query = self.prepare(sql)?;
+        self.run_bounded(async move {
+            let checked = guard::check(&query.sql)?;
+            let state = query.state()?;
+            let plan = plan(&state, checked.statement).await?;
+            let mut relations = BTreeSet::new();
+            plan.apply_with_subqueries(|node| {
+                if let LogicalPlan::TableScan(scan) = node
+                    && is_hot_relation(&scan.table_name)
+                {
+                    relations.insert(scan.table_name.table().to_string());
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })?;
+            Ok(Described {
+                relations: relations.into_iter().collect(),
+                schema: Arc::new(plan.schema().as_arrow().clone()),
+                time_dependent: time_dependent_function(&plan),
+            })
         })
+        .await
     }
 
     fn runtime(&self) -> &Runtime {
@@ -195,13 +271,68 @@ fn is_hot_relation(table: &TableReference) -> bool {
     table.catalog().is_none_or(|c| c == catalog::CATALOG) && table.schema().is_none_or(|s| s == catalog::SCHEMA)
 }
 
-/// Plans and runs a checked statement.
-async fn run(state: SessionState, statement: Statement) -> Result<QueryOutput> {
-    let plan = plan(&state, statement).await?;
-    let physical = state.create_physical_plan(&plan).await?;
+/// One query, ready to run on the query runtime.
+struct Prepared {
+    sql: String,
+    catalogs: Arc<dyn CatalogProviderList>,
+    cold: Option<Arc<dyn object_store::ObjectStore>>,
+    pool: QueryPool,
+    max_rows: usize,
+}
+
+impl Prepared {
+    fn state(&self) -> Result<SessionState> {
+        session::new_state(Arc::clone(&self.catalogs), self.cold.as_ref(), self.pool.clone())
+    }
+
+    /// Parses, checks, plans and runs the statement; its result's batches are
+    /// reserved in the query's pool until the returned reservation is dropped.
+    async fn collect(self) -> Result<(QueryOutput, Held)> {
+        let checked = guard::check(&self.sql)?;
+        let state = self.state()?;
+        let logical = plan(&state, checked.statement).await?;
+        let physical = session::physical_plan(&state, &logical).await?;
+        let pool: Arc<dyn MemoryPool> = Arc::clone(&state.runtime_env().memory_pool);
+        collect_within(physical, &state, &pool, self.max_rows).await
+    }
+}
+
+/// What a collected result holds in the query's pool.
+pub(crate) type Held = datafusion::execution::memory_pool::MemoryReservation;
+
+/// Runs a physical plan and collects its batches, each reserved in `pool` (so a
+/// result counts against the query's memory like any operator), failing past
+/// `max_rows` rows.
+pub(crate) async fn collect_within(
+    physical: Arc<dyn ExecutionPlan>,
+    state: &SessionState,
+    pool: &Arc<dyn MemoryPool>,
+    max_rows: usize,
+) -> Result<(QueryOutput, Held)> {
     let schema = physical.schema();
-    let batches = collect(physical, state.task_ctx()).await?;
-    Ok(QueryOutput { schema, batches })
+    let held = MemoryConsumer::new("the query's result").register(pool);
+    let mut stream = execute_stream(physical, state.task_ctx())?;
+    let mut batches = Vec::new();
+    let mut rows = 0usize;
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        rows += batch.num_rows();
+        if rows > max_rows {
+            return Err(Error::Limit {
+                message: format!(
+                    "the result has more than {max_rows} rows (query.max_result_rows): aggregate, or add a LIMIT"
+                ),
+            });
+        }
+        let bytes: usize = batch
+            .columns()
+            .iter()
+            .map(|c| c.to_data().get_slice_memory_size().unwrap_or_else(|_| c.get_array_memory_size()))
+            .sum();
+        held.try_grow(bytes)?;
+        batches.push(batch);
+    }
+    Ok((QueryOutput { schema, batches }, held))
 }
 
 fn lost(join: &JoinError) -> Error {

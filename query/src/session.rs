@@ -1,12 +1,14 @@
 //! The DataFusion session each query runs in.
 //!
 //! A fresh session per query, so limits are per query and nothing a query does
-//! outlives it: its own memory pool of `memory_limit_bytes` (greedy, reporting the
-//! largest consumers when exhausted), no disk manager (operators that would spill fail
-//! with `ResourcesExhausted` instead), [`TARGET_PARTITIONS`] partitions,
-//! `information_schema` for `SHOW TABLES`, the read-only hot-tier catalog as the
-//! default `weir.public`, DataFusion's built-in functions and Weir's sketch functions.
-//! URL tables (`SELECT * FROM 'file.csv'`) are never enabled.
+//! outlives it: its own memory pool ([`QueryPool`]: `memory_limit_bytes`, within
+//! the total all queries share, reporting the largest consumers when exhausted),
+//! no disk manager (operators that would spill fail with `ResourcesExhausted`
+//! instead), [`TARGET_PARTITIONS`] partitions, `information_schema` for `SHOW
+//! TABLES`, the read-only hot-tier catalog as the default `weir.public`,
+//! DataFusion's built-in functions and Weir's sketch functions, each call bounded
+//! by [`BoundFunctions`]. URL tables (`SELECT * FROM 'file.csv'`) are never
+//! enabled. [`physical_plan`] optimizes, checks and plans a statement.
 
 use std::num::NonZeroUsize;
 use std::sync::Arc;
@@ -14,16 +16,19 @@ use std::sync::Arc;
 use datafusion::catalog::CatalogProviderList;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
-use datafusion::execution::memory_pool::{GreedyMemoryPool, TrackConsumersPool};
+use datafusion::execution::memory_pool::TrackConsumersPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::SessionState;
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionConfig;
-use weir_storage::config::QueryConfig;
 
 use object_store::ObjectStore;
 
+use crate::bounded::{self, BoundFunctions};
 use crate::catalog::{CATALOG, SCHEMA};
+use crate::limits::QueryPool;
 use crate::provider::COLD_URL;
 use crate::{Result, sketch};
 
@@ -33,13 +38,13 @@ pub const TARGET_PARTITIONS: usize = 2;
 /// How many of the largest memory consumers a `ResourcesExhausted` error names.
 const REPORTED_CONSUMERS: NonZeroUsize = NonZeroUsize::new(3).unwrap();
 
-/// A new session for one query over `catalogs`.
+/// A new session for one query over `catalogs`, holding memory from `pool`.
 pub fn new_state(
     catalogs: Arc<dyn CatalogProviderList>,
-    limits: &QueryConfig,
     cold: Option<&Arc<dyn ObjectStore>>,
+    pool: QueryPool,
 ) -> Result<SessionState> {
-    build(catalogs, limits, cold, Kind::Query)
+    build(catalogs, cold, pool, Kind::Query)
 }
 
 /// The session a live tile evaluated incrementally is planned in (see
@@ -49,10 +54,18 @@ pub fn new_state(
 /// computed per chunk of input and merged.
 pub fn new_tile_state(
     catalogs: Arc<dyn CatalogProviderList>,
-    limits: &QueryConfig,
     cold: Option<&Arc<dyn ObjectStore>>,
+    pool: QueryPool,
 ) -> Result<SessionState> {
-    build(catalogs, limits, cold, Kind::Tile)
+    build(catalogs, cold, pool, Kind::Tile)
+}
+
+/// Optimizes a logical plan, refuses it if it holds an oversized constant
+/// ([`bounded::check_plan`]), and makes its physical plan.
+pub async fn physical_plan(state: &SessionState, logical: &LogicalPlan) -> Result<Arc<dyn ExecutionPlan>> {
+    let optimized = state.optimize(logical)?;
+    bounded::check_plan(&optimized)?;
+    Ok(state.query_planner().create_physical_plan(&optimized, state).await?)
 }
 
 #[derive(PartialEq, Eq)]
@@ -63,13 +76,13 @@ enum Kind {
 
 fn build(
     catalogs: Arc<dyn CatalogProviderList>,
-    limits: &QueryConfig,
     cold: Option<&Arc<dyn ObjectStore>>,
+    pool: QueryPool,
     kind: Kind,
 ) -> Result<SessionState> {
-    let pool = TrackConsumersPool::new(GreedyMemoryPool::new(limits.memory_limit_bytes), REPORTED_CONSUMERS);
+    let tracked = TrackConsumersPool::new(pool.clone(), REPORTED_CONSUMERS);
     let runtime = RuntimeEnvBuilder::new()
-        .with_memory_pool(Arc::new(pool))
+        .with_memory_pool(Arc::new(tracked))
         .with_disk_manager_builder(DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled))
         .build_arc()?;
     if let Some(store) = cold {
@@ -93,7 +106,8 @@ fn build(
         .with_config(config)
         .with_runtime_env(runtime)
         .with_catalog_list(catalogs)
-        .with_default_features();
+        .with_default_features()
+        .with_analyzer_rule(Arc::new(BoundFunctions::new(pool)));
     if kind == Kind::Tile {
         let rules =
             PhysicalOptimizer::new().rules.into_iter().filter(|r| r.name() != "CombinePartialFinalAggregate").collect();

@@ -237,7 +237,7 @@ pub fn fixture() -> Arc<FakeHot> {
 }
 
 pub fn limits() -> QueryConfig {
-    QueryConfig { timeout: Duration::from_secs(30), memory_limit_bytes: 64 << 20 }
+    QueryConfig { timeout: Duration::from_secs(30), memory_limit_bytes: 64 << 20, ..QueryConfig::default() }
 }
 
 pub fn service(hot: Arc<FakeHot>, limits: QueryConfig) -> QueryService {

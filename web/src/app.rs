@@ -127,7 +127,7 @@ impl App {
         }
         let tier = Arc::new(HotTier::new(tables, Some(store.clone())));
         let query = Arc::new(QueryService::new(tier.clone(), config.query).context("starting the query service")?);
-        let live = Live::new(query.clone(), tier.clone());
+        let live = Live::new(query.clone(), tier.clone(), &config.limits);
         let flusher = match config.log.fsync {
             FsyncPolicy::Interval(every) => Some(spawn_flusher(topics.clone(), every)?),
             _ => None,

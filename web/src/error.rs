@@ -61,6 +61,8 @@ impl From<weir_query::Error> for ApiError {
             Q::Live { .. } => ApiError::bad_request("live", e.to_string()),
             Q::Encode { .. } => ApiError::bad_request("format", e.to_string()),
             Q::Unavailable { .. } => ApiError::unavailable(e.to_string()),
+            Q::Limit { .. } => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "limit", e.to_string()),
+            Q::Busy { .. } => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", e.to_string()),
             other => ApiError::internal("query failed", other),
         }
     }

@@ -32,7 +32,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use weir_ingest::decode::partition_key;
 use weir_ingest::replay::{self, ReplayError, ReplayRequest, ReplayStatus};
-use weir_query::format::{Format, encode};
+use weir_query::format::Format;
 use weir_storage::config::{AggFn, TableConfig};
 use weir_storage::log::NewRecord;
 
@@ -268,8 +268,7 @@ async fn run_sql(query: &weir_query::QueryService, body: &[u8]) -> Result<Respon
         )
     })?;
     let format = Format::parse(req.format.as_deref().unwrap_or("json"))?;
-    let output = query.execute(&req.sql).await?;
-    let bytes = encode(&output, format)?;
+    let bytes = query.execute_encoded(&req.sql, format).await?;
     Ok(([(header::CONTENT_TYPE, format.content_type())], bytes).into_response())
 }
 

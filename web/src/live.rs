@@ -7,13 +7,16 @@
 //!  TileHub watch --> forwarder (waits for a change, then for its max_rate_hz slot;
 //!                     |         takes only the latest state: update or snapshot+skipped)
 //!                     v
-//!                   outbox (bounded, OUTBOX messages) -> writer task -> socket
-//!                                                        (heartbeat + ping when idle)
+//!                   outbox (bounded: OUTBOX messages and     -> writer task -> socket
+//!                           limits.max_live_queued_bytes)       (heartbeat + ping when idle;
+//!                                                                closes a client that takes
+//!                                                                limits.live_send_timeout)
 //! ```
 //!
 //! The hub never waits for a connection: it only replaces the value in each tile's
 //! watch channel. A connection that cannot keep up blocks its own writer, then its
-//! forwarders, which then skip to the latest state when they can send again.
+//! forwarders, which then skip to the latest state when they can send again; one
+//! whose client accepts nothing for `limits.live_send_timeout` is closed.
 //!
 //! A plain `GET /v1/live` without a WebSocket upgrade answers the hub's counters as
 //! JSON (tiles, subscriptions, evaluations, publishes, pushes, skipped, connections,
@@ -33,7 +36,8 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use weir_query::QueryService;
-use weir_query::live::TileHub;
+use weir_query::live::{LiveLimits, TileHub};
+use weir_storage::config::LimitsConfig;
 use weir_storage::hot::SharedHotSource;
 
 use crate::error::ApiError;
@@ -60,13 +64,14 @@ impl Live {
     }
 
     /// A hub over `query` and `hot`; no task runs until the first subscription.
-    pub fn new(query: Arc<QueryService>, hot: SharedHotSource) -> Live {
+    pub fn new(query: Arc<QueryService>, hot: SharedHotSource, limits: &LimitsConfig) -> Live {
         let heartbeat = std::env::var(HEARTBEAT_ENV)
             .ok()
             .and_then(|v| v.parse::<u64>().ok())
             .filter(|ms| *ms > 0)
             .map_or(HEARTBEAT, Duration::from_millis);
-        Live { hub: TileHub::new(query, hot), heartbeat, connections: AtomicU64::new(0) }
+        let tiles = LiveLimits { max_tiles: limits.max_live_tiles, max_tile_bytes: limits.max_tile_bytes };
+        Live { hub: TileHub::new(query, hot, tiles), heartbeat, connections: AtomicU64::new(0) }
     }
 }
 
@@ -94,7 +99,7 @@ pub async fn live<S: Serving>(
         move |socket| async move {
             let live = app.live();
             live.connections.fetch_add(1, Ordering::Relaxed);
-            connection::serve(socket, live.hub.clone(), live.heartbeat, limits.max_tiles_per_connection).await;
+            connection::serve(socket, live.hub.clone(), live.heartbeat, &limits).await;
             live.connections.fetch_sub(1, Ordering::Relaxed);
         },
     )

@@ -94,7 +94,7 @@ impl QueryNode {
         let token = token_for_ingest(&config, token);
         let remote = RemoteTier::start(config.server.ingest_nodes.clone(), token, store.clone())?;
         let query = Arc::new(QueryService::new(remote.clone(), config.query).context("starting the query service")?);
-        let live = Live::new(query.clone(), remote.clone());
+        let live = Live::new(query.clone(), remote.clone(), &config.limits);
         Ok(Arc::new(QueryNode {
             config,
             remote,

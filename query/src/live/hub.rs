@@ -21,7 +21,7 @@ use weir_storage::hot::SharedHotSource;
 use super::diff::{Diff, diff};
 use super::incremental::{self, Incremental};
 use super::result::{Column, Evaluated, Row, candidate_key, columns_of, rows_of};
-use super::{MAX_RATE_HZ, MAX_TILE_ROWS, TileSpec};
+use super::{LiveLimits, MAX_RATE_HZ, MAX_TILE_ROWS, MIN_RATE_HZ, TileSpec};
 use crate::{Error, QueryOutput, QueryService, Result};
 
 /// How often the poller reads the relations' versions.
@@ -161,6 +161,7 @@ pub struct TileHub {
 struct Inner {
     query: Arc<QueryService>,
     hot: SharedHotSource,
+    limits: LiveLimits,
     tiles: Mutex<Tiles>,
     permits: Semaphore,
     evaluations: AtomicU64,
@@ -213,12 +214,13 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl TileHub {
     /// A hub evaluating tiles with `query` over `hot` (whose versions it polls).
     /// No task runs until the first subscription.
-    pub fn new(query: Arc<QueryService>, hot: SharedHotSource) -> TileHub {
+    pub fn new(query: Arc<QueryService>, hot: SharedHotSource, limits: LiveLimits) -> TileHub {
         let permits = std::thread::available_parallelism().map_or(2, usize::from).max(2);
         TileHub {
             inner: Arc::new(Inner {
                 query,
                 hot,
+                limits,
                 tiles: Mutex::default(),
                 permits: Semaphore::new(permits),
                 evaluations: AtomicU64::new(0),
@@ -233,22 +235,29 @@ impl TileHub {
 
     /// Subscribes to the tile `spec`, creating it if no one else has. Fails when the
     /// SQL is refused or does not plan, when an explicit key column is not in the
-    /// result, or when `max_rate_hz` is not in (0, [`MAX_RATE_HZ`]].
+    /// result, when `max_rate_hz` is not in [[`MIN_RATE_HZ`], [`MAX_RATE_HZ`]],
+    /// or when the hub evaluates `limits.max_tiles` tiles already. Parsing and
+    /// planning run on the query runtime, under the query timeout.
     ///
     /// Must be called inside a Tokio runtime: it starts the poller there.
     pub async fn subscribe(&self, spec: TileSpec, max_rate_hz: f64) -> Result<Subscription> {
-        if !(max_rate_hz > 0.0 && max_rate_hz <= MAX_RATE_HZ) {
+        if !(MIN_RATE_HZ..=MAX_RATE_HZ).contains(&max_rate_hz) {
             return Err(Error::Live {
-                message: format!("max_rate_hz must be above 0 and at most {MAX_RATE_HZ}, not {max_rate_hz}"),
+                message: format!("max_rate_hz must be from {MIN_RATE_HZ} to {MAX_RATE_HZ}, not {max_rate_hz}"),
             });
         }
         let existing = lock(&self.inner.tiles).map.get(&spec).cloned();
         let tile = match existing {
             Some(tile) => tile,
             None => {
+                self.check_room()?;
                 let described = self.inner.query.describe(&spec.sql).await?;
                 let candidate = candidate_key(&described.schema, spec.key.as_deref())?;
-                let incremental = match incremental::prepare(&self.inner.query, &self.inner.hot, &spec.sql).await {
+                let query = &self.inner.query;
+                let (cold, pool, hot, sql) =
+                    (query.cold.clone(), query.pool(), Arc::clone(&self.inner.hot), spec.sql.clone());
+                let planned = query.run_bounded(async move { Ok(incremental::prepare(cold, pool, hot, &sql).await) });
+                let incremental = match planned.await.unwrap_or_else(|e| Err(e.to_string())) {
                     Ok(plan) => Some(Arc::new(plan)),
                     Err(reason) => {
                         tracing::debug!(sql = %spec.sql, %reason, "a live tile is evaluated in full");
@@ -270,6 +279,9 @@ impl TileHub {
             }
         };
         let mut tiles = lock(&self.inner.tiles);
+        if !tiles.map.contains_key(&spec) && tiles.map.len() >= self.inner.limits.max_tiles {
+            return Err(self.full());
+        }
         // Someone may have created the same tile while this one was planned.
         let tile = Arc::clone(tiles.map.entry(spec).or_insert(tile));
         lock(&tile.rates).push(max_rate_hz);
@@ -277,7 +289,8 @@ impl TileHub {
         rx.mark_changed();
         if !tiles.polling {
             tiles.polling = true;
-            tokio::spawn(poll(Arc::clone(&self.inner)));
+            let flag = Polling(Arc::clone(&self.inner));
+            tokio::spawn(poll(Arc::clone(&self.inner), flag));
         }
         Ok(Subscription {
             tile,
@@ -287,6 +300,21 @@ impl TileHub {
             last_failure: None,
             hub: Arc::clone(&self.inner),
         })
+    }
+
+    /// Fails when the hub evaluates as many tiles as it may.
+    fn check_room(&self) -> Result<()> {
+        let tiles = lock(&self.inner.tiles);
+        if tiles.map.len() >= self.inner.limits.max_tiles { Err(self.full()) } else { Ok(()) }
+    }
+
+    fn full(&self) -> Error {
+        Error::Busy {
+            message: format!(
+                "{} live tiles are evaluated (limits.max_live_tiles); subscribe to one of them or retry later",
+                self.inner.limits.max_tiles
+            ),
+        }
     }
 
     pub fn stats(&self) -> HubStats {
@@ -380,9 +408,32 @@ impl Drop for Subscription {
     }
 }
 
+/// Marks the poller stopped if it panics, so that the next subscription starts
+/// another. (When it ends normally, it marks itself under the same lock that
+/// saw no tile left.)
+struct Polling(Arc<Inner>);
+
+impl Drop for Polling {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            lock(&self.0.tiles).polling = false;
+        }
+    }
+}
+
+/// Marks a tile's evaluation over when dropped, so that one that panicked or was
+/// cancelled does not stop the tile for good.
+struct Running(Arc<Tile>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        lock(&self.0.schedule).running = false;
+    }
+}
+
 /// Every [`POLL_EVERY`]: drop tiles without subscribers, start due evaluations.
 /// Ends when no tile is left.
-async fn poll(hub: Arc<Inner>) {
+async fn poll(hub: Arc<Inner>, _flag: Polling) {
     let mut tick = tokio::time::interval(POLL_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut versions: HashMap<String, Option<u64>> = HashMap::new();
@@ -422,7 +473,7 @@ impl Tile {
         let mut s = lock(&self.schedule);
         let since = |every: Duration| s.started.is_none_or(|t| now.duration_since(t) >= every);
         let changed = s.versions.as_deref() != Some(versions) || (self.time_dependent && since(TIME_DEPENDENT_EVERY));
-        let rested = since(Duration::from_secs_f64(1.0 / fastest));
+        let rested = since(Duration::try_from_secs_f64(1.0 / fastest).unwrap_or(Duration::MAX));
         if s.running || !changed || !rested {
             return false;
         }
@@ -433,7 +484,7 @@ impl Tile {
 
     /// Diffs a new output against the last result and publishes it if it changed,
     /// counting it in `publishes` first: whoever sees a push sees it counted.
-    fn absorb(&self, output: &QueryOutput, publishes: &AtomicU64) -> Result<()> {
+    fn absorb(&self, output: &QueryOutput, publishes: &AtomicU64, max_bytes: usize) -> Result<()> {
         let rows = output.num_rows();
         if rows > MAX_TILE_ROWS {
             return Err(Error::Live {
@@ -442,7 +493,7 @@ impl Tile {
                 ),
             });
         }
-        let new = Evaluated::new(columns_of(&output.schema), &self.candidate, rows_of(output)?);
+        let new = Evaluated::new(columns_of(&output.schema), &self.candidate, rows_of(output, max_bytes)?);
         let mut last = lock(&self.last);
         let (seq, change) = match last.as_ref() {
             None => (1, None),
@@ -478,6 +529,7 @@ impl Tile {
 
 /// Runs a tile's SQL, diffs and publishes; records the versions it started from.
 async fn evaluate(hub: Arc<Inner>, tile: Arc<Tile>, versions: Vec<Option<u64>>) {
+    let _running = Running(Arc::clone(&tile));
     let outcome = {
         // The semaphore is never closed.
         let _permit = hub.permits.acquire().await.ok();
@@ -497,7 +549,8 @@ async fn evaluate(hub: Arc<Inner>, tile: Arc<Tile>, versions: Vec<Option<u64>>) 
             // Encoding and diffing are CPU work: off the I/O runtime's workers.
             Ok(output) => {
                 let (t, counted) = (Arc::clone(&tile), Arc::clone(&hub));
-                tokio::task::spawn_blocking(move || t.absorb(&output, &counted.publishes))
+                let max_bytes = hub.limits.max_tile_bytes;
+                tokio::task::spawn_blocking(move || t.absorb(&output, &counted.publishes, max_bytes))
                     .await
                     .unwrap_or_else(|e| Err(Error::internal(format!("diffing a tile failed: {e}"))))
             }
@@ -508,7 +561,5 @@ async fn evaluate(hub: Arc<Inner>, tile: Arc<Tile>, versions: Vec<Option<u64>>) 
         tracing::debug!(sql = %tile.spec.sql, error = %e, "a live tile's evaluation failed");
         tile.fail(&e);
     }
-    let mut s = lock(&tile.schedule);
-    s.versions = Some(versions);
-    s.running = false;
+    lock(&tile.schedule).versions = Some(versions);
 }

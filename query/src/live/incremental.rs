@@ -37,6 +37,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
+use object_store::ObjectStore;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{Session, TableProvider};
@@ -56,7 +57,8 @@ use datafusion::physical_plan::{
 use weir_storage::hot::{Relation, RelationKind, SharedHotSource};
 use weir_storage::segment;
 
-use crate::{Error, QueryOutput, QueryService, Result, catalog, guard, service, session};
+use crate::limits::QueryPool;
+use crate::{Error, QueryOutput, Result, catalog, guard, service, session};
 
 /// A tile planned for incremental evaluation.
 pub(crate) struct Incremental {
@@ -104,18 +106,19 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// (the tile is then evaluated in full). The query was checked and described
 /// before; an error here only means "not incrementally".
 pub(crate) async fn prepare(
-    query: &QueryService,
-    hot: &SharedHotSource,
+    cold: Option<Arc<dyn ObjectStore>>,
+    pool: QueryPool,
+    hot: SharedHotSource,
     sql: &str,
 ) -> std::result::Result<Incremental, String> {
     let checked = guard::check(sql).map_err(|e| e.to_string())?;
-    let catalogs = catalog::catalog_list_with(Arc::clone(hot), |_, relation| Arc::new(ChunkTable { relation }));
-    let state = session::new_tile_state(catalogs, &query.limits, query.cold.as_ref()).map_err(|e| e.to_string())?;
+    let catalogs = catalog::catalog_list_with(hot, |_, relation| Arc::new(ChunkTable { relation }));
+    let state = session::new_tile_state(catalogs, cold.as_ref(), pool).map_err(|e| e.to_string())?;
     let logical = service::plan(&state, checked.statement).await.map_err(|e| e.to_string())?;
     if let Some(name) = service::time_dependent_function(&logical) {
         return Err(format!("it calls `{name}`, whose value changes with time"));
     }
-    let physical = state.create_physical_plan(&logical).await.map_err(|e| e.to_string())?;
+    let physical = session::physical_plan(&state, &logical).await.map_err(|e| e.to_string())?;
     let chain = single_chain(&physical)?;
     let leaf = chain.last().and_then(|p| p.downcast_ref::<LiveChunkExec>()).ok_or("it reads no relation")?;
     let relation = leaf.relation.clone().ok_or("it reads no relation")?;

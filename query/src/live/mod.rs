@@ -49,6 +49,23 @@ pub struct TileSpec {
 pub const DEFAULT_RATE_HZ: f64 = 10.0;
 /// The largest `max_rate_hz` a subscription may ask for.
 pub const MAX_RATE_HZ: f64 = 100.0;
+/// The smallest `max_rate_hz` a subscription may ask for: once in 1000 seconds.
+pub const MIN_RATE_HZ: f64 = 0.001;
+
+/// What the tiles of one hub may take together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LiveLimits {
+    /// Most distinct tiles evaluated (`limits.max_live_tiles`).
+    pub max_tiles: usize,
+    /// Largest result of one tile in bytes of its JSON rows (`limits.max_tile_bytes`).
+    pub max_tile_bytes: usize,
+}
+
+impl Default for LiveLimits {
+    fn default() -> Self {
+        LiveLimits { max_tiles: 1024, max_tile_bytes: 8 << 20 }
+    }
+}
 /// The most rows a tile's result may have: a live tile is pushed whole to every new
 /// subscriber, so it must be a dashboard-sized result (aggregate, or add LIMIT).
 pub const MAX_TILE_ROWS: usize = 10_000;

@@ -6,7 +6,8 @@ use arrow::datatypes::{DataType, Schema};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::format::{Format, encode};
+use crate::format::{Format, encode_within};
+use crate::limits::human_bytes;
 use crate::{Error, QueryOutput, Result};
 
 /// One row: column name -> value, as in the `json` format.
@@ -26,8 +27,16 @@ pub fn columns_of(schema: &Schema) -> Vec<Column> {
 }
 
 /// The rows of a query's output, encoded like the `json` format.
-pub fn rows_of(output: &QueryOutput) -> Result<Vec<Row>> {
-    let bytes = encode(output, Format::Json)?;
+pub fn rows_of(output: &QueryOutput, max_bytes: usize) -> Result<Vec<Row>> {
+    let bytes = encode_within(output, Format::Json, max_bytes).map_err(|e| match e {
+        Error::Limit { .. } => Error::Live {
+            message: format!(
+                "the tile's result is larger than {} as JSON rows (limits.max_tile_bytes): aggregate, or select fewer columns",
+                human_bytes(max_bytes)
+            ),
+        },
+        other => other,
+    })?;
     serde_json::from_slice(&bytes).map_err(|e| Error::internal(format!("re-reading the JSON encoding of a tile: {e}")))
 }
 

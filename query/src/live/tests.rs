@@ -86,7 +86,7 @@ async fn describe_finds_every_relation_a_query_reads() {
 /// A hub over `hot`.
 fn hub(hot: &Arc<FakeHot>) -> TileHub {
     let source: SharedHotSource = hot.clone();
-    TileHub::new(Arc::new(service(Arc::clone(hot), limits())), source)
+    TileHub::new(Arc::new(service(Arc::clone(hot), limits())), source, LiveLimits::default())
 }
 
 /// `events` with extra rows `(seconds after T0, user, country, amount)` appended.
@@ -274,9 +274,9 @@ async fn bad_tiles_are_refused_and_failures_are_told_once() {
     let key = TileSpec { sql: BY_COUNTRY.into(), key: Some(vec!["bucket".into()]) };
     let bad_key = hub.subscribe(key, 10.0).await.err().unwrap();
     assert!(bad_key.to_string().starts_with("key column `bucket` is not a column"), "{bad_key}");
-    for rate in [0.0, -1.0, 101.0, f64::NAN] {
+    for rate in [0.0, -1.0, 101.0, f64::NAN, 1e-30, f64::INFINITY, f64::MIN_POSITIVE] {
         let e = hub.subscribe(spec(BY_COUNTRY), rate).await.err().unwrap();
-        assert!(e.to_string().starts_with("max_rate_hz must be above 0 and at most 100"), "{e}");
+        assert!(e.to_string().starts_with("max_rate_hz must be from 0.001 to 100"), "{e}");
     }
     assert_eq!(hub.stats().tiles, 0);
 
@@ -293,7 +293,7 @@ async fn bad_tiles_are_refused_and_failures_are_told_once() {
         other => panic!("{other:?}"),
     }
 
-    let mut big = hub.subscribe(spec("SELECT unnest(range(20000)) AS n"), 10.0).await.unwrap();
+    let mut big = hub.subscribe(spec("SELECT value AS n FROM generate_series(1, 20000)"), 10.0).await.unwrap();
     match next(&mut big).await.as_slice() {
         [Push::Error(f)] => assert_eq!(
             f.message,
@@ -345,4 +345,37 @@ async fn a_tile_that_calls_now_is_evaluated_again_while_its_relations_do_not_cha
     let mut plain = hub.subscribe(spec(BY_COUNTRY), 10.0).await.unwrap();
     snapshot(&next(&mut plain).await);
     assert!(tokio::time::timeout(TIME_DEPENDENT_EVERY * 2, next(&mut plain)).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hub_holds_at_most_its_tiles_and_their_bytes() {
+    let hot = fixture();
+    let source: SharedHotSource = hot.clone();
+    let limits = LiveLimits { max_tiles: 2, max_tile_bytes: 4 << 10 };
+    let hub = TileHub::new(Arc::new(service(Arc::clone(&hot), crate::testing::limits())), source, limits);
+    let _a = hub.subscribe(spec(BY_COUNTRY), 10.0).await.unwrap();
+    // The same tile again is no new tile.
+    let _a2 = hub.subscribe(spec(BY_COUNTRY), 10.0).await.unwrap();
+    // The slowest rate is served.
+    let mut slow = hub.subscribe(spec("SELECT count(*) AS n FROM events"), MIN_RATE_HZ).await.unwrap();
+    assert!(matches!(next(&mut slow).await.as_slice(), [Push::Snapshot { .. }]));
+    match hub.subscribe(spec("SELECT 1 AS one"), 10.0).await {
+        Err(crate::Error::Busy { message }) => assert!(message.contains("limits.max_live_tiles"), "{message}"),
+        Err(other) => panic!("{other:?}"),
+        Ok(_) => panic!("a third tile was accepted"),
+    }
+    drop(slow);
+    // A result over max_tile_bytes is a tile error, not a push.
+    wait_for("the slow tile to go", || hub.stats().subscriptions == 2).await;
+    let mut wide = loop {
+        match hub.subscribe(spec("SELECT value, repeat('x', 100) AS pad FROM generate_series(1, 100)"), 10.0).await {
+            Ok(sub) => break sub,
+            Err(crate::Error::Busy { .. }) => tokio::time::sleep(Duration::from_millis(20)).await,
+            Err(e) => panic!("{e}"),
+        }
+    };
+    match next(&mut wide).await.as_slice() {
+        [Push::Error(f)] => assert!(f.message.contains("limits.max_tile_bytes"), "{}", f.message),
+        other => panic!("{other:?}"),
+    }
 }

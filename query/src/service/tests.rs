@@ -124,7 +124,7 @@ async fn refusals_come_through_the_service() {
 #[tokio::test]
 async fn the_session_has_no_url_tables_and_options_refuse_what_the_guard_missed() {
     let catalogs = catalog::catalog_list(fixture());
-    let state = session::new_state(catalogs, &limits(), None).unwrap();
+    let state = session::new_state(catalogs, None, crate::limits::Budget::new(limits()).pool()).unwrap();
     // URL tables are off: a path is just an unknown table.
     let err = Error::from(state.create_logical_plan("SELECT * FROM '/etc/passwd'").await.unwrap_err());
     assert!(matches!(&err, Error::Sql { message } if message.contains("not found")), "{err:?}");

@@ -1,22 +1,27 @@
 //! One WebSocket connection: a reader loop for client messages, one forwarder task
 //! per subscribed tile, and a writer task that owns the socket's sending half.
 //!
-//! Everything sent goes through one bounded outbox ([`OUTBOX`] messages), so a
-//! connection holds at most that many messages plus one per forwarder. A client
-//! that does not read fills its socket, then the outbox; its forwarders wait and,
-//! when they can send again, send only the latest state of their tile (a snapshot
-//! with the updates skipped). The hub and other connections never wait for it.
+//! Everything sent goes through one bounded outbox: at most [`OUTBOX`] messages
+//! and `limits.max_live_queued_bytes` bytes (a message holds permits for its
+//! bytes until it is written), so a connection holds at most that plus one
+//! message per forwarder. A client that does not read fills its socket, then the
+//! outbox; its forwarders wait and, when they can send again, send only the
+//! latest state of their tile (a snapshot with the updates skipped). The hub and
+//! other connections never wait for it. A client that accepts nothing for
+//! `limits.live_send_timeout` is disconnected.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket};
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use weir_query::live::{Push, Subscription, TileHub, TileSpec};
+use weir_storage::config::LimitsConfig;
 
 use super::protocol::{self, ClientMessage};
 
@@ -27,11 +32,12 @@ pub const OUTBOX: usize = 16;
 const SILENT_HEARTBEATS: u32 = 3;
 
 /// Serves one connection until the client leaves, goes silent, or the socket fails.
-pub async fn serve(socket: WebSocket, hub: TileHub, heartbeat: Duration, max_tiles: usize) {
+pub async fn serve(socket: WebSocket, hub: TileHub, heartbeat: Duration, limits: &LimitsConfig) {
     let (sink, mut stream) = socket.split();
-    let (outbox, rx) = mpsc::channel::<Message>(OUTBOX);
-    let mut writer = tokio::spawn(write(sink, rx, heartbeat));
-    let mut conn = Connection { hub, outbox, tiles: HashMap::new(), max_tiles };
+    let (tx, rx) = mpsc::channel::<Queued>(OUTBOX);
+    let outbox = Outbox { tx, bytes: Arc::new(Semaphore::new(limits.max_live_queued_bytes)), max_bytes: limits.max_live_queued_bytes };
+    let mut writer = tokio::spawn(write(sink, rx, heartbeat, limits.live_send_timeout));
+    let mut conn = Connection { hub, outbox, tiles: HashMap::new(), max_tiles: limits.max_tiles_per_connection };
     if conn.send(protocol::hello(heartbeat.as_millis())).await {
         read(&mut conn, &mut stream, &mut writer, heartbeat * SILENT_HEARTBEATS).await;
     }
@@ -43,9 +49,31 @@ pub async fn serve(socket: WebSocket, hub: TileHub, heartbeat: Duration, max_til
     }
 }
 
+/// A message waiting for the socket, with the permits for its bytes.
+type Queued = (Message, OwnedSemaphorePermit);
+
+/// The sending side of a connection's outbox.
+#[derive(Clone)]
+struct Outbox {
+    tx: mpsc::Sender<Queued>,
+    /// One permit per byte that may be queued.
+    bytes: Arc<Semaphore>,
+    max_bytes: usize,
+}
+
+impl Outbox {
+    /// Queues `text` once its bytes fit (a message larger than the whole
+    /// allowance waits for all of it); false once the writer is gone.
+    async fn send(&self, text: String) -> bool {
+        let n = u32::try_from(text.len().min(self.max_bytes)).unwrap_or(u32::MAX);
+        let Ok(permit) = Arc::clone(&self.bytes).acquire_many_owned(n).await else { return false };
+        self.tx.send((Message::Text(text.into()), permit)).await.is_ok()
+    }
+}
+
 struct Connection {
     hub: TileHub,
-    outbox: mpsc::Sender<Message>,
+    outbox: Outbox,
     /// Tile id -> its forwarder.
     tiles: HashMap<String, Forwarder>,
     /// `limits.max_tiles_per_connection`.
@@ -104,7 +132,7 @@ async fn read(
 impl Connection {
     /// Queues a message; false once the writer is gone.
     async fn send(&self, text: String) -> bool {
-        self.outbox.send(Message::Text(text.into())).await.is_ok()
+        self.outbox.send(text).await
     }
 
     /// Acts on a client message; returns the reply, if any.
@@ -149,8 +177,9 @@ impl Connection {
 
 /// Sends a tile's changes to the outbox, at most `max_rate_hz` times a second,
 /// always from the latest state.
-async fn forward(id: String, mut sub: Subscription, outbox: mpsc::Sender<Message>) {
-    let period = Duration::from_secs_f64(1.0 / sub.rate_hz());
+async fn forward(id: String, mut sub: Subscription, outbox: Outbox) {
+    // The hub accepts rates from MIN_RATE_HZ up; a longer period is no harm.
+    let period = Duration::try_from_secs_f64(1.0 / sub.rate_hz()).unwrap_or(Duration::MAX);
     let mut last_push: Option<Instant> = None;
     loop {
         sub.changed().await;
@@ -170,7 +199,7 @@ async fn forward(id: String, mut sub: Subscription, outbox: mpsc::Sender<Message
                     protocol::update(&id, &published).unwrap_or_else(|| protocol::snapshot(&id, &published, 0))
                 }
             };
-            if outbox.send(Message::Text(text.into())).await.is_err() {
+            if !outbox.send(text).await {
                 return;
             }
         }
@@ -179,38 +208,63 @@ async fn forward(id: String, mut sub: Subscription, outbox: mpsc::Sender<Message
 
 /// Writes queued messages to the socket, batching what is already queued into one
 /// flush; sends a heartbeat and a ping after `heartbeat` without anything to send.
-async fn write(mut sink: SplitSink<WebSocket, Message>, mut rx: mpsc::Receiver<Message>, heartbeat: Duration) {
+/// Ends (closing the connection) when the socket fails or when the client takes
+/// longer than `send_timeout` to accept what is written.
+async fn write(
+    mut sink: SplitSink<WebSocket, Message>,
+    mut rx: mpsc::Receiver<Queued>,
+    heartbeat: Duration,
+    send_timeout: Duration,
+) {
     loop {
-        let message = match tokio::time::timeout(heartbeat, rx.recv()).await {
-            Ok(Some(message)) => message,
+        let batch = match tokio::time::timeout(heartbeat, rx.recv()).await {
+            Ok(Some(first)) => {
+                let mut batch = vec![first];
+                while batch.len() < OUTBOX {
+                    let Ok(more) = rx.try_recv() else { break };
+                    batch.push(more);
+                }
+                batch
+            }
             Ok(None) => {
-                let _ = sink.send(Message::Close(None)).await;
+                let _ = tokio::time::timeout(send_timeout, sink.send(Message::Close(None))).await;
                 return;
             }
             Err(_idle) => {
                 let beat = [Message::Text(protocol::heartbeat().into()), Message::Ping(Default::default())];
-                for m in beat {
-                    if sink.feed(m).await.is_err() {
-                        return;
-                    }
-                }
-                if sink.flush().await.is_err() {
+                if !written(&mut sink, beat.into_iter(), send_timeout).await {
                     return;
                 }
                 continue;
             }
         };
-        if sink.feed(message).await.is_err() {
+        // The permits go back once the batch is written (or the writer ends).
+        let (messages, _permits): (Vec<Message>, Vec<OwnedSemaphorePermit>) = batch.into_iter().unzip();
+        if !written(&mut sink, messages.into_iter(), send_timeout).await {
             return;
         }
-        for _ in 1..OUTBOX {
-            let Ok(more) = rx.try_recv() else { break };
-            if sink.feed(more).await.is_err() {
-                return;
-            }
+    }
+}
+
+/// Feeds `messages` and flushes them within `timeout`; false when the socket
+/// failed or the client did not take them in time.
+async fn written(
+    sink: &mut SplitSink<WebSocket, Message>,
+    messages: impl Iterator<Item = Message>,
+    timeout: Duration,
+) -> bool {
+    let send = async {
+        for m in messages {
+            sink.feed(m).await?;
         }
-        if sink.flush().await.is_err() {
-            return;
+        sink.flush().await
+    };
+    match tokio::time::timeout(timeout, send).await {
+        Ok(Ok(())) => true,
+        Ok(Err(_)) => false,
+        Err(_) => {
+            tracing::debug!(?timeout, "closing a live connection whose client does not read");
+            false
         }
     }
 }

@@ -10,6 +10,7 @@ use weir_storage::hot::SharedHotSource;
 use weir_storage::store::Store;
 
 use super::*;
+use crate::QueryService;
 use crate::live::rows_of;
 use crate::testing::{FakeHot, MINUTE, RollupRow, T0, events, events_per_minute, limits, rollup_batch, sketch_of};
 
@@ -54,7 +55,7 @@ fn bucket(rng: &mut SmallRng, minute: i64) -> RecordBatch {
 }
 
 fn canonical(output: &QueryOutput, ordered: bool) -> Vec<String> {
-    let mut rows: Vec<String> = rows_of(output).unwrap().into_iter().map(|r| Value::Object(r).to_string()).collect();
+    let mut rows: Vec<String> = rows_of(output, usize::MAX).unwrap().into_iter().map(|r| Value::Object(r).to_string()).collect();
     if !ordered {
         rows.sort();
     }
@@ -78,7 +79,7 @@ async fn incremental_results_equal_full_runs_through_updates_seals_and_compactio
     let (_dir, hot, shared, query) = setup().await;
     let mut plans = Vec::new();
     for (sql, ordered) in TILES {
-        let plan = prepare(&query, &shared, sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+        let plan = prepare(query.cold.clone(), query.pool(), Arc::clone(&shared), sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
         plans.push((Arc::new(plan), *sql, *ordered));
     }
     let mut rng = SmallRng::seed_from_u64(6);
@@ -156,7 +157,7 @@ async fn tiles_of_other_shapes_are_evaluated_in_full_and_say_why() {
         ),
     ];
     for (sql, reason) in cases {
-        let err = prepare(&query, &shared, sql).await.err().unwrap_or_else(|| panic!("{sql} was prepared"));
+        let err = prepare(query.cold.clone(), query.pool(), Arc::clone(&shared), sql).await.err().unwrap_or_else(|| panic!("{sql} was prepared"));
         assert!(err.starts_with(reason), "{sql}: {err}");
     }
 }
