@@ -100,6 +100,10 @@ impl fmt::Debug for StorageConfig {
 pub enum Scope {
     Query,
     Ingest,
+    /// `/v1/internal/*`: what query processes read from ingest processes (every
+    /// table's hot rows). Kept apart from `query`, the scope a browser dashboard
+    /// holds.
+    Internal,
     Admin,
 }
 

@@ -5,6 +5,10 @@
 //! needs `Authorization: Bearer <token>` (or `?token=<token>` on `/v1/live`, since
 //! browsers cannot set headers on a WebSocket). No or an unknown token: 401; a
 //! token without the route's scope: 403. Tokens are compared in constant time.
+//!
+//! Scopes: `query` (SQL, tables, live tiles), `ingest` (appends), `internal`
+//! (`/v1/internal/*`, for query processes; not implied by `query`, so a
+//! dashboard's token cannot read raw hot rows), `admin` (everything).
 
 use std::sync::Arc;
 
@@ -23,6 +27,8 @@ pub fn required_scope(method: &axum::http::Method, path: &str) -> Option<Scope> 
     let replays = path.starts_with("/v1/tables/") && path.contains("/replays");
     if path.starts_with("/v1/ingest/") {
         Some(Scope::Ingest)
+    } else if path.starts_with("/v1/internal/") {
+        Some(Scope::Internal)
     } else if path.starts_with("/v1/tables/") && (path.ends_with("/seal") || path.ends_with("/compact")) {
         Some(Scope::Admin)
     } else if replays && method != axum::http::Method::GET {
@@ -67,10 +73,35 @@ fn presented(req: &Request) -> Option<String> {
     None
 }
 
+/// Whether a browser request comes from a page of another origin: its `Origin`
+/// header (which browsers set on WebSocket handshakes and cross-site posts, and
+/// pages cannot forge) names another host than the one the request was sent to.
+/// Requests without `Origin` (curl, servers, same-origin GETs) are not browser
+/// requests from elsewhere.
+pub fn cross_origin(headers: &axum::http::HeaderMap) -> Option<String> {
+    let origin = headers.get(axum::http::header::ORIGIN)?;
+    let origin = origin.to_str().unwrap_or("");
+    let host = headers.get(axum::http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+    let origin_host = origin.split_once("://").map_or("", |(_, rest)| rest).trim_end_matches('/');
+    if !host.is_empty() && origin_host.eq_ignore_ascii_case(host) { None } else { Some(origin.to_string()) }
+}
+
 /// The middleware: lets a request through or answers 401/403.
+///
+/// In open mode (no tokens) a browser request from a page of another origin is
+/// refused (403 `cross_origin`): otherwise any web site a user visits could read
+/// live tiles over a WebSocket or post records to a Weir on their machine. With
+/// tokens, the token is what a request must show, and pages elsewhere do not
+/// have it.
 pub async fn check<S: Serving>(State(app): State<Arc<S>>, req: Request, next: Next) -> Response {
     let auth = &app.config().auth;
     if auth.tokens.is_empty() {
+        if let Some(origin) = cross_origin(req.headers()) {
+            let message = format!(
+                "a browser request from the page at `{origin}`, another origin than this server's: with no [auth] tokens configured, Weir answers only pages it serves itself; configure tokens to serve other origins"
+            );
+            return ApiError::new(StatusCode::FORBIDDEN, "cross_origin", message).into_response();
+        }
         return next.run(req).await;
     }
     let Some(needed) = required_scope(req.method(), req.uri().path()) else {
@@ -110,10 +141,27 @@ mod tests {
         assert_eq!(required_scope(&get, "/v1/tables/t/seal"), Some(Scope::Admin));
         assert_eq!(required_scope(&get, "/v1/tables/t/compact"), Some(Scope::Admin));
         assert_eq!(required_scope(&get, "/v1/tables/t/segments"), Some(Scope::Query));
-        assert_eq!(required_scope(&get, "/v1/internal/relations"), Some(Scope::Query));
-        assert_eq!(required_scope(&get, "/v1/internal/hot/t"), Some(Scope::Query));
+        assert_eq!(required_scope(&get, "/v1/internal/relations"), Some(Scope::Internal));
+        assert_eq!(required_scope(&get, "/v1/internal/hot/t"), Some(Scope::Internal));
         assert_eq!(required_scope(&get, "/healthz"), None);
         assert_eq!(required_scope(&get, "/"), None);
+    }
+
+    #[test]
+    fn other_origins_are_told_apart_from_this_one() {
+        let headers = |pairs: &[(&str, &str)]| {
+            let mut h = axum::http::HeaderMap::new();
+            for (k, v) in pairs {
+                h.insert(axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+            }
+            h
+        };
+        assert_eq!(cross_origin(&headers(&[("host", "127.0.0.1:8080")])), None);
+        assert_eq!(cross_origin(&headers(&[("host", "127.0.0.1:8080"), ("origin", "http://127.0.0.1:8080")])), None);
+        for origin in ["http://evil.example", "null", "http://127.0.0.1:9999", "http://127.0.0.1:8080.evil.example"] {
+            let h = headers(&[("host", "127.0.0.1:8080"), ("origin", origin)]);
+            assert_eq!(cross_origin(&h).as_deref(), Some(origin), "{origin}");
+        }
     }
 
     #[test]

@@ -25,7 +25,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
@@ -34,7 +34,7 @@ use weir_ingest::decode::partition_key;
 use weir_ingest::replay::{self, ReplayError, ReplayRequest, ReplayStatus};
 use weir_query::format::Format;
 use weir_storage::config::{AggFn, TableConfig};
-use weir_storage::log::NewRecord;
+use weir_storage::log::{NewRecord, Topic};
 
 use crate::app::App;
 use crate::error::ApiError;
@@ -166,12 +166,33 @@ fn body_or_limit<S: Serving>(app: &S, body: Result<Bytes, BytesRejection>) -> Re
     })
 }
 
+/// The media types an ingest body may be sent as: NDJSON (one JSON object a
+/// line) under any of its names. Requiring one keeps browsers from posting
+/// records from a form or a `text/plain` fetch of another site.
+const NDJSON_TYPES: [&str; 4] = ["application/x-ndjson", "application/ndjson", "application/jsonl", "application/json"];
+
+fn require_ndjson(headers: &HeaderMap) -> Result<(), ApiError> {
+    let sent = headers.get(header::CONTENT_TYPE).map(|v| v.to_str().unwrap_or("?"));
+    let essence = sent.map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+    if essence.as_deref().is_some_and(|e| NDJSON_TYPES.contains(&e)) {
+        return Ok(());
+    }
+    let sent = sent.map_or("none".to_string(), |v| format!("`{v}`"));
+    Err(ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "content_type",
+        format!("send records with `Content-Type: application/x-ndjson` (or {}); this request's is {sent}", NDJSON_TYPES[1..].join(", ")),
+    ))
+}
+
 async fn ingest(
     State(app): State<Arc<App>>,
     Path(name): Path<String>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let cfg = table_config(&app, &name)?.clone();
+    require_ndjson(&headers)?;
     let body = body_or_limit(&*app, body)?;
     let max_records = app.config.limits.max_records_per_request;
     if !app.accepting.load(Ordering::SeqCst) {
@@ -196,9 +217,19 @@ async fn ingest(
     let result = tokio::task::spawn_blocking(move || {
         let lines = ndjson_lines(&body, max_records)?;
         // Route each record: by its key field when it has one, else by its bytes.
+        // Every record is checked before any is written: a refused request leaves
+        // nothing behind for its retry to duplicate.
         let mut per_partition: BTreeMap<u32, Routed> = BTreeMap::new();
-        for line in &lines {
+        for (i, line) in lines.iter().enumerate() {
             let key = cfg.key.as_deref().and_then(|k| partition_key(line, k));
+            let size_check = [NewRecord { key: key.as_deref().unwrap_or_default(), timestamp_ms: now, value: line }];
+            if let Err(e) = Topic::check_sizes(&size_check) {
+                return Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "record_too_large",
+                    format!("record {} of the request: {e}; nothing was appended", i + 1),
+                ));
+            }
             let p = topic.partition_for_key(key.as_deref().unwrap_or(line));
             let e = per_partition.entry(p).or_default();
             e.0.push(key.unwrap_or_default());

@@ -18,6 +18,7 @@
 //! weir produce             NDJSON from a file or stdin -> POST /v1/ingest/{table}
 //! ```
 
+pub mod accept;
 pub mod app;
 pub mod auth;
 pub mod cli;

@@ -81,7 +81,7 @@ pub fn token_for_ingest(config: &WeirConfig, token: Option<String>) -> Option<St
     token.or_else(|| {
         let auth = &config.auth;
         let with = |s: Scope| auth.tokens.iter().find(|t| t.scopes.contains(&s));
-        with(Scope::Query).or_else(|| with(Scope::Admin)).map(|t| t.secret.clone())
+        with(Scope::Internal).or_else(|| with(Scope::Admin)).map(|t| t.secret.clone())
     })
 }
 

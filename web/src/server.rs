@@ -82,7 +82,8 @@ async fn serve(config: WeirConfig, demo_rate: Option<u64>) -> anyhow::Result<()>
         let _ = why_tx.send(why);
     };
     // Once ingest is stopped, in-flight requests get a deadline.
-    serve_http(listener, crate::http::router(app.clone()), tls, graceful, drained_rx).await?;
+    let limits = app.config.limits;
+    serve_http(listener, crate::http::router(app.clone()), tls, limits, graceful, drained_rx).await?;
     watcher.abort();
     match why_rx.await {
         Ok(Stop::ReaderFailed(t, e)) => anyhow::bail!("the reader of table `{t}` failed: {e}"),
@@ -115,7 +116,8 @@ async fn serve_query_node(config: WeirConfig, token: Option<String>) -> anyhow::
         n.accepting.store(false, std::sync::atomic::Ordering::SeqCst);
         let _ = signalled_tx.send(());
     };
-    serve_http(listener, crate::query_node::router(node.clone()), tls, graceful, signalled_rx).await?;
+    let limits = node.config.limits;
+    serve_http(listener, crate::query_node::router(node.clone()), tls, limits, graceful, signalled_rx).await?;
     Ok(())
 }
 
@@ -125,15 +127,11 @@ async fn serve_http<D: std::future::IntoFuture>(
     listener: tokio::net::TcpListener,
     router: axum::Router,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    limits: weir_storage::config::LimitsConfig,
     graceful: impl std::future::Future<Output = ()> + Send + 'static,
     drained: D,
 ) -> anyhow::Result<()> {
-    let serving = match tls {
-        None => tokio::spawn(async move {
-            axum::serve(listener, router).with_graceful_shutdown(graceful).await.map_err(anyhow::Error::from)
-        }),
-        Some(acceptor) => tokio::spawn(crate::tls::serve(listener, router, acceptor, graceful)),
-    };
+    let serving = tokio::spawn(crate::accept::serve(listener, router, tls, limits, graceful));
     let _ = drained.await;
     match tokio::time::timeout(HTTP_DRAIN, serving).await {
         Ok(r) => r.context("the HTTP server task")?.context("serving HTTP")?,

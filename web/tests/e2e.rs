@@ -459,7 +459,7 @@ fn tokens_and_scopes_guard_every_endpoint() {
     let dir = tempfile::tempdir().unwrap();
     let weir = Weir::serve(
         dir.path(),
-        "[auth]\ntokens = [\n  { name = \"reader\", token = \"reader-secret-0123456789\", scopes = [\"query\"] },\n  { name = \"writer\", token = \"writer-secret-0123456789\", scopes = [\"ingest\"] },\n  { name = \"ops\", token = \"admin-secret-0123456789\", scopes = [\"admin\"] },\n]\n[[tables]]\nname = \"t\"\ntime = { field = \"ts\" }\ndimensions = [{ name = \"k\", type = \"string\" }]\n",
+        "[auth]\ntokens = [\n  { name = \"reader\", token = \"reader-secret-0123456789\", scopes = [\"query\"] },\n  { name = \"writer\", token = \"writer-secret-0123456789\", scopes = [\"ingest\"] },\n  { name = \"ops\", token = \"admin-secret-0123456789\", scopes = [\"admin\"] },\n  { name = \"nodes\", token = \"nodes-secret-0123456789\", scopes = [\"internal\"] },\n]\n[[tables]]\nname = \"t\"\ntime = { field = \"ts\" }\ndimensions = [{ name = \"k\", type = \"string\" }]\n",
     );
     let call = |method: &str, path: &str, body: &[u8], token: Option<&str>| {
         let mut s = std::net::TcpStream::connect(&weir.addr).unwrap();
@@ -467,7 +467,7 @@ fn tokens_and_scopes_guard_every_endpoint() {
         let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
         write!(
             s,
-            "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}Content-Length: {}\r\n\r\n",
+            "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
             body.len()
         )
         .unwrap();
@@ -485,8 +485,8 @@ fn tokens_and_scopes_guard_every_endpoint() {
         ("GET", "/v1/tables", b"", "query"),
         ("GET", "/v1/tables/t", b"", "query"),
         ("GET", "/v1/tables/t/replays", b"", "query"),
-        ("GET", "/v1/internal/relations", b"", "query"),
-        ("GET", "/v1/internal/hot/t", b"", "query"),
+        ("GET", "/v1/internal/relations", b"", "internal"),
+        ("GET", "/v1/internal/hot/t", b"", "internal"),
         ("POST", "/v1/ingest/t", event, "ingest"),
         ("GET", "/metrics", b"", "admin"),
     ];
@@ -496,6 +496,7 @@ fn tokens_and_scopes_guard_every_endpoint() {
         let (good, other) = match scope {
             "query" => ("reader-secret-0123456789", "writer-secret-0123456789"),
             "ingest" => ("writer-secret-0123456789", "reader-secret-0123456789"),
+            "internal" => ("nodes-secret-0123456789", "reader-secret-0123456789"),
             _ => ("admin-secret-0123456789", "reader-secret-0123456789"),
         };
         assert_eq!(call(method, path, body, Some(other)), 403, "{path} under-scoped");

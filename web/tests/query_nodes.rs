@@ -314,7 +314,7 @@ async fn live_tiles_on_a_query_process_are_pushed_and_an_ingest_process_that_sto
     }
 }
 
-const AUTH: &str = "[auth]\ntokens = [\n  { name = \"reader\", token = \"reader-secret-0123456789\", scopes = [\"query\"] },\n  { name = \"writer\", token = \"writer-secret-0123456789\", scopes = [\"ingest\"] },\n]\n";
+const AUTH: &str = "[auth]\ntokens = [\n  { name = \"reader\", token = \"reader-secret-0123456789\", scopes = [\"query\"] },\n  { name = \"writer\", token = \"writer-secret-0123456789\", scopes = [\"ingest\"] },\n  { name = \"nodes\", token = \"nodes-secret-0123456789\", scopes = [\"internal\"] },\n]\n";
 
 #[test]
 fn a_query_process_sends_a_token_to_the_ingest_processes_and_a_refused_one_is_named() {
@@ -325,11 +325,12 @@ fn a_query_process_sends_a_token_to_the_ingest_processes_and_a_refused_one_is_na
     let lines = events(0, 800).join("\n");
     let r = request_as(&ingest.addr, "POST", "/v1/ingest/t", lines.as_bytes(), Some("writer-secret-0123456789"));
     assert_eq!(r.status, 200, "{}", r.text());
-    // The internal endpoints need the `query` scope.
+    // The internal endpoints need the `internal` scope: not a dashboard's `query`.
     for path in ["/v1/internal/relations", "/v1/internal/hot/t"] {
         assert_eq!(request_as(&ingest.addr, "GET", path, b"", None).status, 401, "{path}");
         assert_eq!(request_as(&ingest.addr, "GET", path, b"", Some("writer-secret-0123456789")).status, 403, "{path}");
-        assert_eq!(request_as(&ingest.addr, "GET", path, b"", reader).status, 200, "{path}");
+        assert_eq!(request_as(&ingest.addr, "GET", path, b"", reader).status, 403, "{path}");
+        assert_eq!(request_as(&ingest.addr, "GET", path, b"", Some("nodes-secret-0123456789")).status, 200, "{path}");
     }
     let sql = br#"{"sql": "SELECT count(*) AS n FROM t"}"#;
     let n = |w: &Weir| -> Value {
@@ -339,7 +340,7 @@ fn a_query_process_sends_a_token_to_the_ingest_processes_and_a_refused_one_is_na
     };
     wait_for("the ingest process to read everything", || n(&ingest) == rows_of(800));
 
-    // By default the query process sends the config's first `query` token; its
+    // By default the query process sends the config's first `internal` token; its
     // own API asks for tokens like any process.
     let q = query_process(&cfg, &[&ingest], &[]);
     assert_eq!(n(&q), rows_of(800));
@@ -347,7 +348,9 @@ fn a_query_process_sends_a_token_to_the_ingest_processes_and_a_refused_one_is_na
     assert_eq!(request_as(&q.addr, "GET", "/readyz", b"", None).status, 200);
 
     // A token the ingest process refuses: unready, and queries say why.
-    for (token, status) in [("wrong-secret-0123456789", "401"), ("writer-secret-0123456789", "403")] {
+    for (token, status) in
+        [("wrong-secret-0123456789", "401"), ("writer-secret-0123456789", "403"), ("reader-secret-0123456789", "403")]
+    {
         let bad = query_process(&cfg, &[&ingest], &["--token", token]);
         let why = request_as(&bad.addr, "GET", "/readyz", b"", None).text();
         assert!(why.contains(&ingest.base) && why.contains(status) && why.contains("--token"), "{why}");

@@ -620,7 +620,9 @@ impl Topic {
         })
     }
 
-    fn check_sizes(records: &[NewRecord<'_>]) -> Result<()> {
+    /// Fails with [`Error::RecordTooLarge`] for the first record over
+    /// [`MAX_RECORD_BYTES`] encoded; every append checks this before it writes.
+    pub fn check_sizes(records: &[NewRecord<'_>]) -> Result<()> {
         for r in records {
             let size = record::encoded_len(r.key.len(), r.value.len());
             if size > MAX_RECORD_BYTES {
