@@ -18,12 +18,13 @@ fn the_kubernetes_config_map_holds_a_valid_config() {
     let end = start + manifest[start..].find("\n---").expect("end of the ConfigMap");
     let toml: String =
         manifest[start..end].lines().map(|l| l.strip_prefix("    ").unwrap_or(l)).collect::<Vec<_>>().join("\n");
-    for var in ["WEIR_QUERY_TOKEN", "WEIR_INGEST_TOKEN", "WEIR_ADMIN_TOKEN"] {
+    for var in ["WEIR_QUERY_TOKEN", "WEIR_INGEST_TOKEN", "WEIR_INTERNAL_TOKEN", "WEIR_ADMIN_TOKEN"] {
         // SAFETY: this test binary runs no other code that reads these variables.
         unsafe { std::env::set_var(var, "a-test-secret-of-enough-bytes") };
     }
     let c = WeirConfig::from_toml(&toml).unwrap_or_else(|e| panic!("the ConfigMap's weir.toml: {e}\n{toml}"));
-    assert_eq!(c.auth.tokens.len(), 3);
+    assert_eq!(c.auth.tokens.len(), 4);
+    assert!(c.auth.tokens.iter().any(|t| t.scopes == [weir_storage::config::Scope::Internal]), "query pods need an internal token");
     assert_eq!(c.server.listen, "0.0.0.0:8080");
 }
 
