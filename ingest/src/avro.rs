@@ -9,6 +9,9 @@ use apache_avro::Schema;
 use apache_avro::types::Value;
 use weir_storage::config::AvroConfig;
 
+/// The largest allocation one Avro value may make while decoding.
+pub const MAX_AVRO_ALLOCATION: usize = weir_storage::log::MAX_RECORD_BYTES;
+
 /// The writer schemas of one table.
 #[derive(Debug)]
 pub struct AvroFormat {
@@ -19,6 +22,10 @@ pub struct AvroFormat {
 impl AvroFormat {
     /// Parses the configured schemas; the error names the one that is invalid.
     pub fn new(cfg: &AvroConfig) -> Result<AvroFormat, String> {
+        // A datum's length prefixes are the producer's word: no string, bytes
+        // or array of one may take more than a log record can hold (apache-avro
+        // refuses larger claims instead of allocating them; set once per process).
+        apache_avro::util::max_allocation_bytes(MAX_AVRO_ALLOCATION);
         let parse = |what: &str, text: &str| {
             Schema::parse_str(text).map_err(|e| format!("the Avro {what} is not a valid schema: {e}"))
         };
@@ -119,6 +126,46 @@ mod tests {
         framed[4] = 8;
         assert!(wire.to_json(&framed).unwrap_err().contains("schema id 8 is not in the table's config"));
         assert!(wire.to_json(b"{\"json\": 1}").unwrap_err().contains("not Confluent's wire format"));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+        /// Arbitrary bytes, and valid datums with bytes flipped or cut, never
+        /// panic or allocate past the bound: each is JSON or a named error.
+        #[test]
+        fn arbitrary_and_mutated_datums_never_panic(
+            noise in proptest::collection::vec(proptest::num::u8::ANY, 0..64),
+            at in 0usize..64,
+            byte in proptest::num::u8::ANY,
+            cut in 0usize..64,
+        ) {
+            let plain = AvroFormat::new(&AvroConfig { schema: Some(SCHEMA.into()), confluent: BTreeMap::new() }).unwrap();
+            let _ = plain.to_json(&noise);
+            let mut d = datum(1_700_000_000_000_000, "card", Some(1.5));
+            let i = at % d.len();
+            d[i] = byte;
+            if let Ok(json) = plain.to_json(&d) {
+                serde_json::from_slice::<serde_json::Value>(&json).unwrap();
+            }
+            d.truncate(cut.min(d.len()));
+            let _ = plain.to_json(&d);
+        }
+    }
+
+    #[test]
+    fn a_length_prefix_past_the_bound_is_an_error_not_an_allocation() {
+        let plain = AvroFormat::new(&AvroConfig { schema: Some(SCHEMA.into()), confluent: BTreeMap::new() }).unwrap();
+        // ts = 1 (zigzag 2), then a string whose length says 32 MiB: under
+        // apache-avro's own default bound (512 MiB), over Weir's.
+        let mut d = vec![2u8];
+        let mut n: u64 = (32u64 << 20) << 1; // zigzag
+        while n >= 0x80 {
+            d.push((n as u8) | 0x80);
+            n >>= 7;
+        }
+        d.push(n as u8);
+        let e = plain.to_json(&d).unwrap_err();
+        assert!(e.starts_with("invalid Avro") && e.contains(&MAX_AVRO_ALLOCATION.to_string()), "{e}");
     }
 
     #[test]

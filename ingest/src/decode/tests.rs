@@ -77,7 +77,56 @@ fn partition_keys() {
     assert_eq!(partition_key(b"garbage", "card_id"), None);
 }
 
+#[test]
+fn deep_nesting_decodes_or_is_a_reason_never_a_stack_overflow() {
+    let d = Decoder::new(&table(""));
+    for depth in [200, 10_000, 1_000_000] {
+        for (open, close) in [("[", "]"), ("{\"a\":", "}")] {
+            let nested = format!("{}1{}", open.repeat(depth), close.repeat(depth));
+            // Nested in a field the table ignores, and in one it reads.
+            let ignored = format!(r#"{{"ts":1,"card_id":"c","amount":1,"extra":{nested}}}"#);
+            match d.decode(ignored.as_bytes()) {
+                Ok(out) => assert_eq!(out.ts_ms, 1),
+                Err(reason) => assert!(!reason.is_empty()),
+            }
+            let read = format!(r#"{{"ts":1,"card_id":{nested},"amount":1}}"#);
+            let reason = d.decode(read.as_bytes()).err().unwrap_or_else(|| panic!("depth {depth} as card_id"));
+            assert!(reason.contains("card_id") || reason.contains("recursion"), "{reason}");
+        }
+    }
+}
+
+fn json_value() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+    use proptest::prelude::*;
+    let leaf = prop_oneof![
+        Just(serde_json::Value::Null),
+        any::<bool>().prop_map(serde_json::Value::from),
+        any::<i64>().prop_map(serde_json::Value::from),
+        any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(serde_json::Value::from),
+        ".{0,12}".prop_map(serde_json::Value::from),
+    ];
+    leaf.prop_recursive(6, 64, 8, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..8).prop_map(serde_json::Value::from),
+            proptest::collection::btree_map(".{0,8}", inner, 0..8)
+                .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
 proptest::proptest! {
+    /// Records of any shape, with the table's fields of any type, decode or
+    /// name their error; never panic.
+    #[test]
+    fn records_of_any_shape_never_panic(
+        ts in json_value(), card in json_value(), amount in json_value(), extra in json_value(),
+    ) {
+        let d = Decoder::new(&table(""));
+        let rec = serde_json::json!({"ts": ts, "card_id": card, "amount": amount, "extra": extra}).to_string();
+        let _ = d.decode(rec.as_bytes());
+        let _ = partition_key(rec.as_bytes(), "card_id");
+    }
+
     #[test]
     fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
         let d = Decoder::new(&table(""));

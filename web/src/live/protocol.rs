@@ -117,6 +117,40 @@ pub fn update(id: &str, published: &Published) -> Option<String> {
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+        /// Any text is a message or a named error; never a panic.
+        #[test]
+        fn any_text_parses_or_is_named(text in ".{0,200}") {
+            if let Err(e) = parse(&text) {
+                proptest::prop_assert!(!e.is_empty());
+            }
+        }
+
+        /// Messages of the right shape with fields of any JSON type or size: a
+        /// subscribe that parses keeps its id within bounds.
+        #[test]
+        fn fields_of_any_type_parse_or_are_named(
+            op in proptest::prop_oneof![proptest::strategy::Just("subscribe".to_string()), ".{0,12}"],
+            id_len in 0usize..400,
+            rate in proptest::num::f64::ANY,
+            key_is_text in proptest::bool::ANY,
+            depth in 0usize..300,
+        ) {
+            let nested = format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
+            let key = if key_is_text { "\"k\"".to_string() } else { nested };
+            let rate = if rate.is_finite() { rate.to_string() } else { "1e999".to_string() };
+            let text = format!(
+                r#"{{"op":{},"id":"{}","sql":"SELECT 1","max_rate_hz":{rate},"key":{key}}}"#,
+                serde_json::Value::from(op.clone()),
+                "x".repeat(id_len)
+            );
+            if let Ok(ClientMessage::Subscribe { id, .. }) = parse(&text) {
+                proptest::prop_assert!(!id.is_empty() && id.chars().count() <= MAX_ID_CHARS);
+            }
+        }
+    }
+
     #[test]
     fn client_messages_parse_with_defaults() {
         assert_eq!(
