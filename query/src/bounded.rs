@@ -560,46 +560,47 @@ pub fn output_bound(name: &str, args: &[ColumnarValue], rows: usize) -> Option<u
     let a = |i: usize| Arg(args.get(i).unwrap_or(&ColumnarValue::Scalar(ScalarValue::Null)));
     let positive = |v: i128| v.max(0) as u128;
     let with_offsets = |bytes: u128| bytes.saturating_add(rows as u128 * 16);
-    let bound = match name {
-        "repeat" => per_row(args, rows, |i| a(0).len(i).saturating_mul(positive(a(1).int(i)))),
-        // At most n characters of at most 4 bytes.
-        "lpad" | "rpad" => per_row(args, rows, |i| positive(a(1).int(i)).saturating_mul(4)),
-        "replace" => per_row(args, rows, |i| {
-            let (s, from, to) = (a(0).len(i), a(1).len(i).max(1), a(2).len(i));
-            s.saturating_add((s / from + 1).saturating_mul(to))
-        }),
-        // Each match (at most one per byte, and one at the end) becomes the
-        // replacement, whose group references together take at most the input.
-        "regexp_replace" => per_row(args, rows, |i| {
-            let (s, repl) = (a(0).len(i), a(2).len(i));
-            s.saturating_add((s + 1).saturating_mul(repl).saturating_mul(2))
-        }),
-        "translate" | "upper" | "lower" | "initcap" => per_row(args, rows, |i| a(0).len(i).saturating_mul(4)),
-        "concat_ws" => input_bytes(args, rows)
-            .saturating_add(per_row(args, rows, |i| a(0).len(i).saturating_mul(args.len() as u128))),
-        "to_char" | "date_format" => per_row(args, rows, |i| a(1).len(i).saturating_mul(16).saturating_add(64)),
-        "array_repeat" => {
-            per_row(args, rows, |i| positive(a(1).int(i)).saturating_mul(a(0).value_bytes(i).saturating_add(1)))
-        }
-        "array_resize" => per_row(args, rows, |i| {
-            let element = if args.len() > 2 { a(2).value_bytes(i) } else { a(0).element_bytes() };
-            positive(a(1).int(i)).saturating_mul(element.saturating_add(1))
-        }),
-        "array_replace" | "array_replace_n" | "array_replace_all" => input_bytes(args, rows)
-            .saturating_add(per_row(args, rows, |i| a(0).list_len(i).saturating_mul(a(2).value_bytes(i)))),
-        "array_to_string" | "array_join" | "list_to_string" | "list_join" => input_bytes(args, rows)
-            .saturating_add(per_row(args, rows, |i| {
-                a(0).list_len(i).saturating_mul(a(1).len(i) + if args.len() > 2 { a(2).len(i) } else { 0 })
-            })),
-        "string_to_array" | "string_to_list" | "regexp_split_to_array" => {
-            with_offsets(input_bytes(args, rows).saturating_mul(9))
-        }
-        "range" | "generate_series" | "gen_series" => {
-            per_row(args, rows, |i| range_len(args, i).saturating_mul(16)).saturating_add(rows as u128 * 8)
-        }
-        "encode" | "to_hex" | "uuid" => with_offsets(input_bytes(args, rows).saturating_mul(2)),
-        _ => return None,
-    };
+    let bound =
+        match name {
+            "repeat" => per_row(args, rows, |i| a(0).len(i).saturating_mul(positive(a(1).int(i)))),
+            // At most n characters of at most 4 bytes.
+            "lpad" | "rpad" => per_row(args, rows, |i| positive(a(1).int(i)).saturating_mul(4)),
+            "replace" => per_row(args, rows, |i| {
+                let (s, from, to) = (a(0).len(i), a(1).len(i).max(1), a(2).len(i));
+                s.saturating_add((s / from + 1).saturating_mul(to))
+            }),
+            // Each match (at most one per byte, and one at the end) becomes the
+            // replacement, whose group references together take at most the input.
+            "regexp_replace" => per_row(args, rows, |i| {
+                let (s, repl) = (a(0).len(i), a(2).len(i));
+                s.saturating_add((s + 1).saturating_mul(repl).saturating_mul(2))
+            }),
+            "translate" | "upper" | "lower" | "initcap" => per_row(args, rows, |i| a(0).len(i).saturating_mul(4)),
+            "concat_ws" => input_bytes(args, rows)
+                .saturating_add(per_row(args, rows, |i| a(0).len(i).saturating_mul(args.len() as u128))),
+            "to_char" | "date_format" => per_row(args, rows, |i| a(1).len(i).saturating_mul(16).saturating_add(64)),
+            "array_repeat" => {
+                per_row(args, rows, |i| positive(a(1).int(i)).saturating_mul(a(0).value_bytes(i).saturating_add(1)))
+            }
+            "array_resize" => per_row(args, rows, |i| {
+                let element = if args.len() > 2 { a(2).value_bytes(i) } else { a(0).element_bytes() };
+                positive(a(1).int(i)).saturating_mul(element.saturating_add(1))
+            }),
+            "array_replace" | "array_replace_n" | "array_replace_all" => input_bytes(args, rows)
+                .saturating_add(per_row(args, rows, |i| a(0).list_len(i).saturating_mul(a(2).value_bytes(i)))),
+            "array_to_string" | "array_join" | "list_to_string" | "list_join" => input_bytes(args, rows)
+                .saturating_add(per_row(args, rows, |i| {
+                    a(0).list_len(i).saturating_mul(a(1).len(i) + if args.len() > 2 { a(2).len(i) } else { 0 })
+                })),
+            "string_to_array" | "string_to_list" | "regexp_split_to_array" => {
+                with_offsets(input_bytes(args, rows).saturating_mul(9))
+            }
+            "range" | "generate_series" | "gen_series" => {
+                per_row(args, rows, |i| range_len(args, i).saturating_mul(16)).saturating_add(rows as u128 * 8)
+            }
+            "encode" | "to_hex" | "uuid" => with_offsets(input_bytes(args, rows).saturating_mul(2)),
+            _ => return None,
+        };
     Some(bound)
 }
 

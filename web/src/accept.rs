@@ -112,11 +112,7 @@ async fn serve_one<I: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
 /// body (GETs, WebSocket upgrades) pass untouched.
 pub async fn body_deadline(State(limits): State<LimitsConfig>, req: Request, next: Next) -> Response {
     let has_body = req.headers().contains_key(header::TRANSFER_ENCODING)
-        || req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.trim() != "0");
+        || req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).is_some_and(|v| v.trim() != "0");
     if !has_body {
         return next.run(req).await;
     }

@@ -181,7 +181,10 @@ fn require_ndjson(headers: &HeaderMap) -> Result<(), ApiError> {
     Err(ApiError::new(
         StatusCode::UNSUPPORTED_MEDIA_TYPE,
         "content_type",
-        format!("send records with `Content-Type: application/x-ndjson` (or {}); this request's is {sent}", NDJSON_TYPES[1..].join(", ")),
+        format!(
+            "send records with `Content-Type: application/x-ndjson` (or {}); this request's is {sent}",
+            NDJSON_TYPES[1..].join(", ")
+        ),
     ))
 }
 

@@ -24,7 +24,10 @@ fn the_kubernetes_config_map_holds_a_valid_config() {
     }
     let c = WeirConfig::from_toml(&toml).unwrap_or_else(|e| panic!("the ConfigMap's weir.toml: {e}\n{toml}"));
     assert_eq!(c.auth.tokens.len(), 4);
-    assert!(c.auth.tokens.iter().any(|t| t.scopes == [weir_storage::config::Scope::Internal]), "query pods need an internal token");
+    assert!(
+        c.auth.tokens.iter().any(|t| t.scopes == [weir_storage::config::Scope::Internal]),
+        "query pods need an internal token"
+    );
     assert_eq!(c.server.listen, "0.0.0.0:8080");
 }
 

@@ -45,8 +45,7 @@ async fn functions_that_allocate_are_checked_before_they_do() {
 #[tokio::test]
 async fn functions_that_loop_are_bounded_by_their_steps() {
     let service = svc();
-    let message =
-        refused(&service, "SELECT levenshtein(repeat('a', 60000), repeat('b', 60000)) FROM events").await;
+    let message = refused(&service, "SELECT levenshtein(repeat('a', 60000), repeat('b', 60000)) FROM events").await;
     assert!(message.contains("levenshtein"), "{message}");
     // Small inputs still work.
     let out = service.execute("SELECT levenshtein('kitten', 'sitting') AS d").await.unwrap();
@@ -114,7 +113,10 @@ async fn deep_nesting_and_long_text_are_errors_not_crashes() {
         }
     }
     // As many operators as a statement may hold still plan and run, here.
-    let widest = format!("SELECT count(amount) AS n FROM events WHERE amount = -1{}", " OR amount = 2".repeat(crate::guard::MAX_OPERATORS / 2 - 1));
+    let widest = format!(
+        "SELECT count(amount) AS n FROM events WHERE amount = -1{}",
+        " OR amount = 2".repeat(crate::guard::MAX_OPERATORS / 2 - 1)
+    );
     let out = service.execute(&widest).await.unwrap();
     assert_eq!(crate::testing::pretty(&out), "+---+\n| n |\n+---+\n| 1 |\n+---+");
     let chain = format!("SELECT 0{} AS n", "+1".repeat(crate::guard::MAX_OPERATORS));
@@ -137,7 +139,9 @@ async fn regexes_and_cross_joins_end_in_an_error_or_the_timeout() {
     let out = service.execute("SELECT regexp_like(repeat('a', 30), '(a*)*b') AS m").await.unwrap();
     assert_eq!(crate::testing::pretty(&out), "+-------+\n| m     |\n+-------+\n| false |\n+-------+");
     match service.execute(&format!("SELECT regexp_like('a', '{}')", "(a{1000}){1000}".repeat(1))).await {
-        Err(Error::Execution { message } | Error::Sql { message }) => assert!(message.contains("Regular expression"), "{message}"),
+        Err(Error::Execution { message } | Error::Sql { message }) => {
+            assert!(message.contains("Regular expression"), "{message}")
+        }
         other => panic!("{other:?}"),
     }
     match service

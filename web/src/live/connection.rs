@@ -35,7 +35,11 @@ const SILENT_HEARTBEATS: u32 = 3;
 pub async fn serve(socket: WebSocket, hub: TileHub, heartbeat: Duration, limits: &LimitsConfig) {
     let (sink, mut stream) = socket.split();
     let (tx, rx) = mpsc::channel::<Queued>(OUTBOX);
-    let outbox = Outbox { tx, bytes: Arc::new(Semaphore::new(limits.max_live_queued_bytes)), max_bytes: limits.max_live_queued_bytes };
+    let outbox = Outbox {
+        tx,
+        bytes: Arc::new(Semaphore::new(limits.max_live_queued_bytes)),
+        max_bytes: limits.max_live_queued_bytes,
+    };
     let mut writer = tokio::spawn(write(sink, rx, heartbeat, limits.live_send_timeout));
     let mut conn = Connection { hub, outbox, tiles: HashMap::new(), max_tiles: limits.max_tiles_per_connection };
     if conn.send(protocol::hello(heartbeat.as_millis())).await {

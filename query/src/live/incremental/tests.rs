@@ -55,7 +55,8 @@ fn bucket(rng: &mut SmallRng, minute: i64) -> RecordBatch {
 }
 
 fn canonical(output: &QueryOutput, ordered: bool) -> Vec<String> {
-    let mut rows: Vec<String> = rows_of(output, usize::MAX).unwrap().into_iter().map(|r| Value::Object(r).to_string()).collect();
+    let mut rows: Vec<String> =
+        rows_of(output, usize::MAX).unwrap().into_iter().map(|r| Value::Object(r).to_string()).collect();
     if !ordered {
         rows.sort();
     }
@@ -79,7 +80,9 @@ async fn incremental_results_equal_full_runs_through_updates_seals_and_compactio
     let (_dir, hot, shared, query) = setup().await;
     let mut plans = Vec::new();
     for (sql, ordered) in TILES {
-        let plan = prepare(query.cold.clone(), query.pool(), Arc::clone(&shared), sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+        let plan = prepare(query.cold.clone(), query.pool(), Arc::clone(&shared), sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
         plans.push((Arc::new(plan), *sql, *ordered));
     }
     let mut rng = SmallRng::seed_from_u64(6);
@@ -157,7 +160,10 @@ async fn tiles_of_other_shapes_are_evaluated_in_full_and_say_why() {
         ),
     ];
     for (sql, reason) in cases {
-        let err = prepare(query.cold.clone(), query.pool(), Arc::clone(&shared), sql).await.err().unwrap_or_else(|| panic!("{sql} was prepared"));
+        let err = prepare(query.cold.clone(), query.pool(), Arc::clone(&shared), sql)
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{sql} was prepared"));
         assert!(err.starts_with(reason), "{sql}: {err}");
     }
 }
