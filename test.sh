@@ -41,6 +41,13 @@ if [ "$free_kb" -lt $((12 * 1024 * 1024)) ] && [ -d "$CARGO_TARGET_DIR/debug/inc
 fi
 cargo build --workspace --all-targets --locked "${features[@]}"
 
+echo "== formatting (rustfmt.toml) and lints (clippy, warnings are errors)"
+if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+  rustup component add rustfmt clippy
+fi
+cargo fmt --all --check 2>&1 | tee -a "$log" || status=1
+cargo clippy --workspace --all-targets --locked "${features[@]}" -- -D warnings 2>&1 | tail -n 40 || status=1
+
 echo "== the S3-compatible server the cold-tier tests start (moto, from PyPI)"
 if ! command -v moto_server >/dev/null 2>&1; then
   python3 -m pip install --quiet --disable-pip-version-check 'moto[server]' >/dev/null

@@ -389,9 +389,9 @@ fn fetch<C: rdkafka::consumer::ConsumerContext>(consumer: BaseConsumer<C>, topic
                 let _g = shared.signal.lock();
                 shared.arrived.notify_all();
             }
-            Some(Err(rdkafka::error::KafkaError::MessageConsumption(code)))
-                if code == rdkafka::types::RDKafkaErrorCode::OffsetOutOfRange =>
-            {
+            Some(Err(rdkafka::error::KafkaError::MessageConsumption(
+                rdkafka::types::RDKafkaErrorCode::OffsetOutOfRange,
+            ))) => {
                 return fail("an offset the table needs is no longer held by the topic (retention deleted it before it was sealed)".into());
             }
             Some(Err(e)) => tracing::warn!(topic, error = %e, "Kafka consumer error; retrying"),

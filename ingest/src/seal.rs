@@ -589,7 +589,7 @@ impl Sealer {
     pub async fn tick(&self) {
         let cfg = self.table();
         if self.node.is_some()
-            && self.ticks.fetch_add(1, Ordering::Relaxed) % 5 == 0
+            && self.ticks.fetch_add(1, Ordering::Relaxed).is_multiple_of(5)
             && let Err(e) = self.refresh_peers().await
         {
             tracing::warn!(table = %cfg.name, error = %e, "could not read the other processes' manifests");

@@ -29,9 +29,9 @@ pub fn required_scope(method: &axum::http::Method, path: &str) -> Option<Scope> 
         Some(Scope::Ingest)
     } else if path.starts_with("/v1/internal/") {
         Some(Scope::Internal)
-    } else if path.starts_with("/v1/tables/") && (path.ends_with("/seal") || path.ends_with("/compact")) {
-        Some(Scope::Admin)
-    } else if replays && method != axum::http::Method::GET {
+    } else if path.starts_with("/v1/tables/") && (path.ends_with("/seal") || path.ends_with("/compact"))
+        || replays && method != axum::http::Method::GET
+    {
         Some(Scope::Admin)
     } else if path.starts_with("/v1/") {
         Some(Scope::Query)

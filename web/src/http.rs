@@ -426,7 +426,7 @@ async fn table(State(app): State<Arc<App>>, Path(name): Path<String>) -> Result<
         "watermark": status.watermark.table_ms.map(weir_ingest::time::format_ms),
         "watermark_ms": status.watermark.table_ms,
         "offsets": offsets,
-        "source": source_json(&cfg),
+        "source": source_json(cfg),
         "records_per_s": status.records_per_s,
         "produced": produced,
         "lag": lag,

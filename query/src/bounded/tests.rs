@@ -138,7 +138,7 @@ async fn regexes_and_cross_joins_end_in_an_error_or_the_timeout() {
     // The regex engine is linear, and its compiled size is bounded.
     let out = service.execute("SELECT regexp_like(repeat('a', 30), '(a*)*b') AS m").await.unwrap();
     assert_eq!(crate::testing::pretty(&out), "+-------+\n| m     |\n+-------+\n| false |\n+-------+");
-    match service.execute(&format!("SELECT regexp_like('a', '{}')", "(a{1000}){1000}".repeat(1))).await {
+    match service.execute(&format!("SELECT regexp_like('a', '{}')", "(a{1000}){1000}")).await {
         Err(Error::Execution { message } | Error::Sql { message }) => {
             assert!(message.contains("Regular expression"), "{message}")
         }

@@ -125,7 +125,7 @@ pub(crate) async fn prepare(
     if !matches!(relation.kind, RelationKind::Rollup { .. }) {
         return Err(format!("it reads `{}`, which is not a rollup", relation.name));
     }
-    let mode = |p: &Arc<dyn ExecutionPlan>| p.downcast_ref::<AggregateExec>().map(|a| a.mode().clone());
+    let mode = |p: &Arc<dyn ExecutionPlan>| p.downcast_ref::<AggregateExec>().map(|a| *a.mode());
     let at = chain
         .iter()
         .rposition(|p| mode(p) == Some(AggregateMode::Partial))
