@@ -206,6 +206,19 @@ pub fn render(app: &App) -> String {
 
 /// The figures every process has: live tiles, queries, ingest requests.
 pub fn render_serving(out: &mut String, live_side: &crate::live::Live, m: &Metrics) {
+    let budget = live_side.hub.query().budget();
+    for (metric, help, v) in [
+        ("weir_query_running", "Queries and tile evaluations running now (at most query.max_concurrent).", budget.running),
+        ("weir_query_queued", "Queries waiting for a turn (at most query.max_queued).", budget.queued),
+        (
+            "weir_query_memory_bytes",
+            "Bytes the running queries hold together (at most query.total_memory_bytes).",
+            budget.memory_bytes,
+        ),
+    ] {
+        family(out, metric, "gauge", help);
+        let _ = writeln!(out, "{metric} {v}");
+    }
     let live = live_side.hub.stats();
     family(out, "weir_live_connections", "gauge", "WebSocket connections open on /v1/live.");
     let _ = writeln!(out, "weir_live_connections {}", live_side.connections());

@@ -216,6 +216,9 @@ async fn subscribe_push_late_correction_and_unsubscribe() {
     };
     assert_eq!(value("weir_live_connections"), 1.0);
     assert_eq!(value("weir_live_tiles"), 1.0);
+    // The query budget shows too; nothing runs between evaluations.
+    assert!(value("weir_query_running") <= 8.0 && value("weir_query_queued") == 0.0, "{metrics}");
+    assert!(value("weir_query_memory_bytes") >= 0.0, "{metrics}");
     assert!(value("weir_live_pushes_total") >= 4.0 && value("weir_live_evaluations_total") >= 4.0, "{metrics}");
     // The rollup tile is evaluated incrementally: unchanged buckets were reused.
     assert_eq!(value("weir_live_incremental_tiles"), 1.0, "{metrics}");

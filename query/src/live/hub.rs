@@ -302,6 +302,11 @@ impl TileHub {
         })
     }
 
+    /// The query service the hub evaluates with.
+    pub fn query(&self) -> &QueryService {
+        &self.inner.query
+    }
+
     /// Fails when the hub evaluates as many tiles as it may.
     fn check_room(&self) -> Result<()> {
         let tiles = lock(&self.inner.tiles);
