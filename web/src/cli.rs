@@ -88,8 +88,8 @@ pub enum Command {
         #[arg(long = "ingest", env = "WEIR_INGEST_NODES", value_delimiter = ',', value_name = "URL")]
         ingest: Vec<String>,
         /// With --query-only: the API token sent to the ingest processes (needs
-        /// the `query` scope); by default the first token of the config's
-        /// [auth] with the `query` (or `admin`) scope.
+        /// the `internal` scope); by default the first token of the config's
+        /// [auth] with the `internal` (or `admin`) scope.
         #[arg(long, env = "WEIR_TOKEN", hide_env_values = true)]
         token: Option<String>,
     },

@@ -6,7 +6,7 @@
 //! | `GET /v1/internal/relations` | JSON [`NodeCatalog`]: this process, its tables with their version, assignment count and own counts, and each relation with its Arrow schema |
 //! | `GET /v1/internal/hot/{relation}` | an Arrow IPC stream: this process's own hot batches of the relation, with [`SnapshotMeta`] (its own sealed files, the version) as JSON in the schema's metadata under [`SNAPSHOT_KEY`] |
 //!
-//! Both need the `query` scope. The snapshot is [`HotTable::own_snapshot`]: the
+//! Both need the `internal` scope. The snapshot is [`HotTable::own_snapshot`]: the
 //! hot batches and this process's own sealed files taken under the table's lock,
 //! so a seal is seen before or after, never half. Other processes' files are
 //! listed apart, by node (`peers`), for the query process to serve those of

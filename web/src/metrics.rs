@@ -208,7 +208,11 @@ pub fn render(app: &App) -> String {
 pub fn render_serving(out: &mut String, live_side: &crate::live::Live, m: &Metrics) {
     let budget = live_side.hub.query().budget();
     for (metric, help, v) in [
-        ("weir_query_running", "Queries and tile evaluations running now (at most query.max_concurrent).", budget.running),
+        (
+            "weir_query_running",
+            "Queries and tile evaluations running now (at most query.max_concurrent).",
+            budget.running,
+        ),
         ("weir_query_queued", "Queries waiting for a turn (at most query.max_queued).", budget.queued),
         (
             "weir_query_memory_bytes",

@@ -352,7 +352,7 @@ impl RemoteTier {
             v["error"]["message"].as_str().map(str::to_string).unwrap_or_else(|| String::from_utf8_lossy(&body).into());
         let hint = match status.as_u16() {
             401 | 403 => {
-                "; give this query process a token with the `query` scope (--token, WEIR_TOKEN, or one in [auth])"
+                "; give this query process a token with the `internal` scope (--token, WEIR_TOKEN, or one in [auth])"
             }
             _ => "",
         };

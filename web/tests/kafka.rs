@@ -9,7 +9,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::Weir;
-use common::kafka::{T0, Tansu, check_totals, produce, rebalancing_table, rt, table};
+use common::kafka::{T0, Tansu, check_totals, log_now, produce, rebalancing_table, rt, table};
 use weir_ingest::kafka::{KafkaSink, ensure_topic, group_offsets};
 
 #[test]
@@ -136,7 +136,7 @@ fn a_full_buffer_pauses_its_partition_and_reading_resumes_it_without_loss() {
     let n = 3 * PAUSE_BYTES / 1_000;
     let records: Vec<(&[u8], &[u8])> = (0..n).map(|_| (&b""[..], value.as_slice())).collect();
     for chunk in records.chunks(2_000) {
-        rt().block_on(sink.send(chunk, T0)).unwrap();
+        rt().block_on(sink.send(chunk, log_now())).unwrap();
     }
     let source = KafkaSource::open(&cfg).unwrap();
     assert_eq!(source.offsets(0).high, n as u64);
@@ -222,7 +222,7 @@ fn avro_values_plain_and_in_confluents_wire_format_are_decoded_and_garbage_is_de
         values.push(b"{\"not\": \"avro\"}".to_vec());
         values.push(vec![0, 0, 0, 0, 99, 1, 2]);
         let records: Vec<(&[u8], &[u8])> = values.iter().map(|v| (&b""[..], v.as_slice())).collect();
-        rt().block_on(sink.send(&records, T0)).unwrap();
+        rt().block_on(sink.send(&records, log_now())).unwrap();
 
         let format = if confluent {
             format!("confluent = {{ \"42\" = '''{AVRO_SCHEMA}''' }}")

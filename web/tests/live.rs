@@ -267,7 +267,7 @@ async fn bad_messages_and_bad_tiles_answer_errors_and_keep_the_connection() {
     c.send(json!({"op": "subscribe", "id": "k", "sql": PER_MINUTE, "key": ["category"]})).await;
     tile_error(&c.recv().await, "k", "key column `category` is not a column of the tile's result");
     c.send(json!({"op": "subscribe", "id": "r", "sql": PER_MINUTE, "max_rate_hz": 500})).await;
-    tile_error(&c.recv().await, "r", "max_rate_hz must be above 0 and at most 100");
+    tile_error(&c.recv().await, "r", "max_rate_hz must be from 0.001 to 100");
 
     let unreadable = [
         ("not json".to_string(), "the message is not JSON"),
