@@ -11,6 +11,8 @@
 
 use std::hash::{BuildHasher, Hasher};
 
+use bincode::Options;
+
 use hyperloglogplus::{HyperLogLog, HyperLogLogPlus};
 use serde::{Deserialize, Serialize};
 
@@ -127,16 +129,24 @@ impl Sketch {
     }
 
     /// Decodes bytes made by [`Sketch::to_bytes`].
+    ///
+    /// The bytes may come from anywhere (a SQL literal, a Parquet file someone
+    /// edited), so they are checked against what [`Sketch::to_bytes`] can write
+    /// before the crate's type is built from them: see [`validate`]. Anything else
+    /// is refused with an error naming the first thing wrong; nothing here panics
+    /// or allocates more than the input's own size.
     pub fn from_bytes(bytes: &[u8]) -> Result<Sketch, SketchError> {
         match bytes {
             [SKETCH_FORMAT_VERSION, precision, rest @ ..] => {
                 if !(MIN_PRECISION..=MAX_PRECISION).contains(precision) {
                     return Err(SketchError::Precision(*precision));
                 }
+                validate(*precision, rest)?;
                 let inner: HyperLogLogPlus<u64, PassThroughBuilder> =
-                    bincode::deserialize(rest).map_err(|e| SketchError::Decode(e.to_string()))?;
+                    wire_options(rest).deserialize(rest).map_err(|e| SketchError::Decode(e.to_string()))?;
                 Ok(Sketch { precision: *precision, inner })
             }
+            [SKETCH_FORMAT_VERSION] => Err(SketchError::Decode("one byte, no precision".into())),
             [v, ..] => Err(SketchError::Decode(format!("unknown sketch format version {v}"))),
             [] => Err(SketchError::Decode("empty value".into())),
         }
@@ -149,6 +159,180 @@ impl Sketch {
         // upper bound by representation: dense once the estimate is large.
         1usize << self.precision.saturating_sub(2)
     }
+}
+
+/// bincode as `to_bytes` writes it (fixed-width integers), reading no more than
+/// the input holds and refusing trailing bytes.
+fn wire_options(input: &[u8]) -> impl bincode::Options {
+    bincode::DefaultOptions::new().with_fixint_encoding().with_limit(input.len() as u64)
+}
+
+/// The layout bincode gives `HyperLogLogPlus<u64, PassThroughBuilder>` (its fields
+/// are private, so they are read here through a mirror of the same shape; the
+/// builder and the phantom type encode as nothing). The round-trip tests below
+/// fail if the crate's layout ever stops matching.
+#[derive(Deserialize)]
+struct WireSketch {
+    _builder: PassThroughBuilder,
+    precision: u8,
+    counts: (u64, u64, u64),
+    tmpset: Vec<u32>,
+    sparse: WireSparse,
+    registers: Option<WireRegisters>,
+}
+
+#[derive(Deserialize)]
+struct WireSparse {
+    count: u64,
+    last: u32,
+    buf: Vec<u8>,
+}
+
+#[derive(Deserialize)]
+struct WireRegisters {
+    buf: Vec<u32>,
+    count: u64,
+    zeros: u64,
+}
+
+/// The sparse representation's precision (the crate's `PRIME_PRECISION`).
+const SPARSE_PRECISION: u32 = 25;
+/// Registers are 6 bits, five to a 32-bit word.
+const REGISTERS_PER_WORD: usize = 5;
+
+fn bad(what: impl Into<String>) -> SketchError {
+    SketchError::Decode(what.into())
+}
+
+/// Checks that `rest` (the bytes after version and precision) is a state
+/// [`Sketch::to_bytes`] can write at precision `p`: the inner precision and sizes
+/// are those of `HyperLogLogPlus::new(p)`, the temporary set is empty (encoding
+/// folds it into the sparse list), and either the sparse list is a strictly
+/// increasing run of well-formed hash codes no longer than the crate keeps before
+/// going dense, or the dense registers are exactly `2^p` values each at most
+/// `65 - p` with a true count of zeros. Every index and shift the crate later
+/// computes from such a state is in range.
+pub fn validate(p: u8, rest: &[u8]) -> Result<(), SketchError> {
+    let wire: WireSketch =
+        wire_options(rest).deserialize(rest).map_err(|e| bad(format!("malformed encoding of precision {p} ({e})")))?;
+    if wire.precision != p {
+        return Err(bad(format!("inner precision {} differs from the header's {p}", wire.precision)));
+    }
+    let registers = 1u64 << p;
+    let sparse_limit = 4 * registers / REGISTERS_PER_WORD as u64;
+    let expected = (registers, 1u64 << (SPARSE_PRECISION - 1), sparse_limit);
+    if wire.counts != expected {
+        return Err(bad(format!("sizes {:?} are not those of precision {p} ({expected:?})", wire.counts)));
+    }
+    if !wire.tmpset.is_empty() {
+        return Err(bad(format!("{} unfolded hash codes (an encoding holds none)", wire.tmpset.len())));
+    }
+    match &wire.registers {
+        None => validate_sparse(p, sparse_limit, &wire.sparse),
+        Some(dense) => {
+            if wire.sparse.count != 0 || wire.sparse.last != 0 || !wire.sparse.buf.is_empty() {
+                return Err(bad("a dense sketch that also holds a sparse list"));
+            }
+            validate_dense(p, registers, dense)
+        }
+    }
+}
+
+fn validate_sparse(p: u8, limit: u64, sparse: &WireSparse) -> Result<(), SketchError> {
+    if sparse.buf.len() as u64 > limit {
+        return Err(bad(format!("sparse list of {} bytes, over the {limit} of precision {p}", sparse.buf.len())));
+    }
+    let (mut at, mut last, mut count) = (0usize, 0u32, 0u64);
+    while at < sparse.buf.len() {
+        let (dif, next) = read_varint(&sparse.buf, at)?;
+        if dif == 0 {
+            return Err(bad(format!("sparse hash codes not strictly increasing at byte {at}")));
+        }
+        last = last.checked_add(dif).ok_or_else(|| bad(format!("sparse hash code overflows at byte {at}")))?;
+        check_hash_code(p, last).map_err(|e| bad(format!("sparse hash code {last:#x} at byte {at}: {e}")))?;
+        count += 1;
+        at = next;
+    }
+    if count != sparse.count || last != sparse.last {
+        return Err(bad(format!(
+            "sparse list says {} codes ending at {:#x}, holds {count} ending at {last:#x}",
+            sparse.count, sparse.last
+        )));
+    }
+    Ok(())
+}
+
+/// Reads one LEB128 u32 at `at` (at most five bytes, no bits past 32, no
+/// redundant trailing zero byte); returns it and the next offset.
+fn read_varint(buf: &[u8], at: usize) -> Result<(u32, usize), SketchError> {
+    let mut value = 0u32;
+    for i in 0..5 {
+        let Some(&byte) = buf.get(at + i) else {
+            return Err(bad(format!("sparse list ends inside a number at byte {at}")));
+        };
+        if i == 4 && byte > 0x0f {
+            return Err(bad(format!("sparse number over 32 bits at byte {at}")));
+        }
+        value |= u32::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            if i > 0 && byte == 0 {
+                return Err(bad(format!("sparse number not minimally encoded at byte {at}")));
+            }
+            return Ok((value, at + i + 1));
+        }
+    }
+    Err(bad(format!("sparse number over five bytes at byte {at}")))
+}
+
+/// A sparse hash code is either `index25 << 7 | zeros << 1 | 1` with `zeros` in
+/// 1..=40 (the bits below the register index were all zero), or `index25 << 1`
+/// whose bits below the register index are not all zero.
+fn check_hash_code(p: u8, code: u32) -> Result<(), &'static str> {
+    if code & 1 == 1 {
+        let zeros = (code >> 1) & 0x3f;
+        if !(1..=40).contains(&zeros) {
+            return Err("run of zeros out of range");
+        }
+    } else {
+        if code >> (SPARSE_PRECISION + 1) != 0 {
+            return Err("bits set above the sparse index");
+        }
+        let below = (code >> 1) & ((1u32 << (SPARSE_PRECISION - u32::from(p))) - 1);
+        if below == 0 {
+            return Err("short form with no bits below the register index");
+        }
+    }
+    Ok(())
+}
+
+fn validate_dense(p: u8, registers: u64, dense: &WireRegisters) -> Result<(), SketchError> {
+    let words = (registers as usize).div_ceil(REGISTERS_PER_WORD);
+    if dense.count != registers || dense.buf.len() != words {
+        return Err(bad(format!(
+            "{} registers in {} words, precision {p} has {registers} in {words}",
+            dense.count,
+            dense.buf.len()
+        )));
+    }
+    let max = 65 - u32::from(p);
+    let mut zeros = 0u64;
+    for (w, &word) in dense.buf.iter().enumerate() {
+        let used = (registers as usize - w * REGISTERS_PER_WORD).min(REGISTERS_PER_WORD);
+        if u64::from(word) >> (6 * used) != 0 {
+            return Err(bad(format!("unused bits set in register word {w}")));
+        }
+        for r in 0..used {
+            let value = (word >> (6 * r)) & 0x3f;
+            if value > max {
+                return Err(bad(format!("register {} is {value}, over {max}", w * REGISTERS_PER_WORD + r)));
+            }
+            zeros += u64::from(value == 0);
+        }
+    }
+    if zeros != dense.zeros {
+        return Err(bad(format!("dense sketch says {} zero registers, holds {zeros}", dense.zeros)));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -208,5 +392,112 @@ mod tests {
         let mut a = Sketch::new(10).unwrap();
         let b = Sketch::new(12).unwrap();
         assert!(matches!(a.merge(&b), Err(SketchError::IncompatiblePrecision(10, 12))));
+    }
+
+    fn sketch_of(p: u8, n: u64, salt: u64) -> Sketch {
+        let mut s = Sketch::new(p).unwrap();
+        for i in 0..n {
+            s.insert_hash(hash_bytes(&(i ^ (salt << 32)).to_le_bytes()));
+        }
+        s
+    }
+
+    /// Every state a sketch can be in (empty, sparse, just dense, full) decodes,
+    /// at every precision: the mirror layout matches the crate's.
+    #[test]
+    fn every_written_state_validates() {
+        for p in MIN_PRECISION..=MAX_PRECISION {
+            for n in [0u64, 1, 5, 200, 1 << (p - 2), 3 << p] {
+                let mut a = sketch_of(p, n, 7);
+                let bytes = a.to_bytes();
+                let mut b = Sketch::from_bytes(&bytes).unwrap_or_else(|e| panic!("p {p} n {n}: {e}"));
+                assert_eq!(b.to_bytes(), bytes, "p {p} n {n}");
+                assert_eq!(b.estimate(), a.estimate());
+            }
+        }
+    }
+
+    /// The forgeries of the hostile-input issue: inner counts that would make the
+    /// crate allocate 2^62 registers, and a run of zero bytes.
+    #[test]
+    fn forged_sizes_are_refused() {
+        let mut s = sketch_of(14, 3, 1);
+        let mut bytes = s.to_bytes();
+        // After version, precision, the inner precision: counts.0 as u64 LE.
+        bytes[3..11].copy_from_slice(&(1u64 << 62).to_le_bytes());
+        let e = Sketch::from_bytes(&bytes).unwrap_err().to_string();
+        assert!(e.contains("sizes"), "{e}");
+        // 64 zero bytes (the hostile suite's literal) are refused for their
+        // trailing bytes; the 54 a state of all zeros takes, for its precision.
+        let mut zeros = vec![1u8, 14];
+        zeros.extend([0u8; 64]);
+        let e = Sketch::from_bytes(&zeros).unwrap_err().to_string();
+        assert!(e.contains("remaining"), "{e}");
+        zeros.truncate(2 + 54);
+        let e = Sketch::from_bytes(&zeros).unwrap_err().to_string();
+        assert!(e.contains("inner precision 0"), "{e}");
+        // A length prefix far past the input is refused before any allocation.
+        let mut s = sketch_of(14, 3, 1);
+        let mut bytes = s.to_bytes();
+        bytes[27..35].copy_from_slice(&(u64::MAX / 2).to_le_bytes());
+        assert!(Sketch::from_bytes(&bytes).is_err());
+    }
+
+    /// Uses every path of a decoded sketch: estimate, merge both ways with sparse
+    /// and dense sketches, encode again.
+    fn exercise(mut s: Sketch) {
+        let p = s.precision();
+        let _ = s.estimate();
+        for other in [sketch_of(p, 3, 9), sketch_of(p, 8 << p, 9)] {
+            let mut a = s.clone();
+            a.merge(&other).unwrap();
+            let _ = a.estimate();
+            let _ = a.to_bytes();
+            let mut b = other.clone();
+            b.merge(&s).unwrap();
+            let _ = b.estimate();
+            let _ = b.to_bytes();
+        }
+        let bytes = s.to_bytes();
+        Sketch::from_bytes(&bytes).expect("a decoded sketch encodes to valid bytes");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn arbitrary_bytes_never_panic(body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..4096),
+                                       p in MIN_PRECISION..=MAX_PRECISION) {
+            let mut bytes = vec![SKETCH_FORMAT_VERSION, p];
+            bytes.extend(body);
+            if let Ok(s) = Sketch::from_bytes(&bytes) {
+                exercise(s);
+            }
+        }
+
+        #[test]
+        fn mutated_sketches_are_refused_or_safe(p in MIN_PRECISION..=12u8,
+                                                n in 0u64..20_000,
+                                                edits in proptest::collection::vec(
+                                                    (proptest::prelude::any::<usize>(), proptest::prelude::any::<u8>()), 1..6)) {
+            let mut bytes = sketch_of(p, n, 3).to_bytes();
+            for (at, value) in edits {
+                let at = at % bytes.len();
+                bytes[at] = value;
+            }
+            if let Ok(s) = Sketch::from_bytes(&bytes) {
+                exercise(s);
+            }
+        }
+
+        #[test]
+        fn truncated_or_extended_sketches_are_refused(p in MIN_PRECISION..=12u8, n in 0u64..5_000, cut in 1usize..64) {
+            let bytes = sketch_of(p, n, 5).to_bytes();
+            let short = &bytes[..bytes.len().saturating_sub(cut)];
+            proptest::prop_assert!(Sketch::from_bytes(short).is_err());
+            let mut long = bytes.clone();
+            long.extend(std::iter::repeat_n(0u8, cut));
+            proptest::prop_assert!(Sketch::from_bytes(&long).is_err());
+        }
     }
 }
