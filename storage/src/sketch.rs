@@ -167,32 +167,100 @@ fn wire_options(input: &[u8]) -> impl bincode::Options {
     bincode::DefaultOptions::new().with_fixint_encoding().with_limit(input.len() as u64)
 }
 
-/// The layout bincode gives `HyperLogLogPlus<u64, PassThroughBuilder>` (its fields
-/// are private, so they are read here through a mirror of the same shape; the
-/// builder and the phantom type encode as nothing). The round-trip tests below
-/// fail if the crate's layout ever stops matching.
-#[derive(Deserialize)]
-struct WireSketch {
-    _builder: PassThroughBuilder,
+/// The layout bincode gives `HyperLogLogPlus<u64, PassThroughBuilder>` (its
+/// fields are private, so the validator reads the bytes itself; the builder and
+/// the phantom type encode as nothing, integers as fixed-width little-endian,
+/// `usize` as u64, collections as a u64 length then the items):
+///
+/// ```text
+/// precision u8 | counts (u64, u64, u64) | tmpset: len u64, u32 each
+/// | sparse: count u64, last u32, bytes: len u64, u8 each
+/// | registers: tag u8 (0 none, 1 some) [words: len u64, u32 each | count u64 | zeros u64]
+/// ```
+///
+/// The round-trip tests below fail if the crate's layout ever stops matching.
+struct WireSketch<'a> {
     precision: u8,
     counts: (u64, u64, u64),
-    tmpset: Vec<u32>,
-    sparse: WireSparse,
-    registers: Option<WireRegisters>,
+    sparse: WireSparse<'a>,
+    registers: Option<WireRegisters<'a>>,
 }
 
-#[derive(Deserialize)]
-struct WireSparse {
+struct WireSparse<'a> {
     count: u64,
     last: u32,
-    buf: Vec<u8>,
+    buf: &'a [u8],
 }
 
-#[derive(Deserialize)]
-struct WireRegisters {
-    buf: Vec<u32>,
+struct WireRegisters<'a> {
+    /// Little-endian u32 words.
+    words: &'a [u8],
     count: u64,
     zeros: u64,
+}
+
+/// Reads fixed-width fields off a slice; every length is checked against what
+/// is left before anything is taken.
+struct Fields<'a> {
+    buf: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Fields<'a> {
+    fn take(&mut self, n: u64, what: &str) -> Result<&'a [u8], SketchError> {
+        let left = (self.buf.len() - self.at) as u64;
+        if n > left {
+            return Err(bad(format!("{what} needs {n} bytes at byte {}, {left} are left", self.at + 2)));
+        }
+        let out = &self.buf[self.at..self.at + n as usize];
+        self.at += n as usize;
+        Ok(out)
+    }
+
+    fn u8(&mut self, what: &str) -> Result<u8, SketchError> {
+        Ok(self.take(1, what)?[0])
+    }
+
+    fn u32(&mut self, what: &str) -> Result<u32, SketchError> {
+        Ok(u32::from_le_bytes(self.take(4, what)?.try_into().expect("4 bytes")))
+    }
+
+    fn u64(&mut self, what: &str) -> Result<u64, SketchError> {
+        Ok(u64::from_le_bytes(self.take(8, what)?.try_into().expect("8 bytes")))
+    }
+
+    /// A u64 count of `item` bytes each, then the items.
+    fn seq(&mut self, item: u64, what: &str) -> Result<&'a [u8], SketchError> {
+        let len = self.u64(what)?;
+        let bytes = len.checked_mul(item).ok_or_else(|| bad(format!("{what}: length {len} overflows")))?;
+        self.take(bytes, what)
+    }
+}
+
+impl<'a> WireSketch<'a> {
+    fn parse(rest: &'a [u8]) -> Result<WireSketch<'a>, SketchError> {
+        let mut f = Fields { buf: rest, at: 0 };
+        let precision = f.u8("precision")?;
+        let counts = (f.u64("sizes")?, f.u64("sizes")?, f.u64("sizes")?);
+        let unfolded = f.u64("temporary set")?;
+        if unfolded != 0 {
+            return Err(bad(format!("{unfolded} unfolded hash codes (an encoding holds none)")));
+        }
+        let sparse = WireSparse { count: f.u64("sparse count")?, last: f.u32("sparse last")?, buf: f.seq(1, "sparse list")? };
+        let registers = match f.u8("registers tag")? {
+            0 => None,
+            1 => Some(WireRegisters {
+                words: f.seq(4, "registers")?,
+                count: f.u64("register count")?,
+                zeros: f.u64("zero registers")?,
+            }),
+            t => return Err(bad(format!("registers tag {t} (0 or 1)"))),
+        };
+        if f.at != rest.len() {
+            return Err(bad(format!("{} bytes after the end of the sketch", rest.len() - f.at)));
+        }
+        Ok(WireSketch { precision, counts, sparse, registers })
+    }
 }
 
 /// The sparse representation's precision (the crate's `PRIME_PRECISION`).
@@ -213,8 +281,7 @@ fn bad(what: impl Into<String>) -> SketchError {
 /// `65 - p` with a true count of zeros. Every index and shift the crate later
 /// computes from such a state is in range.
 pub fn validate(p: u8, rest: &[u8]) -> Result<(), SketchError> {
-    let wire: WireSketch =
-        wire_options(rest).deserialize(rest).map_err(|e| bad(format!("malformed encoding of precision {p} ({e})")))?;
+    let wire = WireSketch::parse(rest)?;
     if wire.precision != p {
         return Err(bad(format!("inner precision {} differs from the header's {p}", wire.precision)));
     }
@@ -223,9 +290,6 @@ pub fn validate(p: u8, rest: &[u8]) -> Result<(), SketchError> {
     let expected = (registers, 1u64 << (SPARSE_PRECISION - 1), sparse_limit);
     if wire.counts != expected {
         return Err(bad(format!("sizes {:?} are not those of precision {p} ({expected:?})", wire.counts)));
-    }
-    if !wire.tmpset.is_empty() {
-        return Err(bad(format!("{} unfolded hash codes (an encoding holds none)", wire.tmpset.len())));
     }
     match &wire.registers {
         None => validate_sparse(p, sparse_limit, &wire.sparse),
@@ -238,7 +302,7 @@ pub fn validate(p: u8, rest: &[u8]) -> Result<(), SketchError> {
     }
 }
 
-fn validate_sparse(p: u8, limit: u64, sparse: &WireSparse) -> Result<(), SketchError> {
+fn validate_sparse(p: u8, limit: u64, sparse: &WireSparse<'_>) -> Result<(), SketchError> {
     if sparse.buf.len() as u64 > limit {
         return Err(bad(format!("sparse list of {} bytes, over the {limit} of precision {p}", sparse.buf.len())));
     }
@@ -305,29 +369,54 @@ fn check_hash_code(p: u8, code: u32) -> Result<(), &'static str> {
     Ok(())
 }
 
-fn validate_dense(p: u8, registers: u64, dense: &WireRegisters) -> Result<(), SketchError> {
+fn validate_dense(p: u8, registers: u64, dense: &WireRegisters<'_>) -> Result<(), SketchError> {
     let words = (registers as usize).div_ceil(REGISTERS_PER_WORD);
-    if dense.count != registers || dense.buf.len() != words {
+    if dense.count != registers || dense.words.len() != 4 * words {
         return Err(bad(format!(
             "{} registers in {} words, precision {p} has {registers} in {words}",
             dense.count,
-            dense.buf.len()
+            dense.words.len() / 4
         )));
     }
     let max = 65 - u32::from(p);
-    let mut zeros = 0u64;
-    for (w, &word) in dense.buf.iter().enumerate() {
-        let used = (registers as usize - w * REGISTERS_PER_WORD).min(REGISTERS_PER_WORD);
-        if u64::from(word) >> (6 * used) != 0 {
-            return Err(bad(format!("unused bits set in register word {w}")));
-        }
-        for r in 0..used {
-            let value = (word >> (6 * r)) & 0x3f;
-            if value > max {
-                return Err(bad(format!("register {} is {value}, over {max}", w * REGISTERS_PER_WORD + r)));
-            }
-            zeros += u64::from(value == 0);
-        }
+    // One pass without branches (the common case is a valid sketch), the five
+    // registers of a word spread into byte lanes of a u64 and checked together;
+    // the offending register is looked for only once something is wrong.
+    const LANES: u64 = 0x01_01_01_01_01;
+    const HIGH: u64 = 0x80 * LANES;
+    let over_bias = u64::from(0x80 - (max + 1)) * LANES;
+    let (mut nonzero, mut over, mut unused) = (0u64, 0u64, 0u32);
+    // Registers in the last word (the rest of its bits must be clear).
+    let last_used = registers as usize - (words - 1) * REGISTERS_PER_WORD;
+    for (w, word) in dense.words.chunks_exact(4).enumerate() {
+        let word = u32::from_le_bytes(word.try_into().expect("4 bytes"));
+        let used = if w + 1 == words { last_used } else { REGISTERS_PER_WORD };
+        unused |= (u64::from(word) >> (6 * used)) as u32;
+        let x = u64::from(word);
+        let lanes = (x & 0x3f)
+            | ((x >> 6) & 0x3f) << 8
+            | ((x >> 12) & 0x3f) << 16
+            | ((x >> 18) & 0x3f) << 24
+            | ((x >> 24) & 0x3f) << 32;
+        over |= (lanes + over_bias) & HIGH;
+        // The lanes' flags (one bit each) summed into one lane by a multiply.
+        nonzero += ((((lanes + 0x7f * LANES) & HIGH) >> 7).wrapping_mul(LANES) >> 32) & 0xff;
+    }
+    if unused != 0 {
+        return Err(bad("bits set outside the registers"));
+    }
+    // Every register counted is one of the `registers` (the others are clear).
+    let zeros = registers - nonzero;
+    if over != 0 {
+        let (at, value) = (0..registers as usize)
+            .map(|i| {
+                let w = i / REGISTERS_PER_WORD;
+                let word = u32::from_le_bytes(dense.words[4 * w..4 * w + 4].try_into().expect("4 bytes"));
+                (i, (word >> (6 * (i % REGISTERS_PER_WORD))) & 0x3f)
+            })
+            .find(|&(_, v)| v > max)
+            .expect("some register is over the bound");
+        return Err(bad(format!("register {at} is {value}, over {max}")));
     }
     if zeros != dense.zeros {
         return Err(bad(format!("dense sketch says {} zero registers, holds {zeros}", dense.zeros)));
@@ -432,7 +521,7 @@ mod tests {
         let mut zeros = vec![1u8, 14];
         zeros.extend([0u8; 64]);
         let e = Sketch::from_bytes(&zeros).unwrap_err().to_string();
-        assert!(e.contains("remaining"), "{e}");
+        assert!(e.contains("10 bytes after the end"), "{e}");
         zeros.truncate(2 + 54);
         let e = Sketch::from_bytes(&zeros).unwrap_err().to_string();
         assert!(e.contains("inner precision 0"), "{e}");
