@@ -81,6 +81,22 @@ impl Source for Topic {
         Topic::offsets(self, partition)
     }
 
+    /// A start past a partition's end means the table made durable records the
+    /// log no longer holds (recovery quarantined them): the log's end moves up to
+    /// the start, so that no new record gets an offset the table has passed.
+    fn start(&self, next: &[u64]) -> Result<(), SourceError> {
+        for (p, &from) in next.iter().enumerate() {
+            if let Some(end) = self.advance_to(p as u32, from)? {
+                tracing::warn!(
+                    topic = %self.name(), partition = p,
+                    "a table resumes at offset {from}, past the log's end ({end}): the log lost records the table \
+                     had already made durable (see its quarantine directory); new records continue at offset {from}"
+                );
+            }
+        }
+        Ok(())
+    }
+
     fn read_into(&self, partition: u32, from: u64, max_bytes: usize, batch: &mut ReadBatch) -> Result<(), SourceError> {
         Ok(Topic::read_into(self, partition, from, max_bytes, batch)?)
     }

@@ -324,3 +324,72 @@ async fn hostile_live_messages_get_errors_and_tiles_go_on() {
     }
     drop(stalled);
 }
+
+/// Every segment file of the embedded log's partition `topic/0`.
+fn log_segments(data: &std::path::Path, topic: &str) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut dirs = vec![data.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.extension().is_some_and(|x| x == "log")
+                && p.parent().is_some_and(|d| d.ends_with(format!("{topic}/0")))
+            {
+                found.push(p);
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+/// A bit flipped in the log under a table that had sealed everything: start-up
+/// quarantines the damaged bytes (naming their offsets), sees that the table's
+/// resume point is past the log's end, moves the log's end there, and serves on:
+/// what was sealed answers exactly, and new records are taken, none of them
+/// given an offset the table had already passed.
+#[test]
+fn a_corrupt_log_is_quarantined_and_start_up_survives_a_resume_past_its_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = CONFIG.replace("name = \"t\"\n", "name = \"t\"\npartitions = 1\n");
+    let mut w = Weir::serve(dir.path(), &config);
+    w.ingest("t", &events(0, 100));
+    w.wait_caught_up("t", 100);
+    assert!(w.terminate().success(), "a clean stop seals everything");
+    drop(w);
+
+    let segments = log_segments(&dir.path().join("data"), "t");
+    let last = segments.last().expect("a log segment of t/0");
+    let mut data = std::fs::read(last).unwrap();
+    // Walk ten records by their length prefixes, then damage the eleventh.
+    let mut at = 0usize;
+    for _ in 0..10 {
+        at += u32::from_le_bytes(data[at..at + 4].try_into().unwrap()) as usize + 4;
+    }
+    data[at + 12] ^= 0x40;
+    std::fs::write(last, &data).unwrap();
+
+    let w = Weir::serve(dir.path(), &config);
+    let quarantine = last.parent().unwrap().join("quarantine");
+    let names: Vec<String> = std::fs::read_dir(&quarantine)
+        .expect("a quarantine directory")
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, vec![format!("{:020}-end.corrupt", 10)], "the damaged bytes are kept, named by offset");
+    still_answers(&w, 100);
+
+    let r = w.ingest("t", &events(100, 120));
+    assert_eq!(r["partitions"][0]["first_offset"], json!(100), "new records continue past the resume point: {r}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let n = w.sql("SELECT count(*) AS n FROM t")[0]["n"].as_u64().unwrap();
+        if n == 120 {
+            break;
+        }
+        assert!(n <= 120 && Instant::now() < deadline, "{n} rows, {r}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    still_answers(&w, 120);
+}

@@ -42,13 +42,20 @@
 //!
 //! [`Log::open`] scans every segment of every partition sequentially, in 1 MiB
 //! reads, checking each record's length, CRC and offset, and rebuilds the sparse
-//! index. The first record that is incomplete, fails its CRC or carries the wrong
-//! offset ends the partition: the segment is truncated there (a `tracing::warn!`
-//! says how many bytes were cut and why) and any later segment file is deleted, so a
-//! partition is always one contiguous run of intact records. A torn tail of the last
-//! segment (a crash mid-write) is the usual case; damage in an older segment is cut
-//! the same way and warned about. Corrupt bytes are never returned as data, and the
-//! next append continues at the recovered high offset. Reads check every record's
+//! index. An incomplete record at the end of the last segment is a torn write (a
+//! crash mid-append, the usual case): the segment is cut there, with a
+//! `tracing::warn!`. Any other damage (a bad CRC or length, a wrong offset, an
+//! incomplete record in a closed segment, a segment overlapping the one before) is
+//! quarantined: the bytes from the damaged record on are copied to
+//! `<partition>/quarantine/<from>-<to>.corrupt` (the offsets they held; `end` for
+//! the last segment, `<base>-overlap` for an overlapping file), synced, and cut
+//! from the segment, with a warning naming the file, byte position and reason.
+//! Later segments are kept: a partition is a run of intact records with gaps where
+//! damage was quarantined, and reads skip the gaps (a batch's next offset jumps
+//! over them). Nothing is deleted, so an operator can inspect or salvage the
+//! quarantined bytes. Corrupt bytes are never returned as data, and the next append
+//! continues at the recovered high offset, or further on if a table's resume point
+//! says it already read past it ([`Topic::advance_to`]). Reads check every record's
 //! CRC again: damage that appears later (bit rot) ends a read after the intact
 //! records before it, and the next read, starting at the damaged record, fails with
 //! [`Error::Corrupt`] naming the file and byte position.
@@ -722,6 +729,19 @@ impl Topic {
     /// error the batch is left empty.
     pub fn read_into(&self, partition: u32, from: u64, max_bytes: usize, batch: &mut ReadBatch) -> Result<()> {
         self.partition(partition)?.read_into(from, max_bytes, batch)
+    }
+
+    /// Moves the end of `partition` to `offset` if it lies before it: the next
+    /// append there gets `offset`, and reads skip the offsets in between. A table
+    /// whose durable resume point is past the log's end (recovery quarantined
+    /// records it had already sealed) calls this at start-up, so that new records
+    /// never get offsets it has already passed. Returns the old end if it moved.
+    pub fn advance_to(&self, partition: u32, offset: u64) -> Result<Option<u64>> {
+        let moved = self.partition(partition)?.advance_to(offset)?;
+        if moved.is_some() {
+            self.notify();
+        }
+        Ok(moved)
     }
 
     /// The low and high offsets of a partition (zeros for a partition that does not

@@ -55,8 +55,12 @@ pub(crate) struct Partition {
 
 impl Partition {
     /// Opens the partition directory (creating it and a first segment if needed)
-    /// and recovers it: every segment is scanned; the first torn or corrupt record
-    /// and everything after it (including any later segment) is cut, with a warning.
+    /// and recovers it: every segment is scanned. A torn tail of the last segment
+    /// (a crash mid-write) is cut. Any other damage (a bad CRC, a wrong offset, an
+    /// incomplete record in a closed segment, a segment overlapping the one before)
+    /// is moved to the partition's `quarantine/` directory under a name giving the
+    /// offsets it held, with a warning; every later segment is kept, and reads skip
+    /// the offsets that were lost (see [`Partition::read_into`]). Nothing is deleted.
     pub fn open(topic: Arc<str>, id: u32, dir: PathBuf, config: LogConfig) -> Result<Partition> {
         fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
         let mut files = Vec::new();
@@ -70,54 +74,74 @@ impl Partition {
         }
         files.sort_unstable_by_key(|(base, _)| *base);
 
+        let quarantine = Quarantine { dir: dir.join(QUARANTINE_DIR) };
         let mut segments: Vec<Arc<Segment>> = Vec::with_capacity(files.len());
         let mut last_index_pos = 0;
         let mut changed_dir = false;
-        let mut i = 0;
-        while i < files.len() {
-            let (base, path) = &files[i];
-            if let Some(prev) = segments.last()
-                && prev.next_offset() != *base
-            {
-                let cut = remove_files(&files[i..])?;
-                tracing::warn!(
-                    topic = %topic, partition = id,
-                    "log recovery: segment {} starts at offset {base} but the previous segment ends at offset {}; \
-                     deleted it and {} later segment file(s), cutting {cut} bytes",
-                    path.display(), prev.next_offset(), files.len() - i - 1,
-                );
-                changed_dir = true;
-                break;
+        for (i, (base, path)) in files.iter().enumerate() {
+            let next_base = files.get(i + 1).map(|(b, _)| *b);
+            if let Some(prev) = segments.last() {
+                let end = prev.next_offset();
+                if *base < end {
+                    let to = quarantine.take_file(path, &format!("{base:020}-overlap"))?;
+                    tracing::warn!(
+                        topic = %topic, partition = id,
+                        "log recovery: segment {} starts at offset {base}, inside the previous segment (which ends at \
+                         offset {end}); moved it to {}",
+                        path.display(), to.display(),
+                    );
+                    changed_dir = true;
+                    continue;
+                }
+                if *base > end {
+                    tracing::warn!(
+                        topic = %topic, partition = id,
+                        "log recovery: offsets {end}..{base} are missing before segment {}; reads skip them",
+                        path.display(),
+                    );
+                }
             }
             let (file, scan) = segment::open_and_scan(path, *base)?;
-            let torn = scan.valid_len < scan.file_len;
-            if torn {
+            if scan.valid_len < scan.file_len {
                 let cut = scan.file_len - scan.valid_len;
-                file.set_len(scan.valid_len).map_err(|e| io_err(path, e))?;
-                file.sync_all().map_err(|e| io_err(path, e))?;
-                tracing::warn!(
-                    topic = %topic, partition = id,
-                    "log recovery: cut {cut} bytes of torn or corrupt data from {} at byte {} ({}); \
-                     kept {} records, offsets {}..{}",
-                    path.display(), scan.valid_len,
-                    scan.stop_reason.as_deref().unwrap_or("unknown reason"),
-                    scan.records, base, scan.next_offset,
-                );
+                let reason = scan.stop_reason.as_deref().unwrap_or("unknown reason");
+                if next_base.is_none() && !scan.corrupt {
+                    // The usual crash: the last write did not complete.
+                    file.set_len(scan.valid_len).map_err(|e| io_err(path, e))?;
+                    file.sync_all().map_err(|e| io_err(path, e))?;
+                    tracing::warn!(
+                        topic = %topic, partition = id,
+                        "log recovery: cut a torn tail of {cut} bytes from {} at byte {} ({reason}); kept {} records, \
+                         offsets {}..{}",
+                        path.display(), scan.valid_len, scan.records, base, scan.next_offset,
+                    );
+                } else {
+                    let to = match next_base {
+                        Some(next) => format!("{:020}-{next:020}", scan.next_offset),
+                        None => format!("{:020}-end", scan.next_offset),
+                    };
+                    let saved = quarantine.take_tail(&file, path, scan.valid_len, scan.file_len, &to)?;
+                    tracing::warn!(
+                        topic = %topic, partition = id,
+                        "log recovery: {reason} in {} at byte {}: moved its {cut} bytes from there on (offsets {} to {}) \
+                         to {}; kept the {} records before it{}",
+                        path.display(), scan.valid_len, scan.next_offset,
+                        next_base.map_or("the end".to_string(), |n| format!("{n} (exclusive)")),
+                        saved.display(), scan.records,
+                        if next_base.is_some() { " and every later segment" } else { "" },
+                    );
+                    if scan.valid_len == 0 && next_base.is_some() {
+                        // Nothing intact is left: the file itself goes too (its
+                        // bytes are in quarantine).
+                        drop(file);
+                        fs::remove_file(path).map_err(|e| io_err(path, e))?;
+                        changed_dir = true;
+                        continue;
+                    }
+                }
             }
             last_index_pos = scan.last_index_pos;
             segments.push(Arc::new(Segment::from_parts(*base, path.clone(), file, scan)));
-            if torn && i + 1 < files.len() {
-                let cut = remove_files(&files[i + 1..])?;
-                tracing::warn!(
-                    topic = %topic, partition = id,
-                    "log recovery: deleted {} segment file(s) after the damaged segment {} ({cut} bytes), \
-                     so that offsets stay contiguous",
-                    files.len() - i - 1, path.display(),
-                );
-                changed_dir = true;
-                break;
-            }
-            i += 1;
         }
         if segments.is_empty() {
             segments.push(Arc::new(Segment::create(&dir, 0)?));
@@ -147,6 +171,37 @@ impl Partition {
             dir_dirty: AtomicBool::new(false),
             failed: OnceLock::new(),
         })
+    }
+
+    /// Moves the partition's end to `offset` if it is further on: the next append
+    /// gets `offset`, and offsets from the old end up to it are a gap that reads
+    /// skip. For a consumer that already read (and made durable) records the log no
+    /// longer holds, so that new records never reuse offsets it has passed. Returns
+    /// the old end if it moved.
+    pub fn advance_to(&self, offset: u64) -> Result<Option<u64>> {
+        let mut w = self.writer.lock();
+        if let Some(reason) = self.failed.get() {
+            return Err(Error::Failed { topic: self.topic.to_string(), partition: self.id, reason: reason.clone() });
+        }
+        let old = w.next_offset;
+        if offset <= old {
+            return Ok(None);
+        }
+        let empty = w.active.len() == 0;
+        self.roll(&mut w, offset)?;
+        if empty {
+            // The segment rolled away from holds nothing: drop it.
+            let dropped = {
+                let mut segs = self.segments.write();
+                let n = segs.len();
+                segs.remove(n - 2)
+            };
+            fs::remove_file(&dropped.path).map_err(|e| io_err(&dropped.path, e))?;
+            self.dir_dirty.store(true, Ordering::Release);
+        }
+        w.next_offset = offset;
+        self.high.store(offset, Ordering::Release);
+        Ok(Some(old))
     }
 
     #[inline]
@@ -338,23 +393,26 @@ impl Partition {
         let Some(mut seg) = seg else { return Ok(()) };
         let mut first = true;
         while out.next < high {
-            if seg.base > out.next {
-                // Retention removed the segments in between while we read.
-                break;
-            }
             if self.read_segment(&seg, high, max_bytes, first, out)? {
                 break;
             }
             first = false;
-            if out.next >= high {
-                break;
-            }
-            match self.segment_for(out.next).1 {
-                Some(next) if !Arc::ptr_eq(&next, &seg) => seg = next,
-                _ => break,
-            }
+            // Every record of `seg` below `high` is read (its length is loaded
+            // after `high`); on to the segment after it. Offsets between the two
+            // (a gap recovery or `advance_to` left) hold nothing, so the batch
+            // goes on at the next segment's base.
+            let Some(next) = self.segment_after(seg.base) else { break };
+            out.next = out.next.max(next.base.min(high));
+            seg = next;
         }
         Ok(())
+    }
+
+    /// The segment following the one based at `base`, if any.
+    fn segment_after(&self, base: u64) -> Option<Arc<Segment>> {
+        let segs = self.segments.read();
+        let i = segs.partition_point(|s| s.base <= base);
+        segs.get(i).cloned()
     }
 
     /// Reads records with offsets in `out.next..high` from one segment into `out`.
@@ -505,12 +563,53 @@ impl Partition {
     }
 }
 
-/// Deletes segment files (recovery), returning their total size.
-fn remove_files(files: &[(u64, PathBuf)]) -> Result<u64> {
-    let mut bytes = 0;
-    for (_, path) in files {
-        bytes += fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-        fs::remove_file(path).map_err(|e| io_err(path, e))?;
+/// The directory, inside a partition's, where recovery moves damaged bytes.
+pub(crate) const QUARANTINE_DIR: &str = "quarantine";
+
+/// Where recovery puts what it cannot use: `<name>.corrupt` files, `<name>`
+/// naming the offsets they held (`<from>-<to>`, `<from>-end`, `<base>-overlap`).
+struct Quarantine {
+    dir: PathBuf,
+}
+
+impl Quarantine {
+    /// A path for `name` that does not exist yet.
+    fn path(&self, name: &str) -> Result<PathBuf> {
+        fs::create_dir_all(&self.dir).map_err(|e| io_err(&self.dir, e))?;
+        let mut path = self.dir.join(format!("{name}.corrupt"));
+        let mut n = 1;
+        while path.exists() {
+            path = self.dir.join(format!("{name}.{n}.corrupt"));
+            n += 1;
+        }
+        Ok(path)
     }
-    Ok(bytes)
+
+    /// Moves a whole segment file here.
+    fn take_file(&self, path: &std::path::Path, name: &str) -> Result<PathBuf> {
+        let to = self.path(name)?;
+        fs::rename(path, &to).map_err(|e| io_err(path, e))?;
+        sync_dir(&self.dir)?;
+        Ok(to)
+    }
+
+    /// Copies bytes `from..to` of a segment here (synced), then cuts the segment
+    /// at `from`.
+    fn take_tail(&self, file: &fs::File, path: &std::path::Path, from: u64, to: u64, name: &str) -> Result<PathBuf> {
+        let dest = self.path(name)?;
+        let mut out = fs::File::create_new(&dest).map_err(|e| io_err(&dest, e))?;
+        let mut buf = vec![0u8; (to - from).min(1 << 20) as usize];
+        let mut pos = from;
+        while pos < to {
+            let n = buf.len().min((to - pos) as usize);
+            file.read_exact_at(&mut buf[..n], pos).map_err(|e| io_err(path, e))?;
+            std::io::Write::write_all(&mut out, &buf[..n]).map_err(|e| io_err(&dest, e))?;
+            pos += n as u64;
+        }
+        out.sync_all().map_err(|e| io_err(&dest, e))?;
+        sync_dir(&self.dir)?;
+        file.set_len(from).map_err(|e| io_err(path, e))?;
+        file.sync_all().map_err(|e| io_err(path, e))?;
+        Ok(dest)
+    }
 }

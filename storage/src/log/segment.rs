@@ -142,6 +142,9 @@ pub(crate) struct Scan {
     pub last_index_pos: u64,
     /// Why the scan stopped before the end of the file.
     pub stop_reason: Option<String>,
+    /// It stopped at damage (a bad CRC or length, a wrong offset), not at an
+    /// incomplete record at the end of the file (a torn write).
+    pub corrupt: bool,
 }
 
 impl Scan {
@@ -155,6 +158,7 @@ impl Scan {
             index: Vec::new(),
             last_index_pos: 0,
             stop_reason: None,
+            corrupt: false,
         }
     }
 }
@@ -191,6 +195,7 @@ pub(crate) fn scan(file: &File, path: &Path, base: u64) -> Result<Scan> {
                 if h.offset != out.next_offset {
                     out.stop_reason =
                         Some(format!("record holds offset {} where {} was expected", h.offset, out.next_offset));
+                    out.corrupt = true;
                     break;
                 }
                 let pos = buf_pos + p as u64;
@@ -230,6 +235,7 @@ pub(crate) fn scan(file: &File, path: &Path, base: u64) -> Result<Scan> {
             }
             Checked::Invalid(reason) => {
                 out.stop_reason = Some(reason);
+                out.corrupt = true;
                 break;
             }
         }

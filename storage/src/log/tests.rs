@@ -307,32 +307,133 @@ fn torn_tail_is_cut_and_appends_continue_from_the_recovered_high() {
     }
 }
 
+/// Writes 200 records of 100 bytes into 4 KiB segments of partition `t/0`.
+fn two_hundred_records(dir: &Path) -> Vec<PathBuf> {
+    let log = Log::open(dir, cfg(4096)).unwrap();
+    let t = log.topic("t", 1).unwrap();
+    for i in 0..200u64 {
+        t.append_to(0, &[rec(b"k", 0, &value_for(i, 100))]).unwrap();
+    }
+    let files = segment_files(&dir.join("t/0"));
+    assert!(files.len() >= 4);
+    files
+}
+
+fn base_of(path: &Path) -> u64 {
+    path.file_stem().unwrap().to_str().unwrap().parse().unwrap()
+}
+
+fn quarantined(pdir: &Path) -> Vec<(String, Vec<u8>)> {
+    let Ok(entries) = fs::read_dir(pdir.join("quarantine")) else { return Vec::new() };
+    let mut v: Vec<(String, Vec<u8>)> = entries
+        .map(|e| e.unwrap().path())
+        .map(|p| (p.file_name().unwrap().to_string_lossy().into(), fs::read(&p).unwrap()))
+        .collect();
+    v.sort();
+    v
+}
+
+fn flip(path: &Path, at: usize) -> Vec<u8> {
+    let mut data = fs::read(path).unwrap();
+    data[at] ^= 1;
+    fs::write(path, &data).unwrap();
+    data
+}
+
 #[test]
-fn damage_in_an_older_segment_cuts_the_partition_there() {
+fn damage_in_an_older_segment_is_quarantined_and_later_segments_are_kept() {
     let dir = tempfile::tempdir().unwrap();
     let pdir = dir.path().join("t/0");
-    {
+    let files = two_hundred_records(dir.path());
+    let (base, next_base) = (base_of(&files[1]), base_of(&files[2]));
+    let bounds = record_bounds(&files[1]);
+    let data = flip(&files[1], bounds[3].0 + 10); // the 4th record of the second segment
+
+    for _ in 0..2 {
+        // A second open finds nothing more to do.
         let log = Log::open(dir.path(), cfg(4096)).unwrap();
         let t = log.topic("t", 1).unwrap();
-        for i in 0..200u64 {
-            t.append_to(0, &[rec(b"k", 0, &value_for(i, 100))]).unwrap();
-        }
+        assert_eq!(t.offsets(0), PartitionOffsets { low: 0, high: 200 });
+        assert_eq!(segment_files(&pdir).len(), files.len(), "no segment is deleted");
+        let q = quarantined(&pdir);
+        assert_eq!(q.len(), 1, "{:?}", q.iter().map(|(n, _)| n).collect::<Vec<_>>());
+        assert_eq!(q[0].0, format!("{:020}-{next_base:020}.corrupt", base + 3));
+        assert_eq!(q[0].1, data[bounds[3].0..], "the damaged bytes are kept as they were");
+        let got: Vec<u64> = read_all(&t, 0, 4096).iter().map(|r| r.0).collect();
+        let want: Vec<u64> = (0..base + 3).chain(next_base..200).collect();
+        assert_eq!(got, want, "reads skip exactly the quarantined offsets");
+        // A read starting inside the gap continues after it.
+        let b = t.read(0, base + 4, 1 << 20).unwrap();
+        assert_eq!(b.iter().next().unwrap().offset, next_base);
+        drop(t);
+        drop(log);
     }
-    let files = segment_files(&pdir);
-    assert!(files.len() >= 4);
-    let second = &files[1];
-    let base: u64 = second.file_stem().unwrap().to_str().unwrap().parse().unwrap();
-    let bounds = record_bounds(second);
-    let mut data = fs::read(second).unwrap();
-    data[bounds[3].0 + 10] ^= 1; // the 4th record of the second segment
-    fs::write(second, &data).unwrap();
+    let log = Log::open(dir.path(), cfg(4096)).unwrap();
+    let t = log.topic("t", 1).unwrap();
+    assert_eq!(t.append_to(0, &[rec(b"k", 0, b"v")]).unwrap(), 200);
+}
+
+#[test]
+fn a_segment_damaged_from_its_first_record_goes_whole_and_one_overlapping_is_set_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    let pdir = dir.path().join("t/0");
+    let files = two_hundred_records(dir.path());
+    let (b1, b2, b3) = (base_of(&files[1]), base_of(&files[2]), base_of(&files[3]));
+    flip(&files[2], 10);
+    // A stray copy of the second segment under a name inside it.
+    fs::copy(&files[1], pdir.join(format!("{:020}.log", b1 + 1))).unwrap();
 
     let log = Log::open(dir.path(), cfg(4096)).unwrap();
     let t = log.topic("t", 1).unwrap();
-    assert_eq!(t.offsets(0), PartitionOffsets { low: 0, high: base + 3 });
-    assert_eq!(segment_files(&pdir).len(), 2, "later segments are deleted");
-    assert_eq!(read_all(&t, 0, 4096).len() as u64, base + 3);
-    assert_eq!(t.append_to(0, &[rec(b"k", 0, b"v")]).unwrap(), base + 3);
+    let names: Vec<String> = quarantined(&pdir).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, vec![format!("{:020}-overlap.corrupt", b1 + 1), format!("{b2:020}-{b3:020}.corrupt")]);
+    assert!(!files[2].exists(), "a segment with nothing intact left is removed (its bytes are in quarantine)");
+    let got: Vec<u64> = read_all(&t, 0, 1 << 20).iter().map(|r| r.0).collect();
+    assert_eq!(got, (0..b2).chain(b3..200).collect::<Vec<_>>());
+}
+
+#[test]
+fn damage_in_the_last_segment_is_quarantined_and_the_end_can_move_past_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let pdir = dir.path().join("t/0");
+    let files = two_hundred_records(dir.path());
+    let last = files.last().unwrap();
+    let base = base_of(last);
+    let bounds = record_bounds(last);
+    assert!(bounds.len() >= 3);
+    flip(last, bounds[1].0 + 20);
+    {
+        let log = Log::open(dir.path(), cfg(4096)).unwrap();
+        let t = log.topic("t", 1).unwrap();
+        assert_eq!(t.offsets(0).high, base + 1, "the active segment ends before the damage");
+        let names: Vec<String> = quarantined(&pdir).into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, vec![format!("{:020}-end.corrupt", base + 1)]);
+        // A table had already read (and sealed) up to 200: the end moves there,
+        // so new records do not reuse offsets it passed.
+        assert_eq!(t.advance_to(0, 200).unwrap(), Some(base + 1));
+        assert_eq!(t.advance_to(0, 150).unwrap(), None, "the end never moves back");
+        assert_eq!(t.offsets(0).high, 200);
+        assert!(t.read(0, base + 1, 1 << 20).unwrap().is_empty());
+        assert_eq!(t.read(0, base + 1, 1 << 20).unwrap().next_offset(), 200, "a read in the gap jumps to its end");
+        assert_eq!(t.append_to(0, &[rec(b"k", 0, b"new")]).unwrap(), 200);
+    }
+    let log = Log::open(dir.path(), cfg(4096)).unwrap();
+    let t = log.topic("t", 1).unwrap();
+    assert_eq!(t.offsets(0), PartitionOffsets { low: 0, high: 201 }, "the gap survives a reopen");
+    let got: Vec<u64> = read_all(&t, 0, 1 << 20).iter().map(|r| r.0).collect();
+    assert_eq!(got, (0..=base).chain([200]).collect::<Vec<_>>());
+}
+
+#[test]
+fn advancing_an_empty_partition_leaves_no_empty_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), cfg(4096)).unwrap();
+    let t = log.topic("t", 1).unwrap();
+    assert_eq!(t.advance_to(0, 1000).unwrap(), Some(0));
+    assert_eq!(t.offsets(0), PartitionOffsets { low: 1000, high: 1000 });
+    assert_eq!(segment_files(&dir.path().join("t/0")).len(), 1);
+    assert_eq!(t.append_to(0, &[rec(b"k", 0, b"v")]).unwrap(), 1000);
+    assert_eq!(read_all(&t, 0, 100).iter().map(|r| r.0).collect::<Vec<_>>(), vec![1000]);
 }
 
 #[test]
