@@ -15,6 +15,11 @@
 //!
 //! Every record a reader takes from the log ends in exactly one place: the table,
 //! its late relation or its dead-letter relation, counted in [`hot::Counts`].
+//!
+//! [`tables::Tables`] assembles a process's tables (per table its [`input`], hot
+//! tier, recovered manifest, reader and [`seal`]er) and stops them in order;
+//! [`input::Input`] is where appends to a table go (its log topic or its Kafka
+//! topic); [`replay`] re-derives a table from a log offset.
 
 #[cfg(feature = "kafka")]
 pub mod avro;
@@ -23,12 +28,14 @@ pub mod decode;
 pub mod exact_sum;
 pub mod generator;
 pub mod hot;
+pub mod input;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod pipeline;
 pub mod replay;
 pub mod seal;
 pub mod source;
+pub mod tables;
 pub mod tier;
 pub mod time;
 pub mod watermark;

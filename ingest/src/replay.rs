@@ -528,7 +528,7 @@ enum End {
 }
 
 fn run(job: &Job, env: ReplayEnv, record: JobRecord) {
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match weir_storage::runtime::own_thread() {
         Ok(rt) => rt,
         Err(e) => {
             job.status.lock().error = Some(format!("starting the replay's runtime: {e}"));

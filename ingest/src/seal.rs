@@ -662,7 +662,7 @@ impl SealerHandle {
         let (flag, worker) = (stop.clone(), sealer.clone());
         let name = format!("seal-{}", sealer.table().name);
         let thread = std::thread::Builder::new().name(name).spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a sealer runtime");
+            let rt = weir_storage::runtime::own_thread().expect("a sealer runtime");
             rt.block_on(async {
                 while !flag.load(Ordering::Relaxed) {
                     worker.tick().await;

@@ -84,15 +84,10 @@ impl QueryService {
     /// A service over `hot`, with `config`'s per-query timeout and memory limit.
     pub fn new(hot: SharedHotSource, config: QueryConfig) -> Result<Self> {
         let threads = std::thread::available_parallelism().map_or(2, usize::from);
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .thread_name("weir-query")
-            // Expression trees as deep as `guard::MAX_OPERATORS` are cloned, planned
-            // and dropped recursively; this is the stack that takes (a debug build
-            // needs the most). Only the pages touched are ever committed.
-            .thread_stack_size(QUERY_STACK_BYTES)
-            .enable_all()
-            .build()
+        // Expression trees as deep as `guard::MAX_OPERATORS` are cloned, planned
+        // and dropped recursively; this is the stack that takes (a debug build
+        // needs the most). Only the pages touched are ever committed.
+        let runtime = weir_storage::runtime::query(threads, QUERY_STACK_BYTES)
             .map_err(|e| Error::internal(format!("starting the query runtime: {e}")))?;
         Ok(QueryService {
             cold: hot.store().map(|s| s.object_store()),

@@ -14,13 +14,17 @@
 //!
 //! What lives here: table configuration and its validation ([`config`]), the
 //! embedded log ([`log`]), the distinct-count sketch and its binary format
-//! ([`sketch`]), and the interface through which the query layer reads the hot tier
-//! ([`hot`]). It knows nothing of Kafka, DataFusion plans or HTTP.
+//! ([`sketch`]), the interface through which the query layer reads the hot tier
+//! ([`hot`]), the cold tier's parts: object storage ([`store`]), the Parquet
+//! format of sealed segments ([`segment`]) and the manifest that records them
+//! ([`manifest`]), and the tokio runtimes every crate runs on ([`runtime`]). It
+//! knows nothing of Kafka, DataFusion plans or HTTP.
 
 pub mod config;
 pub mod hot;
 pub mod log;
 pub mod manifest;
+pub mod runtime;
 pub mod segment;
 pub mod sketch;
 pub mod store;

@@ -246,7 +246,8 @@ impl<'a> WireSketch<'a> {
         if unfolded != 0 {
             return Err(bad(format!("{unfolded} unfolded hash codes (an encoding holds none)")));
         }
-        let sparse = WireSparse { count: f.u64("sparse count")?, last: f.u32("sparse last")?, buf: f.seq(1, "sparse list")? };
+        let sparse =
+            WireSparse { count: f.u64("sparse count")?, last: f.u32("sparse last")?, buf: f.seq(1, "sparse list")? };
         let registers = match f.u8("registers tag")? {
             0 => None,
             1 => Some(WireRegisters {
@@ -308,7 +309,7 @@ fn validate_sparse(p: u8, limit: u64, sparse: &WireSparse<'_>) -> Result<(), Ske
     }
     let (mut at, mut last, mut count) = (0usize, 0u32, 0u64);
     while at < sparse.buf.len() {
-        let (dif, next) = read_varint(&sparse.buf, at)?;
+        let (dif, next) = read_varint(sparse.buf, at)?;
         if dif == 0 {
             return Err(bad(format!("sparse hash codes not strictly increasing at byte {at}")));
         }

@@ -1,31 +1,20 @@
-//! Wiring: the log, the hot tier, the readers and the query service of one process,
-//! with its ordered shutdown.
+//! Wiring: one process's tables (built by `weir_ingest::tables::Tables`), the
+//! query service over them, live tiles, the demo generator and the HTTP layer's
+//! counters, with the ordered shutdown.
 //!
-//! Start-up: open the log (recovering torn tails), open the object store, and per
-//! table open its topic, build its hot tier, recover its manifest (sealed segments,
-//! resume points, session checkpoint; leftovers of a crash deleted), start its
-//! reader thread from the resume points and its sealer thread; then start the
-//! query service. Shutdown, in order: refuse new ingest, stop the demo generator,
-//! stop the readers, seal everything in memory (within a deadline), force the log
-//! to disk; the caller then stops the HTTP server.
+//! Start-up: [`Tables::open`] (the log, the store, every table's reader and
+//! sealer), then the query service and live tiles over the tables' hot tier.
+//! Shutdown, in order: refuse new ingest, stop the demo generator, then
+//! [`Tables::shutdown`] (replays, readers, the final seals, the log to disk); the
+//! caller then stops the HTTP server.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use anyhow::Context;
 use parking_lot::Mutex;
-use weir_ingest::clock::{Clock, SystemClock};
-use weir_ingest::hot::HotTable;
-use weir_ingest::pipeline::{ReaderHandle, Rebalancer, TableReader};
-use weir_ingest::replay::{self, Derived, JobRecord, ReplayEnv, ReplayHost, ReplayRequest, Replays};
-use weir_ingest::seal::{Sealer, SealerHandle, seal_all};
-use weir_ingest::source::Source;
-use weir_ingest::tier::HotTier;
+use weir_ingest::tables::Tables;
 use weir_query::QueryService;
-use weir_storage::config::{FsyncPolicy, WeirConfig};
-use weir_storage::log::{Log, Topic};
-use weir_storage::store::Store;
+use weir_storage::config::WeirConfig;
 
 use crate::generator::GeneratorHandle;
 use crate::live::Live;
@@ -33,294 +22,45 @@ use crate::live::Live;
 /// Everything a running `weir` process holds.
 pub struct App {
     pub config: WeirConfig,
-    pub log: Arc<Log>,
-    /// The embedded log's topics (of the tables that read it).
-    pub topics: Vec<Arc<Topic>>,
-    /// Where each table reads from, and where appends to it go.
-    pub inputs: Vec<Input>,
-    pub tier: Arc<HotTier>,
+    /// The tables, with what reads, seals and replays them.
+    pub tables: Arc<Tables>,
     pub query: Arc<QueryService>,
     /// Live tiles over WebSocket (`/v1/live`).
     pub live: Live,
-    pub clock: Arc<dyn Clock>,
-    /// False once shutdown began: ingest answers 503.
-    pub accepting: AtomicBool,
     /// Counters kept by the HTTP layer, rendered at `/metrics`.
     pub metrics: crate::metrics::Metrics,
-    /// Where sealed segments go.
-    pub store: Store,
-    readers: Mutex<Vec<ReaderHandle>>,
-    sealers: Mutex<Vec<SealerHandle>>,
     pub generator: Mutex<Option<GeneratorHandle>>,
-    /// Replay jobs run by this process.
-    pub replays: Replays,
-    /// Tables built by a replay `--into`, served read-only.
-    pub derived: Mutex<Vec<Derived>>,
-    flusher: Mutex<Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>>,
     /// Unique per process start, told to query processes (`internal.rs`): a
     /// restart is a new instance.
     pub instance: String,
 }
 
 impl App {
-    /// Opens the log and starts the readers and the query service.
+    /// Opens the tables and starts the query service over them.
     pub fn start(mut config: WeirConfig) -> anyhow::Result<Arc<App>> {
-        let data_dir = &config.server.data_dir.clone();
-        std::fs::create_dir_all(data_dir).with_context(|| format!("creating data directory {}", data_dir.display()))?;
-        let log = Arc::new(
-            Log::open(&data_dir.join("log"), config.log)
-                .with_context(|| format!("opening the log in {}", data_dir.display()))?,
-        );
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let store = Store::open(&config.storage, data_dir).context("opening the object store")?;
-        tracing::info!(store = store.url(), "sealed segments go to the object store");
-        let mut topics = Vec::new();
-        let mut inputs = Vec::new();
-        let mut tables = Vec::new();
-        let mut readers = Vec::new();
-        let mut sealers = Vec::new();
-        let compact_min = config.storage.compact_min_segments;
-        for t in config.tables.iter_mut() {
-            let input = match &t.kafka {
-                None => {
-                    let topic = log
-                        .topic(t.topic(), t.partitions)
-                        .with_context(|| format!("opening the log of table `{}`", t.name))?;
-                    topics.push(topic.clone());
-                    Input::log(&t.name, topic)
-                }
-                Some(_) => Input::kafka(t)?,
-            };
-            let hot = Arc::new(HotTable::new(Arc::new(t.clone())));
-            // A table whose Kafka partitions move between processes keeps this
-            // process's segments under its node's root (docs/kafka.md).
-            let node = match t.kafka.as_ref().filter(|k| k.rebalance) {
-                Some(_) => Some(config.server.node_id.clone().with_context(|| {
-                    format!("table `{}` shares its Kafka partitions with other processes (kafka.rebalance): give this process a `server.node_id` (or `--node-id`)", t.name)
-                })?),
-                None => None,
-            };
-            let root = match &node {
-                Some(n) => weir_storage::manifest::node_root(&t.name, n),
-                None => weir_storage::manifest::table_root(&t.name),
-            };
-            let (h, st, r) = (hot.clone(), store.clone(), root.clone());
-            block_on_thread(async move { Sealer::recover_at(&h, &st, &r, &[]).await })
-                .with_context(|| format!("recovering table `{}` from {}", t.name, store.url()))?;
-            let mut sealer = Sealer::new(hot.clone(), store.clone(), clock.clone(), compact_min)
-                .with_source(input.source.clone())
-                .at_root(root);
-            if let Some(topic) = &input.log {
-                sealer = sealer.with_log(topic.clone());
-            }
-            if let Some(n) = &node {
-                sealer = sealer.with_peers(n.clone());
-            }
-            let sealer = Arc::new(sealer);
-            let reader = TableReader::new(hot.clone(), input.source.clone(), clock.clone())?;
-            let rebalancer: Option<Box<dyn Rebalancer>> =
-                node.map(|_| Box::new(GroupRebalancer { sealer: sealer.clone() }) as Box<dyn Rebalancer>);
-            readers.push(ReaderHandle::spawn_with(reader, rebalancer).context("starting a reader thread")?);
-            sealers.push(SealerHandle::spawn(sealer).context("starting a sealer thread")?);
-            inputs.push(input);
-            tables.push(hot);
-        }
-        let tier = Arc::new(HotTier::new(tables, Some(store.clone())));
-        let query = Arc::new(QueryService::new(tier.clone(), config.query).context("starting the query service")?);
-        let live = Live::new(query.clone(), tier.clone(), &config.limits);
-        let flusher = match config.log.fsync {
-            FsyncPolicy::Interval(every) => Some(spawn_flusher(topics.clone(), every)?),
-            _ => None,
-        };
+        let tables = Tables::open(&mut config)?;
+        let query =
+            Arc::new(QueryService::new(tables.tier.clone(), config.query).context("starting the query service")?);
+        let live = Live::new(query.clone(), tables.tier.clone(), &config.limits);
         Ok(Arc::new(App {
             config,
-            log,
-            topics,
-            inputs,
-            tier,
+            tables,
             query,
             live,
-            clock,
-            accepting: AtomicBool::new(true),
             metrics: crate::metrics::Metrics::default(),
-            store,
-            readers: Mutex::new(readers),
-            sealers: Mutex::new(sealers),
             generator: Mutex::new(None),
-            replays: Replays::default(),
-            derived: Mutex::new(Vec::new()),
-            flusher: Mutex::new(flusher),
             instance: instance_id(),
         }))
     }
 
-    /// Serves the tables earlier replays built with `--into`, and resumes the
-    /// replays a stop or a crash interrupted. Call once, after [`App::start`].
-    pub fn resume_replays(self: &Arc<App>) -> anyhow::Result<()> {
-        let store = self.store.clone();
-        let derived = block_on_thread(async move { replay::derived_tables(&store).await })
-            .context("listing the tables built by replays")?;
-        for d in derived {
-            self.serve_derived(&d);
-        }
-        for t in &self.config.tables {
-            let (store, name) = (self.store.clone(), t.name.clone());
-            let jobs = block_on_thread(async move { replay::jobs(&store, &name).await })
-                .with_context(|| format!("listing the replays of table `{}`", t.name))?;
-            for job in jobs.into_iter().filter(|j| !j.state.finished()) {
-                tracing::info!(table = %t.name, job = job.id, "resuming an interrupted replay");
-                self.run_replay(job)?;
-            }
-        }
-        Ok(())
-    }
-
-    fn replay_env(self: &Arc<App>, table: &str) -> Option<ReplayEnv> {
-        // Only the embedded log's tables replay for now (see docs/replay.md).
-        Some(ReplayEnv {
-            store: self.store.clone(),
-            topic: self.topic(table)?.clone(),
-            config: Arc::new(self.config.table(table)?.clone()),
-            clock: self.clock.clone(),
-            compact_min_segments: self.config.storage.compact_min_segments,
-            host: Arc::new(Host(Arc::downgrade(self))),
-        })
-    }
-
-    fn run_replay(self: &Arc<App>, job: JobRecord) -> anyhow::Result<Arc<replay::Job>> {
-        let env = self.replay_env(&job.table).with_context(|| format!("no table `{}` in the config", job.table))?;
-        Ok(self.replays.start(env, job)?)
-    }
-
-    /// Records and starts a replay of `table` (or resumes the unfinished one of
-    /// the same request).
-    pub async fn start_replay(
-        self: &Arc<App>,
-        table: &str,
-        request: ReplayRequest,
-    ) -> Result<Arc<replay::Job>, replay::ReplayError> {
-        if self.config.table(table).is_some_and(|t| t.kafka.is_some()) {
-            return Err(replay::ReplayError::Invalid(format!(
-                "table `{table}` reads Kafka; replaying a Kafka-sourced table is not built yet"
-            )));
-        }
-        let env =
-            self.replay_env(table).ok_or_else(|| replay::ReplayError::Invalid(format!("no table named `{table}`")))?;
-        let app = self.clone();
-        let taken = move |name: &str| app.tier.table(name).is_some() || app.replays.building(name);
-        let (record, _) =
-            replay::create(&env.store, &env.topic, &env.config, request, &taken, self.clock.now_ms()).await?;
-        self.replays.start(env, record)
-    }
-
-    /// Serves a table built by a replay `--into`, from its manifest, read-only:
-    /// its config is the source table's, renamed.
-    fn serve_derived(&self, d: &Derived) {
-        let Some(source) = self.config.table(&d.source) else {
-            tracing::warn!(table = %d.name, source = %d.source, "a table built by a replay is not served: its source table is no longer configured");
-            return;
-        };
-        let mut cfg = source.clone();
-        cfg.name = d.name.clone();
-        let hot = Arc::new(HotTable::new(Arc::new(cfg)));
-        let (h, st) = (hot.clone(), self.store.clone());
-        match block_on_thread(async move { Sealer::recover(&h, &st).await }) {
-            Ok(()) => {
-                if self.tier.add(hot) {
-                    tracing::info!(table = %d.name, source = %d.source, job = d.job, "serving a table built by a replay");
-                    self.derived.lock().push(d.clone());
-                }
-            }
-            Err(e) => tracing::error!(table = %d.name, error = %e, "a table built by a replay is not served"),
-        }
-    }
-
-    /// The replay-built table of that name, if one is served.
-    pub fn derived(&self, name: &str) -> Option<Derived> {
-        self.derived.lock().iter().find(|d| d.name == name).cloned()
-    }
-
-    /// The sealer of a table (absent once shutdown began).
-    pub fn sealer(&self, table: &str) -> Option<Arc<Sealer>> {
-        self.sealers.lock().iter().map(|h| h.sealer()).find(|s| s.hot().config().name == table).cloned()
-    }
-
-    /// The embedded log topic of a table that reads the log.
-    pub fn topic(&self, table: &str) -> Option<&Arc<Topic>> {
-        self.input(table)?.log.as_ref()
-    }
-
-    pub fn input(&self, table: &str) -> Option<&Input> {
-        self.inputs.iter().find(|i| i.table == table)
-    }
-
-    /// Ready to serve: not shutting down, and every reader still running.
-    pub fn ready(&self) -> Result<(), String> {
-        if !self.accepting.load(Ordering::SeqCst) {
-            return Err("shutting down".into());
-        }
-        let readers = self.readers.lock();
-        match readers.iter().find(|r| r.is_finished()) {
-            Some(r) => Err(format!("the reader of table `{}` has stopped", r.table)),
-            None => Ok(()),
-        }
-    }
-
-    /// A reader that stopped on its own (an error): its table and what happened.
-    pub fn failed_reader(&self) -> Option<(String, String)> {
-        let mut readers = self.readers.lock();
-        let i = readers.iter().position(|r| r.is_finished())?;
-        let mut r = readers.remove(i);
-        let outcome = match r.join() {
-            Ok(()) => "stopped unexpectedly".to_string(),
-            Err(e) => e.to_string(),
-        };
-        Some((r.table.clone(), outcome))
-    }
-
-    /// Stops ingest in order: refuse appends, stop the generator, stop the readers,
-    /// seal what memory holds (until `deadline`), force the log to disk. A table
-    /// whose final seal fails loses nothing: a restart re-reads it from the log.
+    /// Stops ingest in order: refuse appends, stop the generator, then the
+    /// tables (see [`Tables::shutdown`]).
     pub fn shutdown(&self, deadline: std::time::Instant) {
-        self.accepting.store(false, Ordering::SeqCst);
+        self.tables.stop_accepting();
         if let Some(g) = self.generator.lock().take() {
             g.stop();
         }
-        // Replays first: one that is switching finishes its switch, the others
-        // seal what they read and resume at the next start.
-        self.replays.stop_all();
-        for r in self.readers.lock().drain(..) {
-            let table = r.table.clone();
-            if let Err(e) = r.stop() {
-                tracing::error!(%table, error = %e, "reader ended with an error");
-            }
-        }
-        for handle in self.sealers.lock().drain(..) {
-            let sealer = handle.stop();
-            let table = sealer.hot().config().name.clone();
-            let sealer2 = sealer.clone();
-            match block_on_thread(async move { seal_all(&sealer2, deadline).await }) {
-                Ok(r) => {
-                    tracing::info!(%table, segments = r.segments, rows = r.rows, bytes = r.bytes, "sealed on shutdown")
-                }
-                Err(e) => {
-                    tracing::error!(%table, error = %e, "the final seal failed; a restart re-reads the rest from the log")
-                }
-            }
-        }
-        for input in &self.inputs {
-            input.source.close();
-        }
-        if let Some((stop, thread)) = self.flusher.lock().take() {
-            stop.store(true, Ordering::SeqCst);
-            let _ = thread.join();
-        }
-        for t in &self.topics {
-            if let Err(e) = t.flush() {
-                tracing::error!(topic = t.name(), error = %e, "flushing the log failed");
-            }
-        }
-        tracing::info!("ingest stopped and the log is on disk");
+        self.tables.shutdown(deadline);
     }
 }
 
@@ -328,149 +68,4 @@ impl App {
 fn instance_id() -> String {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
     format!("{:x}-{nanos:x}", std::process::id())
-}
-
-/// Seals and reads the other processes' manifests for a reader whose Kafka
-/// partitions move (docs/kafka.md).
-struct GroupRebalancer {
-    sealer: Arc<Sealer>,
-}
-
-impl Rebalancer for GroupRebalancer {
-    fn release(&mut self) -> Result<(), String> {
-        let sealer = self.sealer.clone();
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        block_on_thread(async move { seal_all(&sealer, deadline).await }).map(drop).map_err(|e| {
-            format!("could not seal before releasing partitions (a restart re-reads them from Kafka): {e}")
-        })
-    }
-
-    fn view(&mut self) -> Result<weir_storage::manifest::Manifest, String> {
-        let sealer = self.sealer.clone();
-        block_on_thread(async move { sealer.group_view().await })
-            .map_err(|e| format!("reading the group's manifests: {e}"))
-    }
-}
-
-/// A table's source, and where its appends go.
-pub struct Input {
-    pub table: String,
-    pub source: Arc<dyn Source>,
-    /// The embedded log's topic, for a table that reads the log.
-    pub log: Option<Arc<Topic>>,
-    /// The producer to the table's Kafka topic, for a table that reads Kafka.
-    #[cfg(feature = "kafka")]
-    pub kafka: Option<Arc<weir_ingest::kafka::KafkaSink>>,
-}
-
-impl Input {
-    fn log(table: &str, topic: Arc<Topic>) -> Input {
-        Input {
-            table: table.to_string(),
-            source: topic.clone(),
-            log: Some(topic),
-            #[cfg(feature = "kafka")]
-            kafka: None,
-        }
-    }
-
-    /// Connects to the table's Kafka topic; a table that leaves `partitions` out
-    /// takes the topic's count.
-    #[cfg(feature = "kafka")]
-    fn kafka(t: &mut weir_storage::config::TableConfig) -> anyhow::Result<Input> {
-        use weir_ingest::kafka::{KafkaSink, KafkaSource};
-        let k = t.kafka.clone().expect("a Kafka table");
-        let source = KafkaSource::open(&k).with_context(|| format!("table `{}`: connecting to Kafka", t.name))?;
-        let n = source.partitions();
-        if k.partitions_from_topic {
-            t.partitions = n;
-        } else if t.partitions != n {
-            anyhow::bail!(
-                "table `{}` declares {} partitions, and its Kafka topic `{}` has {n}: make them equal, or leave `partitions` out",
-                t.name,
-                t.partitions,
-                k.topic
-            );
-        }
-        let sink = KafkaSink::open(&k).with_context(|| format!("table `{}`: creating the Kafka producer", t.name))?;
-        Ok(Input { table: t.name.clone(), source, log: None, kafka: Some(Arc::new(sink)) })
-    }
-
-    #[cfg(not(feature = "kafka"))]
-    fn kafka(t: &mut weir_storage::config::TableConfig) -> anyhow::Result<Input> {
-        anyhow::bail!(
-            "table `{}` reads a Kafka topic, and this `weir` was built without Kafka support: build it with `cargo build --release --features weir-web/kafka` (needs cmake and the libcurl4-openssl-dev headers)",
-            t.name
-        )
-    }
-}
-
-/// What a replay job asks of the server: the live table, its reader, and
-/// serving what it built.
-struct Host(std::sync::Weak<App>);
-
-impl ReplayHost for Host {
-    fn live(&self, table: &str) -> Option<(Arc<HotTable>, Arc<Sealer>)> {
-        let app = self.0.upgrade()?;
-        Some((app.tier.table(table)?, app.sealer(table)?))
-    }
-
-    fn take_reader(&self, table: &str) -> Option<ReaderHandle> {
-        let app = self.0.upgrade()?;
-        if !app.accepting.load(Ordering::SeqCst) {
-            return None;
-        }
-        let mut readers = app.readers.lock();
-        let i = readers.iter().position(|r| r.table == table)?;
-        Some(readers.remove(i))
-    }
-
-    fn put_reader(&self, reader: ReaderHandle) {
-        match self.0.upgrade() {
-            Some(app) => app.readers.lock().push(reader),
-            None => drop(reader.stop()),
-        }
-    }
-
-    fn publish(&self, derived: &Derived) {
-        if let Some(app) = self.0.upgrade() {
-            app.serve_derived(derived);
-        }
-    }
-}
-
-/// Runs a future to completion on a thread of its own with its own runtime, so
-/// that synchronous start-up and shutdown code can call the async store from
-/// inside (or outside) the server's runtime.
-pub fn block_on_thread<F>(f: F) -> F::Output
-where
-    F: std::future::Future + Send + 'static,
-    F::Output: Send + 'static,
-{
-    std::thread::spawn(move || {
-        tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime").block_on(f)
-    })
-    .join()
-    .expect("the store thread panicked")
-}
-
-/// Forces the log to disk every `every`, so that FsyncPolicy::Interval holds even
-/// when appends stop.
-fn spawn_flusher(
-    topics: Vec<Arc<Topic>>,
-    every: Duration,
-) -> anyhow::Result<(Arc<AtomicBool>, std::thread::JoinHandle<()>)> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    let thread = std::thread::Builder::new().name("log-flusher".into()).spawn(move || {
-        while !flag.load(Ordering::SeqCst) {
-            std::thread::sleep(every.min(Duration::from_millis(100)));
-            for t in &topics {
-                if let Err(e) = t.flush() {
-                    tracing::error!(topic = t.name(), error = %e, "flushing the log failed");
-                }
-            }
-        }
-    })?;
-    Ok((stop, thread))
 }

@@ -251,7 +251,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 #[cfg(feature = "kafka")]
 fn ensure_demo_topic(t: &weir_storage::config::TableConfig) -> anyhow::Result<()> {
     let k = t.kafka.clone().expect("set above");
-    let created = crate::app::block_on_thread(async move { weir_ingest::kafka::ensure_topic(&k, 4).await })?;
+    let created = weir_storage::runtime::block_on(async move { weir_ingest::kafka::ensure_topic(&k, 4).await })?;
     if created {
         tracing::info!(topic = %t.topic(), "created the demo's Kafka topic with 4 partitions");
     }

@@ -9,8 +9,7 @@ use weir_ingest::clock::Clock;
 use weir_ingest::generator::{Generator, Mix};
 use weir_storage::log::NewRecord;
 
-/// Appends a batch of records, or says why it could not.
-pub type Append = Box<dyn FnMut(&[NewRecord<'_>]) -> Result<(), String> + Send>;
+pub use weir_ingest::input::Append;
 
 pub struct GeneratorHandle {
     stop: Arc<AtomicBool>,
@@ -64,18 +63,5 @@ impl GeneratorHandle {
 
 /// Appends to `table`'s source: its log topic, or its Kafka topic.
 pub fn append_to(app: &crate::app::App, table: &str) -> Option<Append> {
-    let input = app.input(table)?;
-    if let Some(topic) = input.log.clone() {
-        return Some(Box::new(move |recs: &[NewRecord<'_>]| topic.append(recs).map(drop).map_err(|e| e.to_string())));
-    }
-    #[cfg(feature = "kafka")]
-    if let Some(sink) = input.kafka.clone() {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
-        return Some(Box::new(move |recs: &[NewRecord<'_>]| {
-            let pairs: Vec<(&[u8], &[u8])> = recs.iter().map(|r| (r.key, r.value)).collect();
-            let ts = recs.first().map_or(0, |r| r.timestamp_ms);
-            rt.block_on(sink.send(&pairs, ts)).map(drop).map_err(|e| e.to_string())
-        }));
-    }
-    None
+    app.tables.input(table)?.appender()
 }

@@ -16,7 +16,6 @@
 //! | `GET /metrics` | Prometheus metrics (see `metrics.rs`) |
 //! | `GET /`, `GET /assets/{file}` | the dashboard page (see `dashboard.rs`) |
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -30,11 +29,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use weir_ingest::decode::partition_key;
+use weir_ingest::input::{AppendError, Appended, ndjson_lines};
 use weir_ingest::replay::{self, ReplayError, ReplayRequest, ReplayStatus};
 use weir_query::format::Format;
 use weir_storage::config::{AggFn, TableConfig};
-use weir_storage::log::{NewRecord, Topic};
 
 use crate::app::App;
 use crate::error::ApiError;
@@ -99,61 +97,6 @@ fn table_config<'a>(app: &'a App, name: &str) -> Result<&'a TableConfig, ApiErro
     })
 }
 
-/// The non-blank lines of an NDJSON body, or a 413 past the record limit.
-fn ndjson_lines(body: &[u8], max_records: usize) -> Result<Vec<&[u8]>, ApiError> {
-    let lines: Vec<&[u8]> = body
-        .split(|b| *b == b'\n')
-        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
-        .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
-        .collect();
-    if lines.len() > max_records {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_many_records",
-            format!("{} records in one request; limits.max_records_per_request is {max_records}", lines.len()),
-        ));
-    }
-    Ok(lines)
-}
-
-/// Appends to a table that reads Kafka: produces each line to its topic (keyed by
-/// the table's key field, so Kafka's partitioner routes it) and waits for the
-/// acknowledgements.
-#[cfg(feature = "kafka")]
-async fn produce_to_kafka(
-    sink: &weir_ingest::kafka::KafkaSink,
-    cfg: &TableConfig,
-    body: &[u8],
-    max_records: usize,
-    now: i64,
-) -> Result<Value, ApiError> {
-    let lines = ndjson_lines(body, max_records)?;
-    let keys: Vec<Vec<u8>> =
-        lines.iter().map(|l| cfg.key.as_deref().and_then(|k| partition_key(l, k)).unwrap_or_default()).collect();
-    let records: Vec<(&[u8], &[u8])> = keys.iter().map(Vec::as_slice).zip(lines.iter().copied()).collect();
-    let acks = sink
-        .send(&records, now)
-        .await
-        .map_err(|e| ApiError::unavailable(format!("appending to `{}`: {e}", cfg.name)))?;
-    let mut per_partition: BTreeMap<u32, (u64, u64, usize)> = BTreeMap::new();
-    for (p, offset) in acks {
-        let e = per_partition.entry(p).or_insert((offset, offset, 0));
-        e.0 = e.0.min(offset);
-        e.1 = e.1.max(offset);
-        e.2 += 1;
-    }
-    let parts: Vec<Value> = per_partition
-        .into_iter()
-        .map(
-            |(p, (first, last, n))| json!({ "partition": p, "first_offset": first, "last_offset": last, "records": n }),
-        )
-        .collect();
-    Ok(json!({ "table": cfg.name, "appended": lines.len(), "partitions": parts }))
-}
-
-/// The keys and values routed to one partition.
-type Routed<'a> = (Vec<Vec<u8>>, Vec<&'a [u8]>);
-
 /// The request body, or a JSON 413 naming the limit.
 fn body_or_limit<S: Serving>(app: &S, body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     body.map_err(|e| match e.status() {
@@ -198,10 +141,10 @@ async fn ingest(
     require_ndjson(&headers)?;
     let body = body_or_limit(&*app, body)?;
     let max_records = app.config.limits.max_records_per_request;
-    if !app.accepting.load(Ordering::SeqCst) {
+    if !app.tables.accepting.load(Ordering::SeqCst) {
         return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the server is shutting down"));
     }
-    let now = app.clock.now_ms();
+    let now = app.tables.clock.now_ms();
     if cfg.avro.is_some() {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -209,54 +152,42 @@ async fn ingest(
             format!("table `{name}` reads Avro messages from Kafka; produce them to its topic, not NDJSON here"),
         ));
     }
+    let input = app.tables.input(&name).expect("every configured table has an input").clone();
     #[cfg(feature = "kafka")]
-    if let Some(sink) = app.input(&name).and_then(|i| i.kafka.clone()) {
-        let result = produce_to_kafka(&sink, &cfg, &body, max_records, now).await?;
-        app.metrics.ingest_requests.fetch_add(1, Ordering::Relaxed);
-        app.metrics.ingest_records.fetch_add(result["appended"].as_u64().unwrap_or(0), Ordering::Relaxed);
-        return Ok(Json(result).into_response());
+    if input.is_kafka() {
+        let lines = ndjson_lines(&body, max_records).map_err(append_error)?;
+        let result = input.produce(&cfg, &lines, now).await.map_err(append_error)?;
+        return Ok(appended(&app, result));
     }
-    let topic = app.topic(&name).expect("a table that does not read Kafka reads the log").clone();
     let result = tokio::task::spawn_blocking(move || {
         let lines = ndjson_lines(&body, max_records)?;
-        // Route each record: by its key field when it has one, else by its bytes.
-        // Every record is checked before any is written: a refused request leaves
-        // nothing behind for its retry to duplicate.
-        let mut per_partition: BTreeMap<u32, Routed> = BTreeMap::new();
-        for (i, line) in lines.iter().enumerate() {
-            let key = cfg.key.as_deref().and_then(|k| partition_key(line, k));
-            let size_check = [NewRecord { key: key.as_deref().unwrap_or_default(), timestamp_ms: now, value: line }];
-            if let Err(e) = Topic::check_sizes(&size_check) {
-                return Err(ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "record_too_large",
-                    format!("record {} of the request: {e}; nothing was appended", i + 1),
-                ));
-            }
-            let p = topic.partition_for_key(key.as_deref().unwrap_or(line));
-            let e = per_partition.entry(p).or_default();
-            e.0.push(key.unwrap_or_default());
-            e.1.push(line);
-        }
-        let mut parts = Vec::new();
-        for (p, (keys, values)) in &per_partition {
-            let recs: Vec<NewRecord> = keys
-                .iter()
-                .zip(values)
-                .map(|(k, v)| NewRecord { key: k, timestamp_ms: now, value: v })
-                .collect();
-            let first = topic
-                .append_to(*p, &recs)
-                .map_err(|e| ApiError::internal("appending to the log failed", e))?;
-            parts.push(json!({ "partition": p, "first_offset": first, "last_offset": first + recs.len() as u64 - 1, "records": recs.len() }));
-        }
-        Ok::<Value, ApiError>(json!({ "table": cfg.name, "appended": lines.len(), "partitions": parts }))
+        input.append(&cfg, &lines, now)
     })
     .await
-    .map_err(|e| ApiError::internal("the ingest task failed", e))??;
+    .map_err(|e| ApiError::internal("the ingest task failed", e))?
+    .map_err(append_error)?;
+    Ok(appended(&app, result))
+}
+
+/// Counts an append and answers it.
+fn appended(app: &App, result: Appended) -> Response {
     app.metrics.ingest_requests.fetch_add(1, Ordering::Relaxed);
-    app.metrics.ingest_records.fetch_add(result["appended"].as_u64().unwrap_or(0), Ordering::Relaxed);
-    Ok(Json(result).into_response())
+    app.metrics.ingest_records.fetch_add(result.appended as u64, Ordering::Relaxed);
+    Json(result).into_response()
+}
+
+/// The HTTP answer to an append that took nothing.
+fn append_error(e: AppendError) -> ApiError {
+    match e {
+        AppendError::TooManyRecords { .. } => {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_many_records", e.to_string())
+        }
+        AppendError::RecordTooLarge { .. } => {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "record_too_large", e.to_string())
+        }
+        AppendError::Log(e) => ApiError::internal("appending to the log failed", e),
+        AppendError::Kafka { .. } => ApiError::unavailable(e.to_string()),
+    }
 }
 
 #[derive(Deserialize)]
@@ -268,7 +199,7 @@ struct SqlRequest {
 }
 
 async fn readyz(State(app): State<Arc<App>>) -> Response {
-    match app.ready() {
+    match app.tables.ready() {
         Ok(()) => "ready\n".into_response(),
         Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")).into_response(),
     }
@@ -312,12 +243,12 @@ async fn tables(State(app): State<Arc<App>>) -> Json<Value> {
         .tables
         .iter()
         .map(|t| {
-            let hot = app.tier.table(&t.name).expect("every table has a hot tier");
+            let hot = app.tables.tier.table(&t.name).expect("every table has a hot tier");
             let relations: Vec<&str> = hot.relations().iter().map(|r| r.name.as_str()).collect();
             json!({ "name": t.name, "partitions": t.partitions, "relations": relations, "counts": hot.counts() })
         })
-        .chain(app.derived.lock().iter().filter_map(|d| {
-            let hot = app.tier.table(&d.name)?;
+        .chain(app.tables.derived.lock().iter().filter_map(|d| {
+            let hot = app.tables.tier.table(&d.name)?;
             Some(derived_json(&hot, d))
         }))
         .collect();
@@ -336,14 +267,14 @@ fn derived_json(hot: &weir_ingest::hot::HotTable, d: &replay::Derived) -> Value 
 }
 
 async fn table(State(app): State<Arc<App>>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
-    if let Some(d) = app.derived(&name)
-        && let Some(hot) = app.tier.table(&name)
+    if let Some(d) = app.tables.derived(&name)
+        && let Some(hot) = app.tables.tier.table(&name)
     {
         return Ok(Json(derived_json(&hot, &d)));
     }
     let cfg = table_config(&app, &name)?;
-    let hot = app.tier.table(&name).expect("every table has a hot tier");
-    let topic = app.input(&name).expect("every table has a source").source.clone();
+    let hot = app.tables.tier.table(&name).expect("every table has a hot tier");
+    let topic = app.tables.input(&name).expect("every table has a source").source.clone();
     let status = hot.status();
     let cold = hot.cold();
     let schema = |s: &arrow::datatypes::SchemaRef| -> Vec<Value> {
@@ -444,7 +375,7 @@ async fn table(State(app): State<Arc<App>>, Path(name): Path<String>) -> Result<
         },
         "cold": status.cold,
         "seal": status.seal,
-        "store": app.store.url(),
+        "store": app.tables.store.url(),
         "counts": status.counts,
     })))
 }
@@ -461,7 +392,7 @@ fn source_json(cfg: &TableConfig) -> Value {
 
 fn sealer_of(app: &App, name: &str) -> Result<Arc<weir_ingest::seal::Sealer>, ApiError> {
     table_config(app, name)?;
-    app.sealer(name).ok_or_else(|| ApiError::unavailable("the server is shutting down"))
+    app.tables.sealer(name).ok_or_else(|| ApiError::unavailable("the server is shutting down"))
 }
 
 /// Seals everything the table holds in memory now (an operator's request; the
@@ -489,8 +420,8 @@ async fn compact(State(app): State<Arc<App>>, Path(name): Path<String>) -> Resul
 /// The table's sealed segments, as its current manifest lists them.
 async fn segments(State(app): State<Arc<App>>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
     table_config(&app, &name)?;
-    let hot = app.tier.table(&name).expect("every table has a hot tier");
-    Ok(Json(crate::segments::to_json(&hot.cold().manifest, app.store.url())))
+    let hot = app.tables.tier.table(&name).expect("every table has a hot tier");
+    Ok(Json(crate::segments::to_json(&hot.cold().manifest, app.tables.store.url())))
 }
 
 fn replay_error(e: ReplayError) -> ApiError {
@@ -518,18 +449,18 @@ async fn start_replay(
             format!("the body must be JSON like {{\"from_offset\": 0, \"partition\": 1, \"to_offset\": 500, \"into\": \"new_table\"}}: {e}"),
         )
     })?;
-    if !app.accepting.load(Ordering::SeqCst) {
+    if !app.tables.accepting.load(Ordering::SeqCst) {
         return Err(ApiError::unavailable("the server is shutting down"));
     }
-    let job = app.start_replay(&name, request).await.map_err(replay_error)?;
+    let job = app.tables.start_replay(&name, request).await.map_err(replay_error)?;
     Ok((StatusCode::ACCEPTED, Json(job.status())).into_response())
 }
 
 /// Every replay of the table: those this process runs or ran, and those the
 /// store records.
 async fn replays_of(app: &App, name: &str) -> Result<Vec<ReplayStatus>, ApiError> {
-    let mut out = app.replays.of_table(name);
-    let stored = replay::jobs(&app.store, name)
+    let mut out = app.tables.replays.of_table(name);
+    let stored = replay::jobs(&app.tables.store, name)
         .await
         .map_err(|e| ApiError::unavailable(format!("reading the replays of `{name}`: {e}")))?;
     for r in stored {
@@ -566,7 +497,7 @@ async fn cancel_replay(
     Path((name, id)): Path<(String, u64)>,
 ) -> Result<Response, ApiError> {
     table_config(&app, &name)?;
-    if let Some(job) = app.replays.get(&name, id) {
+    if let Some(job) = app.tables.replays.get(&name, id) {
         let status = job.status();
         if status.state.finished() {
             return Err(replay_error(ReplayError::Finished { table: name, job: id, state: status.state }));
@@ -576,6 +507,7 @@ async fn cancel_replay(
         tokio::task::spawn_blocking(move || job2.join()).await.map_err(|e| ApiError::internal("cancelling", e))?;
         return Ok(Json(job.status()).into_response());
     }
-    let record = replay::cancel_stored(&app.store, &name, id, app.clock.now_ms()).await.map_err(replay_error)?;
+    let record =
+        replay::cancel_stored(&app.tables.store, &name, id, app.tables.clock.now_ms()).await.map_err(replay_error)?;
     Ok(Json(ReplayStatus::of(&record)).into_response())
 }

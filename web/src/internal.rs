@@ -193,8 +193,8 @@ pub fn catalog(app: &App) -> NodeCatalog {
         format: FORMAT,
         node_id: app.config.server.node_id.clone(),
         instance: app.instance.clone(),
-        store: app.store.url().to_string(),
-        tables: app.tier.tables().iter().map(|t| table_entry(t)).collect(),
+        store: app.tables.store.url().to_string(),
+        tables: app.tables.tier.tables().iter().map(|t| table_entry(t)).collect(),
     }
 }
 
@@ -223,6 +223,7 @@ pub async fn relations(State(app): State<Arc<App>>) -> Json<NodeCatalog> {
 /// `GET /v1/internal/hot/{relation}`.
 pub async fn hot(State(app): State<Arc<App>>, Path(relation): Path<String>) -> Result<Response, ApiError> {
     let table = app
+        .tables
         .tier
         .tables()
         .into_iter()

@@ -71,14 +71,14 @@ type Pick = fn(&weir_ingest::hot::TableStatus) -> u64;
 /// Renders every metric.
 pub fn render(app: &App) -> String {
     let mut out = String::with_capacity(4096);
-    let now = app.clock.now_ms();
+    let now = app.tables.clock.now_ms();
     let tables: Vec<_> = app
         .config
         .tables
         .iter()
         .map(|t| {
-            let hot = app.tier.table(&t.name).expect("every table has a hot tier");
-            let topic = app.input(&t.name).expect("every table has a source").source.clone();
+            let hot = app.tables.tier.table(&t.name).expect("every table has a hot tier");
+            let topic = app.tables.input(&t.name).expect("every table has a source").source.clone();
             (label(&t.name), hot.status(), topic)
         })
         .collect();

@@ -21,7 +21,7 @@ pub fn run(server: &str, table: &str, file: Option<&Path>, batch: usize, token: 
         _ => Box::new(std::io::stdin()),
     };
     let uri = endpoint(server, &format!("/v1/ingest/{table}"))?;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = weir_storage::runtime::own_thread()?;
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let mut reader = BufReader::new(input);
     let mut appended: u64 = 0;

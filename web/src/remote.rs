@@ -131,11 +131,7 @@ impl RemoteTier {
     /// answer yet is retried by the poller) and starts the poller.
     pub fn start(nodes: Vec<String>, token: Option<String>, store: Store) -> anyhow::Result<Arc<RemoteTier>> {
         anyhow::ensure!(!nodes.is_empty(), "a query process needs at least one ingest process (--ingest URL)");
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("weir-remote")
-            .enable_all()
-            .build()?;
+        let runtime = weir_storage::runtime::remote()?;
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(Duration::from_secs(2)));
         connector.set_nodelay(true);

@@ -121,7 +121,7 @@ fn interrupted() -> Arc<AtomicBool> {
     let flag = Arc::new(AtomicBool::new(false));
     let f = flag.clone();
     std::thread::spawn(move || {
-        if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        if let Ok(rt) = weir_storage::runtime::own_thread() {
             rt.block_on(async {
                 if tokio::signal::ctrl_c().await.is_ok() {
                     f.store(true, Ordering::SeqCst);
@@ -141,7 +141,7 @@ struct Api {
 
 impl Api {
     fn new(server: &str, token: Option<String>) -> anyhow::Result<Api> {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let rt = weir_storage::runtime::own_thread()?;
         let client = rt.block_on(async { Client::builder(TokioExecutor::new()).build_http() });
         Ok(Api { rt, client, server: server.to_string(), token })
     }
@@ -215,13 +215,13 @@ fn standalone(args: &ReplayArgs, cfg: &WeirConfig) -> anyhow::Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     if args.list {
         let (st, name) = (store.clone(), args.table.clone());
-        let jobs = crate::app::block_on_thread(async move { replay::jobs(&st, &name).await })?;
+        let jobs = weir_storage::runtime::block_on(async move { replay::jobs(&st, &name).await })?;
         print_list(&jobs.iter().map(ReplayStatus::of).collect::<Vec<_>>());
         return Ok(());
     }
     if let Some(id) = args.cancel {
         let (st, name, now) = (store.clone(), args.table.clone(), clock.now_ms());
-        let r = crate::app::block_on_thread(async move { replay::cancel_stored(&st, &name, id, now).await })?;
+        let r = weir_storage::runtime::block_on(async move { replay::cancel_stored(&st, &name, id, now).await })?;
         println!("replay {id} of `{}`: {}", r.table, state_word(&ReplayStatus::of(&r)));
         return Ok(());
     }
@@ -247,7 +247,7 @@ fn standalone(args: &ReplayArgs, cfg: &WeirConfig) -> anyhow::Result<()> {
     let record = match args.follow {
         Some(id) => {
             let (st, name) = (store.clone(), args.table.clone());
-            let jobs = crate::app::block_on_thread(async move { replay::jobs(&st, &name).await })?;
+            let jobs = weir_storage::runtime::block_on(async move { replay::jobs(&st, &name).await })?;
             let r = jobs
                 .into_iter()
                 .find(|j| j.id == id)
@@ -262,7 +262,7 @@ fn standalone(args: &ReplayArgs, cfg: &WeirConfig) -> anyhow::Result<()> {
             let (st, t, cfg2, request, now) =
                 (store.clone(), topic.clone(), table.clone(), args.request(), clock.now_ms());
             let names: Vec<String> = cfg.tables.iter().map(|t| t.name.clone()).collect();
-            let (record, resumed) = crate::app::block_on_thread(async move {
+            let (record, resumed) = weir_storage::runtime::block_on(async move {
                 let taken = move |n: &str| names.iter().any(|x| x == n);
                 replay::create(&st, &t, &cfg2, request, &taken, now).await
             })?;

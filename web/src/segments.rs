@@ -151,7 +151,7 @@ pub fn run(
     let name = table.to_string();
     if cfg.table(table).and_then(|t| t.kafka.as_ref()).is_some_and(|k| k.rebalance) {
         // Each process sharing the table's partitions keeps its own manifest.
-        let nodes = crate::app::block_on_thread(async move { manifest::load_nodes(&store, &name).await })?;
+        let nodes = weir_storage::runtime::block_on(async move { manifest::load_nodes(&store, &name).await })?;
         if nodes.is_empty() {
             println!("table `{table}` shares its Kafka partitions between processes; none has sealed anything yet");
         }
@@ -170,7 +170,7 @@ pub fn run(
         return Ok(());
     }
     let loaded =
-        crate::app::block_on_thread(async move { manifest::load(&store, &manifest::table_root(&name)).await })?;
+        weir_storage::runtime::block_on(async move { manifest::load(&store, &manifest::table_root(&name)).await })?;
     let m = loaded.unwrap_or_else(|| {
         let t = cfg.table(table).expect("checked above");
         Manifest::empty(&t.name, t.partitions, t.segment_granularity_ms)
@@ -191,7 +191,7 @@ pub fn request(server: &str, table: &str, action: &str, token: Option<&str>) -> 
     use hyper_util::client::legacy::Client;
     use hyper_util::rt::TokioExecutor;
     let uri = crate::produce::endpoint(server, &format!("/v1/tables/{table}/{action}"))?;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = weir_storage::runtime::own_thread()?;
     let v = rt
         .block_on(async {
             let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();

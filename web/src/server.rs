@@ -27,12 +27,7 @@ pub fn run(config: WeirConfig, demo_rate: Option<u64>) -> anyhow::Result<()> {
 
 /// The runtime serving HTTP (DataFusion runs on the query service's own).
 fn http_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("weir-http")
-        .enable_all()
-        .build()
-        .context("starting the HTTP runtime")
+    weir_storage::runtime::http().context("starting the HTTP runtime")
 }
 
 /// Binds the configured address.
@@ -47,14 +42,14 @@ async fn serve(config: WeirConfig, demo_rate: Option<u64>) -> anyhow::Result<()>
     let addr = listener.local_addr()?;
     let app = tokio::task::spawn_blocking(move || -> anyhow::Result<Arc<App>> {
         let app = App::start(config)?;
-        app.resume_replays()?;
+        app.tables.resume_replays()?;
         Ok(app)
     })
     .await??;
 
     if let Some(rate) = demo_rate.filter(|r| *r > 0) {
         let append = crate::generator::append_to(&app, "transactions").context("the demo table")?;
-        *app.generator.lock() = Some(GeneratorHandle::spawn(append, rate, app.clock.clone())?);
+        *app.generator.lock() = Some(GeneratorHandle::spawn(append, rate, app.tables.clock.clone())?);
     }
     print_banner(&app, addr, demo_rate, tls.is_some());
 
@@ -180,7 +175,7 @@ async fn watch(app: Arc<App>, stop: tokio::sync::oneshot::Sender<Stop>) {
             _ = tokio::signal::ctrl_c() => break Stop::Signal("SIGINT"),
             _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => break Stop::Signal("SIGTERM"),
             _ = tick.tick() => {
-                if let Some((table, error)) = app.failed_reader() {
+                if let Some((table, error)) = app.tables.failed_reader() {
                     break Stop::ReaderFailed(table, error);
                 }
             }
@@ -194,7 +189,7 @@ fn print_banner(app: &App, addr: std::net::SocketAddr, demo_rate: Option<u64>, t
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "weir listening on {base}");
     let _ = writeln!(out, "  data directory: {}", app.config.server.data_dir.display());
-    let _ = writeln!(out, "  sealed segments: {}", app.store.url());
+    let _ = writeln!(out, "  sealed segments: {}", app.tables.store.url());
     match demo_rate {
         Some(0) => {
             let _ = writeln!(out, "  demo generator: off (--rate 0); the server serves what is sent to it");
