@@ -9,7 +9,8 @@
 //! deleted), start its reader thread from the resume points and its sealer
 //! thread. Shutdown ([`Tables::shutdown`]), in order: refuse new appends, stop
 //! the replays, stop the readers, seal everything in memory (within a deadline),
-//! close the inputs, force the log to disk.
+//! close the readers' sources (a Kafka consumer leaves its group only then) and
+//! the inputs, force the log to disk.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
@@ -276,17 +277,25 @@ impl Tables {
     }
 
     /// Stops ingest in order: refuse appends, stop the replays, stop the readers,
-    /// seal what memory holds (until `deadline`), force the log to disk. A table
+    /// seal what memory holds (until `deadline`), close the sources, force the
+    /// log to disk. A table
     /// whose final seal fails loses nothing: a restart re-reads it from the log.
     pub fn shutdown(&self, deadline: std::time::Instant) {
         self.stop_accepting();
         // Replays first: one that is switching finishes its switch, the others
         // seal what they read and resume at the next start.
         self.replays.stop_all();
+        // The readers stop reading but keep their sources open until the seal
+        // below is durable: a Kafka consumer leaves its group when its source
+        // closes, and another process then resumes its partitions from the
+        // manifest. Leaving before the final seal would hand that process the
+        // manifest from before it, and what is sealed here would be read twice.
+        let mut stopped = Vec::new();
         for r in self.readers.lock().drain(..) {
             let table = r.table.clone();
-            if let Err(e) = r.stop() {
-                tracing::error!(%table, error = %e, "reader ended with an error");
+            match r.stop_and_take() {
+                Ok(reader) => stopped.push(reader),
+                Err(e) => tracing::error!(%table, error = %e, "reader ended with an error"),
             }
         }
         for handle in self.sealers.lock().drain(..) {
@@ -302,6 +311,7 @@ impl Tables {
                 }
             }
         }
+        drop(stopped);
         for input in &self.inputs {
             input.source.close();
         }
