@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::{Float64Type, Int64Type, TimestampMillisecondType};
+use arrow::record_batch::RecordBatch;
 use weir_storage::config::{LogConfig, WeirConfig};
 use weir_storage::log::{Log, NewRecord};
 use weir_storage::sketch::Sketch;
