@@ -10,8 +10,13 @@ use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use weir_storage::config::{LogConfig, RetentionPolicy};
 
+use std::time::Duration;
+
 use super::*;
 use crate::clock::ManualClock;
+use crate::hot::{HotTable, SealScope};
+use crate::pipeline::TableReader;
+use crate::seal::Sealer;
 use crate::seal::tests::{World, assert_same, life, outcome, reference, world, world_full};
 
 fn env(w: &World) -> ReplayEnv {
