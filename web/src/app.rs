@@ -28,7 +28,7 @@ pub struct App {
     /// Live tiles over WebSocket (`/v1/live`).
     pub live: Live,
     /// Counters kept by the HTTP layer, rendered at `/metrics`.
-    pub metrics: crate::metrics::Metrics,
+    pub metrics: crate::counters::Metrics,
     pub generator: Mutex<Option<GeneratorHandle>>,
     /// Unique per process start, told to query processes (`internal.rs`): a
     /// restart is a new instance.
@@ -47,7 +47,7 @@ impl App {
             tables,
             query,
             live,
-            metrics: crate::metrics::Metrics::default(),
+            metrics: crate::counters::Metrics::default(),
             generator: Mutex::new(None),
             instance: instance_id(),
         }))
@@ -68,4 +68,19 @@ impl App {
 fn instance_id() -> String {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
     format!("{:x}-{nanos:x}", std::process::id())
+}
+
+impl crate::serving::Serving for App {
+    fn config(&self) -> &weir_storage::config::WeirConfig {
+        &self.config
+    }
+    fn query(&self) -> &weir_query::QueryService {
+        &self.query
+    }
+    fn live(&self) -> &crate::live::Live {
+        &self.live
+    }
+    fn metrics(&self) -> &crate::counters::Metrics {
+        &self.metrics
+    }
 }

@@ -19,28 +19,9 @@ use axum::response::{IntoResponse, Response};
 use weir_storage::config::{AuthConfig, Scope};
 
 use crate::error::ApiError;
-use crate::http::Serving;
+use crate::serving::Serving;
 
-/// The scope a request needs; `None` for open paths. Reading a table's replays
-/// needs `query`; starting or cancelling one needs `admin`.
-pub fn required_scope(method: &axum::http::Method, path: &str) -> Option<Scope> {
-    let replays = path.starts_with("/v1/tables/") && path.contains("/replays");
-    if path.starts_with("/v1/ingest/") {
-        Some(Scope::Ingest)
-    } else if path.starts_with("/v1/internal/") {
-        Some(Scope::Internal)
-    } else if path.starts_with("/v1/tables/") && (path.ends_with("/seal") || path.ends_with("/compact"))
-        || replays && method != axum::http::Method::GET
-    {
-        Some(Scope::Admin)
-    } else if path.starts_with("/v1/") {
-        Some(Scope::Query)
-    } else if path == "/metrics" {
-        Some(Scope::Admin)
-    } else {
-        None
-    }
-}
+pub use crate::routes::required_scope;
 
 /// Compares two secrets in time that depends only on their lengths.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

@@ -60,8 +60,3 @@ impl GeneratorHandle {
         let _ = self.thread.join();
     }
 }
-
-/// Appends to `table`'s source: its log topic, or its Kafka topic.
-pub fn append_to(app: &crate::app::App, table: &str) -> Option<Append> {
-    app.tables.input(table)?.appender()
-}

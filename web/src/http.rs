@@ -27,85 +27,45 @@ use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde::Deserialize;
 use serde_json::{Value, json};
 use weir_ingest::input::{AppendError, Appended, ndjson_lines};
 use weir_ingest::replay::{self, ReplayError, ReplayRequest, ReplayStatus};
-use weir_query::format::Format;
 use weir_storage::config::{AggFn, TableConfig};
 
 use crate::app::App;
 use crate::error::ApiError;
-use crate::live::live;
-
-/// What the routes every process serves (SQL, live tiles, auth) need: an
-/// ingest process ([`App`]) and a query process (`query_node::QueryNode`).
-pub trait Serving: Send + Sync + 'static {
-    fn config(&self) -> &weir_storage::config::WeirConfig;
-    fn query(&self) -> &weir_query::QueryService;
-    fn live(&self) -> &crate::live::Live;
-    fn metrics(&self) -> &crate::metrics::Metrics;
-    /// Adds what the process knows about why a query failed.
-    fn annotate(&self, e: ApiError) -> ApiError {
-        e
-    }
-}
-
-impl Serving for App {
-    fn config(&self) -> &weir_storage::config::WeirConfig {
-        &self.config
-    }
-    fn query(&self) -> &weir_query::QueryService {
-        &self.query
-    }
-    fn live(&self) -> &crate::live::Live {
-        &self.live
-    }
-    fn metrics(&self) -> &crate::metrics::Metrics {
-        &self.metrics
-    }
-}
+use crate::routes::Endpoint;
+use crate::serving::{body_or_limit, live, sql};
 
 pub fn router(app: Arc<App>) -> Router {
-    Router::new()
-        .route("/v1/ingest/{table}", post(ingest))
-        .route("/v1/sql", post(sql::<App>))
-        .route("/v1/tables", get(tables))
-        .route("/v1/tables/{name}", get(table))
-        .route("/v1/tables/{name}/segments", get(segments))
-        .route("/v1/tables/{name}/seal", post(seal))
-        .route("/v1/tables/{name}/compact", post(compact))
-        .route("/v1/tables/{name}/replays", post(start_replay).get(list_replays))
-        .route("/v1/tables/{name}/replays/{id}", get(get_replay).delete(cancel_replay))
-        .route("/v1/internal/relations", get(crate::internal::relations))
-        .route("/v1/internal/hot/{relation}", get(crate::internal::hot))
-        .route("/v1/live", get(live::<App>))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .route("/", get(crate::dashboard::index))
-        .route("/assets/{file}", get(crate::dashboard::asset))
-        .layer(DefaultBodyLimit::max(app.config.limits.max_body_bytes))
-        .layer(axum::middleware::from_fn_with_state(app.clone(), crate::auth::check::<App>))
-        .with_state(app)
+    crate::routes::router(|route| match route.endpoint {
+        Endpoint::Ingest => post(ingest),
+        Endpoint::Sql => post(sql::<App>),
+        Endpoint::Tables => get(tables),
+        Endpoint::Table => get(table),
+        Endpoint::Segments => get(segments),
+        Endpoint::Seal => post(seal),
+        Endpoint::Compact => post(compact),
+        Endpoint::Replays => post(start_replay).get(list_replays),
+        Endpoint::Replay => get(get_replay).delete(cancel_replay),
+        Endpoint::InternalRelations => get(crate::internal::relations),
+        Endpoint::InternalHot => get(crate::internal::hot),
+        Endpoint::Live => get(live::<App>),
+        Endpoint::Healthz => get(|| async { "ok\n" }),
+        Endpoint::Readyz => get(readyz),
+        Endpoint::Metrics => get(metrics),
+        Endpoint::Dashboard => get(crate::dashboard::index),
+        Endpoint::Asset => get(crate::dashboard::asset),
+    })
+    .layer(DefaultBodyLimit::max(app.config.limits.max_body_bytes))
+    .layer(axum::middleware::from_fn_with_state(app.clone(), crate::auth::check::<App>))
+    .with_state(app)
 }
 
 fn table_config<'a>(app: &'a App, name: &str) -> Result<&'a TableConfig, ApiError> {
     app.config.table(name).ok_or_else(|| {
         let known: Vec<&str> = app.config.tables.iter().map(|t| t.name.as_str()).collect();
         ApiError::not_found(format!("no table named `{name}`; tables: {}", known.join(", ")))
-    })
-}
-
-/// The request body, or a JSON 413 naming the limit.
-fn body_or_limit<S: Serving>(app: &S, body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
-    body.map_err(|e| match e.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            format!("the request body is larger than limits.max_body_bytes = {}", app.config().limits.max_body_bytes),
-        ),
-        status => ApiError::new(status, "bad_request", e.body_text()),
     })
 }
 
@@ -190,14 +150,6 @@ fn append_error(e: AppendError) -> ApiError {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SqlRequest {
-    sql: String,
-    #[serde(default)]
-    format: Option<String>,
-}
-
 async fn readyz(State(app): State<Arc<App>>) -> Response {
     match app.tables.ready() {
         Ok(()) => "ready\n".into_response(),
@@ -208,33 +160,6 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
 async fn metrics(State(app): State<Arc<App>>) -> Response {
     let body = tokio::task::spawn_blocking(move || crate::metrics::render(&app)).await.unwrap_or_default();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
-}
-
-/// `POST /v1/sql`, on an ingest process and on a query process.
-pub async fn sql<S: Serving>(
-    State(app): State<Arc<S>>,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    let body = body_or_limit(&*app, body)?;
-    let started = std::time::Instant::now();
-    let result = run_sql(app.query(), &body).await.map_err(|e| app.annotate(e));
-    let m = app.metrics();
-    m.query_latency.observe(started.elapsed());
-    let counter = if result.is_ok() { &m.queries_ok } else { &m.queries_failed };
-    counter.fetch_add(1, Ordering::Relaxed);
-    result
-}
-
-async fn run_sql(query: &weir_query::QueryService, body: &[u8]) -> Result<Response, ApiError> {
-    let req: SqlRequest = serde_json::from_slice(body).map_err(|e| {
-        ApiError::bad_request(
-            "bad_request",
-            format!("the body must be JSON like {{\"sql\": \"SELECT 1\", \"format\": \"json\"}}: {e}"),
-        )
-    })?;
-    let format = Format::parse(req.format.as_deref().unwrap_or("json"))?;
-    let bytes = query.execute_encoded(&req.sql, format).await?;
-    Ok(([(header::CONTENT_TYPE, format.content_type())], bytes).into_response())
 }
 
 async fn tables(State(app): State<Arc<App>>) -> Json<Value> {

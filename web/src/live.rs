@@ -29,19 +29,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use axum::Json;
-use axum::extract::State;
-use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::extract::ws::WebSocket;
 use serde_json::json;
 use weir_query::QueryService;
 use weir_query::live::{LiveLimits, TileHub};
 use weir_storage::config::LimitsConfig;
 use weir_storage::hot::SharedHotSource;
-
-use crate::error::ApiError;
-use crate::http::Serving;
 
 /// How often an idle connection gets a heartbeat (and a WebSocket ping).
 pub const HEARTBEAT: Duration = Duration::from_secs(15);
@@ -59,6 +52,31 @@ pub struct Live {
 
 impl Live {
     /// Live (WebSocket) connections open now.
+    /// Serves one upgraded connection, counted while it is open.
+    pub async fn serve(&self, socket: WebSocket, limits: &LimitsConfig) {
+        self.connections.fetch_add(1, Ordering::Relaxed);
+        connection::serve(socket, self.hub.clone(), self.heartbeat, limits).await;
+        self.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// The hub's counters, for `GET /v1/live` without an upgrade.
+    pub fn stats(&self) -> serde_json::Value {
+        let s = self.hub.stats();
+        json!({
+            "protocol": protocol::PROTOCOL,
+            "connections": self.connections.load(Ordering::Relaxed),
+            "tiles": s.tiles,
+            "subscriptions": s.subscriptions,
+            "evaluations": s.evaluations,
+            "publishes": s.publishes,
+            "pushes": s.pushes,
+            "skipped": s.skipped,
+            "incremental_tiles": s.incremental_tiles,
+            "chunks_aggregated": s.chunks_aggregated,
+            "chunks_reused": s.chunks_reused,
+        })
+    }
+
     pub fn connections(&self) -> u64 {
         self.connections.load(Ordering::Relaxed)
     }
@@ -73,51 +91,4 @@ impl Live {
         let tiles = LiveLimits { max_tiles: limits.max_live_tiles, max_tile_bytes: limits.max_tile_bytes };
         Live { hub: TileHub::new(query, hot, tiles), heartbeat, connections: AtomicU64::new(0) }
     }
-}
-
-/// The `/v1/live` handler: upgrades to a WebSocket, or answers the counters.
-pub async fn live<S: Serving>(
-    State(app): State<Arc<S>>,
-    headers: HeaderMap,
-    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
-) -> Response {
-    let ws = match ws {
-        Ok(ws) => ws,
-        Err(rejection) if headers.contains_key(header::UPGRADE) => return rejection.into_response(),
-        Err(_) => return Json(stats(app.live())).into_response(),
-    };
-    let limits = app.config().limits;
-    if app.live().connections.load(Ordering::Relaxed) >= limits.max_live_connections as u64 {
-        return ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "too_many_connections",
-            format!("{} live connections are open, limits.max_live_connections", limits.max_live_connections),
-        )
-        .into_response();
-    }
-    ws.max_message_size(MAX_CLIENT_MESSAGE_BYTES).max_frame_size(MAX_CLIENT_MESSAGE_BYTES).on_upgrade(
-        move |socket| async move {
-            let live = app.live();
-            live.connections.fetch_add(1, Ordering::Relaxed);
-            connection::serve(socket, live.hub.clone(), live.heartbeat, &limits).await;
-            live.connections.fetch_sub(1, Ordering::Relaxed);
-        },
-    )
-}
-
-fn stats(live: &Live) -> serde_json::Value {
-    let s = live.hub.stats();
-    json!({
-        "protocol": protocol::PROTOCOL,
-        "connections": live.connections.load(Ordering::Relaxed),
-        "tiles": s.tiles,
-        "subscriptions": s.subscriptions,
-        "evaluations": s.evaluations,
-        "publishes": s.publishes,
-        "pushes": s.pushes,
-        "skipped": s.skipped,
-        "incremental_tiles": s.incremental_tiles,
-        "chunks_aggregated": s.chunks_aggregated,
-        "chunks_reused": s.chunks_reused,
-    })
 }

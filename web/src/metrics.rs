@@ -6,34 +6,12 @@
 //! ingest requests) are counted as requests are served.
 
 use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::atomic::Ordering;
 
 use crate::app::App;
-
-/// Upper bounds (seconds) of the query latency histogram.
-const LATENCY_BOUNDS: [f64; 13] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
-
-/// A latency histogram with fixed buckets.
-#[derive(Default)]
-pub struct Histogram {
-    buckets: [AtomicU64; LATENCY_BOUNDS.len()],
-    count: AtomicU64,
-    sum_micros: AtomicU64,
-}
+use crate::counters::{Histogram, LATENCY_BOUNDS, Metrics};
 
 impl Histogram {
-    pub fn observe(&self, d: Duration) {
-        let s = d.as_secs_f64();
-        for (b, bound) in self.buckets.iter().zip(LATENCY_BOUNDS) {
-            if s <= bound {
-                b.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_micros.fetch_add(d.as_micros() as u64, Ordering::Relaxed);
-    }
-
     fn render(&self, out: &mut String, name: &str, help: &str) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
         for (b, bound) in self.buckets.iter().zip(LATENCY_BOUNDS) {
@@ -46,22 +24,12 @@ impl Histogram {
     }
 }
 
-/// Counters kept by the HTTP layer.
-#[derive(Default)]
-pub struct Metrics {
-    pub query_latency: Histogram,
-    pub queries_ok: AtomicU64,
-    pub queries_failed: AtomicU64,
-    pub ingest_requests: AtomicU64,
-    pub ingest_records: AtomicU64,
-}
-
-fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+pub(crate) fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
 /// Escapes a label value.
-fn label(v: &str) -> String {
+pub(crate) fn label(v: &str) -> String {
     v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
@@ -258,37 +226,10 @@ pub fn render_serving(out: &mut String, live_side: &crate::live::Live, m: &Metri
     let _ = writeln!(out, "weir_ingest_records_total {}", m.ingest_records.load(Ordering::Relaxed));
 }
 
-/// A query process's metrics: its ingest processes, its snapshots, and the
-/// figures every process has.
-pub fn render_query_node(node: &crate::query_node::QueryNode) -> String {
-    let mut out = String::with_capacity(2048);
-    family(&mut out, "weir_ingest_node_up", "gauge", "1 while the ingest process answers this query process's polls.");
-    for n in node.remote.nodes() {
-        let _ = writeln!(out, "weir_ingest_node_up{{node=\"{}\"}} {}", label(&n.url), u8::from(n.answering));
-    }
-    let stats = &node.remote.stats;
-    for (metric, help, v) in [
-        ("weir_remote_snapshots_total", "Relation snapshots gathered from the ingest processes.", &stats.snapshots),
-        (
-            "weir_remote_snapshot_retries_total",
-            "Snapshots gathered again because a partition moved between processes meanwhile.",
-            &stats.retries,
-        ),
-        (
-            "weir_remote_snapshot_failures_total",
-            "Snapshots refused because an ingest process did not answer.",
-            &stats.failures,
-        ),
-    ] {
-        family(&mut out, metric, "counter", help);
-        let _ = writeln!(out, "{metric} {}", v.load(Ordering::Relaxed));
-    }
-    render_serving(&mut out, &node.live, &node.metrics);
-    out
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]

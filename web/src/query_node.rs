@@ -12,6 +12,7 @@
 //! | `GET /`, `GET /assets/{file}` | the dashboard page |
 //! | ingest, seal, compact, segments, replays, `/v1/internal/*` | 409 `query_process`: ask an ingest process |
 
+use std::fmt::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -28,11 +29,12 @@ use weir_query::QueryService;
 use weir_storage::config::{Scope, WeirConfig};
 use weir_storage::store::Store;
 
+use crate::counters::Metrics;
 use crate::error::ApiError;
-use crate::http::Serving;
 use crate::live::Live;
-use crate::metrics::Metrics;
 use crate::remote::RemoteTier;
+use crate::routes::Endpoint;
+use crate::serving::Serving;
 
 /// Everything a running query process holds.
 pub struct QueryNode {
@@ -116,26 +118,29 @@ impl QueryNode {
 }
 
 pub fn router(node: Arc<QueryNode>) -> Router {
-    Router::new()
-        .route("/v1/sql", post(crate::http::sql::<QueryNode>))
-        .route("/v1/live", get(crate::live::live::<QueryNode>))
-        .route("/v1/tables", get(tables))
-        .route("/v1/tables/{name}", get(table))
-        .route("/v1/ingest/{table}", any(refuse))
-        .route("/v1/tables/{name}/segments", any(refuse))
-        .route("/v1/tables/{name}/seal", any(refuse))
-        .route("/v1/tables/{name}/compact", any(refuse))
-        .route("/v1/tables/{name}/replays", any(refuse))
-        .route("/v1/tables/{name}/replays/{id}", any(refuse))
-        .route("/v1/internal/{*rest}", any(refuse))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .route("/", get(crate::dashboard::index))
-        .route("/assets/{file}", get(crate::dashboard::asset))
-        .layer(DefaultBodyLimit::max(node.config.limits.max_body_bytes))
-        .layer(axum::middleware::from_fn_with_state(node.clone(), crate::auth::check::<QueryNode>))
-        .with_state(node)
+    crate::routes::router(|route| match route.endpoint {
+        Endpoint::Sql => post(crate::serving::sql::<QueryNode>),
+        Endpoint::Live => get(crate::serving::live::<QueryNode>),
+        Endpoint::Tables => get(tables),
+        Endpoint::Table => get(table),
+        Endpoint::Healthz => get(|| async { "ok\n" }),
+        Endpoint::Readyz => get(readyz),
+        Endpoint::Metrics => get(metrics),
+        Endpoint::Dashboard => get(crate::dashboard::index),
+        Endpoint::Asset => get(crate::dashboard::asset),
+        // What needs an ingest process's log, hot tier, sealer or replays.
+        Endpoint::Ingest
+        | Endpoint::Segments
+        | Endpoint::Seal
+        | Endpoint::Compact
+        | Endpoint::Replays
+        | Endpoint::Replay
+        | Endpoint::InternalRelations
+        | Endpoint::InternalHot => any(refuse),
+    })
+    .layer(DefaultBodyLimit::max(node.config.limits.max_body_bytes))
+    .layer(axum::middleware::from_fn_with_state(node.clone(), crate::auth::check::<QueryNode>))
+    .with_state(node)
 }
 
 /// What needs an ingest process's state: a 409 that says so and where to go.
@@ -160,7 +165,7 @@ async fn readyz(State(node): State<Arc<QueryNode>>) -> Response {
 }
 
 async fn metrics(State(node): State<Arc<QueryNode>>) -> Response {
-    let body = crate::metrics::render_query_node(&node);
+    let body = render_metrics(&node);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
 }
 
@@ -253,4 +258,43 @@ async fn table(State(node): State<Arc<QueryNode>>, Path(name): Path<String>) -> 
             table_names(&node).join(", ")
         ))
     })
+}
+
+/// A query process's metrics (`GET /metrics`): its ingest processes, its snapshots, and the
+/// figures every process has.
+pub fn render_metrics(node: &QueryNode) -> String {
+    let mut out = String::with_capacity(2048);
+    crate::metrics::family(
+        &mut out,
+        "weir_ingest_node_up",
+        "gauge",
+        "1 while the ingest process answers this query process's polls.",
+    );
+    for n in node.remote.nodes() {
+        let _ = writeln!(
+            out,
+            "weir_ingest_node_up{{node=\"{}\"}} {}",
+            crate::metrics::label(&n.url),
+            u8::from(n.answering)
+        );
+    }
+    let stats = &node.remote.stats;
+    for (metric, help, v) in [
+        ("weir_remote_snapshots_total", "Relation snapshots gathered from the ingest processes.", &stats.snapshots),
+        (
+            "weir_remote_snapshot_retries_total",
+            "Snapshots gathered again because a partition moved between processes meanwhile.",
+            &stats.retries,
+        ),
+        (
+            "weir_remote_snapshot_failures_total",
+            "Snapshots refused because an ingest process did not answer.",
+            &stats.failures,
+        ),
+    ] {
+        crate::metrics::family(&mut out, metric, "counter", help);
+        let _ = writeln!(out, "{metric} {}", v.load(Ordering::Relaxed));
+    }
+    crate::metrics::render_serving(&mut out, &node.live, &node.metrics);
+    out
 }

@@ -42,7 +42,7 @@ use parking_lot::RwLock;
 use weir_storage::hot::{ColdFile, HotError, HotSource, Relation, Snapshot};
 use weir_storage::store::Store;
 
-use crate::internal::{self, NodeCatalog, SnapshotMeta};
+use crate::wire::{self, NodeCatalog, SnapshotMeta};
 
 /// How often the ingest processes' versions are polled.
 pub const POLL_EVERY: Duration = Duration::from_millis(50);
@@ -237,13 +237,13 @@ impl RemoteTier {
                 Ok(Ok(bytes)) => serde_json::from_slice::<NodeCatalog>(&bytes)
                     .map_err(|e| format!("its catalog does not decode: {e}"))
                     .and_then(|c| {
-                        if c.format == internal::FORMAT {
+                        if c.format == wire::FORMAT {
                             Ok(c)
                         } else {
                             Err(format!(
                                 "it speaks format {} and this process {}: run the same Weir version everywhere",
                                 c.format,
-                                internal::FORMAT
+                                wire::FORMAT
                             ))
                         }
                     }),
@@ -362,7 +362,7 @@ impl RemoteTier {
             Err(_) => return Err(format!("no answer within {FETCH_TIMEOUT:?}")),
             Ok(r) => r?,
         };
-        let (meta, batches) = internal::decode_snapshot(bytes)?;
+        let (meta, batches) = wire::decode_snapshot(bytes)?;
         if meta.relation != relation {
             return Err(format!("it answered relation `{}` for `{relation}`", meta.relation));
         }

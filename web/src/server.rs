@@ -48,7 +48,7 @@ async fn serve(config: WeirConfig, demo_rate: Option<u64>) -> anyhow::Result<()>
     .await??;
 
     if let Some(rate) = demo_rate.filter(|r| *r > 0) {
-        let append = crate::generator::append_to(&app, "transactions").context("the demo table")?;
+        let append = app.tables.input("transactions").and_then(|i| i.appender()).context("the demo table")?;
         *app.generator.lock() = Some(GeneratorHandle::spawn(append, rate, app.tables.clock.clone())?);
     }
     print_banner(&app, addr, demo_rate, tls.is_some());

@@ -8,16 +8,19 @@ use std::collections::BTreeSet;
 
 use serde_json::Value;
 
-/// (path, method) of every `.route("PATH", get(..).post(..))` in src/http.rs.
+/// (path, method) of every route an ingest process serves: the paths of
+/// `weir_web::routes::ROUTES`, the methods of each endpoint's line in
+/// `http::router` (`Endpoint::X => get(..).post(..)`).
 fn served() -> BTreeSet<(String, String)> {
     let src = std::fs::read_to_string(common::package_dir().join("src/http.rs")).unwrap();
     let mut out = BTreeSet::new();
-    for line in src.lines().map(str::trim).filter(|l| l.starts_with(".route(\"")) {
-        let path = line[".route(\"".len()..].split('"').next().unwrap().to_string();
-        let rest = &line[".route(\"".len() + path.len()..];
+    for route in weir_web::routes::ROUTES {
+        let arm = format!("Endpoint::{:?} =>", route.endpoint);
+        let line = src.lines().map(str::trim).find(|l| l.starts_with(&arm));
+        let rest = line.unwrap_or_else(|| panic!("http::router serves no {arm}"));
         for method in ["get", "post", "put", "delete"] {
             if rest.contains(&format!("{method}(")) {
-                out.insert((path.clone(), method.to_string()));
+                out.insert((route.path.to_string(), method.to_string()));
             }
         }
     }

@@ -13,7 +13,7 @@ use weir_storage::config::{LogConfig, WeirConfig};
 use weir_storage::log::{Log, NewRecord};
 
 use super::*;
-use crate::internal::{NodeCatalog, PeerFiles};
+use crate::wire::{self, NodeCatalog, PeerFiles};
 
 const CONFIG: &str = r#"
 [[tables]]
@@ -39,11 +39,11 @@ async fn catalog(Ctx(f): Ctx<Arc<Fake>>) -> axum::response::Response {
         return (axum::http::StatusCode::SERVICE_UNAVAILABLE, "down").into_response();
     }
     axum::Json(NodeCatalog {
-        format: internal::FORMAT,
+        format: wire::FORMAT,
         node_id: Some(f.node.clone()),
         instance: format!("{}-1", f.node),
         store: "memory".into(),
-        tables: vec![internal::table_entry(&f.table)],
+        tables: vec![wire::table_entry(&f.table)],
     })
     .into_response()
 }
@@ -54,7 +54,7 @@ async fn hot(Ctx(f): Ctx<Arc<Fake>>, UrlPath(relation): UrlPath<String>) -> Vec<
         // A partition assigned after the query process's last poll.
         f.table.set_position(0, f.table.next_offsets()[0], None);
     }
-    internal::encode_snapshot(&f.table, &relation, Some(f.node.clone()), format!("{}-1", f.node)).unwrap()
+    wire::encode_snapshot(&f.table, &relation, Some(f.node.clone()), format!("{}-1", f.node)).unwrap()
 }
 
 /// Starts a stand-in holding `rows` rows; returns it and its base URL.
@@ -166,7 +166,7 @@ fn file(path: &str, rows: u64) -> ColdFile {
 fn part(node: &str, cold: Vec<ColdFile>, peers: Vec<PeerFiles>) -> Part {
     Part {
         meta: SnapshotMeta {
-            format: internal::FORMAT,
+            format: wire::FORMAT,
             node_id: Some(node.into()),
             instance: node.into(),
             table: "t".into(),

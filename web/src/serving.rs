@@ -1,0 +1,105 @@
+//! What every process serves, ingest and query processes alike: the
+//! [`Serving`] trait their state implements, and the handlers over it
+//! (`POST /v1/sql`, `GET /v1/live`) that both routers mount.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use weir_query::format::Format;
+
+use crate::error::ApiError;
+
+/// What the routes every process serves (SQL, live tiles, auth) need: an
+/// ingest process ([`App`]) and a query process (`query_node::QueryNode`).
+pub trait Serving: Send + Sync + 'static {
+    fn config(&self) -> &weir_storage::config::WeirConfig;
+    fn query(&self) -> &weir_query::QueryService;
+    fn live(&self) -> &crate::live::Live;
+    fn metrics(&self) -> &crate::counters::Metrics;
+    /// Adds what the process knows about why a query failed.
+    fn annotate(&self, e: ApiError) -> ApiError {
+        e
+    }
+}
+
+/// The request body, or a JSON 413 naming the limit.
+pub fn body_or_limit<S: Serving>(app: &S, body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|e| match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the request body is larger than limits.max_body_bytes = {}", app.config().limits.max_body_bytes),
+        ),
+        status => ApiError::new(status, "bad_request", e.body_text()),
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SqlRequest {
+    sql: String,
+    #[serde(default)]
+    format: Option<String>,
+}
+
+/// `POST /v1/sql`, on an ingest process and on a query process.
+pub async fn sql<S: Serving>(
+    State(app): State<Arc<S>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body_or_limit(&*app, body)?;
+    let started = std::time::Instant::now();
+    let result = run_sql(app.query(), &body).await.map_err(|e| app.annotate(e));
+    let m = app.metrics();
+    m.query_latency.observe(started.elapsed());
+    let counter = if result.is_ok() { &m.queries_ok } else { &m.queries_failed };
+    counter.fetch_add(1, Ordering::Relaxed);
+    result
+}
+
+async fn run_sql(query: &weir_query::QueryService, body: &[u8]) -> Result<Response, ApiError> {
+    let req: SqlRequest = serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request(
+            "bad_request",
+            format!("the body must be JSON like {{\"sql\": \"SELECT 1\", \"format\": \"json\"}}: {e}"),
+        )
+    })?;
+    let format = Format::parse(req.format.as_deref().unwrap_or("json"))?;
+    let bytes = query.execute_encoded(&req.sql, format).await?;
+    Ok(([(header::CONTENT_TYPE, format.content_type())], bytes).into_response())
+}
+
+/// `GET /v1/live`: upgrades to a live-tile connection; without an upgrade,
+/// answers the hub's counters.
+/// The `/v1/live` handler: upgrades to a WebSocket, or answers the counters.
+pub async fn live<S: Serving>(
+    State(app): State<Arc<S>>,
+    headers: HeaderMap,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(rejection) if headers.contains_key(header::UPGRADE) => return rejection.into_response(),
+        Err(_) => return Json(app.live().stats()).into_response(),
+    };
+    let limits = app.config().limits;
+    if app.live().connections() >= limits.max_live_connections as u64 {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_connections",
+            format!("{} live connections are open, limits.max_live_connections", limits.max_live_connections),
+        )
+        .into_response();
+    }
+    ws.max_message_size(crate::live::MAX_CLIENT_MESSAGE_BYTES)
+        .max_frame_size(crate::live::MAX_CLIENT_MESSAGE_BYTES)
+        .on_upgrade(move |socket| async move { app.live().serve(socket, &limits).await })
+}
