@@ -28,10 +28,12 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
+use weir_ingest::hot::HotTable;
 use weir_ingest::input::{AppendError, Appended, ndjson_lines};
 use weir_ingest::replay::{self, ReplayError, ReplayRequest, ReplayStatus};
-use weir_storage::config::{AggFn, TableConfig};
+use weir_storage::config::TableConfig;
 
+use crate::api;
 use crate::app::App;
 use crate::error::ApiError;
 use crate::routes::Endpoint;
@@ -133,7 +135,7 @@ async fn ingest(
 fn appended(app: &App, result: Appended) -> Response {
     app.metrics.ingest_requests.fetch_add(1, Ordering::Relaxed);
     app.metrics.ingest_records.fetch_add(result.appended as u64, Ordering::Relaxed);
-    Json(result).into_response()
+    Json(api::Appended::from(result)).into_response()
 }
 
 /// The HTTP answer to an append that took nothing.
@@ -162,157 +164,161 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
 }
 
-async fn tables(State(app): State<Arc<App>>) -> Json<Value> {
-    let list: Vec<Value> = app
+async fn tables(State(app): State<Arc<App>>) -> Json<api::TableList> {
+    let tables = app
         .config
         .tables
         .iter()
         .map(|t| {
             let hot = app.tables.tier.table(&t.name).expect("every table has a hot tier");
-            let relations: Vec<&str> = hot.relations().iter().map(|r| r.name.as_str()).collect();
-            json!({ "name": t.name, "partitions": t.partitions, "relations": relations, "counts": hot.counts() })
+            api::TableSummary {
+                name: t.name.clone(),
+                partitions: t.partitions,
+                relations: relation_names(&hot),
+                counts: hot.counts().into(),
+                derived: None,
+                cold: None,
+            }
         })
         .chain(app.tables.derived.lock().iter().filter_map(|d| {
             let hot = app.tables.tier.table(&d.name)?;
-            Some(derived_json(&hot, d))
+            Some(derived_summary(&hot, d))
         }))
         .collect();
-    Json(json!({ "tables": list }))
+    Json(api::TableList { tables })
+}
+
+fn relation_names(hot: &HotTable) -> Vec<String> {
+    hot.relations().iter().map(|r| r.name.clone()).collect()
 }
 
 /// A table built by a replay `--into`: read-only, no reader of its own.
-fn derived_json(hot: &weir_ingest::hot::HotTable, d: &replay::Derived) -> Value {
-    let relations: Vec<&str> = hot.relations().iter().map(|r| r.name.as_str()).collect();
+fn derived_summary(hot: &HotTable, d: &replay::Derived) -> api::TableSummary {
     let cold = hot.cold();
-    json!({
-        "name": d.name, "partitions": hot.config().partitions, "relations": relations, "counts": hot.counts(),
-        "derived": { "source": d.source, "job": d.job, "replay": cold.manifest.replay },
-        "cold": hot.status().cold,
-    })
+    api::TableSummary {
+        name: d.name.clone(),
+        partitions: hot.config().partitions,
+        relations: relation_names(hot),
+        counts: hot.counts().into(),
+        derived: Some(api::DerivedFrom {
+            source: d.source.clone(),
+            job: d.job,
+            replay: cold.manifest.replay.as_ref().map(Into::into),
+        }),
+        cold: Some((&hot.status().cold).into()),
+    }
 }
 
-async fn table(State(app): State<Arc<App>>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn table(State(app): State<Arc<App>>, Path(name): Path<String>) -> Result<Response, ApiError> {
     if let Some(d) = app.tables.derived(&name)
         && let Some(hot) = app.tables.tier.table(&name)
     {
-        return Ok(Json(derived_json(&hot, &d)));
+        return Ok(Json(derived_summary(&hot, &d)).into_response());
     }
     let cfg = table_config(&app, &name)?;
     let hot = app.tables.tier.table(&name).expect("every table has a hot tier");
     let topic = app.tables.input(&name).expect("every table has a source").source.clone();
     let status = hot.status();
     let cold = hot.cold();
-    let schema = |s: &arrow::datatypes::SchemaRef| -> Vec<Value> {
-        s.fields()
-            .iter()
-            .map(|f| json!({ "name": f.name(), "type": f.data_type().to_string(), "nullable": f.is_nullable() }))
-            .collect()
+    let schema = |relation: &str| -> Vec<api::Column> {
+        api::Column::of(&hot.relations().iter().find(|r| r.name == relation).expect("relation exists").schema)
     };
-    let rel = |name: &str| hot.relations().iter().find(|r| r.name == name).expect("relation exists");
-    let rollups: Vec<Value> = cfg
+    let rollups = cfg
         .rollups
         .iter()
         .map(|r| {
             let relation = cfg.rollup_relation(&r.name);
-            let aggs: Vec<Value> = r
-                .aggregations
-                .iter()
-                .map(|a| match &a.func {
-                    AggFn::Count => json!({ "name": a.name, "fn": "count" }),
-                    AggFn::Sum { field } => json!({ "name": a.name, "fn": "sum", "field": field }),
-                    AggFn::Min { field } => json!({ "name": a.name, "fn": "min", "field": field }),
-                    AggFn::Max { field } => json!({ "name": a.name, "fn": "max", "field": field }),
-                    AggFn::Hll { field, precision } => {
-                        json!({ "name": a.name, "fn": "hll", "field": field, "precision": precision })
-                    }
-                })
-                .collect();
-            let groups = status.rollup_groups.iter().find(|(n, _)| *n == r.name).map_or(0, |g| g.1);
-            json!({
-                "name": r.name, "relation": relation, "granularity_ms": r.granularity_ms,
-                "dimensions": r.dimensions, "aggregations": aggs, "groups": groups,
-                "schema": schema(&rel(&relation).schema),
-            })
+            api::Rollup {
+                name: r.name.clone(),
+                granularity_ms: r.granularity_ms,
+                dimensions: r.dimensions.clone(),
+                aggregations: r.aggregations.iter().map(api::Aggregation::of).collect(),
+                groups: status.rollup_groups.iter().find(|(n, _)| *n == r.name).map_or(0, |g| g.1),
+                schema: schema(&relation),
+                relation,
+            }
         })
         .collect();
-    let sessions: Vec<Value> = cfg
+    let sessions = cfg
         .sessions
         .iter()
         .map(|w| {
             let relation = cfg.session_relation(&w.name);
             let (open, closed) = status.sessions.iter().find(|(n, _, _)| *n == w.name).map_or((0, 0), |s| (s.1, s.2));
-            json!({
-                "name": w.name, "relation": relation, "key": w.key, "gap_ms": w.gap_ms,
-                "open": open, "closed": closed, "schema": schema(&rel(&relation).schema),
-            })
+            api::Session {
+                name: w.name.clone(),
+                key: w.key.clone(),
+                gap_ms: w.gap_ms,
+                open,
+                closed,
+                schema: schema(&relation),
+                relation,
+            }
         })
         .collect();
-    let mut produced = 0;
-    let mut lag = 0;
-    let offsets: Vec<Value> = (0..topic.partitions())
+    let offsets: Vec<api::PartitionOffsets> = (0..topic.partitions())
         .map(|p| {
             let o = topic.offsets(p);
             let next = status.next_offsets[p as usize];
             // A partition another process reads (kafka.rebalance) is its lag.
             let mine = status.watermark.assigned.as_ref().is_none_or(|a| a.get(p as usize).copied().unwrap_or(false));
-            let part_lag = if mine { o.high.saturating_sub(next) } else { 0 };
-            produced += o.high;
-            lag += part_lag;
-            json!({
-                "partition": p, "low": o.low, "high": o.high, "ingested_up_to": next,
-                "lag": part_lag, "assigned": mine,
-                "watermark": status.watermark.partitions_ms[p as usize].map(weir_ingest::time::format_ms),
-                "idle": status.watermark.idle[p as usize],
-            })
+            api::PartitionOffsets {
+                partition: p,
+                low: o.low,
+                high: o.high,
+                ingested_up_to: next,
+                lag: if mine { o.high.saturating_sub(next) } else { 0 },
+                assigned: mine,
+                watermark: status.watermark.partitions_ms[p as usize].map(weir_ingest::time::format_ms),
+                idle: status.watermark.idle[p as usize],
+            }
         })
         .collect();
-    Ok(Json(json!({
-        "name": cfg.name,
-        "partitions": cfg.partitions,
-        "key": cfg.key,
-        "time": { "field": cfg.time.field, "formats": cfg.time.formats.iter().map(|f| format!("{f:?}")).collect::<Vec<_>>() },
-        "segment_granularity_ms": cfg.segment_granularity_ms,
-        "allowed_lateness_ms": cfg.allowed_lateness_ms,
-        "schema": schema(&rel(&cfg.name).schema),
-        "rollups": rollups,
-        "sessions": sessions,
-        "relations": {
-            "raw": cfg.name, "late": cfg.late_relation(), "dead_letter": cfg.dead_letter_relation(),
+    Ok(Json(api::Table {
+        name: cfg.name.clone(),
+        partitions: cfg.partitions,
+        key: cfg.key.clone(),
+        time: api::TimeSpec {
+            field: cfg.time.field.clone(),
+            formats: cfg.time.formats.iter().map(|f| format!("{f:?}")).collect(),
         },
-        "watermark": status.watermark.table_ms.map(weir_ingest::time::format_ms),
-        "watermark_ms": status.watermark.table_ms,
-        "offsets": offsets,
-        "source": source_json(cfg),
-        "records_per_s": status.records_per_s,
-        "produced": produced,
-        "lag": lag,
-        // A version built by a replay from offset N holds nothing below N:
-        // produced = before_origin + counts + lag.
-        "before_origin": cold.manifest.origin.iter().sum::<u64>(),
-        "replay": cold.manifest.replay,
-        "hot": {
-            "raw_rows": status.raw_rows, "raw_bytes": status.raw_bytes,
-            "rollup_bytes": status.rollup_bytes, "session_bytes": status.session_bytes,
-            "late_rows": status.late_rows,
-            "dead_letter_rows": status.dead_letter_rows, "bytes": status.bytes,
-            "budget_bytes": status.budget_bytes, "backpressured": status.backpressured,
-            "sealing": status.sealing,
+        segment_granularity_ms: cfg.segment_granularity_ms,
+        allowed_lateness_ms: cfg.allowed_lateness_ms,
+        schema: schema(&cfg.name),
+        rollups,
+        sessions,
+        relations: api::Relations {
+            raw: cfg.name.clone(),
+            late: cfg.late_relation(),
+            dead_letter: cfg.dead_letter_relation(),
         },
-        "cold": status.cold,
-        "seal": status.seal,
-        "store": app.tables.store.url(),
-        "counts": status.counts,
-    })))
-}
-
-/// Where the table reads from.
-fn source_json(cfg: &TableConfig) -> Value {
-    match &cfg.kafka {
-        Some(k) => json!({
-            "kind": "kafka", "topic": k.topic, "bootstrap_servers": k.bootstrap_servers, "group_id": k.group_id,
-        }),
-        None => json!({ "kind": "log", "topic": cfg.topic() }),
-    }
+        watermark: status.watermark.table_ms.map(weir_ingest::time::format_ms),
+        watermark_ms: status.watermark.table_ms,
+        source: api::Source::of(cfg),
+        records_per_s: status.records_per_s,
+        produced: offsets.iter().map(|o| o.high).sum(),
+        lag: offsets.iter().map(|o| o.lag).sum(),
+        offsets,
+        before_origin: cold.manifest.origin.iter().sum::<u64>(),
+        replay: cold.manifest.replay.as_ref().map(Into::into),
+        hot: api::Hot {
+            raw_rows: status.raw_rows,
+            raw_bytes: status.raw_bytes,
+            rollup_bytes: status.rollup_bytes,
+            session_bytes: status.session_bytes,
+            late_rows: status.late_rows,
+            dead_letter_rows: status.dead_letter_rows,
+            bytes: status.bytes,
+            budget_bytes: status.budget_bytes,
+            backpressured: status.backpressured,
+            sealing: status.sealing,
+        },
+        cold: (&status.cold).into(),
+        seal: (&status.seal).into(),
+        store: app.tables.store.url().to_string(),
+        counts: status.counts.into(),
+    })
+    .into_response())
 }
 
 fn sealer_of(app: &App, name: &str) -> Result<Arc<weir_ingest::seal::Sealer>, ApiError> {
@@ -322,22 +328,22 @@ fn sealer_of(app: &App, name: &str) -> Result<Arc<weir_ingest::seal::Sealer>, Ap
 
 /// Seals everything the table holds in memory now (an operator's request; the
 /// server also seals on its own).
-async fn seal(State(app): State<Arc<App>>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn seal(State(app): State<Arc<App>>, Path(name): Path<String>) -> Result<Json<api::Sealed>, ApiError> {
     let sealer = sealer_of(&app, &name)?;
     match sealer.seal(weir_ingest::hot::SealScope::All).await {
         Ok(r) => {
             let r = r.unwrap_or_default();
-            Ok(Json(json!({ "table": name, "segments": r.segments, "rows": r.rows, "bytes": r.bytes })))
+            Ok(Json(api::Sealed { table: name, segments: r.segments, rows: r.rows, bytes: r.bytes }))
         }
         Err(e) => Err(ApiError::unavailable(format!("sealing `{name}` failed (it is retried): {e}"))),
     }
 }
 
 /// Compacts every range of the table that has two or more segments.
-async fn compact(State(app): State<Arc<App>>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn compact(State(app): State<Arc<App>>, Path(name): Path<String>) -> Result<Json<api::Compacted>, ApiError> {
     let sealer = sealer_of(&app, &name)?;
     match sealer.compact_all().await {
-        Ok(n) => Ok(Json(json!({ "table": name, "ranges_compacted": n }))),
+        Ok(n) => Ok(Json(api::Compacted { table: name, ranges_compacted: n })),
         Err(e) => Err(ApiError::unavailable(format!("compacting `{name}` failed: {e}"))),
     }
 }

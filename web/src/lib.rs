@@ -26,6 +26,7 @@
 //! kinds of process; `http`, `internal` and `metrics` serve an `app`.
 
 pub mod accept;
+pub mod api;
 pub mod app;
 pub mod auth;
 pub mod cli;
@@ -74,8 +75,7 @@ mod module_graph {
             let text = text.split("#[cfg(test)]").next().unwrap();
             let uses = graph.entry(module.clone()).or_default();
             for (i, _) in text.match_indices("crate::") {
-                let name: String =
-                    text[i + 7..].chars().take_while(|c| c.is_ascii_lowercase() || *c == '_').collect();
+                let name: String = text[i + 7..].chars().take_while(|c| c.is_ascii_lowercase() || *c == '_').collect();
                 if !name.is_empty() && name != module {
                     uses.insert(name);
                 }

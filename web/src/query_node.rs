@@ -23,12 +23,13 @@ use axum::extract::{DefaultBodyLimit, OriginalUri, Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
-use serde_json::{Value, json};
+
 use weir_ingest::hot::Counts;
 use weir_query::QueryService;
 use weir_storage::config::{Scope, WeirConfig};
 use weir_storage::store::Store;
 
+use crate::api;
 use crate::counters::Metrics;
 use crate::error::ApiError;
 use crate::live::Live;
@@ -169,8 +170,8 @@ async fn metrics(State(node): State<Arc<QueryNode>>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
 }
 
-fn add(a: Counts, b: &Counts) -> Counts {
-    Counts {
+fn add(a: api::Counts, b: &Counts) -> api::Counts {
+    api::Counts {
         ingested: a.ingested + b.ingested,
         late: a.late + b.late,
         dead_lettered: a.dead_lettered + b.dead_lettered,
@@ -182,11 +183,11 @@ fn add(a: Counts, b: &Counts) -> Counts {
 /// the sealed counts of nodes that no longer run (their newest manifest).
 /// These counts come from the last polls, not from one snapshot: they are a
 /// status, while SQL answers are exact.
-fn table_json(node: &QueryNode, name: &str) -> Option<Value> {
+fn table_doc(node: &QueryNode, name: &str) -> Option<api::QueryTable> {
     let catalogs = node.remote.catalogs();
     let running: std::collections::HashSet<String> =
         catalogs.iter().filter_map(|(_, c)| c.as_ref()?.node_id.clone()).collect();
-    let mut counts = Counts::default();
+    let mut counts = api::Counts::default();
     let mut gone: std::collections::BTreeMap<String, (u64, Counts)> = Default::default();
     let mut relations: Vec<String> = Vec::new();
     let mut partitions = None;
@@ -206,25 +207,29 @@ fn table_json(node: &QueryNode, name: &str) -> Option<Value> {
                 gone.insert(p.node.clone(), (p.manifest_version, p.counts));
             }
         }
-        per_node.push(json!({
-            "url": url, "node_id": st.node_id, "answering": st.answering, "error": st.error,
-            "version": t.version, "counts": t.counts,
-        }));
+        per_node.push(api::IngestNodeTable {
+            url: url.clone(),
+            node_id: st.node_id.clone(),
+            answering: st.answering,
+            error: st.error.clone(),
+            version: t.version,
+            counts: t.counts.into(),
+        });
     }
     let partitions = partitions?;
     for (_, c) in gone.values() {
         counts = add(counts, c);
     }
-    Some(json!({
-        "name": name,
-        "partitions": partitions,
-        "relations": relations,
-        "counts": counts,
-        "query_process": true,
-        "ingest_nodes": per_node,
-        "stopped_nodes": gone.keys().collect::<Vec<_>>(),
-        "store": node.store.url(),
-    }))
+    Some(api::QueryTable {
+        name: name.to_string(),
+        partitions,
+        relations,
+        counts,
+        query_process: true,
+        ingest_nodes: per_node,
+        stopped_nodes: gone.into_keys().collect(),
+        store: node.store.url().to_string(),
+    })
 }
 
 /// The table names the ingest processes serve, in first-seen order.
@@ -240,19 +245,29 @@ fn table_names(node: &QueryNode) -> Vec<String> {
     names
 }
 
-async fn tables(State(node): State<Arc<QueryNode>>) -> Json<Value> {
-    let list: Vec<Value> = table_names(&node)
+async fn tables(State(node): State<Arc<QueryNode>>) -> Json<api::QueryTableList> {
+    let tables = table_names(&node)
         .iter()
         .filter_map(|n| {
-            let t = table_json(&node, n)?;
-            Some(json!({ "name": t["name"], "partitions": t["partitions"], "relations": t["relations"], "counts": t["counts"] }))
+            let t = table_doc(&node, n)?;
+            Some(api::TableSummary {
+                name: t.name,
+                partitions: t.partitions,
+                relations: t.relations,
+                counts: t.counts,
+                derived: None,
+                cold: None,
+            })
         })
         .collect();
-    Json(json!({ "tables": list, "query_process": true, "ingest_nodes": node.remote.nodes() }))
+    Json(api::QueryTableList { tables, query_process: true, ingest_nodes: node.remote.nodes() })
 }
 
-async fn table(State(node): State<Arc<QueryNode>>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
-    table_json(&node, &name).map(Json).ok_or_else(|| {
+async fn table(
+    State(node): State<Arc<QueryNode>>,
+    Path(name): Path<String>,
+) -> Result<Json<api::QueryTable>, ApiError> {
+    table_doc(&node, &name).map(Json).ok_or_else(|| {
         ApiError::not_found(format!(
             "no ingest process reports a table named `{name}`; tables: {}",
             table_names(&node).join(", ")

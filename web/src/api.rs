@@ -1,0 +1,381 @@
+//! The public JSON documents of the HTTP API, as types: what `GET /v1/tables`,
+//! `GET /v1/tables/{name}`, `POST /v1/ingest/{table}`, `POST .../seal` and
+//! `POST .../compact` answer (docs/api.md, docs/openapi.json). The ingest and
+//! storage crates' own status types are converted into these at the edge, so
+//! changing one of them does not change the API by accident.
+
+use serde::{Deserialize, Serialize};
+use weir_ingest::hot::{ColdStatus, SealStats};
+use weir_storage::config::{AggFn, TableConfig};
+
+/// Records a table took from its log, by where they went.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Counts {
+    pub ingested: u64,
+    pub late: u64,
+    pub dead_lettered: u64,
+    /// Repeated deliveries of an event id (tables with dedup).
+    pub duplicates: u64,
+}
+
+impl From<weir_ingest::hot::Counts> for Counts {
+    fn from(c: weir_ingest::hot::Counts) -> Counts {
+        Counts { ingested: c.ingested, late: c.late, dead_lettered: c.dead_lettered, duplicates: c.duplicates }
+    }
+}
+
+/// `GET /v1/tables`.
+#[derive(Debug, Clone, Serialize)]
+pub struct TableList {
+    pub tables: Vec<TableSummary>,
+}
+
+/// One table in a list: built from the config, or by a replay `--into`.
+#[derive(Debug, Clone, Serialize)]
+pub struct TableSummary {
+    pub name: String,
+    pub partitions: u32,
+    pub relations: Vec<String>,
+    pub counts: Counts,
+    /// Set for a table a replay built (`--into`): read-only, no reader.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub derived: Option<DerivedFrom>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cold: Option<Cold>,
+}
+
+/// Where a table built by a replay `--into` came from.
+#[derive(Debug, Clone, Serialize)]
+pub struct DerivedFrom {
+    pub source: String,
+    pub job: u64,
+    pub replay: Option<ReplayOrigin>,
+}
+
+/// Where a version of a table built by a replay came from.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReplayOrigin {
+    pub job: u64,
+    /// The table whose log it read.
+    pub source: String,
+    /// Per partition: the first offset read, and the bound it stopped at (none:
+    /// it went on as the live table).
+    pub from: Vec<u64>,
+    pub to: Option<Vec<u64>>,
+    pub switched_ms: i64,
+}
+
+impl From<&weir_storage::manifest::ReplayOrigin> for ReplayOrigin {
+    fn from(r: &weir_storage::manifest::ReplayOrigin) -> ReplayOrigin {
+        ReplayOrigin {
+            job: r.job,
+            source: r.source.clone(),
+            from: r.from.clone(),
+            to: r.to.clone(),
+            switched_ms: r.switched_ms,
+        }
+    }
+}
+
+/// The sealed side of a table, summed over its manifest.
+#[derive(Debug, Clone, Serialize)]
+pub struct Cold {
+    pub manifest_version: u64,
+    pub segments: u64,
+    pub bytes: u64,
+    pub counts: Counts,
+    /// Per partition, where a restart would resume reading.
+    pub resume_offsets: Vec<u64>,
+}
+
+impl From<&ColdStatus> for Cold {
+    fn from(c: &ColdStatus) -> Cold {
+        Cold {
+            manifest_version: c.manifest_version,
+            segments: c.segments,
+            bytes: c.bytes,
+            counts: c.counts.into(),
+            resume_offsets: c.resume_offsets.clone(),
+        }
+    }
+}
+
+/// What the table's sealer has done since the process started.
+#[derive(Debug, Clone, Serialize)]
+pub struct Sealing {
+    pub seals: u64,
+    pub rows_sealed: u64,
+    pub bytes_written: u64,
+    pub last_seal_ms: Option<u64>,
+    pub seal_ms_total: u64,
+    pub compactions: u64,
+    pub failures: u64,
+    pub last_error: Option<String>,
+}
+
+impl From<&SealStats> for Sealing {
+    fn from(s: &SealStats) -> Sealing {
+        Sealing {
+            seals: s.seals,
+            rows_sealed: s.rows_sealed,
+            bytes_written: s.bytes_written,
+            last_seal_ms: s.last_seal_ms,
+            seal_ms_total: s.seal_ms_total,
+            compactions: s.compactions,
+            failures: s.failures,
+            last_error: s.last_error.clone(),
+        }
+    }
+}
+
+/// `GET /v1/tables/{name}` on an ingest process.
+#[derive(Debug, Clone, Serialize)]
+pub struct Table {
+    pub name: String,
+    pub partitions: u32,
+    pub key: Option<String>,
+    pub time: TimeSpec,
+    pub segment_granularity_ms: i64,
+    pub allowed_lateness_ms: i64,
+    pub schema: Vec<Column>,
+    pub rollups: Vec<Rollup>,
+    pub sessions: Vec<Session>,
+    pub relations: Relations,
+    /// The table watermark, RFC 3339, and in ms since the epoch.
+    pub watermark: Option<String>,
+    pub watermark_ms: Option<i64>,
+    pub offsets: Vec<PartitionOffsets>,
+    pub source: Source,
+    pub records_per_s: f64,
+    /// Records in the log (or topic), summed over partitions.
+    pub produced: u64,
+    /// Records of this process's partitions not ingested yet.
+    pub lag: u64,
+    /// A version built by a replay from offset N holds nothing below N:
+    /// produced = before_origin + counts + lag.
+    pub before_origin: u64,
+    pub replay: Option<ReplayOrigin>,
+    pub hot: Hot,
+    pub cold: Cold,
+    pub seal: Sealing,
+    pub store: String,
+    pub counts: Counts,
+}
+
+/// The event-time field and the formats it is read in.
+#[derive(Debug, Clone, Serialize)]
+pub struct TimeSpec {
+    pub field: String,
+    pub formats: Vec<String>,
+}
+
+/// A column of a relation's Arrow schema.
+#[derive(Debug, Clone, Serialize)]
+pub struct Column {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub data_type: String,
+    pub nullable: bool,
+}
+
+impl Column {
+    pub fn of(schema: &arrow::datatypes::Schema) -> Vec<Column> {
+        schema
+            .fields()
+            .iter()
+            .map(|f| Column { name: f.name().clone(), data_type: f.data_type().to_string(), nullable: f.is_nullable() })
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Rollup {
+    pub name: String,
+    pub relation: String,
+    pub granularity_ms: i64,
+    pub dimensions: Vec<String>,
+    pub aggregations: Vec<Aggregation>,
+    /// Groups held in memory.
+    pub groups: u64,
+    pub schema: Vec<Column>,
+}
+
+/// One aggregation of a rollup or session window.
+#[derive(Debug, Clone, Serialize)]
+pub struct Aggregation {
+    pub name: String,
+    #[serde(rename = "fn")]
+    pub func: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub precision: Option<u8>,
+}
+
+impl Aggregation {
+    pub fn of(a: &weir_storage::config::Aggregation) -> Aggregation {
+        let (func, field, precision) = match &a.func {
+            AggFn::Count => ("count", None, None),
+            AggFn::Sum { field } => ("sum", Some(field.clone()), None),
+            AggFn::Min { field } => ("min", Some(field.clone()), None),
+            AggFn::Max { field } => ("max", Some(field.clone()), None),
+            AggFn::Hll { field, precision } => ("hll", Some(field.clone()), Some(*precision)),
+        };
+        Aggregation { name: a.name.clone(), func, field, precision }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Session {
+    pub name: String,
+    pub relation: String,
+    pub key: String,
+    pub gap_ms: i64,
+    /// Sessions open, and closed ones in memory.
+    pub open: u64,
+    pub closed: u64,
+    pub schema: Vec<Column>,
+}
+
+/// The relations every table has, by role.
+#[derive(Debug, Clone, Serialize)]
+pub struct Relations {
+    pub raw: String,
+    pub late: String,
+    pub dead_letter: String,
+}
+
+/// One partition of the table's log or topic.
+#[derive(Debug, Clone, Serialize)]
+pub struct PartitionOffsets {
+    pub partition: u32,
+    pub low: u64,
+    pub high: u64,
+    pub ingested_up_to: u64,
+    pub lag: u64,
+    /// Whether this process reads it (Kafka tables shared with `rebalance`).
+    pub assigned: bool,
+    pub watermark: Option<String>,
+    pub idle: bool,
+}
+
+/// Where the table reads from.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Source {
+    Kafka { topic: String, bootstrap_servers: String, group_id: String },
+    Log { topic: String },
+}
+
+impl Source {
+    pub fn of(cfg: &TableConfig) -> Source {
+        match &cfg.kafka {
+            Some(k) => Source::Kafka {
+                topic: k.topic.clone(),
+                bootstrap_servers: k.bootstrap_servers.clone(),
+                group_id: k.group_id.clone(),
+            },
+            None => Source::Log { topic: cfg.topic().to_string() },
+        }
+    }
+}
+
+/// What the table holds in memory.
+#[derive(Debug, Clone, Serialize)]
+pub struct Hot {
+    pub raw_rows: u64,
+    pub raw_bytes: usize,
+    pub rollup_bytes: usize,
+    pub session_bytes: usize,
+    pub late_rows: u64,
+    pub dead_letter_rows: u64,
+    pub bytes: usize,
+    pub budget_bytes: u64,
+    pub backpressured: bool,
+    /// Whether a seal is being written now.
+    pub sealing: bool,
+}
+
+/// `POST /v1/tables/{name}/seal`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Sealed {
+    pub table: String,
+    pub segments: usize,
+    pub rows: u64,
+    pub bytes: u64,
+}
+
+/// `POST /v1/tables/{name}/compact`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Compacted {
+    pub table: String,
+    pub ranges_compacted: usize,
+}
+
+/// `POST /v1/ingest/{table}`: what was appended, per partition.
+#[derive(Debug, Clone, Serialize)]
+pub struct Appended {
+    pub table: String,
+    pub appended: usize,
+    pub partitions: Vec<PartitionAppend>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PartitionAppend {
+    pub partition: u32,
+    pub first_offset: u64,
+    pub last_offset: u64,
+    pub records: usize,
+}
+
+impl From<weir_ingest::input::Appended> for Appended {
+    fn from(a: weir_ingest::input::Appended) -> Appended {
+        Appended {
+            table: a.table,
+            appended: a.appended,
+            partitions: a
+                .partitions
+                .into_iter()
+                .map(|p| PartitionAppend {
+                    partition: p.partition,
+                    first_offset: p.first_offset,
+                    last_offset: p.last_offset,
+                    records: p.records,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// `GET /v1/tables` on a query process.
+#[derive(Debug, Clone, Serialize)]
+pub struct QueryTableList {
+    pub tables: Vec<TableSummary>,
+    pub query_process: bool,
+    pub ingest_nodes: Vec<crate::remote::NodeStatus>,
+}
+
+/// `GET /v1/tables/{name}` on a query process: the ingest processes' own counts
+/// summed, plus the sealed counts of nodes that no longer run.
+#[derive(Debug, Clone, Serialize)]
+pub struct QueryTable {
+    pub name: String,
+    pub partitions: u32,
+    pub relations: Vec<String>,
+    pub counts: Counts,
+    pub query_process: bool,
+    pub ingest_nodes: Vec<IngestNodeTable>,
+    pub stopped_nodes: Vec<String>,
+    pub store: String,
+}
+
+/// One ingest process's part of a table, as a query process last polled it.
+#[derive(Debug, Clone, Serialize)]
+pub struct IngestNodeTable {
+    pub url: String,
+    pub node_id: Option<String>,
+    pub answering: bool,
+    pub error: Option<String>,
+    pub version: u64,
+    pub counts: Counts,
+}
