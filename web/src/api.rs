@@ -1,6 +1,7 @@
 //! The public JSON documents of the HTTP API, as types: what `GET /v1/tables`,
-//! `GET /v1/tables/{name}`, `POST /v1/ingest/{table}`, `POST .../seal` and
-//! `POST .../compact` answer (docs/api.md, docs/openapi.json). The ingest and
+//! `GET /v1/tables/{name}`, `POST /v1/ingest/{table}`, `POST .../seal`,
+//! `POST .../compact`, `GET .../segments` and the replay routes answer
+//! (docs/api.md, docs/openapi.json); `weir replay` and `weir segments` print them. The ingest and
 //! storage crates' own status types are converted into these at the edge, so
 //! changing one of them does not change the API by accident.
 
@@ -378,4 +379,223 @@ pub struct IngestNodeTable {
     pub error: Option<String>,
     pub version: u64,
     pub counts: Counts,
+}
+
+/// A replay job and its progress (`GET /v1/tables/{name}/replays[/{id}]`, the
+/// answers to starting and cancelling one), as the API and `weir replay` show it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Replay {
+    pub id: u64,
+    pub table: String,
+    pub into: Option<String>,
+    pub request: ReplayAsked,
+    pub state: ReplayState,
+    pub error: Option<String>,
+    /// Per partition: where it started, where it is, and where it is going (the
+    /// live head, or the bound).
+    pub from: Vec<u64>,
+    pub position: Vec<u64>,
+    pub target: Vec<u64>,
+    /// Records read so far, and still to read.
+    pub read: u64,
+    pub remaining: u64,
+    pub events_per_s: f64,
+    /// Seconds left at the current rate.
+    pub eta_s: Option<f64>,
+    /// What the new version holds so far.
+    pub counts: Counts,
+    pub created_ms: i64,
+    pub finished_ms: Option<i64>,
+}
+
+/// What the operator asked a replay for.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ReplayAsked {
+    pub from_offset: u64,
+    pub partition: Option<u32>,
+    pub to_offset: Option<u64>,
+    pub into: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplayState {
+    /// Reading the log (or waiting to be resumed after a stop).
+    Running,
+    /// Replacing the live version.
+    Switching,
+    Done,
+    Cancelled,
+    Failed,
+}
+
+impl ReplayState {
+    pub fn finished(self) -> bool {
+        matches!(self, ReplayState::Done | ReplayState::Cancelled | ReplayState::Failed)
+    }
+}
+
+impl From<&weir_ingest::replay::ReplayStatus> for Replay {
+    fn from(s: &weir_ingest::replay::ReplayStatus) -> Replay {
+        use weir_ingest::replay::JobState;
+        let r = &s.request;
+        Replay {
+            id: s.id,
+            table: s.table.clone(),
+            into: s.into.clone(),
+            request: ReplayAsked {
+                from_offset: r.from_offset,
+                partition: r.partition,
+                to_offset: r.to_offset,
+                into: r.into.clone(),
+            },
+            state: match s.state {
+                JobState::Running => ReplayState::Running,
+                JobState::Switching => ReplayState::Switching,
+                JobState::Done => ReplayState::Done,
+                JobState::Cancelled => ReplayState::Cancelled,
+                JobState::Failed => ReplayState::Failed,
+            },
+            error: s.error.clone(),
+            from: s.from.clone(),
+            position: s.position.clone(),
+            target: s.target.clone(),
+            read: s.read,
+            remaining: s.remaining,
+            events_per_s: s.events_per_s,
+            eta_s: s.eta_s,
+            counts: s.counts.into(),
+            created_ms: s.created_ms,
+            finished_ms: s.finished_ms,
+        }
+    }
+}
+
+impl From<&weir_ingest::replay::JobRecord> for Replay {
+    fn from(r: &weir_ingest::replay::JobRecord) -> Replay {
+        Replay::from(&weir_ingest::replay::ReplayStatus::of(r))
+    }
+}
+
+/// `GET /v1/tables/{name}/replays`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReplayList {
+    pub table: String,
+    pub replays: Vec<Replay>,
+}
+
+/// What a table has sealed, from its manifest (`GET /v1/tables/{name}/segments`,
+/// `weir segments --json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Segments {
+    pub table: String,
+    pub store: String,
+    pub manifest_version: u64,
+    /// When the manifest was committed (none before the first seal).
+    pub committed: Option<String>,
+    pub resume_offsets: Vec<u64>,
+    pub segments: Vec<Segment>,
+    pub retired_files: usize,
+    pub origin_offsets: Vec<u64>,
+    pub replay: Option<ReplayOrigin>,
+}
+
+/// One sealed segment.
+#[derive(Debug, Clone, Serialize)]
+pub struct Segment {
+    pub id: u64,
+    /// `base`, `delta`, `compacted` or `side`.
+    pub kind: &'static str,
+    pub start: Option<String>,
+    pub end: Option<String>,
+    pub start_ms: Option<i64>,
+    pub end_ms: Option<i64>,
+    pub rows: SegmentRows,
+    pub bytes: u64,
+    pub coverage: Vec<u64>,
+    pub files: Vec<SegmentFile>,
+    pub created: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SegmentRows {
+    pub ingested: u64,
+    pub late: u64,
+    pub dead_lettered: u64,
+}
+
+/// One Parquet file of a segment: one relation's rows.
+#[derive(Debug, Clone, Serialize)]
+pub struct SegmentFile {
+    pub relation: String,
+    pub path: String,
+    pub rows: u64,
+    pub bytes: u64,
+    pub min_time_ms: Option<i64>,
+    pub max_time_ms: Option<i64>,
+}
+
+impl Segments {
+    pub fn of(m: &weir_storage::manifest::Manifest, store: &str) -> Segments {
+        use weir_ingest::time::format_ms;
+        use weir_storage::manifest::SegmentKind;
+        let segments = m
+            .segments
+            .iter()
+            .map(|s| Segment {
+                id: s.id,
+                kind: match s.kind {
+                    SegmentKind::Base => "base",
+                    SegmentKind::Delta => "delta",
+                    SegmentKind::Compacted => "compacted",
+                    SegmentKind::Side => "side",
+                },
+                start: s.start_ms.map(format_ms),
+                end: s.end_ms.map(format_ms),
+                start_ms: s.start_ms,
+                end_ms: s.end_ms,
+                rows: SegmentRows { ingested: s.ingested, late: s.late, dead_lettered: s.dead_lettered },
+                bytes: s.bytes(),
+                coverage: s.coverage.clone(),
+                files: s
+                    .files
+                    .iter()
+                    .map(|f| SegmentFile {
+                        relation: f.relation.clone(),
+                        path: f.path.clone(),
+                        rows: f.rows,
+                        bytes: f.bytes,
+                        min_time_ms: f.min_time_ms,
+                        max_time_ms: f.max_time_ms,
+                    })
+                    .collect(),
+                created: format_ms(s.created_ms),
+            })
+            .collect();
+        Segments {
+            table: m.table.clone(),
+            store: store.to_string(),
+            manifest_version: m.version,
+            committed: (m.version > 0).then(|| format_ms(m.committed_ms)),
+            resume_offsets: m.resume.iter().map(|r| r.offset).collect(),
+            segments,
+            retired_files: m.retired.len(),
+            origin_offsets: m.origin.clone(),
+            replay: m.replay.as_ref().map(Into::into),
+        }
+    }
+}
+
+/// `weir segments --json` for a table whose partitions several processes share:
+/// each node's manifest.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeSegments {
+    pub table: String,
+    pub nodes: Vec<NodeManifest>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeManifest {
+    pub node: String,
+    pub manifest: Segments,
 }

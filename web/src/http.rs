@@ -27,10 +27,9 @@ use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde_json::{Value, json};
 use weir_ingest::hot::HotTable;
 use weir_ingest::input::{AppendError, Appended, ndjson_lines};
-use weir_ingest::replay::{self, ReplayError, ReplayRequest, ReplayStatus};
+use weir_ingest::replay::{self, ReplayError, ReplayRequest};
 use weir_storage::config::TableConfig;
 
 use crate::api;
@@ -349,10 +348,10 @@ async fn compact(State(app): State<Arc<App>>, Path(name): Path<String>) -> Resul
 }
 
 /// The table's sealed segments, as its current manifest lists them.
-async fn segments(State(app): State<Arc<App>>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn segments(State(app): State<Arc<App>>, Path(name): Path<String>) -> Result<Json<api::Segments>, ApiError> {
     table_config(&app, &name)?;
     let hot = app.tables.tier.table(&name).expect("every table has a hot tier");
-    Ok(Json(crate::segments::to_json(&hot.cold().manifest, app.tables.store.url())))
+    Ok(Json(api::Segments::of(&hot.cold().manifest, app.tables.store.url())))
 }
 
 fn replay_error(e: ReplayError) -> ApiError {
@@ -384,34 +383,38 @@ async fn start_replay(
         return Err(ApiError::unavailable("the server is shutting down"));
     }
     let job = app.tables.start_replay(&name, request).await.map_err(replay_error)?;
-    Ok((StatusCode::ACCEPTED, Json(job.status())).into_response())
+    Ok((StatusCode::ACCEPTED, Json(api::Replay::from(&job.status()))).into_response())
 }
 
 /// Every replay of the table: those this process runs or ran, and those the
 /// store records.
-async fn replays_of(app: &App, name: &str) -> Result<Vec<ReplayStatus>, ApiError> {
-    let mut out = app.tables.replays.of_table(name);
+async fn replays_of(app: &App, name: &str) -> Result<Vec<api::Replay>, ApiError> {
+    let mut out: Vec<api::Replay> = app.tables.replays.of_table(name).iter().map(Into::into).collect();
     let stored = replay::jobs(&app.tables.store, name)
         .await
         .map_err(|e| ApiError::unavailable(format!("reading the replays of `{name}`: {e}")))?;
     for r in stored {
         if !out.iter().any(|s| s.id == r.id) {
-            out.push(ReplayStatus::of(&r));
+            out.push((&r).into());
         }
     }
     out.sort_by_key(|s| s.id);
     Ok(out)
 }
 
-async fn list_replays(State(app): State<Arc<App>>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn list_replays(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+) -> Result<Json<api::ReplayList>, ApiError> {
     table_config(&app, &name)?;
-    Ok(Json(json!({ "table": name, "replays": replays_of(&app, &name).await? })))
+    let replays = replays_of(&app, &name).await?;
+    Ok(Json(api::ReplayList { table: name, replays }))
 }
 
 async fn get_replay(
     State(app): State<Arc<App>>,
     Path((name, id)): Path<(String, u64)>,
-) -> Result<Json<ReplayStatus>, ApiError> {
+) -> Result<Json<api::Replay>, ApiError> {
     table_config(&app, &name)?;
     replays_of(&app, &name)
         .await?
@@ -436,9 +439,9 @@ async fn cancel_replay(
         job.cancel();
         let job2 = job.clone();
         tokio::task::spawn_blocking(move || job2.join()).await.map_err(|e| ApiError::internal("cancelling", e))?;
-        return Ok(Json(job.status()).into_response());
+        return Ok(Json(api::Replay::from(&job.status())).into_response());
     }
     let record =
         replay::cancel_stored(&app.tables.store, &name, id, app.tables.clock.now_ms()).await.map_err(replay_error)?;
-    Ok(Json(ReplayStatus::of(&record)).into_response())
+    Ok(Json(api::Replay::from(&record)).into_response())
 }

@@ -21,10 +21,12 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use weir_ingest::clock::{Clock, SystemClock};
-use weir_ingest::replay::{self, JobState, ReplayEnv, ReplayRequest, ReplayStatus, Replays, Standalone};
+use weir_ingest::replay::{self, ReplayEnv, ReplayRequest, Replays, Standalone};
 use weir_storage::config::WeirConfig;
 use weir_storage::log::Log;
 use weir_storage::store::Store;
+
+use crate::api::{Replay, ReplayState};
 
 /// The arguments of `weir replay`.
 #[derive(clap::Args, Debug)]
@@ -164,13 +166,13 @@ fn on_server(args: &ReplayArgs, server: &str) -> anyhow::Result<()> {
     let base = format!("/v1/tables/{}/replays", args.table);
     if args.list {
         let v = api.call(hyper::Method::GET, &base, None)?;
-        let list: Vec<ReplayStatus> = serde_json::from_value(v["replays"].clone())?;
+        let list: Vec<Replay> = serde_json::from_value(v["replays"].clone())?;
         print_list(&list);
         return Ok(());
     }
     if let Some(id) = args.cancel {
         let v = api.call(hyper::Method::DELETE, &format!("{base}/{id}"), None)?;
-        let s: ReplayStatus = serde_json::from_value(v)?;
+        let s: Replay = serde_json::from_value(v)?;
         println!("replay {id} of `{}`: {}", s.table, state_word(&s));
         return Ok(());
     }
@@ -178,7 +180,7 @@ fn on_server(args: &ReplayArgs, server: &str) -> anyhow::Result<()> {
         Some(id) => id,
         None => {
             let v = api.call(hyper::Method::POST, &base, Some(serde_json::to_value(args.request())?))?;
-            let s: ReplayStatus = serde_json::from_value(v).context("the server's answer")?;
+            let s: Replay = serde_json::from_value(v).context("the server's answer")?;
             eprintln!("replay {} of `{}` running on {server} ({})", s.id, s.table, describe(&s));
             if args.detach {
                 println!("{}", serde_json::to_string_pretty(&s)?);
@@ -191,7 +193,7 @@ fn on_server(args: &ReplayArgs, server: &str) -> anyhow::Result<()> {
     let mut progress = Progress::new();
     loop {
         let v = api.call(hyper::Method::GET, &format!("{base}/{id}"), None)?;
-        let s: ReplayStatus = serde_json::from_value(v).context("the server's answer")?;
+        let s: Replay = serde_json::from_value(v).context("the server's answer")?;
         progress.show(&s);
         if s.state.finished() {
             progress.done();
@@ -216,13 +218,13 @@ fn standalone(args: &ReplayArgs, cfg: &WeirConfig) -> anyhow::Result<()> {
     if args.list {
         let (st, name) = (store.clone(), args.table.clone());
         let jobs = weir_storage::runtime::block_on(async move { replay::jobs(&st, &name).await })?;
-        print_list(&jobs.iter().map(ReplayStatus::of).collect::<Vec<_>>());
+        print_list(&jobs.iter().map(Replay::from).collect::<Vec<_>>());
         return Ok(());
     }
     if let Some(id) = args.cancel {
         let (st, name, now) = (store.clone(), args.table.clone(), clock.now_ms());
         let r = weir_storage::runtime::block_on(async move { replay::cancel_stored(&st, &name, id, now).await })?;
-        println!("replay {id} of `{}`: {}", r.table, state_word(&ReplayStatus::of(&r)));
+        println!("replay {id} of `{}`: {}", r.table, state_word(&Replay::from(&r)));
         return Ok(());
     }
     if table.kafka.is_some() {
@@ -253,7 +255,7 @@ fn standalone(args: &ReplayArgs, cfg: &WeirConfig) -> anyhow::Result<()> {
                 .find(|j| j.id == id)
                 .with_context(|| format!("table `{}` has no replay job {id}", args.table))?;
             if r.state.finished() {
-                println!("replay {id} of `{}`: {}", r.table, state_word(&ReplayStatus::of(&r)));
+                println!("replay {id} of `{}`: {}", r.table, state_word(&Replay::from(&r)));
                 return Ok(());
             }
             r
@@ -277,13 +279,13 @@ fn standalone(args: &ReplayArgs, cfg: &WeirConfig) -> anyhow::Result<()> {
     let stop = interrupted();
     let mut progress = Progress::new();
     loop {
-        let s = job.status();
+        let s = Replay::from(&job.status());
         progress.show(&s);
         if job.is_finished() {
             job.join();
-            let s = job.status();
+            let s = Replay::from(&job.status());
             progress.done();
-            if s.state == JobState::Running {
+            if s.state == ReplayState::Running {
                 eprintln!(
                     "replay {} stopped at offsets {:?}; what it read is sealed; run the same command to resume",
                     s.id, s.position
@@ -299,7 +301,7 @@ fn standalone(args: &ReplayArgs, cfg: &WeirConfig) -> anyhow::Result<()> {
     }
 }
 
-fn describe(s: &ReplayStatus) -> String {
+fn describe(s: &Replay) -> String {
     let r = &s.request;
     let mut d = format!("from offset {}", r.from_offset);
     if let Some(p) = r.partition {
@@ -315,14 +317,14 @@ fn describe(s: &ReplayStatus) -> String {
     d
 }
 
-fn state_word(s: &ReplayStatus) -> String {
+fn state_word(s: &Replay) -> String {
     match (s.state, &s.error) {
-        (JobState::Failed, Some(e)) => format!("failed: {e}"),
+        (ReplayState::Failed, Some(e)) => format!("failed: {e}"),
         (state, _) => format!("{state:?}").to_lowercase(),
     }
 }
 
-fn print_list(list: &[ReplayStatus]) {
+fn print_list(list: &[Replay]) {
     if list.is_empty() {
         println!("no replays");
         return;
@@ -336,10 +338,10 @@ fn print_list(list: &[ReplayStatus]) {
     }
 }
 
-fn finish(s: &ReplayStatus) -> anyhow::Result<()> {
+fn finish(s: &Replay) -> anyhow::Result<()> {
     let c = &s.counts;
     match s.state {
-        JobState::Done => {
+        ReplayState::Done => {
             let what = match &s.into {
                 Some(i) => format!("table `{i}` is built and served"),
                 None => format!("the new version of `{}` is live", s.table),
@@ -350,7 +352,7 @@ fn finish(s: &ReplayStatus) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        JobState::Cancelled => bail!("replay {} was cancelled; what it built is deleted", s.id),
+        ReplayState::Cancelled => bail!("replay {} was cancelled; what it built is deleted", s.id),
         _ => bail!("replay {} {}", s.id, state_word(s)),
     }
 }
@@ -367,7 +369,7 @@ impl Progress {
         Progress { tty: std::io::stderr().is_terminal(), last_line: None, drawn: false }
     }
 
-    fn show(&mut self, s: &ReplayStatus) {
+    fn show(&mut self, s: &Replay) {
         let total = s.read + s.remaining;
         let pct = if total == 0 { 100.0 } else { s.read as f64 * 100.0 / total as f64 };
         let eta = s.eta_s.map_or_else(|| "-".to_string(), |e| format!("{}s", e.ceil() as u64));

@@ -9,45 +9,12 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use serde_json::{Value, json};
 use weir_ingest::time::format_ms;
 use weir_storage::config::WeirConfig;
 use weir_storage::manifest::{self, Manifest, SegmentKind};
 use weir_storage::store::Store;
 
-/// A manifest as JSON: segments with their ranges, rows, bytes and coverage.
-pub fn to_json(m: &Manifest, store: &str) -> Value {
-    let segments: Vec<Value> = m
-        .segments
-        .iter()
-        .map(|s| {
-            json!({
-                "id": s.id,
-                "kind": s.kind,
-                "start": s.start_ms.map(format_ms),
-                "end": s.end_ms.map(format_ms),
-                "start_ms": s.start_ms,
-                "end_ms": s.end_ms,
-                "rows": { "ingested": s.ingested, "late": s.late, "dead_lettered": s.dead_lettered },
-                "bytes": s.bytes(),
-                "coverage": s.coverage,
-                "files": s.files,
-                "created": format_ms(s.created_ms),
-            })
-        })
-        .collect();
-    json!({
-        "table": m.table,
-        "store": store,
-        "manifest_version": m.version,
-        "committed": (m.version > 0).then(|| format_ms(m.committed_ms)),
-        "resume_offsets": m.resume.iter().map(|r| r.offset).collect::<Vec<_>>(),
-        "segments": segments,
-        "retired_files": m.retired.len(),
-        "origin_offsets": m.origin,
-        "replay": m.replay,
-    })
-}
+use crate::api::{NodeManifest, NodeSegments, Segments};
 
 fn human_bytes(b: u64) -> String {
     match b {
@@ -158,14 +125,14 @@ pub fn run(
         let mut all = Vec::new();
         for (node, m) in &nodes {
             if as_json {
-                all.push(json!({ "node": node, "manifest": to_json(m, &url) }));
+                all.push(NodeManifest { node: node.clone(), manifest: Segments::of(m, &url) });
             } else {
                 println!("node `{node}`:");
                 print!("{}", to_text(m, &url));
             }
         }
         if as_json {
-            println!("{}", serde_json::to_string_pretty(&json!({ "table": table, "nodes": all }))?);
+            println!("{}", serde_json::to_string_pretty(&NodeSegments { table: table.to_string(), nodes: all })?);
         }
         return Ok(());
     }
@@ -176,7 +143,7 @@ pub fn run(
         Manifest::empty(&t.name, t.partitions, t.segment_granularity_ms)
     });
     if as_json {
-        println!("{}", serde_json::to_string_pretty(&to_json(&m, &url))?);
+        println!("{}", serde_json::to_string_pretty(&Segments::of(&m, &url))?);
     } else {
         print!("{}", to_text(&m, &url));
     }
