@@ -18,7 +18,7 @@ use weir_query::format::Format;
 use crate::error::ApiError;
 
 /// What the routes every process serves (SQL, live tiles, auth) need: an
-/// ingest process ([`App`]) and a query process (`query_node::QueryNode`).
+/// ingest process (`app::App`) and a query process (`query_node::QueryNode`).
 pub trait Serving: Send + Sync + 'static {
     fn config(&self) -> &weir_storage::config::WeirConfig;
     fn query(&self) -> &weir_query::QueryService;
