@@ -91,10 +91,14 @@ pub fn append_demo(
     let mut i = range.start;
     while i < range.end {
         let n = (range.end - i).min(5000);
-        let batch: Vec<_> = (0..n).map(|k| g.next_event(start_ms + ((i + k) as f64 * step_ms) as i64)).collect();
+        let at = |k: usize| start_ms + ((i + k) as f64 * step_ms) as i64;
+        let batch: Vec<_> = (0..n).map(|k| g.next_event(at(k))).collect();
+        // Each record is logged when its event happened, as a live producer's
+        // would be: the table's `max_future` measures event time against it.
         let recs: Vec<NewRecord> = batch
             .iter()
-            .map(|e| NewRecord { key: e.key.as_bytes(), timestamp_ms: start_ms, value: e.line.as_bytes() })
+            .enumerate()
+            .map(|(k, e)| NewRecord { key: e.key.as_bytes(), timestamp_ms: at(k), value: e.line.as_bytes() })
             .collect();
         bytes += batch.iter().map(|e| e.line.len()).sum::<usize>();
         each(&batch)?;
