@@ -278,8 +278,8 @@ impl Tables {
 
     /// Stops ingest in order: refuse appends, stop the replays, stop the readers,
     /// seal what memory holds (until `deadline`), close the sources, force the
-    /// log to disk. A table
-    /// whose final seal fails loses nothing: a restart re-reads it from the log.
+    /// log to disk. A table whose final seal fails loses nothing: a restart
+    /// re-reads it from the log.
     pub fn shutdown(&self, deadline: std::time::Instant) {
         self.stop_accepting();
         // Replays first: one that is switching finishes its switch, the others
