@@ -53,6 +53,7 @@ pub mod guard;
 pub mod limits;
 pub mod live;
 pub mod provider;
+pub mod route;
 pub mod service;
 pub mod session;
 pub mod sketch;
@@ -62,4 +63,4 @@ mod testing;
 
 pub use error::{Error, Result};
 pub use format::{Format, encode};
-pub use service::{Described, QueryOutput, QueryService};
+pub use service::{Described, Encoded, QueryOptions, QueryOutput, QueryService};

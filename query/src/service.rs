@@ -37,6 +37,8 @@ use weir_storage::hot::SharedHotSource;
 
 use crate::format::{self, Format};
 use crate::limits::{Budget, BudgetStats, QueryPool, human_bytes};
+use crate::provider::HotTableProvider;
+use crate::route::RollupRouting;
 use crate::{Error, Result, catalog, guard, session};
 
 /// The stack of a query-runtime thread.
@@ -68,8 +70,31 @@ pub struct Described {
     pub time_dependent: Option<String>,
 }
 
+/// How one query is answered.
+#[derive(Debug, Clone, Copy)]
+pub struct QueryOptions {
+    /// Answer aggregates over raw rows from a rollup when that is exact
+    /// ([`crate::route`]); on unless a request turns it off.
+    pub route_rollups: bool,
+}
+
+impl Default for QueryOptions {
+    fn default() -> Self {
+        QueryOptions { route_rollups: true }
+    }
+}
+
+/// An encoded result and how it was answered.
+#[derive(Debug, Clone)]
+pub struct Encoded {
+    pub bytes: Vec<u8>,
+    /// The rollup relations that answered aggregates over raw rows.
+    pub rollups: Vec<String>,
+}
+
 /// Answers read-only SQL over the hot tier.
 pub struct QueryService {
+    hot: SharedHotSource,
     catalogs: Arc<dyn CatalogProviderList>,
     /// The object store of the sealed segments, registered in every query's runtime.
     pub(crate) cold: Option<Arc<dyn object_store::ObjectStore>>,
@@ -91,7 +116,8 @@ impl QueryService {
             .map_err(|e| Error::internal(format!("starting the query runtime: {e}")))?;
         Ok(QueryService {
             cold: hot.store().map(|s| s.object_store()),
-            catalogs: catalog::catalog_list(hot),
+            catalogs: catalog::catalog_list(Arc::clone(&hot)),
+            hot,
             budget: Arc::new(Budget::new(config)),
             limits: config,
             runtime: Some(runtime),
@@ -108,26 +134,44 @@ impl QueryService {
     /// Must be awaited inside a Tokio runtime with time enabled (the timeout runs
     /// there); the query itself runs on the service's runtime.
     pub async fn execute(&self, sql: &str) -> Result<QueryOutput> {
-        let query = self.prepare(sql)?;
-        self.run_bounded(async move { query.collect().await.map(|(output, _held)| output) }).await
+        Ok(self.execute_routed(sql, QueryOptions::default()).await?.0)
+    }
+
+    /// [`Self::execute`] with `options`; also answers the rollups that answered
+    /// aggregates over raw rows.
+    pub async fn execute_routed(&self, sql: &str, options: QueryOptions) -> Result<(QueryOutput, Vec<String>)> {
+        let query = self.prepare(sql, options)?;
+        self.run_bounded(async move {
+            let routing = query.routing.clone();
+            let (output, _held) = query.collect().await?;
+            Ok((output, routing.map(|r| r.routed()).unwrap_or_default()))
+        })
+        .await
     }
 
     /// Runs one read-only statement and encodes its result in `format`, both on
     /// the query runtime; the result stays counted against the query's memory
     /// until it is encoded.
     pub async fn execute_encoded(&self, sql: &str, format: Format) -> Result<Vec<u8>> {
-        let query = self.prepare(sql)?;
+        Ok(self.execute_with(sql, format, QueryOptions::default()).await?.bytes)
+    }
+
+    /// [`Self::execute_encoded`] with `options`, saying which rollups answered.
+    pub async fn execute_with(&self, sql: &str, format: Format, options: QueryOptions) -> Result<Encoded> {
+        let query = self.prepare(sql, options)?;
         let max_bytes = self.limits.max_result_bytes;
         self.run_bounded(async move {
+            let routing = query.routing.clone();
             let (output, _held) = query.collect().await?;
-            format::encode_within(&output, format, max_bytes)
+            let bytes = format::encode_within(&output, format, max_bytes)?;
+            Ok(Encoded { bytes, rollups: routing.map(|r| r.routed()).unwrap_or_default() })
         })
         .await
     }
 
     /// What a query needs to run on the query runtime, once its text passed the
     /// size limit.
-    fn prepare(&self, sql: &str) -> Result<Prepared> {
+    fn prepare(&self, sql: &str, options: QueryOptions) -> Result<Prepared> {
         if sql.len() > self.limits.max_sql_bytes {
             return Err(Error::Limit {
                 message: format!(
@@ -143,6 +187,10 @@ impl QueryService {
             cold: self.cold.clone(),
             pool: self.budget.pool(),
             max_rows: self.limits.max_result_rows,
+            routing: options.route_rollups.then(|| {
+                let make: catalog::MakeTable = |hot, relation| Arc::new(HotTableProvider::new(hot, relation));
+                Arc::new(RollupRouting::new(Arc::clone(&self.hot), make))
+            }),
         })
     }
 
@@ -189,7 +237,7 @@ impl QueryService {
     /// exist before the first evaluation. Parsing and planning run on the query
     /// runtime, under the timeout.
     pub async fn describe(&self, sql: &str) -> Result<Described> {
-        let query = self.prepare(sql)?;
+        let query = self.prepare(sql, QueryOptions::default())?;
         self.run_bounded(async move {
             let checked = guard::check(&query.sql)?;
             let state = query.state()?;
@@ -273,11 +321,12 @@ struct Prepared {
     cold: Option<Arc<dyn object_store::ObjectStore>>,
     pool: QueryPool,
     max_rows: usize,
+    routing: Option<Arc<RollupRouting>>,
 }
 
 impl Prepared {
     fn state(&self) -> Result<SessionState> {
-        session::new_state(Arc::clone(&self.catalogs), self.cold.as_ref(), self.pool.clone())
+        session::new_state(Arc::clone(&self.catalogs), self.cold.as_ref(), self.pool.clone(), self.routing.clone())
     }
 
     /// Parses, checks, plans and runs the statement; its result's batches are

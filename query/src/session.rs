@@ -20,6 +20,7 @@ use datafusion::execution::memory_pool::TrackConsumersPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::SessionState;
 use datafusion::logical_expr::LogicalPlan;
+use datafusion::optimizer::Optimizer;
 use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionConfig;
@@ -30,6 +31,7 @@ use crate::bounded::{self, BoundFunctions};
 use crate::catalog::{CATALOG, SCHEMA};
 use crate::limits::QueryPool;
 use crate::provider::COLD_URL;
+use crate::route::RollupRouting;
 use crate::{Result, sketch};
 
 /// Partitions each query's scans and operators are split into.
@@ -43,8 +45,9 @@ pub fn new_state(
     catalogs: Arc<dyn CatalogProviderList>,
     cold: Option<&Arc<dyn ObjectStore>>,
     pool: QueryPool,
+    routing: Option<Arc<RollupRouting>>,
 ) -> Result<SessionState> {
-    build(catalogs, cold, pool, Kind::Query)
+    build(catalogs, cold, pool, Kind::Query, routing)
 }
 
 /// The session a live tile evaluated incrementally is planned in (see
@@ -56,8 +59,9 @@ pub fn new_tile_state(
     catalogs: Arc<dyn CatalogProviderList>,
     cold: Option<&Arc<dyn ObjectStore>>,
     pool: QueryPool,
+    routing: Option<Arc<RollupRouting>>,
 ) -> Result<SessionState> {
-    build(catalogs, cold, pool, Kind::Tile)
+    build(catalogs, cold, pool, Kind::Tile, routing)
 }
 
 /// Optimizes a logical plan, refuses it if it holds an oversized constant
@@ -79,6 +83,7 @@ fn build(
     cold: Option<&Arc<dyn ObjectStore>>,
     pool: QueryPool,
     kind: Kind,
+    routing: Option<Arc<RollupRouting>>,
 ) -> Result<SessionState> {
     let tracked = TrackConsumersPool::new(pool.clone(), REPORTED_CONSUMERS);
     let runtime = RuntimeEnvBuilder::new()
@@ -108,6 +113,13 @@ fn build(
         .with_catalog_list(catalogs)
         .with_default_features()
         .with_analyzer_rule(Arc::new(BoundFunctions::new(pool)));
+    if let Some(routing) = routing {
+        // First, so that it sees the plan as written (its own simplification
+        // folds `now()`), before filters and projections are pushed into scans.
+        let mut rules = Optimizer::new().rules;
+        rules.insert(0, routing);
+        builder = builder.with_optimizer_rules(rules);
+    }
     if kind == Kind::Tile {
         let rules =
             PhysicalOptimizer::new().rules.into_iter().filter(|r| r.name() != "CombinePartialFinalAggregate").collect();

@@ -222,7 +222,7 @@ pub fn events_per_minute() -> (Relation, Vec<RecordBatch>) {
         (T0 + MINUTE, Some("de"), 2, Some(sketch_of(["u3", "u1"]))),
         (T0 + MINUTE, None, 1, Some(sketch_of(["u2"]))),
     ];
-    let rollup = RelationKind::Rollup { rollup: "per_minute".into() };
+    let rollup = RelationKind::Rollup { rollup: "per_minute".into(), spec: None };
     (relation("events_per_minute", rollup, rollup_schema(), "bucket"), vec![rollup_batch(rows)])
 }
 

@@ -420,7 +420,7 @@ pub struct FieldConfig {
     pub required: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RollupConfig {
     pub name: String,
     /// The tumbling window.
@@ -429,14 +429,15 @@ pub struct RollupConfig {
     pub aggregations: Vec<Aggregation>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Aggregation {
     /// The output column's name.
     pub name: String,
     pub func: AggFn,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "fn", rename_all = "snake_case")]
 pub enum AggFn {
     Count,
     Sum {

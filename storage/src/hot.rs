@@ -13,6 +13,7 @@ use std::sync::Arc;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 
+use crate::config::RollupConfig;
 use crate::store::Store;
 
 /// What a SQL-visible relation holds.
@@ -21,8 +22,10 @@ pub enum RelationKind {
     /// Validated raw rows of a table, named after the table.
     Raw,
     /// A rollup of a table: one row per time bucket and group, with aggregate
-    /// states; named `<table>_<rollup>`.
-    Rollup { rollup: String },
+    /// states; named `<table>_<rollup>`. `spec` is its definition (what the
+    /// rollup routing of the query layer reads), absent when the process that
+    /// reported the relation did not send it.
+    Rollup { rollup: String, spec: Option<Arc<RollupConfig>> },
     /// Records that failed decoding or validation: `<table>_dead_letter`.
     DeadLetter,
     /// Valid records too late for their bucket: `<table>_late`.

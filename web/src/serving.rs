@@ -10,9 +10,10 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
+use weir_query::QueryOptions;
 use weir_query::format::Format;
 
 use crate::error::ApiError;
@@ -48,7 +49,14 @@ struct SqlRequest {
     sql: String,
     #[serde(default)]
     format: Option<String>,
+    /// `false` answers aggregates over raw rows from the raw rows even when a
+    /// rollup could (`weir_query::route`).
+    #[serde(default)]
+    route_rollups: Option<bool>,
 }
+
+/// The response header naming the rollups that answered a query over raw rows.
+pub const ROLLUP_HEADER: &str = "weir-rollup";
 
 /// `POST /v1/sql`, on an ingest process and on a query process.
 pub async fn sql<S: Serving>(
@@ -73,8 +81,16 @@ async fn run_sql(query: &weir_query::QueryService, body: &[u8]) -> Result<Respon
         )
     })?;
     let format = Format::parse(req.format.as_deref().unwrap_or("json"))?;
-    let bytes = query.execute_encoded(&req.sql, format).await?;
-    Ok(([(header::CONTENT_TYPE, format.content_type())], bytes).into_response())
+    let options = QueryOptions { route_rollups: req.route_rollups.unwrap_or(true) };
+    let encoded = query.execute_with(&req.sql, format, options).await?;
+    let mut response = ([(header::CONTENT_TYPE, format.content_type())], encoded.bytes).into_response();
+    if !encoded.rollups.is_empty() {
+        // Relation names are identifiers from the config: valid header text.
+        if let Ok(value) = HeaderValue::from_str(&encoded.rollups.join(", ")) {
+            response.headers_mut().insert(ROLLUP_HEADER, value);
+        }
+    }
+    Ok(response)
 }
 
 /// `GET /v1/live`: upgrades to a live-tile connection; without an upgrade,

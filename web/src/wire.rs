@@ -86,6 +86,10 @@ pub struct RelationEntry {
     pub time_column: Option<String>,
     /// The Arrow schema as an IPC stream with no batches, hex-encoded.
     pub schema: String,
+    /// A rollup's definition (its granularity, dimensions and aggregations), for
+    /// the query process's rollup routing; absent from older processes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollup: Option<weir_storage::config::RollupConfig>,
 }
 
 /// The metadata of a snapshot stream (`GET /v1/internal/hot/{relation}`).
@@ -117,7 +121,7 @@ impl RelationEntry {
     fn of(r: &Relation) -> RelationEntry {
         let (kind, part) = match &r.kind {
             RelationKind::Raw => ("raw", None),
-            RelationKind::Rollup { rollup } => ("rollup", Some(rollup.clone())),
+            RelationKind::Rollup { rollup, .. } => ("rollup", Some(rollup.clone())),
             RelationKind::Session { session } => ("session", Some(session.clone())),
             RelationKind::DeadLetter => ("dead_letter", None),
             RelationKind::Late => ("late", None),
@@ -129,6 +133,10 @@ impl RelationEntry {
             part,
             time_column: r.time_column.clone(),
             schema: hex(&schema_bytes(&r.schema)),
+            rollup: match &r.kind {
+                RelationKind::Rollup { spec, .. } => spec.as_deref().cloned(),
+                _ => None,
+            },
         }
     }
 
@@ -138,7 +146,7 @@ impl RelationEntry {
             || self.part.clone().ok_or_else(|| format!("relation `{}` of kind {} names no part", self.name, self.kind));
         let kind = match self.kind.as_str() {
             "raw" => RelationKind::Raw,
-            "rollup" => RelationKind::Rollup { rollup: part()? },
+            "rollup" => RelationKind::Rollup { rollup: part()?, spec: self.rollup.clone().map(Arc::new) },
             "session" => RelationKind::Session { session: part()? },
             "dead_letter" => RelationKind::DeadLetter,
             "late" => RelationKind::Late,
@@ -291,7 +299,7 @@ mod tests {
         let r = Relation {
             name: "t_per_minute".into(),
             table: "t".into(),
-            kind: RelationKind::Rollup { rollup: "per_minute".into() },
+            kind: RelationKind::Rollup { rollup: "per_minute".into(), spec: None },
             schema: schema.clone(),
             time_column: Some("bucket".into()),
         };

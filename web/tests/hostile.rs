@@ -158,6 +158,49 @@ fn hostile_sql_is_refused_and_the_process_serves_on() {
     still_answers(&w, 100);
 }
 
+/// Queries that reach rollup routing with extreme bounds, strides and origins:
+/// each answers (or is refused) the same with routing on and off, and a bad
+/// `route_rollups` is refused by name.
+#[test]
+fn extreme_bounds_through_rollup_routing_answer_as_the_raw_scan() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = Weir::serve(dir.path(), CONFIG);
+    w.ingest("t", &events(0, 100));
+    w.wait_caught_up("t", 100);
+    let cases = [
+        "SELECT count(*) AS n FROM t WHERE ts >= to_timestamp_millis(9223372036854775807)",
+        "SELECT count(*) AS n FROM t WHERE ts < to_timestamp_millis(-9223372036854775808)",
+        "SELECT count(*) AS n FROM t WHERE ts > to_timestamp_nanos(9223372036854775807)",
+        "SELECT count(*) AS n FROM t WHERE ts <= to_timestamp_seconds(-9223372036854775808)",
+        "SELECT count(*) AS n FROM t WHERE ts >= TIMESTAMP '1970-01-01 00:00:00' AND ts < TIMESTAMP '2262-04-11 00:00:00'",
+        "SELECT date_bin(INTERVAL '2147483647 days', ts) AS b, count(*) AS n FROM t GROUP BY 1",
+        "SELECT date_bin(INTERVAL '-1 minute', ts) AS b, count(*) AS n FROM t GROUP BY 1",
+        "SELECT date_bin(INTERVAL '0 minutes', ts) AS b, count(*) AS n FROM t GROUP BY 1",
+        "SELECT date_bin(INTERVAL '1 minute', ts, to_timestamp_nanos(9223372036854775807)) AS b, count(*) AS n FROM t GROUP BY 1",
+        "SELECT date_bin(INTERVAL '1 month', ts) AS b, count(*) AS n FROM t GROUP BY 1",
+        "SELECT date_trunc('millennium', ts) AS b, count(*) AS n FROM t GROUP BY 1",
+        "SELECT date_trunc(NULL, ts) AS b, count(*) AS n FROM t GROUP BY 1",
+        "SELECT k, count(*) AS n FROM t WHERE ts >= NULL GROUP BY 1",
+        "SELECT k, min(k) AS lo, count(*) AS n FROM t WHERE k > repeat('k', 100000) GROUP BY 1",
+    ];
+    for sql in cases {
+        let run = |route: bool| {
+            let body = json!({ "sql": sql, "route_rollups": route }).to_string();
+            let r = w.request("POST", "/v1/sql", body.as_bytes());
+            (r.status, r.text())
+        };
+        let (on, off) = (run(true), run(false));
+        assert!(on.0 == 200 || (400..500).contains(&on.0), "`{sql}` answered {}: {}", on.0, on.1);
+        assert_eq!(on, off, "`{sql}` routed and not");
+    }
+    for bad in [json!({"sql": "SELECT 1", "route_rollups": "yes"}), json!({"sql": "SELECT 1", "route_rollups": 1})] {
+        let r = w.request("POST", "/v1/sql", bad.to_string().as_bytes());
+        assert_eq!(r.status, 400, "{}", r.text());
+        assert!(r.text().contains("route_rollups") || r.text().contains("boolean"), "{}", r.text());
+    }
+    still_answers(&w, 100);
+}
+
 #[test]
 fn hostile_bodies_and_connections_are_refused_and_nothing_accepted_is_lost() {
     let dir = tempfile::tempdir().unwrap();

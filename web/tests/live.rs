@@ -247,7 +247,11 @@ async fn subscribe_push_late_correction_and_unsubscribe() {
     weir.ingest("transactions", &events(4, "2026-11-21T10:07:00Z"));
     until(&mut c, "t2", &mut t2, |t| t.rows.values().any(|r| r["n"] == 25)).await;
     assert!(c.try_recv(Duration::from_millis(300)).await.is_none(), "nothing for t1 after unsubscribe");
-    assert_eq!(weir.get_json("/v1/live")["tiles"], 1, "t1's tile is dropped with its only subscriber");
+    let stats = weir.get_json("/v1/live");
+    assert_eq!(stats["tiles"], 1, "t1's tile is dropped with its only subscriber");
+    // t2 reads the raw table; routed onto the per-minute rollup, it is evaluated
+    // incrementally too.
+    assert_eq!(stats["incremental_tiles"], 1, "{stats}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

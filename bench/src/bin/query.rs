@@ -38,7 +38,7 @@ use weir_ingest::hot::{HotTable, SealScope};
 use weir_ingest::pipeline::{READ_BYTES, TableReader};
 use weir_ingest::seal::{SealReport, Sealer};
 use weir_ingest::tier::HotTier;
-use weir_query::{Format, QueryService};
+use weir_query::{Format, QueryOptions, QueryService};
 use weir_storage::config::{FsyncPolicy, LogConfig, QueryConfig, WeirConfig};
 use weir_storage::hot::SharedHotSource;
 use weir_storage::log::Log;
@@ -151,6 +151,8 @@ struct Measured {
     /// rollup's cached batches.
     first_ms: f64,
     answer: Answer,
+    /// The rollups routing answered the last run from.
+    routed: Vec<String>,
 }
 
 /// What is compared across engines: rows, summed counts, summed amounts or
@@ -200,49 +202,59 @@ fn digest(out: &weir_query::QueryOutput) -> anyhow::Result<Answer> {
     })
 }
 
-async fn measure(svc: &QueryService, sql: &str, args: &Args) -> anyhow::Result<Measured> {
+async fn measure(svc: &QueryService, sql: &str, options: QueryOptions, args: &Args) -> anyhow::Result<Measured> {
     let mut first_ms = None;
     for _ in 0..args.warmup {
         let start = Instant::now();
-        svc.execute(sql).await?;
+        svc.execute_routed(sql, options).await?;
         first_ms.get_or_insert(start.elapsed().as_secs_f64() * 1000.0);
     }
     let mut ms = Vec::with_capacity(args.runs);
     let mut last = None;
     for _ in 0..args.runs {
         let start = Instant::now();
-        let out = svc.execute(sql).await?;
+        let out = svc.execute_routed(sql, options).await?;
         ms.push(start.elapsed().as_secs_f64() * 1000.0);
         last = Some(out);
     }
-    let answer = match &last {
-        Some(out) => digest(out)?,
-        None => Answer::default(),
+    let (answer, routed) = match &last {
+        Some((out, routed)) => (digest(out)?, routed.clone()),
+        None => (Answer::default(), Vec::new()),
     };
     let first_ms = first_ms.unwrap_or(ms[0]);
-    Ok(Measured { ms, first_ms, answer })
+    Ok(Measured { ms, first_ms, answer, routed })
 }
 
-/// Every query, rollup and raw, on one setup: `[query][0 = rollup, 1 = raw]`.
+/// The sources each query is measured on, in order: Weir's SQL over the rollup,
+/// the raw-table SQL with rollup routing (the default), and the raw-table SQL
+/// scanning the raw rows.
+const SOURCES: [&str; 3] = ["**rollup**", "raw table, routed", "raw table, scan"];
+
+/// Every query on one setup: `[query][source]` as in [`SOURCES`].
 async fn measure_setup(
     name: &str,
     svc: &QueryService,
     qs: &[Query],
     args: &Args,
-) -> anyhow::Result<Vec<[Measured; 2]>> {
+) -> anyhow::Result<Vec<[Measured; 3]>> {
     let mut out = Vec::new();
+    let (on, off) = (QueryOptions { route_rollups: true }, QueryOptions { route_rollups: false });
     for q in qs {
-        let rollup = measure(svc, &q.rollup, args).await?;
-        let raw = measure(svc, &q.raw, args).await?;
+        let rollup = measure(svc, &q.rollup, on, args).await?;
+        let routed = measure(svc, &q.raw, on, args).await?;
+        let scan = measure(svc, &q.raw, off, args).await?;
         eprintln!(
-            "{name} ({}): rollup p50 {} p99 {}; raw p50 {} p99 {}",
+            "{name} ({}): rollup p50 {} p99 {}; raw routed to {:?} p50 {} p99 {}; raw scan p50 {} p99 {}",
             q.id,
             fmt_ms(rollup.p50()),
             fmt_ms(rollup.p99()),
-            fmt_ms(raw.p50()),
-            fmt_ms(raw.p99())
+            routed.routed,
+            fmt_ms(routed.p50()),
+            fmt_ms(routed.p99()),
+            fmt_ms(scan.p50()),
+            fmt_ms(scan.p99())
         );
-        out.push([rollup, raw]);
+        out.push([rollup, routed, scan]);
     }
     Ok(out)
 }
@@ -251,7 +263,7 @@ async fn measure_setup(
 async fn measure_extra(name: &str, svc: &QueryService, args: &Args) -> anyhow::Result<Vec<Measured>> {
     let mut out = Vec::new();
     for sql in &args.extra_sql {
-        let m = measure(svc, sql, args).await?;
+        let m = measure(svc, sql, QueryOptions::default(), args).await?;
         eprintln!("{name} (extra): p50 {} p99 {}: {sql}", fmt_ms(m.p50()), fmt_ms(m.p99()));
         out.push(m);
     }
@@ -323,7 +335,7 @@ fn run_peer(args: &Args, engine: &str, glob: &str, from_ms: i64, to_ms: i64, thr
                 amount: q["amount"].as_f64().unwrap_or(0.0),
             };
             let first_ms = q["first_ms"].as_f64().unwrap_or(0.0);
-            queries.push((id.clone(), Measured { ms, first_ms, answer }));
+            queries.push((id.clone(), Measured { ms, first_ms, answer, routed: Vec::new() }));
         }
     }
     Ok(Peer {
@@ -451,7 +463,7 @@ async fn main() -> anyhow::Result<()> {
     }
 
     // Report.
-    let setups: [(&str, &Vec<[Measured; 2]>); 3] =
+    let setups: [(&str, &Vec<[Measured; 3]>); 3] =
         [("hot-only", &hot_only), ("cold-only", &cold_only), ("merged", &merged)];
     let raw_files = dir_bytes(&store_a_dir, &format!("{}.parquet", table.name));
     let rollup_files = dir_bytes(&store_a_dir, &format!("{}.parquet", table.rollup_relation("per_minute")));
@@ -536,10 +548,16 @@ async fn main() -> anyhow::Result<()> {
     );
     println!("| query | source | hot-only | cold-only | merged |\n|---|---|---|---|---|");
     for (i, q) in qs.iter().enumerate() {
-        for (k, source) in ["rollup", "raw"].iter().enumerate() {
-            let cell = |m: &Measured| format!("{} / {}", fmt_ms(m.p50()), fmt_ms(m.p99()));
+        for (k, source) in SOURCES.iter().enumerate() {
+            let cell = |m: &Measured| {
+                let routed = if k == 1 && m.routed.is_empty() { " (not routed)" } else { "" };
+                format!("{} / {}{routed}", fmt_ms(m.p50()), fmt_ms(m.p99()))
+            };
             let label = if k == 0 { format!("({}) {}", q.id, q.what) } else { String::new() };
-            let src = if k == 0 { "**rollup**".to_string() } else { format!("{source} table") };
+            let src = match hot_only[i][k].routed.first() {
+                Some(r) if k == 1 => format!("raw table, routed to `{r}`"),
+                _ => source.to_string(),
+            };
             println!(
                 "| {label} | {src} | {} | {} | {} |",
                 cell(&hot_only[i][k]),
@@ -547,6 +565,18 @@ async fn main() -> anyhow::Result<()> {
                 cell(&merged[i][k])
             );
         }
+    }
+
+    println!(
+        "\nThe raw-table SQL routed onto the rollup against the hand-written rollup SQL (routed p50 / rollup p50; 1.5 or below is the target):\n"
+    );
+    println!("| query | hot-only | cold-only | merged |\n|---|---|---|---|");
+    for (i, q) in qs.iter().enumerate() {
+        let ratio = |data: &Vec<[Measured; 3]>| match data[i][1].routed.is_empty() {
+            true => "not routed".to_string(),
+            false => format!("{:.2}", data[i][1].p50() / data[i][0].p50()),
+        };
+        println!("| ({}) | {} | {} | {} |", q.id, ratio(&hot_only), ratio(&cold_only), ratio(&merged));
     }
 
     if !args.extra_sql.is_empty() {
@@ -620,7 +650,8 @@ async fn main() -> anyhow::Result<()> {
         };
         for (s, data) in &setups {
             line(format!("Weir rollup, {s}"), &data[i][0].answer);
-            line(format!("Weir raw, {s}"), &data[i][1].answer);
+            line(format!("Weir raw routed, {s}"), &data[i][1].answer);
+            line(format!("Weir raw scan, {s}"), &data[i][2].answer);
         }
         for p in &peers {
             if let Some((_, m)) = p.queries.iter().find(|(id, _)| id == q.id) {

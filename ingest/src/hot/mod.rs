@@ -194,10 +194,10 @@ impl HotTable {
         };
         let mut relations =
             vec![rel(config.name.clone(), RelationKind::Raw, &columns::raw_schema(&config), &config.time.field)];
-        for r in &rollups {
+        for (r, spec) in rollups.iter().zip(&config.rollups) {
             relations.push(rel(
                 config.rollup_relation(r.name()),
-                RelationKind::Rollup { rollup: r.name().to_string() },
+                RelationKind::Rollup { rollup: r.name().to_string(), spec: Some(Arc::new(spec.clone())) },
                 r.schema(),
                 "bucket",
             ));

@@ -27,7 +27,7 @@ impl HotTable {
             RelationKind::Late => Source::Late,
             RelationKind::DeadLetter => Source::Dead,
             RelationKind::Duplicates => Source::Dups,
-            RelationKind::Rollup { rollup } => {
+            RelationKind::Rollup { rollup, .. } => {
                 Source::Rollup(self.config.rollups.iter().position(|r| &r.name == rollup)?)
             }
             RelationKind::Session { session } => {

@@ -58,6 +58,7 @@ use weir_storage::hot::{Relation, RelationKind, SharedHotSource};
 use weir_storage::segment;
 
 use crate::limits::QueryPool;
+use crate::route::RollupRouting;
 use crate::{Error, QueryOutput, Result, catalog, guard, service, session};
 
 /// A tile planned for incremental evaluation.
@@ -112,8 +113,10 @@ pub(crate) async fn prepare(
     sql: &str,
 ) -> std::result::Result<Incremental, String> {
     let checked = guard::check(sql).map_err(|e| e.to_string())?;
-    let catalogs = catalog::catalog_list_with(hot, |_, relation| Arc::new(ChunkTable { relation }));
-    let state = session::new_tile_state(catalogs, cold.as_ref(), pool).map_err(|e| e.to_string())?;
+    let make: catalog::MakeTable = |_, relation| Arc::new(ChunkTable { relation });
+    let routing = Arc::new(RollupRouting::new(Arc::clone(&hot), make));
+    let catalogs = catalog::catalog_list_with(hot, make);
+    let state = session::new_tile_state(catalogs, cold.as_ref(), pool, Some(routing)).map_err(|e| e.to_string())?;
     let logical = service::plan(&state, checked.statement).await.map_err(|e| e.to_string())?;
     if let Some(name) = service::time_dependent_function(&logical) {
         return Err(format!("it calls `{name}`, whose value changes with time"));

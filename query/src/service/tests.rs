@@ -80,7 +80,7 @@ async fn sliding_windows_merge_tumbling_buckets() {
     let hot = fixture();
     let rows =
         (0..4).map(|m| (T0 + m * MINUTE, Some("de"), 1, Some(sketch_of([format!("u{m}").as_str(), "all"])))).collect();
-    let rollup = RelationKind::Rollup { rollup: "m".into() };
+    let rollup = RelationKind::Rollup { rollup: "m".into(), spec: None };
     hot.add(relation("clicks_m", rollup, rollup_schema(), "bucket"), vec![rollup_batch(rows)]);
     let output = service(hot, limits())
         .execute(
@@ -124,7 +124,7 @@ async fn refusals_come_through_the_service() {
 #[tokio::test]
 async fn the_session_has_no_url_tables_and_options_refuse_what_the_guard_missed() {
     let catalogs = catalog::catalog_list(fixture());
-    let state = session::new_state(catalogs, None, crate::limits::Budget::new(limits()).pool()).unwrap();
+    let state = session::new_state(catalogs, None, crate::limits::Budget::new(limits()).pool(), None).unwrap();
     // URL tables are off: a path is just an unknown table.
     let err = Error::from(state.create_logical_plan("SELECT * FROM '/etc/passwd'").await.unwrap_err());
     assert!(matches!(&err, Error::Sql { message } if message.contains("not found")), "{err:?}");

@@ -1,0 +1,479 @@
+//! Rollup routing: an aggregate over a table's raw rows answered from one of the
+//! table's rollups, when that gives the same answer.
+//!
+//! [`RollupRouting`] is an optimizer rule. It rewrites
+//! `Aggregate <- [Filter] <- [SubqueryAlias] <- TableScan(raw table)` into
+//! `Projection <- Aggregate <- Filter <- TableScan(rollup)` when every part of
+//! the query maps onto the rollup exactly:
+//!
+//! - each group expression uses only the rollup's dimensions, and the time column
+//!   only inside `date_bin(stride, ts[, origin])` with a stride and origin that are
+//!   multiples of the rollup's granularity, or `date_trunc(unit, ts)` with a unit
+//!   the granularity divides (a bucket then never straddles a group);
+//! - each filter conjunct uses only the rollup's dimensions, or bounds the time
+//!   column (`>=`, `>`, `<`, `<=` against a constant, `now()` folded first) so that
+//!   the range starts and ends on bucket boundaries;
+//! - each aggregate decomposes: `count(*)` (and `count(c)` of a column that is
+//!   never null) becomes the sum of the rollup's count, `sum`, `min` and `max` of a
+//!   metric the rollup keeps those of, `min`/`max` of a dimension, `avg` of a
+//!   never-null metric as the sum over the count.
+//!
+//! A rollup holds exactly the raw rows' events (both are filled by the same
+//! `apply`, sealed in the same segment and expired with it), so the rewritten
+//! query is the same query. Anything else falls back to the raw scan. Among
+//! several rollups that can answer, the coarsest (then the one with the fewest
+//! dimensions) is taken, as a proxy for the fewest rows. Float sums and averages
+//! may differ from the raw scan's in the last bits: the rollup's per-bucket sums
+//! are exactly rounded, the raw scan's are summed in arrival order.
+//!
+//! Not routed yet (docs/ARCHITECTURE.md, "Not built yet"): `approx_distinct`
+//! (DataFusion's own sketch hashes differently from the rollup's), filters that
+//! cut a bucket (no split into rollup part and raw edges), `count(DISTINCT ..)`.
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use datafusion::arrow::datatypes::{DataType, TimeUnit};
+use datafusion::catalog::default_table_source::provider_as_source;
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::{Column, Result as DfResult, ScalarValue, TableReference};
+use datafusion::logical_expr::expr::{AggregateFunction, ScalarFunction};
+use datafusion::logical_expr::simplify::SimplifyContext;
+use datafusion::logical_expr::utils::{conjunction, split_conjunction};
+use datafusion::logical_expr::{
+    Aggregate, BinaryExpr, Cast, Expr, LogicalPlan, LogicalPlanBuilder, Operator, TableScan, lit,
+};
+use datafusion::optimizer::simplify_expressions::ExprSimplifier;
+use datafusion::optimizer::{ApplyOrder, OptimizerConfig, OptimizerRule};
+use weir_storage::config::{AggFn, RollupConfig};
+use weir_storage::hot::{Relation, RelationKind, SharedHotSource};
+
+use crate::catalog::MakeTable;
+
+/// The optimizer rule; one per query (it records which rollups answered).
+pub struct RollupRouting {
+    hot: SharedHotSource,
+    make: MakeTable,
+    routed: Arc<Mutex<Vec<String>>>,
+}
+
+impl fmt::Debug for RollupRouting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RollupRouting").finish_non_exhaustive()
+    }
+}
+
+impl RollupRouting {
+    /// A rule over `hot`'s relations, scanning a chosen rollup as `make` serves it.
+    pub fn new(hot: SharedHotSource, make: MakeTable) -> Self {
+        RollupRouting { hot, make, routed: Arc::default() }
+    }
+
+    /// The rollup relations queries were routed to so far.
+    pub fn routed(&self) -> Vec<String> {
+        self.routed.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn route(&self, agg: &Aggregate, config: &dyn OptimizerConfig) -> DfResult<Option<(LogicalPlan, String)>> {
+        let Some((predicate, scan)) = peel(&agg.input) else { return Ok(None) };
+        let relations = self.hot.relations();
+        let Some(raw) = relations.iter().find(|r| r.kind == RelationKind::Raw && r.name == scan.table_name.table())
+        else {
+            return Ok(None);
+        };
+        let Some(time) = raw.time_column.as_deref() else { return Ok(None) };
+        let predicate = match predicate {
+            Some(p) => {
+                let info = SimplifyContext::builder()
+                    .with_schema(Arc::clone(agg.input.schema()))
+                    .with_config_options(config.options())
+                    .with_query_execution_start_time(config.query_execution_start_time())
+                    .build();
+                Some(ExprSimplifier::new(info).simplify(p.clone())?)
+            }
+            None => None,
+        };
+        let mut best: Option<(&Relation, &RollupConfig)> = None;
+        for r in &relations {
+            let RelationKind::Rollup { spec: Some(spec), .. } = &r.kind else { continue };
+            // A spec from another process is not trusted to be valid.
+            if r.table != raw.table || spec.granularity_ms <= 0 {
+                continue;
+            }
+            let ctx = Ctx { raw, time, spec, rollup: TableReference::bare(r.name.as_str()) };
+            if ctx.rewrite(agg, predicate.as_ref()).is_none() {
+                continue;
+            }
+            let better = best.is_none_or(|(_, b)| {
+                (spec.granularity_ms, std::cmp::Reverse(spec.dimensions.len()))
+                    > (b.granularity_ms, std::cmp::Reverse(b.dimensions.len()))
+            });
+            if better {
+                best = Some((r, spec));
+            }
+        }
+        let Some((relation, spec)) = best else { return Ok(None) };
+        let ctx = Ctx { raw, time, spec, rollup: TableReference::bare(relation.name.as_str()) };
+        let Some(parts) = ctx.rewrite(agg, predicate.as_ref()) else { return Ok(None) };
+        let source = provider_as_source((self.make)(Arc::clone(&self.hot), relation.clone()));
+        let mut builder = LogicalPlanBuilder::scan(ctx.rollup.clone(), source, None)?;
+        if let Some(filter) = conjunction(parts.filters) {
+            builder = builder.filter(filter)?;
+        }
+        let plan = builder.aggregate(parts.groups, parts.aggregates)?.project(parts.outputs)?.build()?;
+        Ok(Some((plan, relation.name.clone())))
+    }
+}
+
+impl OptimizerRule for RollupRouting {
+    fn name(&self) -> &str {
+        "weir_rollup_routing"
+    }
+
+    fn apply_order(&self) -> Option<ApplyOrder> {
+        Some(ApplyOrder::TopDown)
+    }
+
+    fn supports_rewrite(&self) -> bool {
+        true
+    }
+
+    fn rewrite(&self, plan: LogicalPlan, config: &dyn OptimizerConfig) -> DfResult<Transformed<LogicalPlan>> {
+        let LogicalPlan::Aggregate(agg) = &plan else { return Ok(Transformed::no(plan)) };
+        match self.route(agg, config)? {
+            Some((routed, rollup)) => {
+                self.routed.lock().unwrap_or_else(|p| p.into_inner()).push(rollup);
+                Ok(Transformed::yes(routed))
+            }
+            None => Ok(Transformed::no(plan)),
+        }
+    }
+}
+
+/// The filter and the scan below an aggregate, through an alias.
+fn peel(input: &LogicalPlan) -> Option<(Option<&Expr>, &TableScan)> {
+    let (predicate, below) = match input {
+        LogicalPlan::Filter(f) => (Some(&f.predicate), f.input.as_ref()),
+        other => (None, other),
+    };
+    let below = match below {
+        LogicalPlan::SubqueryAlias(a) => a.input.as_ref(),
+        other => other,
+    };
+    match below {
+        LogicalPlan::TableScan(scan) if scan.filters.is_empty() && scan.fetch.is_none() => Some((predicate, scan)),
+        _ => None,
+    }
+}
+
+/// One candidate rollup for one raw relation.
+struct Ctx<'a> {
+    raw: &'a Relation,
+    time: &'a str,
+    spec: &'a RollupConfig,
+    rollup: TableReference,
+}
+
+/// The rewritten query's pieces, over the rollup's columns.
+struct Parts {
+    filters: Vec<Expr>,
+    groups: Vec<Expr>,
+    aggregates: Vec<Expr>,
+    /// The original aggregate's output columns, by name, in order.
+    outputs: Vec<Expr>,
+}
+
+const NANOS_PER_MS: i128 = 1_000_000;
+
+impl Ctx<'_> {
+    fn rewrite(&self, agg: &Aggregate, predicate: Option<&Expr>) -> Option<Parts> {
+        let g = self.spec.granularity_ms;
+        let mut filters = Vec::new();
+        let (mut lo, mut hi): (Option<i64>, Option<i64>) = (None, None);
+        if let Some(p) = predicate {
+            for conjunct in split_conjunction(p) {
+                if conjunct.is_volatile() {
+                    return None;
+                }
+                match self.time_bound(conjunct) {
+                    Some(Bound::From(ms)) => lo = Some(lo.map_or(ms, |l| l.max(ms))),
+                    Some(Bound::Until(ms)) => hi = Some(hi.map_or(ms, |h| h.min(ms))),
+                    None => filters.push(self.over_rollup(conjunct)?),
+                }
+            }
+        }
+        for (bound, op) in [(lo, Operator::GtEq), (hi, Operator::Lt)] {
+            if let Some(ms) = bound {
+                if ms.rem_euclid(g) != 0 {
+                    return None;
+                }
+                let at = lit(ScalarValue::TimestampMillisecond(Some(ms), Some("UTC".into())));
+                let bucket = Expr::Column(Column::new(Some(self.rollup.clone()), "bucket"));
+                filters.push(Expr::BinaryExpr(BinaryExpr::new(Box::new(bucket), op, Box::new(at))));
+            }
+        }
+        if agg.group_expr.iter().any(|e| matches!(e, Expr::GroupingSet(_))) {
+            return None;
+        }
+        let mut groups = Vec::new();
+        let mut outputs = Vec::new();
+        let fields = agg.schema.iter().collect::<Vec<_>>();
+        for (i, e) in agg.group_expr.iter().enumerate() {
+            let name = format!("__weir_group_{i}");
+            groups.push(self.over_rollup(e)?.alias(&name));
+            let (q, f) = fields[i];
+            outputs
+                .push(cast(Expr::Column(Column::from_name(name)), f.data_type()).alias_qualified(q.cloned(), f.name()));
+        }
+        let mut aggregates = Vec::new();
+        for (j, e) in agg.aggr_expr.iter().enumerate() {
+            let (q, f) = fields[agg.group_expr.len() + j];
+            let out = self.aggregate(e, j, &mut aggregates)?;
+            outputs.push(cast(out, f.data_type()).alias_qualified(q.cloned(), f.name()));
+        }
+        Some(Parts { filters, groups, aggregates, outputs })
+    }
+
+    /// `col op constant` on the time column, as a bound in milliseconds.
+    fn time_bound(&self, e: &Expr) -> Option<Bound> {
+        let Expr::BinaryExpr(BinaryExpr { left, op, right }) = e else { return None };
+        let (op, value) = if self.is_time(left) {
+            (*op, right.as_ref())
+        } else if self.is_time(right) {
+            (op.swap()?, left.as_ref())
+        } else {
+            return None;
+        };
+        let Expr::Literal(v, _) = value else { return None };
+        let ns = timestamp_nanos(v)?;
+        let ceil = |ns: i128| ns.div_euclid(NANOS_PER_MS) + i128::from(ns.rem_euclid(NANOS_PER_MS) != 0);
+        let floor = |ns: i128| ns.div_euclid(NANOS_PER_MS);
+        let bound = match op {
+            Operator::GtEq => Bound::From(i64::try_from(ceil(ns)).ok()?),
+            Operator::Gt => Bound::From(i64::try_from(floor(ns) + 1).ok()?),
+            Operator::Lt => Bound::Until(i64::try_from(ceil(ns)).ok()?),
+            Operator::LtEq => Bound::Until(i64::try_from(floor(ns) + 1).ok()?),
+            _ => return None,
+        };
+        Some(bound)
+    }
+
+    /// The time column itself (milliseconds), or cast to a timestamp type that
+    /// keeps them.
+    fn is_time(&self, e: &Expr) -> bool {
+        match e {
+            Expr::Column(c) => c.name == self.time,
+            // A cast to a coarser unit truncates: `CAST(ts AS seconds) > x` is no
+            // bound on `ts` at `x`.
+            Expr::Cast(Cast { expr, field }) if matches!(field.data_type(), DataType::Timestamp(u, _) if *u != TimeUnit::Second) => {
+                self.is_time(expr)
+            }
+            _ => false,
+        }
+    }
+
+    /// `e` over the rollup's columns, if it reads only dimensions and the time
+    /// column inside aligned `date_bin`/`date_trunc` calls.
+    fn over_rollup(&self, e: &Expr) -> Option<Expr> {
+        let mut ok = true;
+        let rewritten = e
+            .clone()
+            .transform_down(|node| {
+                match &node {
+                    Expr::ScalarFunction(f) if self.aligned_time_function(f) => {
+                        let args = f
+                            .args
+                            .iter()
+                            .map(|a| if self.is_time(a) { self.to_bucket(a) } else { a.clone() })
+                            .collect();
+                        let call = Expr::ScalarFunction(ScalarFunction::new_udf(Arc::clone(&f.func), args));
+                        return Ok(Transformed::new(call, true, TreeNodeRecursion::Jump));
+                    }
+                    Expr::Column(c) if self.spec.dimensions.contains(&c.name) => {
+                        let col = Expr::Column(Column::new(Some(self.rollup.clone()), c.name.clone()));
+                        return Ok(Transformed::new(col, true, TreeNodeRecursion::Jump));
+                    }
+                    Expr::Column(_) | Expr::OuterReferenceColumn(..) | Expr::ScalarSubquery(_) => ok = false,
+                    Expr::Exists(_) | Expr::InSubquery(_) | Expr::AggregateFunction(_) | Expr::WindowFunction(_) => {
+                        ok = false
+                    }
+                    _ => {}
+                }
+                Ok(Transformed::no(node))
+            })
+            .ok()?;
+        ok.then_some(rewritten.data)
+    }
+
+    fn to_bucket(&self, e: &Expr) -> Expr {
+        match e {
+            Expr::Cast(Cast { expr, field }) => {
+                Expr::Cast(Cast { expr: Box::new(self.to_bucket(expr)), field: Arc::clone(field) })
+            }
+            _ => Expr::Column(Column::new(Some(self.rollup.clone()), "bucket")),
+        }
+    }
+
+    /// `date_bin(stride, ts[, origin])` or `date_trunc(unit, ts)` whose groups are
+    /// unions of whole buckets.
+    fn aligned_time_function(&self, f: &ScalarFunction) -> bool {
+        let g = i128::from(self.spec.granularity_ms) * NANOS_PER_MS;
+        let utc = self.raw.schema.field_with_name(self.time).is_ok_and(|f| {
+            matches!(f.data_type(), DataType::Timestamp(_, tz) if tz.as_deref().is_none_or(|z| z == "UTC" || z == "+00:00"))
+        });
+        match (f.func.name(), f.args.as_slice()) {
+            ("date_bin", [stride, source, rest @ ..]) if self.is_time(source) && rest.len() <= 1 => {
+                let Some(stride) = interval_nanos(stride) else { return false };
+                let origin = match rest {
+                    [] => Some(0),
+                    [Expr::Literal(v, _)] => timestamp_nanos(v),
+                    _ => None,
+                };
+                stride > 0 && stride % g == 0 && origin.is_some_and(|o| o.rem_euclid(g) == 0)
+            }
+            ("date_trunc", [Expr::Literal(unit, _), Expr::Column(c)]) if c.name == self.time && utc => {
+                let unit = match unit {
+                    ScalarValue::Utf8(Some(u)) | ScalarValue::LargeUtf8(Some(u)) | ScalarValue::Utf8View(Some(u)) => {
+                        u.to_ascii_lowercase()
+                    }
+                    _ => return false,
+                };
+                let ms: i128 = match unit.as_str() {
+                    "second" => 1_000,
+                    "minute" => 60_000,
+                    "hour" => 3_600_000,
+                    "day" | "week" | "month" | "quarter" | "year" => 86_400_000,
+                    _ => return false,
+                };
+                (ms * NANOS_PER_MS) % g == 0
+            }
+            _ => false,
+        }
+    }
+
+    /// The rollup column holding `func` of `field`.
+    fn column_of(&self, wanted: impl Fn(&AggFn) -> bool) -> Option<Expr> {
+        let a = self.spec.aggregations.iter().find(|a| wanted(&a.func))?;
+        Some(Expr::Column(Column::new(Some(self.rollup.clone()), a.name.clone())))
+    }
+
+    fn never_null(&self, field: &str) -> bool {
+        self.raw.schema.field_with_name(field).is_ok_and(|f| !f.is_nullable())
+    }
+
+    /// Adds the rollup aggregates `e` needs to `out`; returns `e`'s value over them.
+    fn aggregate(&self, e: &Expr, j: usize, out: &mut Vec<Expr>) -> Option<Expr> {
+        let e = match e {
+            Expr::Alias(a) => a.expr.as_ref(),
+            other => other,
+        };
+        let Expr::AggregateFunction(AggregateFunction { func, params }) = e else { return None };
+        if params.distinct || params.filter.is_some() || !params.order_by.is_empty() {
+            return None;
+        }
+        let column = |a: &Expr| match a {
+            Expr::Column(c) => Some(c.name.clone()),
+            _ => None,
+        };
+        let mut add = |name: &str, arg: Expr| -> Option<Expr> {
+            let f = match name {
+                "sum" => datafusion::functions_aggregate::sum::sum(arg),
+                "min" => datafusion::functions_aggregate::min_max::min(arg),
+                "max" => datafusion::functions_aggregate::min_max::max(arg),
+                _ => return None,
+            };
+            let alias = format!("__weir_agg_{j}_{}", out.len());
+            out.push(f.alias(&alias));
+            Some(Expr::Column(Column::from_name(alias)))
+        };
+        let count = self.column_of(|f| matches!(f, AggFn::Count));
+        match (func.name(), params.args.as_slice()) {
+            ("count", [arg]) => {
+                let all = match arg {
+                    Expr::Literal(v, _) => !v.is_null(),
+                    Expr::Column(c) => self.never_null(&c.name) || c.name == self.time,
+                    _ => false,
+                };
+                if !all {
+                    return None;
+                }
+                let sum = add("sum", count?)?;
+                Some(datafusion::functions::expr_fn::coalesce(vec![sum, lit(0i64)]))
+            }
+            (name @ ("sum" | "min" | "max"), [arg]) => {
+                let field = column(arg)?;
+                if name != "sum" && self.spec.dimensions.contains(&field) {
+                    return add(name, Expr::Column(Column::new(Some(self.rollup.clone()), field)));
+                }
+                let kept = self.column_of(|f| match (name, f) {
+                    ("sum", AggFn::Sum { field: x })
+                    | ("min", AggFn::Min { field: x })
+                    | ("max", AggFn::Max { field: x }) => *x == field,
+                    _ => false,
+                })?;
+                add(name, kept)
+            }
+            ("avg", [arg]) => {
+                let field = column(arg)?;
+                if !self.never_null(&field) {
+                    return None;
+                }
+                let sum = self.column_of(|f| matches!(f, AggFn::Sum { field: x } if *x == field))?;
+                let sum = add("sum", sum)?;
+                let n = add("sum", count?)?;
+                Some(Expr::BinaryExpr(BinaryExpr::new(
+                    Box::new(cast(sum, &DataType::Float64)),
+                    Operator::Divide,
+                    Box::new(cast(n, &DataType::Float64)),
+                )))
+            }
+            _ => None,
+        }
+    }
+}
+
+enum Bound {
+    /// `ts >= ms`.
+    From(i64),
+    /// `ts < ms`.
+    Until(i64),
+}
+
+fn cast(e: Expr, to: &DataType) -> Expr {
+    Expr::Cast(Cast::new(Box::new(e), to.clone()))
+}
+
+/// A timestamp constant in nanoseconds since the epoch.
+fn timestamp_nanos(v: &ScalarValue) -> Option<i128> {
+    let (value, unit) = match v {
+        ScalarValue::TimestampSecond(Some(x), _) => (*x, TimeUnit::Second),
+        ScalarValue::TimestampMillisecond(Some(x), _) => (*x, TimeUnit::Millisecond),
+        ScalarValue::TimestampMicrosecond(Some(x), _) => (*x, TimeUnit::Microsecond),
+        ScalarValue::TimestampNanosecond(Some(x), _) => (*x, TimeUnit::Nanosecond),
+        _ => return None,
+    };
+    let per = match unit {
+        TimeUnit::Second => 1_000_000_000,
+        TimeUnit::Millisecond => 1_000_000,
+        TimeUnit::Microsecond => 1_000,
+        TimeUnit::Nanosecond => 1,
+    };
+    Some(i128::from(value) * per)
+}
+
+/// A fixed-length interval constant in nanoseconds (no months).
+fn interval_nanos(e: &Expr) -> Option<i128> {
+    let Expr::Literal(v, _) = e else { return None };
+    match v {
+        ScalarValue::IntervalMonthDayNano(Some(i)) if i.months == 0 => {
+            Some(i128::from(i.days) * 86_400 * 1_000_000_000 + i128::from(i.nanoseconds))
+        }
+        ScalarValue::IntervalDayTime(Some(i)) => {
+            Some(i128::from(i.days) * 86_400 * 1_000_000_000 + i128::from(i.milliseconds) * 1_000_000)
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests;
