@@ -11,24 +11,31 @@
 //!   multiples of the rollup's granularity, or `date_trunc(unit, ts)` with a unit
 //!   the granularity divides (a bucket then never straddles a group);
 //! - each filter conjunct uses only the rollup's dimensions, or bounds the time
-//!   column (`>=`, `>`, `<`, `<=` against a constant, `now()` folded first) so that
-//!   the range starts and ends on bucket boundaries;
+//!   column (`>=`, `>`, `<`, `<=` against a constant, `now()` folded first);
 //! - each aggregate decomposes: `count(*)` (and `count(c)` of a column that is
 //!   never null) becomes the sum of the rollup's count, `sum`, `min` and `max` of a
 //!   metric the rollup keeps those of, `min`/`max` of a dimension, `avg` of a
 //!   never-null metric as the sum over the count.
 //!
+//! A range whose ends cut a bucket is split: its whole buckets from the rollup,
+//! the rows of the cut buckets inside the range from the raw rows, both
+//! aggregated into the same partial aggregates, united and merged
+//! (`Aggregate <- Union(rollup part, raw edges)`). A range inside one bucket is
+//! answered from the raw rows alone.
+//!
 //! A rollup holds exactly the raw rows' events (both are filled by the same
 //! `apply`, sealed in the same segment and expired with it), so the rewritten
 //! query is the same query. Anything else falls back to the raw scan. Among
-//! several rollups that can answer, the coarsest (then the one with the fewest
-//! dimensions) is taken, as a proxy for the fewest rows. Float sums and averages
-//! may differ from the raw scan's in the last bits: the rollup's per-bucket sums
-//! are exactly rounded, the raw scan's are summed in arrival order.
+//! several rollups that can answer, one that needs no raw edges is preferred,
+//! the coarsest (then the one with the fewest dimensions, as a proxy for the
+//! fewest rows); when all need edges, the finest, whose edges are the narrowest.
+//! Float sums and averages may differ from the raw scan's in the last bits: the
+//! rollup's per-bucket sums are exactly rounded, the raw scan's are summed in
+//! arrival order.
 //!
 //! Not routed yet (docs/ARCHITECTURE.md, "Not built yet"): `approx_distinct`
-//! (DataFusion's own sketch hashes differently from the rollup's), filters that
-//! cut a bucket (no split into rollup part and raw edges), `count(DISTINCT ..)`.
+//! (DataFusion's own sketch hashes differently from the rollup's), `FILTER`,
+//! `count(DISTINCT ..)` of anything but a dimension.
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -93,7 +100,9 @@ impl RollupRouting {
             }
             None => None,
         };
-        let mut best: Option<(&Relation, &RollupConfig)> = None;
+        // The best candidate: one that needs no raw edges, the coarsest; else
+        // the finest (the narrowest edges); then the fewest dimensions.
+        let mut best: Option<(&Relation, Parts, Preference)> = None;
         for r in &relations {
             let RelationKind::Rollup { spec: Some(spec), .. } = &r.kind else { continue };
             // A spec from another process is not trusted to be valid.
@@ -101,28 +110,97 @@ impl RollupRouting {
                 continue;
             }
             let ctx = Ctx { raw, time, spec, rollup: TableReference::bare(r.name.as_str()) };
-            if ctx.rewrite(agg, predicate.as_ref()).is_none() {
-                continue;
-            }
-            let better = best.is_none_or(|(_, b)| {
-                (spec.granularity_ms, std::cmp::Reverse(spec.dimensions.len()))
-                    > (b.granularity_ms, std::cmp::Reverse(b.dimensions.len()))
-            });
-            if better {
-                best = Some((r, spec));
+            let Some(parts) = ctx.rewrite(agg, predicate.as_ref()) else { continue };
+            let g = spec.granularity_ms;
+            let key = match parts.edges {
+                None => (true, g, std::cmp::Reverse(spec.dimensions.len())),
+                Some(_) => (false, -g, std::cmp::Reverse(spec.dimensions.len())),
+            };
+            if best.as_ref().is_none_or(|(_, _, k)| key > *k) {
+                best = Some((r, parts, key));
             }
         }
-        let Some((relation, spec)) = best else { return Ok(None) };
-        let ctx = Ctx { raw, time, spec, rollup: TableReference::bare(relation.name.as_str()) };
-        let Some(parts) = ctx.rewrite(agg, predicate.as_ref()) else { return Ok(None) };
+        let Some((relation, parts, _)) = best else { return Ok(None) };
         let source = provider_as_source((self.make)(Arc::clone(&self.hot), relation.clone()));
-        let mut builder = LogicalPlanBuilder::scan(ctx.rollup.clone(), source, None)?;
+        let rollup = TableReference::bare(relation.name.as_str());
+        let mut builder = LogicalPlanBuilder::scan(rollup, source, None)?;
         if let Some(filter) = conjunction(parts.filters) {
             builder = builder.filter(filter)?;
         }
-        let plan = builder.aggregate(parts.groups, parts.aggregates)?.project(parts.outputs)?.build()?;
+        let partials = parts.partials.iter().map(|p| p.rollup.clone());
+        let builder = builder.aggregate(parts.groups, partials)?;
+        let builder = match &parts.edges {
+            None => builder,
+            Some(edges) => {
+                let Some(raw_side) = raw_edges(agg, time, edges, &parts.partials, builder.schema())? else {
+                    return Ok(None);
+                };
+                let merged = builder.union(raw_side)?;
+                let groups = (0..agg.group_expr.len()).map(|i| Expr::Column(Column::from_name(group_name(i))));
+                let merges = parts.partials.iter().map(|p| {
+                    let column = Expr::Column(Column::from_name(p.alias.as_str()));
+                    aggregate_fn(p.merge, column).map(|f| f.alias(&p.alias))
+                });
+                let Some(merges) = merges.collect::<Option<Vec<_>>>() else { return Ok(None) };
+                merged.aggregate(groups, merges)?
+            }
+        };
+        let plan = builder.project(parts.outputs)?.build()?;
         Ok(Some((plan, relation.name.clone())))
     }
+}
+
+/// How much a candidate is preferred: no raw edges first, then the granularity
+/// (coarser without edges, finer with them), then fewer dimensions.
+type Preference = (bool, i64, std::cmp::Reverse<usize>);
+
+/// The raw side of a split: the query's own input and groups, over the rows of
+/// the partial buckets at the range's ends, aggregated into the same partials
+/// and cast to the rollup side's types (`like`).
+fn raw_edges(
+    agg: &Aggregate,
+    time: &str,
+    edges: &Edges,
+    partials: &[Partial],
+    like: &datafusion::common::DFSchemaRef,
+) -> DfResult<Option<LogicalPlan>> {
+    let Ok((qualifier, field)) = agg.input.schema().qualified_field_with_unqualified_name(time) else {
+        return Ok(None);
+    };
+    let DataType::Timestamp(TimeUnit::Millisecond, tz) = field.data_type() else { return Ok(None) };
+    let ts = || Expr::Column(Column::new(qualifier.cloned(), time));
+    let at = |ms: i64| lit(ScalarValue::TimestampMillisecond(Some(ms), tz.clone()));
+    let mut sides = Vec::new();
+    if let Some(ms) = edges.below {
+        sides.push(ts().lt(at(ms)));
+    }
+    if let Some(ms) = edges.from {
+        sides.push(ts().gt_eq(at(ms)));
+    }
+    let Some(edge) = sides.into_iter().reduce(Expr::or) else { return Ok(None) };
+    let groups = agg.group_expr.iter().enumerate().map(|(i, e)| e.clone().unalias().alias(group_name(i)));
+    let partial = partials.iter().map(|p| p.raw.clone().alias(&p.alias));
+    let plan = LogicalPlanBuilder::from(agg.input.as_ref().clone()).filter(edge)?.aggregate(groups, partial)?;
+    let casts = like
+        .iter()
+        .map(|(_, f)| cast(Expr::Column(Column::from_name(f.name())), f.data_type()).alias(f.name()))
+        .collect::<Vec<_>>();
+    Ok(Some(plan.project(casts)?.build()?))
+}
+
+fn group_name(i: usize) -> String {
+    format!("__weir_group_{i}")
+}
+
+/// `sum`, `min` or `max` of `arg`.
+fn aggregate_fn(name: &str, arg: Expr) -> Option<Expr> {
+    use datafusion::functions_aggregate::expr_fn;
+    Some(match name {
+        "sum" => expr_fn::sum(arg),
+        "min" => expr_fn::min(arg),
+        "max" => expr_fn::max(arg),
+        _ => return None,
+    })
 }
 
 impl OptimizerRule for RollupRouting {
@@ -178,9 +256,27 @@ struct Ctx<'a> {
 struct Parts {
     filters: Vec<Expr>,
     groups: Vec<Expr>,
-    aggregates: Vec<Expr>,
+    partials: Vec<Partial>,
     /// The original aggregate's output columns, by name, in order.
     outputs: Vec<Expr>,
+    /// The raw rows to add, when a time bound cuts a bucket.
+    edges: Option<Edges>,
+}
+
+/// One partial aggregate: over the rollup, over the raw edges, and how the two
+/// combine (`sum`, `min` or `max`, under the name `alias`).
+struct Partial {
+    alias: String,
+    merge: &'static str,
+    rollup: Expr,
+    raw: Expr,
+}
+
+/// The raw rows a split range adds to the rollup's whole buckets: those before
+/// `below` (the first whole bucket) and from `from` (the end of the last one).
+struct Edges {
+    below: Option<i64>,
+    from: Option<i64>,
 }
 
 const NANOS_PER_MS: i128 = 1_000_000;
@@ -202,11 +298,23 @@ impl Ctx<'_> {
                 }
             }
         }
-        for (bound, op) in [(lo, Operator::GtEq), (hi, Operator::Lt)] {
+        // The whole buckets inside the range; the rest, if any, from raw rows.
+        let lo_whole = match lo {
+            Some(l) if l.rem_euclid(g) != 0 => Some(l.checked_add(g - l.rem_euclid(g))?),
+            other => other,
+        };
+        let hi_whole = match hi {
+            Some(h) => Some(h.checked_sub(h.rem_euclid(g))?),
+            None => None,
+        };
+        let edges = (lo_whole != lo || hi_whole != hi)
+            .then(|| Edges { below: lo_whole.filter(|_| lo_whole != lo), from: hi_whole.filter(|_| hi_whole != hi) });
+        if edges.is_some() && matches!((lo_whole, hi_whole), (Some(l), Some(h)) if l >= h) {
+            // Not one whole bucket: the raw rows answer alone.
+            return None;
+        }
+        for (bound, op) in [(lo_whole, Operator::GtEq), (hi_whole, Operator::Lt)] {
             if let Some(ms) = bound {
-                if ms.rem_euclid(g) != 0 {
-                    return None;
-                }
                 let at = lit(ScalarValue::TimestampMillisecond(Some(ms), Some("UTC".into())));
                 let bucket = Expr::Column(Column::new(Some(self.rollup.clone()), "bucket"));
                 filters.push(Expr::BinaryExpr(BinaryExpr::new(Box::new(bucket), op, Box::new(at))));
@@ -219,19 +327,19 @@ impl Ctx<'_> {
         let mut outputs = Vec::new();
         let fields = agg.schema.iter().collect::<Vec<_>>();
         for (i, e) in agg.group_expr.iter().enumerate() {
-            let name = format!("__weir_group_{i}");
+            let name = group_name(i);
             groups.push(self.over_rollup(e)?.alias(&name));
             let (q, f) = fields[i];
             outputs
                 .push(cast(Expr::Column(Column::from_name(name)), f.data_type()).alias_qualified(q.cloned(), f.name()));
         }
-        let mut aggregates = Vec::new();
+        let mut partials = Vec::new();
         for (j, e) in agg.aggr_expr.iter().enumerate() {
             let (q, f) = fields[agg.group_expr.len() + j];
-            let out = self.aggregate(e, j, &mut aggregates)?;
+            let out = self.aggregate(e, j, &mut partials)?;
             outputs.push(cast(out, f.data_type()).alias_qualified(q.cloned(), f.name()));
         }
-        Some(Parts { filters, groups, aggregates, outputs })
+        Some(Parts { filters, groups, partials, outputs, edges })
     }
 
     /// `col op constant` on the time column, as a bound in milliseconds.
@@ -361,8 +469,9 @@ impl Ctx<'_> {
         self.raw.schema.field_with_name(field).is_ok_and(|f| !f.is_nullable())
     }
 
-    /// Adds the rollup aggregates `e` needs to `out`; returns `e`'s value over them.
-    fn aggregate(&self, e: &Expr, j: usize, out: &mut Vec<Expr>) -> Option<Expr> {
+    /// Adds the partial aggregates `e` needs to `out`; returns `e`'s value over
+    /// them.
+    fn aggregate(&self, e: &Expr, j: usize, out: &mut Vec<Partial>) -> Option<Expr> {
         let e = match e {
             Expr::Alias(a) => a.expr.as_ref(),
             other => other,
@@ -375,18 +484,19 @@ impl Ctx<'_> {
             Expr::Column(c) => Some(c.name.clone()),
             _ => None,
         };
-        let mut add = |name: &str, arg: Expr| -> Option<Expr> {
-            let f = match name {
-                "sum" => datafusion::functions_aggregate::sum::sum(arg),
-                "min" => datafusion::functions_aggregate::min_max::min(arg),
-                "max" => datafusion::functions_aggregate::min_max::max(arg),
-                _ => return None,
-            };
+        // `name` of `over` on the rollup, `raw` on the raw edges.
+        let mut add = |name: &'static str, over: Expr, raw: Expr| -> Option<Expr> {
             let alias = format!("__weir_agg_{j}_{}", out.len());
-            out.push(f.alias(&alias));
+            out.push(Partial {
+                rollup: aggregate_fn(name, over)?.alias(&alias),
+                alias: alias.clone(),
+                merge: name,
+                raw,
+            });
             Some(Expr::Column(Column::from_name(alias)))
         };
         let count = self.column_of(|f| matches!(f, AggFn::Count));
+        let raw_count = || datafusion::functions_aggregate::expr_fn::count(lit(1i64));
         match (func.name(), params.args.as_slice()) {
             ("count", [arg]) => {
                 let all = match arg {
@@ -397,13 +507,19 @@ impl Ctx<'_> {
                 if !all {
                     return None;
                 }
-                let sum = add("sum", count?)?;
+                let sum = add("sum", count?, raw_count())?;
                 Some(datafusion::functions::expr_fn::coalesce(vec![sum, lit(0i64)]))
             }
             (name @ ("sum" | "min" | "max"), [arg]) => {
                 let field = column(arg)?;
+                let name: &'static str = match name {
+                    "sum" => "sum",
+                    "min" => "min",
+                    _ => "max",
+                };
+                let raw = aggregate_fn(name, arg.clone())?;
                 if name != "sum" && self.spec.dimensions.contains(&field) {
-                    return add(name, Expr::Column(Column::new(Some(self.rollup.clone()), field)));
+                    return add(name, Expr::Column(Column::new(Some(self.rollup.clone()), field)), raw);
                 }
                 let kept = self.column_of(|f| match (name, f) {
                     ("sum", AggFn::Sum { field: x })
@@ -411,7 +527,7 @@ impl Ctx<'_> {
                     | ("max", AggFn::Max { field: x }) => *x == field,
                     _ => false,
                 })?;
-                add(name, kept)
+                add(name, kept, raw)
             }
             ("avg", [arg]) => {
                 let field = column(arg)?;
@@ -419,8 +535,8 @@ impl Ctx<'_> {
                     return None;
                 }
                 let sum = self.column_of(|f| matches!(f, AggFn::Sum { field: x } if *x == field))?;
-                let sum = add("sum", sum)?;
-                let n = add("sum", count?)?;
+                let sum = add("sum", sum, aggregate_fn("sum", arg.clone())?)?;
+                let n = add("sum", count?, raw_count())?;
                 Some(Expr::BinaryExpr(BinaryExpr::new(
                     Box::new(cast(sum, &DataType::Float64)),
                     Operator::Divide,

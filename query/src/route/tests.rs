@@ -86,6 +86,14 @@ async fn exact_aggregates_are_answered_from_the_rollup() {
         // Nothing in range: the rollup's empty answer is the raw scan's.
         "SELECT count(*) AS n, sum(amount) AS s FROM events WHERE ts >= '2027-01-01T00:00:00Z'",
         "SELECT max(country) AS c FROM events",
+        // Bounds that cut a bucket: whole buckets from the rollup, the rest from
+        // raw rows.
+        "SELECT count(*) AS n FROM events WHERE ts >= '2026-01-01T10:00:30Z'",
+        "SELECT count(*) AS n, max(amount) AS hi FROM events WHERE ts <= '2026-01-01T10:01:00Z'",
+        "SELECT country, count(*) AS n, sum(amount) AS s, min(amount) AS lo FROM events \
+         WHERE ts > '2026-01-01T09:59:30Z' AND ts < '2026-01-01T10:01:30Z' GROUP BY 1 ORDER BY 1",
+        "SELECT date_bin(INTERVAL '1 minute', ts) AS m, count(*) AS n, min(country) AS c FROM events \
+         WHERE ts >= '2026-01-01T10:00:40Z' AND ts < '2026-01-01T10:02:30Z' AND country = 'de' GROUP BY 1 ORDER BY 1",
         // Rewritten to a grouping by the dimension first, which the rollup has.
         "SELECT count(DISTINCT country) AS n FROM events",
         "SELECT DISTINCT country FROM events ORDER BY 1",
@@ -100,9 +108,8 @@ async fn exact_aggregates_are_answered_from_the_rollup() {
 async fn inexact_queries_scan_the_raw_rows() {
     let service = routed_fixture();
     for sql in [
-        // A bound that cuts a bucket.
-        "SELECT count(*) AS n FROM events WHERE ts >= '2026-01-01T10:00:30Z'",
-        "SELECT count(*) AS n FROM events WHERE ts <= '2026-01-01T10:01:00Z'",
+        // A range inside one bucket.
+        "SELECT count(*) AS n FROM events WHERE ts >= '2026-01-01T10:00:10Z' AND ts < '2026-01-01T10:00:50Z'",
         // A column the rollup does not keep, in a filter, a group or an aggregate.
         "SELECT count(*) AS n FROM events WHERE user_id = 'u1'",
         "SELECT count(DISTINCT user_id) AS n FROM events",
@@ -134,10 +141,28 @@ async fn explain_names_the_rollup_that_answers() {
 }
 
 #[tokio::test]
-async fn a_relative_range_folds_now_first() {
-    // `now()` is folded to the query's start, so whole-minute bounds computed
-    // from it are seen as constants on bucket boundaries.
+async fn a_split_range_reads_whole_buckets_from_the_rollup_and_its_edges_from_raw_rows() {
     let service = routed_fixture();
+    let sql = "SELECT country, count(*) AS n FROM events WHERE ts >= '2026-01-01T10:00:30Z' GROUP BY 1 ORDER BY 1";
+    let (on, rollups, off) = both(&service, sql).await;
+    assert_eq!(rollups, ["events_per_minute"]);
+    assert_eq!(on, off);
+    // de: 10:00:40 and 10:01 (2 rows) + 10:01:40; the NULL country at 10:01:20.
+    assert_eq!(on, r#"[{"country":"de","n":3},{"country":null,"n":1}]"#);
+    let (plan, _, _) = both(&service, &format!("EXPLAIN {sql}")).await;
+    assert!(plan.contains("Union") && plan.contains("TableScan: events_per_minute"), "{plan}");
+    assert!(plan.contains("TableScan: events"), "the raw edges: {plan}");
+}
+
+#[tokio::test]
+async fn a_relative_range_folds_now_first() {
+    // `now()` is folded to the query's start: the natural "last hour" query is
+    // split, whole-minute bounds computed from it are not.
+    let service = routed_fixture();
+    let sql = "SELECT country, count(*) AS n FROM events WHERE ts > now() - INTERVAL '1 hour' GROUP BY 1";
+    let (on, rollups, off) = both(&service, sql).await;
+    assert_eq!(rollups, ["events_per_minute"], "{sql}");
+    assert_eq!((on.as_str(), off.as_str()), ("[]", "[]"), "the fixture's events are in 2026-01");
     let sql = "SELECT count(*) AS n FROM events WHERE ts >= date_trunc('minute', now()) - INTERVAL '1 hour'";
     let (on, rollups, off) = both(&service, sql).await;
     assert_eq!(rollups, ["events_per_minute"], "{sql}");
