@@ -132,10 +132,13 @@ impl RollupRouting {
         let builder = match &parts.edges {
             None => builder,
             Some(edges) => {
-                let Some(raw_side) = raw_edges(agg, time, edges, &parts.partials, builder.schema())? else {
+                let Some(raw_sides) = raw_edges(agg, time, edges, &parts.partials, builder.schema())? else {
                     return Ok(None);
                 };
-                let merged = builder.union(raw_side)?;
+                let mut merged = builder;
+                for side in raw_sides {
+                    merged = merged.union(side)?;
+                }
                 let groups = (0..agg.group_expr.len()).map(|i| Expr::Column(Column::from_name(group_name(i))));
                 let merges = parts.partials.iter().map(|p| {
                     let column = Expr::Column(Column::from_name(p.alias.as_str()));
@@ -154,8 +157,9 @@ impl RollupRouting {
 /// (coarser without edges, finer with them), then fewer dimensions.
 type Preference = (bool, i64, std::cmp::Reverse<usize>);
 
-/// The raw side of a split: the query's own input and groups, over the rows of
-/// the partial buckets at the range's ends, aggregated into the same partials
+/// The raw sides of a split: the query's own input and groups, over the rows
+/// of each cut bucket at the range's ends (one plan per end, so that each reads
+/// a plain time range the scans prune by), aggregated into the same partials
 /// and cast to the rollup side's types (`like`).
 fn raw_edges(
     agg: &Aggregate,
@@ -163,7 +167,7 @@ fn raw_edges(
     edges: &Edges,
     partials: &[Partial],
     like: &datafusion::common::DFSchemaRef,
-) -> DfResult<Option<LogicalPlan>> {
+) -> DfResult<Option<Vec<LogicalPlan>>> {
     let Ok((qualifier, field)) = agg.input.schema().qualified_field_with_unqualified_name(time) else {
         return Ok(None);
     };
@@ -177,15 +181,18 @@ fn raw_edges(
     if let Some(ms) = edges.from {
         sides.push(ts().gt_eq(at(ms)));
     }
-    let Some(edge) = sides.into_iter().reduce(Expr::or) else { return Ok(None) };
-    let groups = agg.group_expr.iter().enumerate().map(|(i, e)| e.clone().unalias().alias(group_name(i)));
-    let partial = partials.iter().map(|p| p.raw.clone().alias(&p.alias));
-    let plan = LogicalPlanBuilder::from(agg.input.as_ref().clone()).filter(edge)?.aggregate(groups, partial)?;
     let casts = like
         .iter()
         .map(|(_, f)| cast(Expr::Column(Column::from_name(f.name())), f.data_type()).alias(f.name()))
         .collect::<Vec<_>>();
-    Ok(Some(plan.project(casts)?.build()?))
+    let mut plans = Vec::new();
+    for edge in sides {
+        let groups = agg.group_expr.iter().enumerate().map(|(i, e)| e.clone().unalias().alias(group_name(i)));
+        let partial = partials.iter().map(|p| p.raw.clone().alias(&p.alias));
+        let plan = LogicalPlanBuilder::from(agg.input.as_ref().clone()).filter(edge)?.aggregate(groups, partial)?;
+        plans.push(plan.project(casts.clone())?.build()?);
+    }
+    Ok((!plans.is_empty()).then_some(plans))
 }
 
 fn group_name(i: usize) -> String {
