@@ -56,6 +56,7 @@ use weir_storage::config::{AggFn, RollupConfig};
 use weir_storage::hot::{Relation, RelationKind, SharedHotSource};
 
 use crate::catalog::MakeTable;
+use crate::sketch::APPROX_DISTINCT_PRECISION;
 
 /// The optimizer rule; one per query (it records which rollups answered).
 pub struct RollupRouting {
@@ -188,7 +189,10 @@ fn raw_edges(
     let mut plans = Vec::new();
     for edge in sides {
         let groups = agg.group_expr.iter().enumerate().map(|(i, e)| e.clone().unalias().alias(group_name(i)));
-        let partial = partials.iter().map(|p| p.raw.clone().alias(&p.alias));
+        let Some(partial) = partials.iter().map(|p| Some(p.raw.clone()?.alias(&p.alias))).collect::<Option<Vec<_>>>()
+        else {
+            return Ok(None);
+        };
         let plan = LogicalPlanBuilder::from(agg.input.as_ref().clone()).filter(edge)?.aggregate(groups, partial)?;
         plans.push(plan.project(casts.clone())?.build()?);
     }
@@ -276,7 +280,9 @@ struct Partial {
     alias: String,
     merge: &'static str,
     rollup: Expr,
-    raw: Expr,
+    /// `None` when the raw rows cannot give a partial of this kind (an
+    /// estimate is no partial): then the query cannot be split.
+    raw: Option<Expr>,
 }
 
 /// The raw rows a split range adds to the rollup's whole buckets: those before
@@ -345,6 +351,9 @@ impl Ctx<'_> {
             let (q, f) = fields[agg.group_expr.len() + j];
             let out = self.aggregate(e, j, &mut partials)?;
             outputs.push(cast(out, f.data_type()).alias_qualified(q.cloned(), f.name()));
+        }
+        if edges.is_some() && partials.iter().any(|p| p.raw.is_none()) {
+            return None;
         }
         Some(Parts { filters, groups, partials, outputs, edges })
     }
@@ -494,12 +503,8 @@ impl Ctx<'_> {
         // `name` of `over` on the rollup, `raw` on the raw edges.
         let mut add = |name: &'static str, over: Expr, raw: Expr| -> Option<Expr> {
             let alias = format!("__weir_agg_{j}_{}", out.len());
-            out.push(Partial {
-                rollup: aggregate_fn(name, over)?.alias(&alias),
-                alias: alias.clone(),
-                merge: name,
-                raw,
-            });
+            let rollup = aggregate_fn(name, over)?.alias(&alias);
+            out.push(Partial { rollup, alias: alias.clone(), merge: name, raw: Some(raw) });
             Some(Expr::Column(Column::from_name(alias)))
         };
         let count = self.column_of(|f| matches!(f, AggFn::Count));
@@ -535,6 +540,18 @@ impl Ctx<'_> {
                     _ => false,
                 })?;
                 add(name, kept, raw)
+            }
+            ("approx_distinct", [arg]) => {
+                // Weir's `approx_distinct` sketches as a rollup's `hll` of the
+                // same precision does: the merged sketches are the same sketch.
+                let field = column(arg)?;
+                let sketch = self.column_of(|f| {
+                    matches!(f, AggFn::Hll { field: x, precision } if *x == field && *precision == APPROX_DISTINCT_PRECISION)
+                })?;
+                let alias = format!("__weir_agg_{j}_{}", out.len());
+                let rollup = crate::sketch::hll_distinct().call(vec![sketch]).alias(&alias);
+                out.push(Partial { rollup, alias: alias.clone(), merge: "", raw: None });
+                Some(Expr::Column(Column::from_name(alias)))
             }
             ("avg", [arg]) => {
                 let field = column(arg)?;

@@ -8,6 +8,13 @@
 //! - `hll_estimate(sketch BINARY) -> BIGINT`: scalar; the estimate of one sketch
 //!   (NULL for NULL).
 //!
+//! - `approx_distinct(x) -> BIGINT UNSIGNED`: aggregate, in place of DataFusion's;
+//!   the estimated distinct count of `x` by the same HyperLogLog++ sketch (precision
+//!   14) and the same value hashing as a rollup's `hll` of that field, so that
+//!   `approx_distinct(card_id)` over raw rows and `hll_distinct(cards)` over a
+//!   precision-14 rollup of `card_id` give the same estimate, and rollup routing
+//!   ([`crate::route`]) can answer one by the other.
+//!
 //! NULL sketches are ignored. Both aggregates keep one sketch as their state, so they
 //! run in partial/final mode across partitions: "distinct users per hour" is
 //! `SELECT date_trunc('hour', bucket), hll_distinct(users) ... GROUP BY 1` over a
@@ -33,13 +40,24 @@ pub fn scalar_functions() -> Vec<Arc<ScalarUDF>> {
     vec![Arc::new(ScalarUDF::from(HllEstimate::new()))]
 }
 
-/// The aggregate sketch functions, to register in a session.
+/// The aggregate sketch functions, to register in a session (after DataFusion's
+/// own: `approx_distinct` replaces its namesake).
 pub fn aggregate_functions() -> Vec<Arc<AggregateUDF>> {
     vec![
         Arc::new(AggregateUDF::from(HllAggregate::new(Output::Sketch))),
-        Arc::new(AggregateUDF::from(HllAggregate::new(Output::Estimate))),
+        hll_distinct(),
+        Arc::new(AggregateUDF::from(ApproxDistinct::new())),
     ]
 }
+
+/// `hll_distinct`, for plans built by hand.
+pub fn hll_distinct() -> Arc<AggregateUDF> {
+    Arc::new(AggregateUDF::from(HllAggregate::new(Output::Estimate)))
+}
+
+/// The precision of `approx_distinct`'s sketch: a rollup's `hll` of the same
+/// precision answers it exactly.
+pub const APPROX_DISTINCT_PRECISION: u8 = 14;
 
 fn sketch_signature() -> Signature {
     Signature::uniform(1, vec![DataType::Binary, DataType::LargeBinary, DataType::BinaryView], Volatility::Immutable)
@@ -183,6 +201,120 @@ impl Accumulator for HllAccumulator {
 
     fn size(&self) -> usize {
         std::mem::size_of_val(self) + self.sketch.as_ref().map_or(0, Sketch::heap_bytes)
+    }
+}
+
+/// `approx_distinct`: a sketch of the values' hashes as a rollup's `hll` makes
+/// it (`weir-ingest`'s `rollup.rs`): strings by their bytes, integers by their
+/// decimal text, floats by their bits, booleans as `true`/`false`; other types
+/// by their text (`CAST(x AS VARCHAR)`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct ApproxDistinct {
+    signature: Signature,
+}
+
+impl ApproxDistinct {
+    fn new() -> Self {
+        ApproxDistinct { signature: Signature::any(1, Volatility::Immutable) }
+    }
+}
+
+impl AggregateUDFImpl for ApproxDistinct {
+    fn name(&self) -> &str {
+        "approx_distinct"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::UInt64)
+    }
+
+    fn is_nullable(&self) -> bool {
+        false
+    }
+
+    fn accumulator(&self, _args: AccumulatorArgs) -> DfResult<Box<dyn Accumulator>> {
+        let sketch = Sketch::new(APPROX_DISTINCT_PRECISION).map_err(|e| DataFusionError::Internal(e.to_string()))?;
+        Ok(Box::new(ApproxDistinctAccumulator { sketch }))
+    }
+
+    fn state_fields(&self, args: StateFieldsArgs) -> DfResult<Vec<FieldRef>> {
+        Ok(vec![Arc::new(Field::new(format_state_name(args.name, "sketch"), DataType::Binary, true))])
+    }
+
+    fn order_sensitivity(&self) -> AggregateOrderSensitivity {
+        AggregateOrderSensitivity::Insensitive
+    }
+
+    fn default_value(&self, _data_type: &DataType) -> DfResult<ScalarValue> {
+        Ok(ScalarValue::UInt64(Some(0)))
+    }
+}
+
+#[derive(Debug)]
+struct ApproxDistinctAccumulator {
+    sketch: Sketch,
+}
+
+/// Inserts the hash of every non-null value of `array` as a rollup would.
+fn insert_values(sketch: &mut Sketch, array: &ArrayRef) -> DfResult<()> {
+    use datafusion::arrow::array::Float64Array;
+    use datafusion::arrow::compute::cast;
+    use weir_storage::sketch::hash_bytes;
+    match array.data_type() {
+        DataType::Null => {}
+        DataType::Utf8 => array.as_string::<i32>().iter().flatten().for_each(|v| sketch.insert_str(v)),
+        DataType::LargeUtf8 => array.as_string::<i64>().iter().flatten().for_each(|v| sketch.insert_str(v)),
+        DataType::Utf8View => array.as_string_view().iter().flatten().for_each(|v| sketch.insert_str(v)),
+        DataType::Boolean => array
+            .as_boolean()
+            .iter()
+            .flatten()
+            .for_each(|v| sketch.insert_hash(hash_bytes(if v { b"true" } else { b"false" }))),
+        DataType::Float16 | DataType::Float32 | DataType::Float64 => {
+            let floats = cast(array, &DataType::Float64)?;
+            let floats: &Float64Array = floats.as_primitive();
+            floats.iter().flatten().for_each(|v| sketch.insert_hash(hash_bytes(&v.to_bits().to_le_bytes())));
+        }
+        // Integers as decimal text, like the ingest side's int64; anything else
+        // by its text too.
+        _ => {
+            let text = cast(array, &DataType::Utf8)?;
+            text.as_string::<i32>().iter().flatten().for_each(|v| sketch.insert_str(v));
+        }
+    }
+    Ok(())
+}
+
+impl Accumulator for ApproxDistinctAccumulator {
+    fn update_batch(&mut self, values: &[ArrayRef]) -> DfResult<()> {
+        match values.first() {
+            Some(column) => insert_values(&mut self.sketch, column),
+            None => exec_err!("approx_distinct takes one argument"),
+        }
+    }
+
+    fn merge_batch(&mut self, states: &[ArrayRef]) -> DfResult<()> {
+        let Some(column) = states.first() else { return exec_err!("approx_distinct: no state") };
+        for_each_value("approx_distinct", column, |bytes| {
+            let incoming = decode("approx_distinct", bytes)?;
+            self.sketch.merge(&incoming).map_err(|e| DataFusionError::Execution(format!("approx_distinct: {e}")))
+        })
+    }
+
+    fn state(&mut self) -> DfResult<Vec<ScalarValue>> {
+        Ok(vec![ScalarValue::Binary(Some(self.sketch.to_bytes()))])
+    }
+
+    fn evaluate(&mut self) -> DfResult<ScalarValue> {
+        Ok(ScalarValue::UInt64(Some(self.sketch.estimate())))
+    }
+
+    fn size(&self) -> usize {
+        std::mem::size_of_val(self) + self.sketch.heap_bytes()
     }
 }
 

@@ -3,7 +3,8 @@
 //! hot data, sealed data and both merged, and the answers must be equal.
 //!
 //! Amounts are quarters and quantities integers, so every sum is exact in
-//! binary floating point in any order: equal means byte-equal JSON.
+//! binary floating point in any order, and `approx_distinct` sketches the values
+//! as the rollups' `hll` does: equal means byte-equal JSON.
 
 mod common;
 
@@ -47,7 +48,7 @@ aggregations = [
   { name = "amount_min", fn = "min", field = "amount" },
   { name = "amount_max", fn = "max", field = "amount" },
   { name = "qty_sum", fn = "sum", field = "qty" },
-  { name = "cards", fn = "hll", field = "card", precision = 12 },
+  { name = "cards", fn = "hll", field = "card", precision = 14 },
 ]
 
 [[tables.rollups]]
@@ -142,6 +143,8 @@ fn query(g: &mut Gen) -> String {
         "count(region)",
         "min(category)",
         "max(region)",
+        "approx_distinct(card)",
+        "approx_distinct(category)",
     ];
     while aggregates.is_empty() || (aggregates.len() < 4 && g.chance(50)) {
         let a = g.pick(&all);
@@ -191,16 +194,18 @@ fn answer(w: &Weir, sql: &str, route_rollups: bool) -> (Value, Option<String>) {
     (r.json(), r.header("weir-rollup").map(str::to_string))
 }
 
-/// Runs `n` generated queries both ways; returns how many were routed, by rollup.
-fn differential(w: &Weir, seed: u64, n: usize, phase: &str) -> (usize, usize) {
+/// Runs `n` generated queries both ways; returns how many were routed, by rollup,
+/// and how many of those had a distinct count.
+fn differential(w: &Weir, seed: u64, n: usize, phase: &str) -> (usize, usize, usize) {
     let mut g = Gen(seed);
-    let (mut minute, mut ten) = (0, 0);
+    let (mut minute, mut ten, mut distinct) = (0, 0, 0);
     for i in 0..n {
         let sql = query(&mut g);
         let (on, rollup) = answer(w, &sql, true);
         let (off, none) = answer(w, &sql, false);
         assert_eq!(none, None, "routing off still routed: {sql}");
         assert_eq!(on, off, "{phase}, query {i} of seed {seed}, routed to {rollup:?}: {sql}");
+        distinct += usize::from(rollup.is_some() && sql.contains("approx_distinct"));
         match rollup.as_deref() {
             Some("t_per_minute") => minute += 1,
             Some("t_per_10m") => ten += 1,
@@ -208,7 +213,7 @@ fn differential(w: &Weir, seed: u64, n: usize, phase: &str) -> (usize, usize) {
             None => {}
         }
     }
-    (minute, ten)
+    (minute, ten, distinct)
 }
 
 fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
@@ -246,8 +251,11 @@ fn generated_queries_answer_the_same_with_and_without_routing() {
 
     // Enough of each kind is routed for the comparison to mean something, and
     // the coarser rollup is taken when both can answer.
-    for (phase, (minute, ten)) in [("hot", hot), ("cold", cold), ("merged", merged)] {
-        eprintln!("{phase}: {minute} queries routed to t_per_minute, {ten} to t_per_10m, of {per_phase}");
+    for (phase, (minute, ten, distinct)) in [("hot", hot), ("cold", cold), ("merged", merged)] {
+        eprintln!(
+            "{phase}: {minute} queries routed to t_per_minute, {ten} to t_per_10m, of {per_phase}; {distinct} with approx_distinct"
+        );
+        assert!(distinct > 0, "{phase}: no distinct count was routed");
         assert!(minute + ten >= per_phase / 5, "{phase}: only {minute} + {ten} of {per_phase} routed");
         assert!(minute > 0 && ten > 0, "{phase}: {minute} to t_per_minute, {ten} to t_per_10m");
     }

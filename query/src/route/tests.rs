@@ -4,13 +4,13 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Float64Array, Int64Array, StringArray, TimestampMillisecondArray};
+use arrow::array::{BinaryArray, Float64Array, Int64Array, StringArray, TimestampMillisecondArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
 use weir_storage::config::{AggFn, Aggregation, RollupConfig};
 use weir_storage::hot::RelationKind;
 
-use crate::testing::{FakeHot, MINUTE, T0, events, limits, relation, service, timestamp_type};
+use crate::testing::{FakeHot, MINUTE, T0, events, limits, relation, service, sketch_of, timestamp_type};
 use crate::{Format, QueryOptions, QueryService};
 
 /// [`events`] and its per-minute rollup by country with count, sum, min and max
@@ -29,6 +29,7 @@ fn routed_fixture() -> QueryService {
             agg("amount_sum", AggFn::Sum { field: "amount".into() }),
             agg("amount_min", AggFn::Min { field: "amount".into() }),
             agg("amount_max", AggFn::Max { field: "amount".into() }),
+            agg("users", AggFn::Hll { field: "user_id".into(), precision: 14 }),
         ],
     };
     let schema = Arc::new(Schema::new(vec![
@@ -38,6 +39,7 @@ fn routed_fixture() -> QueryService {
         Field::new("amount_sum", DataType::Float64, true),
         Field::new("amount_min", DataType::Float64, true),
         Field::new("amount_max", DataType::Float64, true),
+        Field::new("users", DataType::Binary, true),
     ]));
     let batch = RecordBatch::try_new(
         Arc::clone(&schema),
@@ -48,6 +50,12 @@ fn routed_fixture() -> QueryService {
             Arc::new(Float64Array::from(vec![4.5, 2.0, 10.5, 5.0])),
             Arc::new(Float64Array::from(vec![1.5, 2.0, 4.0, 5.0])),
             Arc::new(Float64Array::from(vec![3.0, 2.0, 6.5, 5.0])),
+            Arc::new(BinaryArray::from(vec![
+                sketch_of(["u1"]).as_slice(),
+                sketch_of(["u2"]).as_slice(),
+                sketch_of(["u3", "u1"]).as_slice(),
+                sketch_of(["u2"]).as_slice(),
+            ])),
         ],
     )
     .unwrap();
@@ -94,6 +102,10 @@ async fn exact_aggregates_are_answered_from_the_rollup() {
          WHERE ts > '2026-01-01T09:59:30Z' AND ts < '2026-01-01T10:01:30Z' GROUP BY 1 ORDER BY 1",
         "SELECT date_bin(INTERVAL '1 minute', ts) AS m, count(*) AS n, min(country) AS c FROM events \
          WHERE ts >= '2026-01-01T10:00:40Z' AND ts < '2026-01-01T10:02:30Z' AND country = 'de' GROUP BY 1 ORDER BY 1",
+        // Distinct counts from the merged sketches: Weir's `approx_distinct` is
+        // the same sketch.
+        "SELECT country, approx_distinct(user_id) AS users, count(*) AS n FROM events GROUP BY 1 ORDER BY 1",
+        "SELECT approx_distinct(user_id) AS users FROM events WHERE ts >= '2026-01-01T10:01:00Z'",
         // Rewritten to a grouping by the dimension first, which the rollup has.
         "SELECT count(DISTINCT country) AS n FROM events",
         "SELECT DISTINCT country FROM events ORDER BY 1",
@@ -118,6 +130,11 @@ async fn inexact_queries_scan_the_raw_rows() {
         "SELECT date_bin(INTERVAL '30 seconds', ts) AS b, count(*) AS n FROM events GROUP BY 1 ORDER BY 1",
         "SELECT date_bin(INTERVAL '1 minute', ts, TIMESTAMP '2026-01-01 00:00:10') AS b, count(*) FROM events GROUP BY 1 ORDER BY 1",
         "SELECT ts, count(*) AS n FROM events GROUP BY 1 ORDER BY 1",
+        // A distinct count over a range that cuts a bucket: an estimate has no
+        // partial to add the raw edges to.
+        "SELECT approx_distinct(user_id) AS users FROM events WHERE ts >= '2026-01-01T10:00:30Z'",
+        // No sketch of that column.
+        "SELECT approx_distinct(country) AS c FROM events",
         // Aggregates that do not decompose, or need a column that may be null.
         "SELECT avg(amount) AS a FROM events",
         "SELECT count(amount) AS n FROM events",

@@ -164,3 +164,72 @@ async fn sketches_of_different_precision_do_not_merge() {
     let message = error(&ctx, "SELECT hll_distinct(users) FROM rollup").await;
     assert!(message.contains("hll_distinct: cannot merge sketches of precision"), "{message}");
 }
+
+#[tokio::test]
+async fn approx_distinct_estimates_as_a_rollup_sketch_of_the_same_values_does() {
+    use datafusion::arrow::array::{BooleanArray, Float64Array, StringArray, UInt64Array};
+    use datafusion::arrow::datatypes::Schema;
+    use weir_storage::sketch::hash_bytes;
+
+    // 20,000 rows, 7,919 distinct strings and integers, over four partitions, so
+    // that partial sketches are merged as the rollup's per-bucket ones are.
+    let n = 20_000i64;
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("s", DataType::Utf8, true),
+        Field::new("i", DataType::Int64, true),
+        Field::new("f", DataType::Float64, true),
+        Field::new("b", DataType::Boolean, true),
+    ]));
+    let value = |r: i64| (r * 31) % 7_919;
+    let batch = RecordBatch::try_new(
+        Arc::clone(&schema),
+        vec![
+            Arc::new(StringArray::from_iter((0..n).map(|r| (r % 13 != 0).then(|| format!("card-{}", value(r)))))),
+            Arc::new(Int64Array::from_iter((0..n).map(|r| Some(value(r) - 3_000)))),
+            Arc::new(Float64Array::from_iter((0..n).map(|r| Some(value(r) as f64 * 0.25)))),
+            Arc::new(BooleanArray::from_iter((0..n).map(|r| Some(r % 2 == 0)))),
+        ],
+    )
+    .unwrap();
+    let q = batch.num_rows() / 4;
+    let partitions = (0..4).map(|k| vec![batch.slice(k * q, q)]).collect();
+    let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(4));
+    for udaf in aggregate_functions() {
+        ctx.register_udaf(udaf.as_ref().clone());
+    }
+    ctx.register_table("t", Arc::new(MemTable::try_new(schema, partitions).unwrap())).unwrap();
+    let out =
+        rows(&ctx, "SELECT approx_distinct(s), approx_distinct(i), approx_distinct(f), approx_distinct(b) FROM t")
+            .await;
+    let got: Vec<u64> =
+        (0..4).map(|c| out[0].column(c).as_any().downcast_ref::<UInt64Array>().unwrap().value(0)).collect();
+
+    // The sketches a rollup builds of the same values, in one piece.
+    let mut want = Vec::new();
+    let sketch = || Sketch::new(APPROX_DISTINCT_PRECISION).unwrap();
+    let mut s = sketch();
+    (0..n).filter(|r| r % 13 != 0).for_each(|r| s.insert_str(&format!("card-{}", value(r))));
+    want.push(s.estimate());
+    let mut s = sketch();
+    (0..n).for_each(|r| s.insert_str(&(value(r) - 3_000).to_string()));
+    want.push(s.estimate());
+    let mut s = sketch();
+    (0..n).for_each(|r| s.insert_hash(hash_bytes(&(value(r) as f64 * 0.25).to_bits().to_le_bytes())));
+    want.push(s.estimate());
+    let mut s = sketch();
+    s.insert_hash(hash_bytes(b"true"));
+    s.insert_hash(hash_bytes(b"false"));
+    want.push(s.estimate());
+    assert_eq!(got, want);
+    // And it is an estimate of the 7,919 values.
+    assert!((7_800..8_050).contains(&got[1]), "{got:?}");
+    assert_eq!(
+        rows(&ctx, "SELECT approx_distinct(s) AS n FROM t WHERE s = 'none'").await[0]
+            .column(0)
+            .as_any()
+            .downcast_ref::<UInt64Array>()
+            .unwrap()
+            .value(0),
+        0
+    );
+}
