@@ -15,7 +15,7 @@
 //! - each aggregate decomposes: `count(*)` (and `count(c)` of a column that is
 //!   never null) becomes the sum of the rollup's count, `sum`, `min` and `max` of a
 //!   metric the rollup keeps those of, `min`/`max` of a dimension, `avg` of a
-//!   never-null metric as the sum over the count.
+//!   never-null metric as the sum over the count, `approx_distinct` (below).
 //!
 //! A range whose ends cut a bucket is split: its whole buckets from the rollup,
 //! the rows of the cut buckets inside the range from the raw rows, both
@@ -33,9 +33,12 @@
 //! rollup's per-bucket sums are exactly rounded, the raw scan's are summed in
 //! arrival order.
 //!
-//! Not routed yet (docs/ARCHITECTURE.md, "Not built yet"): `approx_distinct`
-//! (DataFusion's own sketch hashes differently from the rollup's), `FILTER`,
-//! `count(DISTINCT ..)` of anything but a dimension.
+//! `approx_distinct(c)` is answered by `hll_distinct` of a rollup's `hll` of `c`
+//! at the precision of Weir's `approx_distinct` ([`crate::sketch`]): the merged
+//! sketches are the sketch of the same values, so the estimate is the same. It
+//! has no partial to add raw edges to, so a split range reads raw rows.
+//!
+//! Not routed: `FILTER`, `count(DISTINCT ..)` of anything but a dimension.
 
 use std::fmt;
 use std::sync::{Arc, Mutex};

@@ -299,7 +299,19 @@ mod tests {
         let r = Relation {
             name: "t_per_minute".into(),
             table: "t".into(),
-            kind: RelationKind::Rollup { rollup: "per_minute".into(), spec: None },
+            kind: RelationKind::Rollup {
+                rollup: "per_minute".into(),
+                // What routing needs on a query process.
+                spec: Some(Arc::new(weir_storage::config::RollupConfig {
+                    name: "per_minute".into(),
+                    granularity_ms: 60_000,
+                    dimensions: vec!["country".into()],
+                    aggregations: vec![weir_storage::config::Aggregation {
+                        name: "events".into(),
+                        func: weir_storage::config::AggFn::Count,
+                    }],
+                })),
+            },
             schema: schema.clone(),
             time_column: Some("bucket".into()),
         };

@@ -73,6 +73,12 @@ fn a_query_process_answers_exactly_what_the_ingest_process_holds_in_memory_and_s
     let expected = totals(&ingest);
     assert_eq!(expected["raw_n"], rows_of(3_000));
     assert_eq!(totals(&q), expected);
+    // A raw-table aggregate is routed on the query process too (the rollups'
+    // specs come with the relations), with the raw scan's answer.
+    let sql = "SELECT category, count(*) AS n, sum(amount) AS s FROM t GROUP BY 1 ORDER BY 1";
+    let routed = q.sql_raw(sql, "json");
+    assert_eq!(routed.header("weir-rollup"), Some("t_per_minute"), "{}", routed.text());
+    assert_eq!(routed.json(), serde_json::Value::Array(ingest.sql(sql)));
     // The query process's plan reads memory (gathered) and Parquet (the store).
     let plan: Vec<String> =
         q.sql("EXPLAIN SELECT count(*) FROM t").iter().map(|r| r["plan"].as_str().unwrap_or("").to_string()).collect();

@@ -88,6 +88,10 @@ struct Args {
     /// Declare only the demo's per-minute rollup, not also a per-hour one.
     #[arg(long)]
     no_hour_rollup: bool,
+    /// The per-hour rollup's dimensions, comma-separated (default: the
+    /// per-minute rollup's).
+    #[arg(long)]
+    hour_dimensions: Option<String>,
     /// The Python interpreter that has the peers installed.
     #[arg(long, default_value = "python3")]
     python: String,
@@ -387,6 +391,13 @@ async fn main() -> anyhow::Result<()> {
         let mut hour = minute.ok_or_else(|| anyhow::anyhow!("the demo table has a per_minute rollup"))?;
         hour.name = "per_hour".into();
         hour.granularity_ms = HOUR_MS;
+        if let Some(dims) = &args.hour_dimensions {
+            hour.dimensions = dims.split(',').map(|d| d.trim().to_string()).filter(|d| !d.is_empty()).collect();
+            let known = table.dimensions.iter().map(|d| d.name.as_str()).collect::<Vec<_>>();
+            for d in &hour.dimensions {
+                anyhow::ensure!(known.contains(&d.as_str()), "--hour-dimensions: `{d}` is not a dimension");
+            }
+        }
         table.rollups.push(hour);
     }
     table.hot_budget_bytes = 16 << 30;
@@ -494,6 +505,9 @@ async fn main() -> anyhow::Result<()> {
     if args.no_hour_rollup {
         flags.push_str(" --no-hour-rollup");
     }
+    if let Some(dims) = &args.hour_dimensions {
+        flags.push_str(&format!(" --hour-dimensions {dims}"));
+    }
     println!("## Queries: seal throughput, dashboard latency hot / cold / merged, peers on raw Parquet\n");
     println!("machine: {}  ", machine());
     println!(
@@ -505,12 +519,12 @@ async fn main() -> anyhow::Result<()> {
         "| events | {} over {} h of event time; {} raw rows, {} late, {} dead-lettered |",
         args.events, args.hours, hot_status.counts.ingested, hot_status.counts.late, hot_status.counts.dead_lettered
     );
-    let groups: u64 = hot_status.rollup_groups.iter().map(|g| g.1).sum();
+    let groups: Vec<String> = hot_status.rollup_groups.iter().map(|g| format!("{} {}", g.1, g.0)).collect();
     println!(
-        "| hot-only (table A before its seal) | {} raw rows ({:.0} MB) + {} rollup rows ({:.0} MB) in memory |",
+        "| hot-only (table A before its seal) | {} raw rows ({:.0} MB) + rollup rows ({}; {:.0} MB) in memory |",
         hot_status.raw_rows,
         hot_status.raw_bytes as f64 / 1e6,
-        groups,
+        groups.join(", "),
         hot_status.rollup_bytes as f64 / 1e6
     );
     println!(
