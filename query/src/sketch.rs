@@ -33,7 +33,7 @@ use datafusion::logical_expr::{
     Accumulator, AggregateUDF, AggregateUDFImpl, ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl,
     Signature, Volatility,
 };
-use weir_storage::sketch::Sketch;
+use weir_storage::sketch::{Sketch, SketchUnion};
 
 /// The scalar sketch functions, to register in a session.
 pub fn scalar_functions() -> Vec<Arc<ScalarUDF>> {
@@ -121,7 +121,7 @@ impl AggregateUDFImpl for HllAggregate {
     }
 
     fn accumulator(&self, _args: AccumulatorArgs) -> DfResult<Box<dyn Accumulator>> {
-        Ok(Box::new(HllAccumulator { function: self.name_static(), output: self.output, sketch: None }))
+        Ok(Box::new(HllAccumulator { function: self.name_static(), output: self.output, union: SketchUnion::new() }))
     }
 
     fn state_fields(&self, args: StateFieldsArgs) -> DfResult<Vec<FieldRef>> {
@@ -149,27 +149,26 @@ impl HllAggregate {
     }
 }
 
-/// The union so far; `None` until the first non-null sketch.
+/// The union so far, merged straight from the sketches' bytes
+/// ([`SketchUnion`]); empty until the first non-null sketch.
 #[derive(Debug)]
 struct HllAccumulator {
     function: &'static str,
     output: Output,
-    sketch: Option<Sketch>,
+    union: SketchUnion,
 }
 
 impl HllAccumulator {
     fn merge_column(&mut self, column: &ArrayRef) -> DfResult<()> {
         let function = self.function;
         for_each_value(function, column, |bytes| {
-            let incoming = decode(function, bytes)?;
-            match &mut self.sketch {
-                None => self.sketch = Some(incoming),
-                Some(sketch) => {
-                    sketch.merge(&incoming).map_err(|e| DataFusionError::Execution(format!("{function}: {e}")))?
-                }
-            }
-            Ok(())
+            self.union.merge_bytes(bytes).map_err(|e| DataFusionError::Execution(format!("{function}: {e}")))
         })
+    }
+
+    fn sketch(&mut self) -> DfResult<Option<Sketch>> {
+        let function = self.function;
+        self.union.finish().map_err(|e| DataFusionError::Execution(format!("{function}: {e}")))
     }
 }
 
@@ -186,21 +185,22 @@ impl Accumulator for HllAccumulator {
     }
 
     fn state(&mut self) -> DfResult<Vec<ScalarValue>> {
-        Ok(vec![ScalarValue::Binary(self.sketch.as_mut().map(Sketch::to_bytes))])
+        Ok(vec![ScalarValue::Binary(self.sketch()?.as_mut().map(Sketch::to_bytes))])
     }
 
     fn evaluate(&mut self) -> DfResult<ScalarValue> {
+        let mut sketch = self.sketch()?;
         Ok(match self.output {
-            Output::Sketch => ScalarValue::Binary(self.sketch.as_mut().map(Sketch::to_bytes)),
+            Output::Sketch => ScalarValue::Binary(sketch.as_mut().map(Sketch::to_bytes)),
             Output::Estimate => {
-                let estimate = self.sketch.as_mut().map_or(0, Sketch::estimate);
+                let estimate = sketch.as_mut().map_or(0, Sketch::estimate);
                 ScalarValue::Int64(Some(i64::try_from(estimate).unwrap_or(i64::MAX)))
             }
         })
     }
 
     fn size(&self) -> usize {
-        std::mem::size_of_val(self) + self.sketch.as_ref().map_or(0, Sketch::heap_bytes)
+        std::mem::size_of_val(self) + self.union.heap_bytes()
     }
 }
 

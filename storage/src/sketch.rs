@@ -282,6 +282,11 @@ fn bad(what: impl Into<String>) -> SketchError {
 /// `65 - p` with a true count of zeros. Every index and shift the crate later
 /// computes from such a state is in range.
 pub fn validate(p: u8, rest: &[u8]) -> Result<(), SketchError> {
+    checked(p, rest).map(|_| ())
+}
+
+/// [`validate`], answering the parsed state.
+fn checked(p: u8, rest: &[u8]) -> Result<WireSketch<'_>, SketchError> {
     let wire = WireSketch::parse(rest)?;
     if wire.precision != p {
         return Err(bad(format!("inner precision {} differs from the header's {p}", wire.precision)));
@@ -293,14 +298,15 @@ pub fn validate(p: u8, rest: &[u8]) -> Result<(), SketchError> {
         return Err(bad(format!("sizes {:?} are not those of precision {p} ({expected:?})", wire.counts)));
     }
     match &wire.registers {
-        None => validate_sparse(p, sparse_limit, &wire.sparse),
+        None => validate_sparse(p, sparse_limit, &wire.sparse)?,
         Some(dense) => {
             if wire.sparse.count != 0 || wire.sparse.last != 0 || !wire.sparse.buf.is_empty() {
                 return Err(bad("a dense sketch that also holds a sparse list"));
             }
-            validate_dense(p, registers, dense)
+            validate_dense(p, registers, dense)?
         }
     }
+    Ok(wire)
 }
 
 fn validate_sparse(p: u8, limit: u64, sparse: &WireSparse<'_>) -> Result<(), SketchError> {
@@ -424,6 +430,9 @@ fn validate_dense(p: u8, registers: u64, dense: &WireRegisters<'_>) -> Result<()
     }
     Ok(())
 }
+
+mod union;
+pub use union::SketchUnion;
 
 #[cfg(test)]
 mod tests {
