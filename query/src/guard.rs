@@ -65,8 +65,19 @@ pub fn check(sql: &str) -> Result<Checked> {
     let Some(statement) = statements.pop_front() else {
         return Err(Error::Sql { message: "the request holds no SQL statement".into() });
     };
+    check_statement(statement)
+}
+
+/// Allows a parsed statement only if it is read-only (the Postgres dialect's
+/// statements come here one by one, see [`crate::postgres`]).
+pub fn check_statement(statement: DfStatement) -> Result<Checked> {
     let kind = classify(&statement)?;
     Ok(Checked { kind, statement })
+}
+
+/// [`check_operators`] for text another parser will read.
+pub(crate) fn check_operators_in(sql: &str) -> Result<()> {
+    check_operators(sql, &GenericDialect {})
 }
 
 /// Refuses a statement with more than [`MAX_OPERATORS`] operators, counted on

@@ -52,6 +52,7 @@ pub mod format;
 pub mod guard;
 pub mod limits;
 pub mod live;
+pub mod postgres;
 pub mod provider;
 pub mod route;
 pub mod service;

@@ -22,8 +22,8 @@ use std::task::{Context, Poll};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::CatalogProviderList;
-use datafusion::common::TableReference;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::common::{ParamValues, ScalarValue, TableReference};
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool};
 use datafusion::execution::session_state::SessionState;
 use datafusion::logical_expr::{Expr, LogicalPlan, Volatility};
@@ -37,6 +37,7 @@ use weir_storage::hot::SharedHotSource;
 
 use crate::format::{self, Format};
 use crate::limits::{Budget, BudgetStats, QueryPool, human_bytes};
+use crate::postgres::{self, PgCatalog};
 use crate::provider::HotTableProvider;
 use crate::route::RollupRouting;
 use crate::{Error, Result, catalog, guard, session};
@@ -103,6 +104,8 @@ pub struct QueryService {
     budget: Arc<Budget>,
     /// The runtime DataFusion runs on; `None` only while dropping.
     runtime: Option<Runtime>,
+    /// `pg_catalog` for Postgres clients, made on their first query.
+    pg_catalog: std::sync::OnceLock<Arc<PgCatalog>>,
 }
 
 impl QueryService {
@@ -121,6 +124,7 @@ impl QueryService {
             budget: Arc::new(Budget::new(config)),
             limits: config,
             runtime: Some(runtime),
+            pg_catalog: std::sync::OnceLock::new(),
         })
     }
 
@@ -169,9 +173,65 @@ impl QueryService {
         .await
     }
 
-    /// What a query needs to run on the query runtime, once its text passed the
-    /// size limit.
-    fn prepare(&self, sql: &str, options: QueryOptions) -> Result<Prepared> {
+    /// Splits the SQL of a Postgres client into statements and classifies each
+    /// ([`postgres::parse`]), on the query runtime, under the timeout.
+    pub async fn parse_postgres(&self, sql: &str) -> Result<Vec<postgres::Parsed>> {
+        self.check_size(sql)?;
+        let sql = sql.to_string();
+        self.run_bounded(async move { postgres::parse(&sql) }).await
+    }
+
+    /// The parameter types and result schema of a statement of a Postgres
+    /// client, planned without running it.
+    pub async fn describe_postgres(&self, statement: guard::Checked) -> Result<postgres::Described> {
+        let query = self.prepare_postgres(statement, None, QueryOptions::default())?;
+        self.run_bounded(async move {
+            let (_, plan) = query.plan().await?;
+            Ok(postgres::Described {
+                parameters: postgres::parameter_types(&plan)?,
+                schema: Arc::new(plan.schema().as_arrow().clone()),
+            })
+        })
+        .await
+    }
+
+    /// Runs a statement of a Postgres client with `parameters` bound to its
+    /// `$1`, `$2`, ... (each cast to the type the plan gives it), and collects
+    /// its result like [`Self::execute_routed`].
+    pub async fn execute_postgres(
+        &self,
+        statement: guard::Checked,
+        parameters: Vec<ScalarValue>,
+        options: QueryOptions,
+    ) -> Result<(QueryOutput, Vec<String>)> {
+        let query = self.prepare_postgres(statement, Some(parameters), options)?;
+        self.run_bounded(async move {
+            let routing = query.routing.clone();
+            let (output, _held) = query.collect().await?;
+            Ok((output, routing.map(|r| r.routed()).unwrap_or_default()))
+        })
+        .await
+    }
+
+    fn prepare_postgres(
+        &self,
+        statement: guard::Checked,
+        parameters: Option<Vec<ScalarValue>>,
+        options: QueryOptions,
+    ) -> Result<Prepared> {
+        let pg = match self.pg_catalog.get() {
+            Some(pg) => Arc::clone(pg),
+            None => {
+                let made = Arc::new(PgCatalog::new(Arc::clone(&self.catalogs))?);
+                Arc::clone(self.pg_catalog.get_or_init(|| made))
+            }
+        };
+        let mut query = self.prepare("", options)?;
+        query.source = Source::Postgres { statement: Box::new(statement), parameters, pg };
+        Ok(query)
+    }
+
+    fn check_size(&self, sql: &str) -> Result<()> {
         if sql.len() > self.limits.max_sql_bytes {
             return Err(Error::Limit {
                 message: format!(
@@ -181,8 +241,15 @@ impl QueryService {
                 ),
             });
         }
+        Ok(())
+    }
+
+    /// What a query needs to run on the query runtime, once its text passed the
+    /// size limit.
+    fn prepare(&self, sql: &str, options: QueryOptions) -> Result<Prepared> {
+        self.check_size(sql)?;
         Ok(Prepared {
-            sql: sql.to_string(),
+            source: Source::Sql(sql.to_string()),
             catalogs: Arc::clone(&self.catalogs),
             cold: self.cold.clone(),
             pool: self.budget.pool(),
@@ -239,9 +306,7 @@ impl QueryService {
     pub async fn describe(&self, sql: &str) -> Result<Described> {
         let query = self.prepare(sql, QueryOptions::default())?;
         self.run_bounded(async move {
-            let checked = guard::check(&query.sql)?;
-            let state = query.state()?;
-            let plan = plan(&state, checked.statement).await?;
+            let (_, plan) = query.plan().await?;
             let mut relations = BTreeSet::new();
             plan.apply_with_subqueries(|node| {
                 if let LogicalPlan::TableScan(scan) = node
@@ -316,7 +381,7 @@ fn is_hot_relation(table: &TableReference) -> bool {
 
 /// One query, ready to run on the query runtime.
 struct Prepared {
-    sql: String,
+    source: Source,
     catalogs: Arc<dyn CatalogProviderList>,
     cold: Option<Arc<dyn object_store::ObjectStore>>,
     pool: QueryPool,
@@ -324,21 +389,74 @@ struct Prepared {
     routing: Option<Arc<RollupRouting>>,
 }
 
+/// What a query runs: SQL text for `/v1/sql`, or a statement a Postgres client
+/// sent, already checked, with the values of its parameters when bound.
+enum Source {
+    Sql(String),
+    Postgres { statement: Box<guard::Checked>, parameters: Option<Vec<ScalarValue>>, pg: Arc<PgCatalog> },
+}
+
 impl Prepared {
     fn state(&self) -> Result<SessionState> {
-        session::new_state(Arc::clone(&self.catalogs), self.cold.as_ref(), self.pool.clone(), self.routing.clone())
+        match &self.source {
+            Source::Sql(_) => session::new_state(
+                Arc::clone(&self.catalogs),
+                self.cold.as_ref(),
+                self.pool.clone(),
+                self.routing.clone(),
+            ),
+            Source::Postgres { pg, .. } => {
+                let catalogs = pg.catalogs(&self.catalogs)?;
+                pg.install(session::new_state(catalogs, self.cold.as_ref(), self.pool.clone(), self.routing.clone())?)
+            }
+        }
     }
 
-    /// Parses, checks, plans and runs the statement; its result's batches are
-    /// reserved in the query's pool until the returned reservation is dropped.
-    async fn collect(self) -> Result<(QueryOutput, Held)> {
-        let checked = guard::check(&self.sql)?;
+    /// Parses and checks the statement (unless it came checked), and plans it
+    /// with its parameters bound.
+    async fn plan(&self) -> Result<(SessionState, LogicalPlan)> {
         let state = self.state()?;
-        let logical = plan(&state, checked.statement).await?;
+        let (statement, parameters) = match &self.source {
+            Source::Sql(sql) => (guard::check(sql)?.statement, None),
+            Source::Postgres { statement, parameters, .. } => (statement.statement.clone(), parameters.as_ref()),
+        };
+        let logical = plan(&state, statement).await?;
+        let logical = match parameters {
+            Some(values) => bind(logical, values)?,
+            None => logical,
+        };
+        Ok((state, logical))
+    }
+
+    /// Plans and runs the statement; its result's batches are reserved in the
+    /// query's pool until the returned reservation is dropped.
+    async fn collect(self) -> Result<(QueryOutput, Held)> {
+        let (state, logical) = self.plan().await?;
         let physical = session::physical_plan(&state, &logical).await?;
         let pool: Arc<dyn MemoryPool> = Arc::clone(&state.runtime_env().memory_pool);
         collect_within(physical, &state, &pool, self.max_rows).await
     }
+}
+
+/// Binds `values` to the parameters of `plan`, each cast to the parameter's
+/// type where the plan gives one.
+fn bind(plan: LogicalPlan, values: &[ScalarValue]) -> Result<LogicalPlan> {
+    let types = postgres::parameter_types(&plan)?;
+    if types.len() != values.len() {
+        return Err(Error::Sql {
+            message: format!("the statement has {} parameter(s) and {} value(s) were bound", types.len(), values.len()),
+        });
+    }
+    let mut cast = Vec::with_capacity(values.len());
+    for (i, (value, ty)) in values.iter().zip(&types).enumerate() {
+        cast.push(match ty {
+            Some(ty) if value.data_type() != *ty => value.cast_to(ty).map_err(|e| Error::Sql {
+                message: format!("parameter ${}: {value} cannot be read as {ty}: {e}", i + 1),
+            })?,
+            _ => value.clone(),
+        });
+    }
+    Ok(plan.replace_params_with_values(&ParamValues::List(cast.into_iter().map(Into::into).collect()))?)
 }
 
 /// What a collected result holds in the query's pool.
