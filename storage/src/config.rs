@@ -153,6 +153,12 @@ pub struct LimitsConfig {
     pub header_timeout: Duration,
     /// How long a client has to send a request's body.
     pub body_timeout: Duration,
+    /// Most Postgres wire connections open at once; more are refused with
+    /// SQLSTATE 53300.
+    pub max_pg_connections: usize,
+    /// A Postgres wire connection whose client takes longer than this to
+    /// accept the bytes of a response is closed.
+    pub pg_send_timeout: Duration,
 }
 
 impl Default for LimitsConfig {
@@ -169,6 +175,8 @@ impl Default for LimitsConfig {
             max_connections: 8192,
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(60),
+            max_pg_connections: 256,
+            pg_send_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -182,6 +190,8 @@ pub struct AuthConfig {
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub listen: String,
+    /// Where the Postgres wire protocol listens (`host:port`); off when absent.
+    pub pg_listen: Option<String>,
     pub data_dir: PathBuf,
     /// Serve HTTPS with this certificate chain and key (PEM files).
     pub tls: Option<TlsConfig>,
@@ -584,6 +594,7 @@ impl WeirConfig {
         let query_only = raw.server.query_only.unwrap_or(false);
         let server = ServerConfig {
             listen: raw.server.listen.unwrap_or_else(|| "127.0.0.1:8080".into()),
+            pg_listen: raw.server.pg_listen,
             data_dir: raw.server.data_dir.unwrap_or_else(|| PathBuf::from("weir-data")),
             tls,
             node_id: raw.server.node_id.map(Spanned::into_inner),

@@ -35,6 +35,11 @@ pub enum Command {
         /// Address to listen on (port 0 picks a free port).
         #[arg(long, default_value = "127.0.0.1:8080", env = "WEIR_LISTEN")]
         listen: String,
+        /// Where the Postgres wire protocol listens (psql, Grafana, psycopg), or
+        /// `off`; default: --listen's host, port 5433 (port 0 when --listen's
+        /// port is 0).
+        #[arg(long, env = "WEIR_PG_LISTEN")]
+        pg_listen: Option<String>,
         /// Where the log and other state are kept.
         #[arg(long, default_value = "weir-data", env = "WEIR_DATA_DIR")]
         data_dir: PathBuf,
@@ -177,7 +182,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let default = if matches!(cli.command, Command::Replay(_)) { "warn" } else { "info" };
     init_logging(cli.log_format, default);
     match cli.command {
-        Command::Demo { listen, data_dir, rate, store, kafka, topic } => {
+        Command::Demo { listen, pg_listen, data_dir, rate, store, kafka, topic } => {
             let mut config = WeirConfig::from_toml(DEMO_CONFIG).context("the built-in demo config")?;
             if let Some(bootstrap_servers) = kafka {
                 let t = &mut config.tables[0];
@@ -191,6 +196,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 });
                 ensure_demo_topic(t)?;
             }
+            config.server.pg_listen = demo_pg_listen(&listen, pg_listen);
             config.server.listen = listen;
             config.server.data_dir = data_dir;
             if store.is_some() {
@@ -243,6 +249,19 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Produce { table, file, server, batch, token } => {
             crate::produce::run(&server, &table, file.as_deref(), batch, token.as_deref())
+        }
+    }
+}
+
+/// The demo's Postgres address: as given (`off`: none), else `listen`'s host
+/// with port 5433, or port 0 when `listen` picks a free port.
+fn demo_pg_listen(listen: &str, given: Option<String>) -> Option<String> {
+    match given.as_deref() {
+        Some("off") => None,
+        Some(_) => given,
+        None => {
+            let (host, port) = listen.rsplit_once(':').unwrap_or((listen, "8080"));
+            Some(format!("{host}:{}", if port == "0" { "0" } else { "5433" }))
         }
     }
 }

@@ -36,4 +36,15 @@ pub struct Metrics {
     pub queries_failed: AtomicU64,
     pub ingest_requests: AtomicU64,
     pub ingest_records: AtomicU64,
+    /// Postgres wire connections open now.
+    pub pg_connections_open: AtomicU64,
+    /// Postgres wire connections accepted, and refused at `limits.max_pg_connections`.
+    pub pg_connections: AtomicU64,
+    pub pg_connections_refused: AtomicU64,
+    /// Postgres wire statements answered (session commands included), by outcome.
+    pub pg_queries_ok: AtomicU64,
+    pub pg_queries_failed: AtomicU64,
+    /// Postgres wire connections closed for a protocol error: a message too
+    /// large or of an unknown type, a client that stopped reading.
+    pub pg_protocol_errors: AtomicU64,
 }

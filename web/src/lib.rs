@@ -38,6 +38,7 @@ pub mod http;
 pub mod internal;
 pub mod live;
 pub mod metrics;
+pub mod pg;
 pub mod produce;
 pub mod query_node;
 pub mod remote;

@@ -220,6 +220,26 @@ pub fn render_serving(out: &mut String, live_side: &crate::live::Live, m: &Metri
     family(out, "weir_queries_total", "counter", "SQL queries answered, by outcome.");
     let _ = writeln!(out, "weir_queries_total{{outcome=\"ok\"}} {}", m.queries_ok.load(Ordering::Relaxed));
     let _ = writeln!(out, "weir_queries_total{{outcome=\"error\"}} {}", m.queries_failed.load(Ordering::Relaxed));
+    family(out, "weir_pg_connections", "gauge", "Postgres wire protocol connections open now.");
+    let _ = writeln!(out, "weir_pg_connections {}", m.pg_connections_open.load(Ordering::Relaxed));
+    family(out, "weir_pg_connections_total", "counter", "Postgres wire connections, by outcome.");
+    let _ =
+        writeln!(out, "weir_pg_connections_total{{outcome=\"accepted\"}} {}", m.pg_connections.load(Ordering::Relaxed));
+    let _ = writeln!(
+        out,
+        "weir_pg_connections_total{{outcome=\"refused\"}} {}",
+        m.pg_connections_refused.load(Ordering::Relaxed)
+    );
+    family(out, "weir_pg_queries_total", "counter", "Statements answered over the Postgres wire protocol, by outcome.");
+    let _ = writeln!(out, "weir_pg_queries_total{{outcome=\"ok\"}} {}", m.pg_queries_ok.load(Ordering::Relaxed));
+    let _ = writeln!(out, "weir_pg_queries_total{{outcome=\"error\"}} {}", m.pg_queries_failed.load(Ordering::Relaxed));
+    family(
+        out,
+        "weir_pg_protocol_errors_total",
+        "counter",
+        "Postgres wire connections closed for a protocol error (message too large or unknown, client not reading).",
+    );
+    let _ = writeln!(out, "weir_pg_protocol_errors_total {}", m.pg_protocol_errors.load(Ordering::Relaxed));
     family(out, "weir_ingest_requests_total", "counter", "Accepted POST /v1/ingest requests.");
     let _ = writeln!(out, "weir_ingest_requests_total {}", m.ingest_requests.load(Ordering::Relaxed));
     family(out, "weir_ingest_records_total", "counter", "Records appended through POST /v1/ingest.");

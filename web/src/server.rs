@@ -36,10 +36,39 @@ async fn bind(config: &WeirConfig) -> anyhow::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))
 }
 
+/// Binds the Postgres wire protocol's address, when one is configured.
+async fn bind_pg(config: &WeirConfig) -> anyhow::Result<Option<tokio::net::TcpListener>> {
+    let Some(listen) = &config.server.pg_listen else { return Ok(None) };
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("listening for Postgres clients on {listen} ([server] pg_listen)"))?;
+    Ok(Some(listener))
+}
+
+/// Starts serving the Postgres wire protocol; the task is aborted when dropped.
+fn spawn_pg<S: crate::serving::Serving>(
+    listener: Option<tokio::net::TcpListener>,
+    app: Arc<S>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> Option<AbortOnDrop> {
+    listener.map(|l| AbortOnDrop(tokio::spawn(crate::pg::serve(l, app, tls))))
+}
+
+/// A task aborted when this is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 async fn serve(config: WeirConfig, demo_rate: Option<u64>) -> anyhow::Result<()> {
     let tls = config.server.tls.as_ref().map(crate::tls::acceptor).transpose()?;
     let listener = bind(&config).await?;
     let addr = listener.local_addr()?;
+    let pg = bind_pg(&config).await?;
+    let pg_addr = pg.as_ref().map(|l| l.local_addr()).transpose()?;
     let app = tokio::task::spawn_blocking(move || -> anyhow::Result<Arc<App>> {
         let app = App::start(config)?;
         app.tables.resume_replays()?;
@@ -51,7 +80,8 @@ async fn serve(config: WeirConfig, demo_rate: Option<u64>) -> anyhow::Result<()>
         let append = app.tables.input("transactions").and_then(|i| i.appender()).context("the demo table")?;
         *app.generator.lock() = Some(GeneratorHandle::spawn(append, rate, app.tables.clock.clone())?);
     }
-    print_banner(&app, addr, demo_rate, tls.is_some());
+    print_banner(&app, addr, pg_addr, demo_rate, tls.is_some());
+    let _pg = spawn_pg(pg, app.clone(), tls.clone());
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<Stop>();
     let watcher = tokio::spawn(watch(app.clone(), stop_tx));
@@ -97,8 +127,11 @@ async fn serve_query_node(config: WeirConfig, token: Option<String>) -> anyhow::
     let tls = config.server.tls.as_ref().map(crate::tls::acceptor).transpose()?;
     let listener = bind(&config).await?;
     let addr = listener.local_addr()?;
+    let pg = bind_pg(&config).await?;
+    let pg_addr = pg.as_ref().map(|l| l.local_addr()).transpose()?;
     let node = tokio::task::spawn_blocking(move || crate::query_node::QueryNode::start(config, token)).await??;
-    print_query_banner(&node, addr, tls.is_some());
+    print_query_banner(&node, addr, pg_addr, tls.is_some());
+    let _pg = spawn_pg(pg, node.clone(), tls.clone());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<&'static str>();
     let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
@@ -144,10 +177,16 @@ async fn signal() -> &'static str {
     }
 }
 
-fn print_query_banner(node: &crate::query_node::QueryNode, addr: std::net::SocketAddr, tls: bool) {
+fn print_query_banner(
+    node: &crate::query_node::QueryNode,
+    addr: std::net::SocketAddr,
+    pg: Option<std::net::SocketAddr>,
+    tls: bool,
+) {
     let base = format!("{}://{addr}", if tls { "https" } else { "http" });
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "weir listening on {base}");
+    print_pg(&mut out, pg, !node.config.auth.tokens.is_empty(), tls);
     let _ = writeln!(
         out,
         "  query process: no log, no ingest; hot data from the ingest processes, sealed segments from the store"
@@ -184,10 +223,26 @@ async fn watch(app: Arc<App>, stop: tokio::sync::oneshot::Sender<Stop>) {
     let _ = stop.send(why);
 }
 
-fn print_banner(app: &App, addr: std::net::SocketAddr, demo_rate: Option<u64>, tls: bool) {
+/// The banner's Postgres line, right after the first: the URL psql and
+/// drivers take.
+fn print_pg(out: &mut impl Write, pg: Option<std::net::SocketAddr>, tokens: bool, tls: bool) {
+    let Some(pg) = pg else { return };
+    let password = if tokens { ":<token>" } else { "" };
+    let ssl = if tls { "?sslmode=require" } else { "" };
+    let _ = writeln!(out, "  postgres:     postgres://weir{password}@{pg}/weir{ssl}");
+}
+
+fn print_banner(
+    app: &App,
+    addr: std::net::SocketAddr,
+    pg: Option<std::net::SocketAddr>,
+    demo_rate: Option<u64>,
+    tls: bool,
+) {
     let base = format!("{}://{addr}", if tls { "https" } else { "http" });
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "weir listening on {base}");
+    print_pg(&mut out, pg, !app.config.auth.tokens.is_empty(), tls);
     let _ = writeln!(out, "  data directory: {}", app.config.server.data_dir.display());
     let _ = writeln!(out, "  sealed segments: {}", app.tables.store.url());
     match demo_rate {

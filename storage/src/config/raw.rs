@@ -31,6 +31,7 @@ pub(super) struct RawConfig {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawServer {
     pub(super) listen: Option<String>,
+    pub(super) pg_listen: Option<String>,
     pub(super) data_dir: Option<PathBuf>,
     pub(super) tls_cert: Option<Spanned<PathBuf>>,
     pub(super) tls_key: Option<Spanned<PathBuf>>,
@@ -51,6 +52,8 @@ pub(super) struct RawLimits {
     pub(super) max_live_queued_bytes: Option<Spanned<usize>>,
     pub(super) live_send_timeout: Option<Spanned<String>>,
     pub(super) max_connections: Option<Spanned<usize>>,
+    pub(super) max_pg_connections: Option<Spanned<usize>>,
+    pub(super) pg_send_timeout: Option<Spanned<String>>,
     pub(super) header_timeout: Option<Spanned<String>>,
     pub(super) body_timeout: Option<Spanned<String>>,
 }

@@ -33,6 +33,7 @@ pub(super) fn validate_limits(ctx: &Ctx, raw: RawLimits) -> Result<LimitsConfig,
         (raw.max_body_bytes, &mut l.max_body_bytes, "max_body_bytes"),
         (raw.max_records_per_request, &mut l.max_records_per_request, "max_records_per_request"),
         (raw.max_live_connections, &mut l.max_live_connections, "max_live_connections"),
+        (raw.max_pg_connections, &mut l.max_pg_connections, "max_pg_connections"),
         (raw.max_tiles_per_connection, &mut l.max_tiles_per_connection, "max_tiles_per_connection"),
         (raw.max_live_tiles, &mut l.max_live_tiles, "max_live_tiles"),
         (raw.max_tile_bytes, &mut l.max_tile_bytes, "max_tile_bytes"),
@@ -48,6 +49,7 @@ pub(super) fn validate_limits(ctx: &Ctx, raw: RawLimits) -> Result<LimitsConfig,
     }
     for (value, slot, name) in [
         (&raw.live_send_timeout, &mut l.live_send_timeout, "live_send_timeout"),
+        (&raw.pg_send_timeout, &mut l.pg_send_timeout, "pg_send_timeout"),
         (&raw.header_timeout, &mut l.header_timeout, "header_timeout"),
         (&raw.body_timeout, &mut l.body_timeout, "body_timeout"),
     ] {
