@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Runs every test of Weir: the Rust workspace (unit, property and end-to-end tests
-# against the real binary), the deployment files, and the dashboard in headless
-# Chromium. Needs only the Rust toolchain; installs the rest (Debian's chromium,
-# cmake and libcurl headers, node and playwright-core from npm, kubernetes-validate
-# and moto's S3 server from PyPI, the tansu Kafka broker from crates.io) when
-# missing. The Kafka source is built and tested (`--features weir-web/kafka`).
+# against the real binary), the deployment files, the dashboard in headless
+# Chromium, and real Postgres clients. Needs only the Rust toolchain; installs the
+# rest (Debian's chromium, postgresql-client, cmake and libcurl headers, node and
+# playwright-core from npm, kubernetes-validate, moto's S3 server, psycopg and
+# SQLAlchemy from PyPI, the tansu Kafka broker from crates.io) when missing. The
+# Kafka source is built and tested (`--features weir-web/kafka`).
 #
 # The cargo target directory lives outside the checkout ($HOME/.cache/weir-target
 # unless CARGO_TARGET_DIR says otherwise) so that later runs build incrementally.
@@ -66,6 +67,9 @@ echo "== the dashboard in headless Chromium"
 shots="$(mktemp -d)"
 WEIR_SCREENSHOTS="$shots" web/tests/browser/run.sh 2>&1 | tee -a "$log" || status=$?
 rm -rf "$shots"
+
+echo "== Postgres clients: psql, psycopg, SQLAlchemy (installed when missing)"
+web/tests/pg/run.sh 2>&1 | tee -a "$log" || status=$?
 
 # One closing line over every runner: "tests: N passed, N failed".
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }

@@ -21,6 +21,8 @@ pub struct Weir {
     pub child: Child,
     pub base: String,
     pub addr: String,
+    /// Where it listens for Postgres clients (`host:port`), if it does.
+    pub pg: Option<String>,
 }
 
 impl Weir {
@@ -47,10 +49,17 @@ impl Weir {
                 break url.trim().to_string();
             }
         };
+        // The banner's next line names the Postgres address, when there is one.
+        let next = lines.next().and_then(Result::ok).unwrap_or_default();
+        let pg = next
+            .strip_prefix("  postgres:     postgres://")
+            .and_then(|rest| rest.split_once('@'))
+            .and_then(|(_, rest)| rest.split_once('/'))
+            .map(|(addr, _)| addr.to_string());
         // Keep draining stdout so the child never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
         let addr = base.trim_start_matches("http://").to_string();
-        Weir { child, base, addr }
+        Weir { child, base, addr, pg }
     }
 
     /// Starts `weir serve` on a config written by [`write_config`].
