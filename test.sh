@@ -68,8 +68,8 @@ shots="$(mktemp -d)"
 WEIR_SCREENSHOTS="$shots" web/tests/browser/run.sh 2>&1 | tee -a "$log" || status=$?
 rm -rf "$shots"
 
-echo "== Postgres clients: psql, psycopg, SQLAlchemy (installed when missing)"
-web/tests/pg/run.sh 2>&1 | tee -a "$log" || status=$?
+echo "== SQL clients: psql, psycopg, SQLAlchemy, ADBC Flight SQL (installed when missing)"
+web/tests/clients/run.sh 2>&1 | tee -a "$log" || status=$?
 
 # One closing line over every runner: "tests: N passed, N failed".
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }

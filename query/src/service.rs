@@ -181,10 +181,25 @@ impl QueryService {
         self.run_bounded(async move { postgres::parse(&sql) }).await
     }
 
+    /// Checks one statement of SQL text (the size limit, then the guard), on
+    /// the query runtime under the timeout, for callers that plan and run it
+    /// later ([`Self::describe_checked`], [`Self::execute_into`]).
+    pub async fn check(&self, sql: &str) -> Result<guard::Checked> {
+        self.check_size(sql)?;
+        let sql = sql.to_string();
+        self.run_bounded(async move { guard::check(&sql) }).await
+    }
+
     /// The parameter types and result schema of a statement of a Postgres
     /// client, planned without running it.
     pub async fn describe_postgres(&self, statement: guard::Checked) -> Result<postgres::Described> {
-        let query = self.prepare_postgres(statement, None, QueryOptions::default())?;
+        self.describe_checked(statement, true).await
+    }
+
+    /// The parameter types and result schema of a checked statement (in the
+    /// Postgres session when `postgres`), planned without running it.
+    pub async fn describe_checked(&self, statement: guard::Checked, postgres: bool) -> Result<postgres::Described> {
+        let query = self.prepare_checked(statement, None, QueryOptions::default(), postgres)?;
         self.run_bounded(async move {
             let (_, plan) = query.plan().await?;
             Ok(postgres::Described {
@@ -204,7 +219,7 @@ impl QueryService {
         parameters: Vec<ScalarValue>,
         options: QueryOptions,
     ) -> Result<(QueryOutput, Vec<String>)> {
-        let query = self.prepare_postgres(statement, Some(parameters), options)?;
+        let query = self.prepare_checked(statement, Some(parameters), options, true)?;
         self.run_bounded(async move {
             let routing = query.routing.clone();
             let (output, _held) = query.collect().await?;
@@ -213,21 +228,73 @@ impl QueryService {
         .await
     }
 
-    fn prepare_postgres(
+    /// Runs a checked statement with `parameters` bound (if any) and sends its
+    /// batches into `batches` as they are made, each waiting for room: a
+    /// result streamed, not collected. The result's schema goes to `schema`
+    /// first. The same turn, limits and timeout as [`Self::execute`] hold, the
+    /// timeout over the whole stream: a result must be taken within
+    /// `query.timeout`. Stops early, without error, when `batches` is closed.
+    pub async fn execute_into(
         &self,
         statement: guard::Checked,
         parameters: Option<Vec<ScalarValue>>,
         options: QueryOptions,
+        schema: tokio::sync::oneshot::Sender<SchemaRef>,
+        batches: tokio::sync::mpsc::Sender<Result<RecordBatch>>,
+    ) -> Result<()> {
+        let query = self.prepare_checked(statement, parameters, options, false)?;
+        let max_rows = query.max_rows;
+        self.run_bounded(async move {
+            let (state, logical) = query.plan().await?;
+            let physical = session::physical_plan(&state, &logical).await?;
+            let _ = schema.send(physical.schema());
+            let mut stream = execute_stream(physical, state.task_ctx())?;
+            let mut rows = 0usize;
+            while let Some(batch) = stream.next().await {
+                let batch = batch?;
+                rows = count_rows(rows, &batch, max_rows)?;
+                if batches.send(Ok(batch)).await.is_err() {
+                    break;
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// The relations of the catalog and their schemas, sorted by name.
+    pub async fn relations(&self) -> Result<Vec<(String, SchemaRef)>> {
+        let Some(schema) = self.catalogs.catalog(catalog::CATALOG).and_then(|c| c.schema(catalog::SCHEMA)) else {
+            return Ok(Vec::new());
+        };
+        let mut names = schema.table_names();
+        names.sort();
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            if let Some(table) = schema.table(&name).await? {
+                out.push((name, table.schema()));
+            }
+        }
+        Ok(out)
+    }
+
+    fn prepare_checked(
+        &self,
+        statement: guard::Checked,
+        parameters: Option<Vec<ScalarValue>>,
+        options: QueryOptions,
+        postgres: bool,
     ) -> Result<Prepared> {
-        let pg = match self.pg_catalog.get() {
-            Some(pg) => Arc::clone(pg),
-            None => {
+        let pg = match (postgres, self.pg_catalog.get()) {
+            (false, _) => None,
+            (true, Some(pg)) => Some(Arc::clone(pg)),
+            (true, None) => {
                 let made = Arc::new(PgCatalog::new(Arc::clone(&self.catalogs))?);
-                Arc::clone(self.pg_catalog.get_or_init(|| made))
+                Some(Arc::clone(self.pg_catalog.get_or_init(|| made)))
             }
         };
         let mut query = self.prepare("", options)?;
-        query.source = Source::Postgres { statement: Box::new(statement), parameters, pg };
+        query.source = Source::Checked { statement: Box::new(statement), parameters, pg };
         Ok(query)
     }
 
@@ -389,23 +456,24 @@ struct Prepared {
     routing: Option<Arc<RollupRouting>>,
 }
 
-/// What a query runs: SQL text for `/v1/sql`, or a statement a Postgres client
-/// sent, already checked, with the values of its parameters when bound.
+/// What a query runs: SQL text for `/v1/sql`, or a statement already checked
+/// (a Postgres or Flight SQL client's), with the values of its parameters when
+/// bound, in the Postgres session when `pg` is set.
 enum Source {
     Sql(String),
-    Postgres { statement: Box<guard::Checked>, parameters: Option<Vec<ScalarValue>>, pg: Arc<PgCatalog> },
+    Checked { statement: Box<guard::Checked>, parameters: Option<Vec<ScalarValue>>, pg: Option<Arc<PgCatalog>> },
 }
 
 impl Prepared {
     fn state(&self) -> Result<SessionState> {
         match &self.source {
-            Source::Sql(_) => session::new_state(
+            Source::Sql(_) | Source::Checked { pg: None, .. } => session::new_state(
                 Arc::clone(&self.catalogs),
                 self.cold.as_ref(),
                 self.pool.clone(),
                 self.routing.clone(),
             ),
-            Source::Postgres { pg, .. } => {
+            Source::Checked { pg: Some(pg), .. } => {
                 let catalogs = pg.catalogs(&self.catalogs)?;
                 pg.install(session::new_state(catalogs, self.cold.as_ref(), self.pool.clone(), self.routing.clone())?)
             }
@@ -418,7 +486,7 @@ impl Prepared {
         let state = self.state()?;
         let (statement, parameters) = match &self.source {
             Source::Sql(sql) => (guard::check(sql)?.statement, None),
-            Source::Postgres { statement, parameters, .. } => (statement.statement.clone(), parameters.as_ref()),
+            Source::Checked { statement, parameters, .. } => (statement.statement.clone(), parameters.as_ref()),
         };
         let logical = plan(&state, statement).await?;
         let logical = match parameters {
@@ -459,6 +527,19 @@ fn bind(plan: LogicalPlan, values: &[ScalarValue]) -> Result<LogicalPlan> {
     Ok(plan.replace_params_with_values(&ParamValues::List(cast.into_iter().map(Into::into).collect()))?)
 }
 
+/// The rows of a result so far, `batch` included, failing past `max_rows`.
+fn count_rows(so_far: usize, batch: &RecordBatch, max_rows: usize) -> Result<usize> {
+    let rows = so_far + batch.num_rows();
+    if rows > max_rows {
+        return Err(Error::Limit {
+            message: format!(
+                "the result has more than {max_rows} rows (query.max_result_rows): aggregate, or add a LIMIT"
+            ),
+        });
+    }
+    Ok(rows)
+}
+
 /// What a collected result holds in the query's pool.
 pub(crate) type Held = datafusion::execution::memory_pool::MemoryReservation;
 
@@ -478,14 +559,7 @@ pub(crate) async fn collect_within(
     let mut rows = 0usize;
     while let Some(batch) = stream.next().await {
         let batch = batch?;
-        rows += batch.num_rows();
-        if rows > max_rows {
-            return Err(Error::Limit {
-                message: format!(
-                    "the result has more than {max_rows} rows (query.max_result_rows): aggregate, or add a LIMIT"
-                ),
-            });
-        }
+        rows = count_rows(rows, &batch, max_rows)?;
         let bytes: usize = batch
             .columns()
             .iter()

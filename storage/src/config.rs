@@ -192,6 +192,8 @@ pub struct ServerConfig {
     pub listen: String,
     /// Where the Postgres wire protocol listens (`host:port`); off when absent.
     pub pg_listen: Option<String>,
+    /// Where Arrow Flight SQL listens (`host:port`); off when absent.
+    pub flight_listen: Option<String>,
     pub data_dir: PathBuf,
     /// Serve HTTPS with this certificate chain and key (PEM files).
     pub tls: Option<TlsConfig>,
@@ -595,6 +597,7 @@ impl WeirConfig {
         let server = ServerConfig {
             listen: raw.server.listen.unwrap_or_else(|| "127.0.0.1:8080".into()),
             pg_listen: raw.server.pg_listen,
+            flight_listen: raw.server.flight_listen,
             data_dir: raw.server.data_dir.unwrap_or_else(|| PathBuf::from("weir-data")),
             tls,
             node_id: raw.server.node_id.map(Spanned::into_inner),

@@ -40,6 +40,10 @@ pub enum Command {
         /// port is 0).
         #[arg(long, env = "WEIR_PG_LISTEN")]
         pg_listen: Option<String>,
+        /// Where Arrow Flight SQL listens (ADBC, Flight SQL drivers), or `off`;
+        /// default: --listen's host, port 8815 (port 0 when --listen's port is 0).
+        #[arg(long, env = "WEIR_FLIGHT_LISTEN")]
+        flight_listen: Option<String>,
         /// Where the log and other state are kept.
         #[arg(long, default_value = "weir-data", env = "WEIR_DATA_DIR")]
         data_dir: PathBuf,
@@ -182,7 +186,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let default = if matches!(cli.command, Command::Replay(_)) { "warn" } else { "info" };
     init_logging(cli.log_format, default);
     match cli.command {
-        Command::Demo { listen, pg_listen, data_dir, rate, store, kafka, topic } => {
+        Command::Demo { listen, pg_listen, flight_listen, data_dir, rate, store, kafka, topic } => {
             let mut config = WeirConfig::from_toml(DEMO_CONFIG).context("the built-in demo config")?;
             if let Some(bootstrap_servers) = kafka {
                 let t = &mut config.tables[0];
@@ -196,7 +200,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 });
                 ensure_demo_topic(t)?;
             }
-            config.server.pg_listen = demo_pg_listen(&listen, pg_listen);
+            config.server.pg_listen = demo_listen(&listen, pg_listen, 5433);
+            config.server.flight_listen = demo_listen(&listen, flight_listen, 8815);
             config.server.listen = listen;
             config.server.data_dir = data_dir;
             if store.is_some() {
@@ -253,15 +258,16 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// The demo's Postgres address: as given (`off`: none), else `listen`'s host
-/// with port 5433, or port 0 when `listen` picks a free port.
-fn demo_pg_listen(listen: &str, given: Option<String>) -> Option<String> {
+/// The demo's address of a second protocol: as given (`off`: none), else
+/// `listen`'s host with port `default`, or port 0 when `listen` picks a free
+/// port.
+fn demo_listen(listen: &str, given: Option<String>, default: u16) -> Option<String> {
     match given.as_deref() {
         Some("off") => None,
         Some(_) => given,
         None => {
             let (host, port) = listen.rsplit_once(':').unwrap_or((listen, "8080"));
-            Some(format!("{host}:{}", if port == "0" { "0" } else { "5433" }))
+            Some(if port == "0" { format!("{host}:0") } else { format!("{host}:{default}") })
         }
     }
 }

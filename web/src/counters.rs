@@ -47,4 +47,7 @@ pub struct Metrics {
     /// Postgres wire connections closed for a protocol error: a message too
     /// large or of an unknown type, a client that stopped reading.
     pub pg_protocol_errors: AtomicU64,
+    /// Flight SQL statements run (streamed to the end or failed).
+    pub flight_queries_ok: AtomicU64,
+    pub flight_queries_failed: AtomicU64,
 }

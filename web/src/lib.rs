@@ -33,6 +33,7 @@ pub mod cli;
 pub mod counters;
 pub mod dashboard;
 pub mod error;
+pub mod flight;
 pub mod generator;
 pub mod http;
 pub mod internal;

@@ -240,6 +240,14 @@ pub fn render_serving(out: &mut String, live_side: &crate::live::Live, m: &Metri
         "Postgres wire connections closed for a protocol error (message too large or unknown, client not reading).",
     );
     let _ = writeln!(out, "weir_pg_protocol_errors_total {}", m.pg_protocol_errors.load(Ordering::Relaxed));
+    family(out, "weir_flight_queries_total", "counter", "Statements run over Arrow Flight SQL, by outcome.");
+    let _ =
+        writeln!(out, "weir_flight_queries_total{{outcome=\"ok\"}} {}", m.flight_queries_ok.load(Ordering::Relaxed));
+    let _ = writeln!(
+        out,
+        "weir_flight_queries_total{{outcome=\"error\"}} {}",
+        m.flight_queries_failed.load(Ordering::Relaxed)
+    );
     family(out, "weir_ingest_requests_total", "counter", "Accepted POST /v1/ingest requests.");
     let _ = writeln!(out, "weir_ingest_requests_total {}", m.ingest_requests.load(Ordering::Relaxed));
     family(out, "weir_ingest_records_total", "counter", "Records appended through POST /v1/ingest.");

@@ -36,22 +36,66 @@ async fn bind(config: &WeirConfig) -> anyhow::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))
 }
 
-/// Binds the Postgres wire protocol's address, when one is configured.
-async fn bind_pg(config: &WeirConfig) -> anyhow::Result<Option<tokio::net::TcpListener>> {
-    let Some(listen) = &config.server.pg_listen else { return Ok(None) };
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("listening for Postgres clients on {listen} ([server] pg_listen)"))?;
-    Ok(Some(listener))
+/// The listeners of the protocols beside HTTP: Postgres wire and Flight SQL,
+/// each when configured.
+struct Protocols {
+    pg: Option<tokio::net::TcpListener>,
+    flight: Option<tokio::net::TcpListener>,
 }
 
-/// Starts serving the Postgres wire protocol; the task is aborted when dropped.
-fn spawn_pg<S: crate::serving::Serving>(
-    listener: Option<tokio::net::TcpListener>,
-    app: Arc<S>,
-    tls: Option<tokio_rustls::TlsAcceptor>,
-) -> Option<AbortOnDrop> {
-    listener.map(|l| AbortOnDrop(tokio::spawn(crate::pg::serve(l, app, tls))))
+/// Where the protocols beside HTTP listen, for the banner.
+#[derive(Clone, Copy)]
+struct Addresses {
+    pg: Option<std::net::SocketAddr>,
+    flight: Option<std::net::SocketAddr>,
+}
+
+impl Protocols {
+    async fn bind(config: &WeirConfig) -> anyhow::Result<Protocols> {
+        async fn one(
+            listen: &Option<String>,
+            what: &str,
+            key: &str,
+        ) -> anyhow::Result<Option<tokio::net::TcpListener>> {
+            let Some(listen) = listen else { return Ok(None) };
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("listening for {what} on {listen} ([server] {key})"))?;
+            Ok(Some(listener))
+        }
+        Ok(Protocols {
+            pg: one(&config.server.pg_listen, "Postgres clients", "pg_listen").await?,
+            flight: one(&config.server.flight_listen, "Flight SQL clients", "flight_listen").await?,
+        })
+    }
+
+    fn addresses(&self) -> anyhow::Result<Addresses> {
+        Ok(Addresses {
+            pg: self.pg.as_ref().map(|l| l.local_addr()).transpose()?,
+            flight: self.flight.as_ref().map(|l| l.local_addr()).transpose()?,
+        })
+    }
+
+    /// Starts serving them; the tasks are aborted when the result is dropped.
+    fn spawn<S: crate::serving::Serving>(
+        self,
+        app: Arc<S>,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> Vec<AbortOnDrop> {
+        let mut tasks = Vec::new();
+        if let Some(l) = self.pg {
+            tasks.push(AbortOnDrop(tokio::spawn(crate::pg::serve(l, app.clone(), tls))));
+        }
+        if let Some(l) = self.flight {
+            tasks.push(AbortOnDrop(tokio::spawn(async move {
+                let tls = app.config().server.tls.clone();
+                if let Err(e) = crate::flight::serve(l, app, tls.as_ref()).await {
+                    tracing::error!(error = %e, "serving Flight SQL stopped");
+                }
+            })));
+        }
+        tasks
+    }
 }
 
 /// A task aborted when this is dropped.
@@ -67,8 +111,8 @@ async fn serve(config: WeirConfig, demo_rate: Option<u64>) -> anyhow::Result<()>
     let tls = config.server.tls.as_ref().map(crate::tls::acceptor).transpose()?;
     let listener = bind(&config).await?;
     let addr = listener.local_addr()?;
-    let pg = bind_pg(&config).await?;
-    let pg_addr = pg.as_ref().map(|l| l.local_addr()).transpose()?;
+    let protocols = Protocols::bind(&config).await?;
+    let addresses = protocols.addresses()?;
     let app = tokio::task::spawn_blocking(move || -> anyhow::Result<Arc<App>> {
         let app = App::start(config)?;
         app.tables.resume_replays()?;
@@ -80,8 +124,8 @@ async fn serve(config: WeirConfig, demo_rate: Option<u64>) -> anyhow::Result<()>
         let append = app.tables.input("transactions").and_then(|i| i.appender()).context("the demo table")?;
         *app.generator.lock() = Some(GeneratorHandle::spawn(append, rate, app.tables.clock.clone())?);
     }
-    print_banner(&app, addr, pg_addr, demo_rate, tls.is_some());
-    let _pg = spawn_pg(pg, app.clone(), tls.clone());
+    print_banner(&app, addr, addresses, demo_rate, tls.is_some());
+    let _protocols = protocols.spawn(app.clone(), tls.clone());
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<Stop>();
     let watcher = tokio::spawn(watch(app.clone(), stop_tx));
@@ -127,11 +171,11 @@ async fn serve_query_node(config: WeirConfig, token: Option<String>) -> anyhow::
     let tls = config.server.tls.as_ref().map(crate::tls::acceptor).transpose()?;
     let listener = bind(&config).await?;
     let addr = listener.local_addr()?;
-    let pg = bind_pg(&config).await?;
-    let pg_addr = pg.as_ref().map(|l| l.local_addr()).transpose()?;
+    let protocols = Protocols::bind(&config).await?;
+    let addresses = protocols.addresses()?;
     let node = tokio::task::spawn_blocking(move || crate::query_node::QueryNode::start(config, token)).await??;
-    print_query_banner(&node, addr, pg_addr, tls.is_some());
-    let _pg = spawn_pg(pg, node.clone(), tls.clone());
+    print_query_banner(&node, addr, addresses, tls.is_some());
+    let _protocols = protocols.spawn(node.clone(), tls.clone());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<&'static str>();
     let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
@@ -180,13 +224,13 @@ async fn signal() -> &'static str {
 fn print_query_banner(
     node: &crate::query_node::QueryNode,
     addr: std::net::SocketAddr,
-    pg: Option<std::net::SocketAddr>,
+    addresses: Addresses,
     tls: bool,
 ) {
     let base = format!("{}://{addr}", if tls { "https" } else { "http" });
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "weir listening on {base}");
-    print_pg(&mut out, pg, !node.config.auth.tokens.is_empty(), tls);
+    print_protocols(&mut out, addresses, !node.config.auth.tokens.is_empty(), tls);
     let _ = writeln!(
         out,
         "  query process: no log, no ingest; hot data from the ingest processes, sealed segments from the store"
@@ -223,26 +267,25 @@ async fn watch(app: Arc<App>, stop: tokio::sync::oneshot::Sender<Stop>) {
     let _ = stop.send(why);
 }
 
-/// The banner's Postgres line, right after the first: the URL psql and
-/// drivers take.
-fn print_pg(out: &mut impl Write, pg: Option<std::net::SocketAddr>, tokens: bool, tls: bool) {
-    let Some(pg) = pg else { return };
-    let password = if tokens { ":<token>" } else { "" };
-    let ssl = if tls { "?sslmode=require" } else { "" };
-    let _ = writeln!(out, "  postgres:     postgres://weir{password}@{pg}/weir{ssl}");
+/// The banner's lines of the other protocols, right after the first: the
+/// URLs psql, drivers and ADBC take.
+fn print_protocols(out: &mut impl Write, addresses: Addresses, tokens: bool, tls: bool) {
+    if let Some(pg) = addresses.pg {
+        let password = if tokens { ":<token>" } else { "" };
+        let ssl = if tls { "?sslmode=require" } else { "" };
+        let _ = writeln!(out, "  postgres:     postgres://weir{password}@{pg}/weir{ssl}");
+    }
+    if let Some(flight) = addresses.flight {
+        let scheme = if tls { "grpc+tls" } else { "grpc" };
+        let _ = writeln!(out, "  flight sql:   {scheme}://{flight}");
+    }
 }
 
-fn print_banner(
-    app: &App,
-    addr: std::net::SocketAddr,
-    pg: Option<std::net::SocketAddr>,
-    demo_rate: Option<u64>,
-    tls: bool,
-) {
+fn print_banner(app: &App, addr: std::net::SocketAddr, addresses: Addresses, demo_rate: Option<u64>, tls: bool) {
     let base = format!("{}://{addr}", if tls { "https" } else { "http" });
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "weir listening on {base}");
-    print_pg(&mut out, pg, !app.config.auth.tokens.is_empty(), tls);
+    print_protocols(&mut out, addresses, !app.config.auth.tokens.is_empty(), tls);
     let _ = writeln!(out, "  data directory: {}", app.config.server.data_dir.display());
     let _ = writeln!(out, "  sealed segments: {}", app.tables.store.url());
     match demo_rate {

@@ -3,7 +3,7 @@
 //! binary), and raw sockets for what no driver sends. Every answer is compared
 //! with the HTTP API's answer to the same SQL.
 //!
-//! psql, psycopg and SQLAlchemy are tested by `tests/pg/run.sh`.
+//! psql, psycopg and SQLAlchemy are tested by `tests/clients/run.sh`.
 
 mod common;
 

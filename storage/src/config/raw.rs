@@ -32,6 +32,7 @@ pub(super) struct RawConfig {
 pub(super) struct RawServer {
     pub(super) listen: Option<String>,
     pub(super) pg_listen: Option<String>,
+    pub(super) flight_listen: Option<String>,
     pub(super) data_dir: Option<PathBuf>,
     pub(super) tls_cert: Option<Spanned<PathBuf>>,
     pub(super) tls_key: Option<Spanned<PathBuf>>,

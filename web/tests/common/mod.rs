@@ -23,6 +23,8 @@ pub struct Weir {
     pub addr: String,
     /// Where it listens for Postgres clients (`host:port`), if it does.
     pub pg: Option<String>,
+    /// Its Flight SQL URL (`grpc://host:port`), if it serves it.
+    pub flight: Option<String>,
 }
 
 impl Weir {
@@ -49,17 +51,23 @@ impl Weir {
                 break url.trim().to_string();
             }
         };
-        // The banner's next line names the Postgres address, when there is one.
-        let next = lines.next().and_then(Result::ok).unwrap_or_default();
-        let pg = next
-            .strip_prefix("  postgres:     postgres://")
-            .and_then(|rest| rest.split_once('@'))
-            .and_then(|(_, rest)| rest.split_once('/'))
-            .map(|(addr, _)| addr.to_string());
+        // The banner's next lines name the Postgres and Flight SQL addresses,
+        // when there are.
+        let (mut pg, mut flight) = (None, None);
+        for line in lines.by_ref() {
+            let line = line.unwrap_or_default();
+            if let Some(rest) = line.strip_prefix("  postgres:     postgres://") {
+                pg = rest.split_once('@').and_then(|(_, rest)| rest.split_once('/')).map(|(a, _)| a.to_string());
+            } else if let Some(rest) = line.strip_prefix("  flight sql:   ") {
+                flight = Some(rest.trim().to_string());
+            } else {
+                break;
+            }
+        }
         // Keep draining stdout so the child never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
         let addr = base.trim_start_matches("http://").to_string();
-        Weir { child, base, addr, pg }
+        Weir { child, base, addr, pg, flight }
     }
 
     /// Starts `weir serve` on a config written by [`write_config`].

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Runs real Postgres clients against a real `weir demo`: psql (Debian's
-# postgresql-client), psycopg and SQLAlchemy (PyPI). Installs what is missing
-# and builds the `weir` binary; fast when everything is already there.
+# Runs real clients against a real `weir demo`: psql (Debian's
+# postgresql-client), psycopg, SQLAlchemy and ADBC's Flight SQL driver (PyPI).
+# Installs what is missing and builds the `weir` binary; fast when everything
+# is already there.
 #
-#   web/tests/pg/run.sh                 # build weir (debug) if needed, run the clients
+#   web/tests/clients/run.sh                 # build weir (debug) if needed, run the clients
 #   WEIR_BIN=/path/to/weir run.sh       # test that binary instead, no build
 set -euo pipefail
 
@@ -17,7 +18,7 @@ if ! command -v psql >/dev/null; then
 fi
 
 # 2. The Python clients, pinned.
-if ! python3 -c 'import psycopg, sqlalchemy' 2>/dev/null; then
+if ! python3 -c 'import psycopg, sqlalchemy, adbc_driver_flightsql.dbapi, pyarrow' 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check -r "$here/requirements.txt"
 fi
 

@@ -1,8 +1,8 @@
-"""Real Postgres clients against a real `weir demo`: psql, psycopg, SQLAlchemy,
-and the SQL Grafana's PostgreSQL data source sends. Every answer is compared
-with the HTTP API's answer to the same SQL.
+"""Real clients against a real `weir demo`: psql, psycopg, SQLAlchemy, the SQL
+Grafana's PostgreSQL data source sends, and ADBC's Flight SQL driver. Every
+answer is compared with the HTTP API's answer to the same SQL.
 
-Run by web/tests/pg/run.sh (which installs the clients); WEIR_BIN names the
+Run by web/tests/clients/run.sh (which installs the clients); WEIR_BIN names the
 binary. Prints `ℹ pass N` / `ℹ fail N` for test.sh's summary.
 """
 
@@ -16,7 +16,10 @@ import threading
 import traceback
 import urllib.request
 
+import adbc_driver_flightsql.dbapi as flightsql
 import psycopg
+import pyarrow
+import pyarrow.ipc
 import sqlalchemy
 
 WEIR = os.environ["WEIR_BIN"]
@@ -36,11 +39,15 @@ class Weir:
         first = self.proc.stdout.readline()
         assert first.startswith("weir listening on "), first
         self.base = first.removeprefix("weir listening on ").strip()
-        second = self.proc.stdout.readline()
-        assert second.startswith("  postgres:     postgres://"), second
-        rest = second.split("@", 1)[1]
-        self.pg = rest.split("/", 1)[0]
-        self.host, self.port = self.pg.rsplit(":", 1)
+        self.pg = self.flight = None
+        while True:
+            line = self.proc.stdout.readline()
+            if line.startswith("  postgres:     postgres://"):
+                self.pg = line.split("@", 1)[1].split("/", 1)[0]
+            elif line.startswith("  flight sql:   "):
+                self.flight = line.split(":", 1)[1].strip()
+            else:
+                break
         threading.Thread(target=self.proc.stdout.read, daemon=True).start()
 
     def stop(self):
@@ -234,6 +241,23 @@ def test_a_grafana_time_series_query(w):
         rows = conn.execute(sql).fetchall()
     same(rows, w.sql(sql), "grafana")
     assert len({r[0] for r in rows}) == 7, rows
+
+
+def test_adbc_fetches_arrow_tables_equal_to_the_http_api(w):
+    sql = "SELECT category, country, sum(events) AS events, sum(amount_sum) AS amount FROM transactions_per_minute GROUP BY category, country ORDER BY category, country"
+    with flightsql.connect(w.flight) as conn, conn.cursor() as cur:
+        cur.execute(sql)
+        table = cur.fetch_arrow_table()
+        http = pyarrow.ipc.open_stream(w.http("/v1/sql", json.dumps({"sql": sql, "format": "arrow"}).encode())).read_all()
+        assert table.num_rows == 12, table
+        assert table.equals(http), f"{table}\n{http}"
+        # A parameterized query, bound through a prepared statement.
+        cur.execute("SELECT count(*) AS n FROM transactions WHERE category = $1", parameters=("travel",))
+        assert cur.fetchone() == (150,)
+        # The catalog, through ADBC's metadata call.
+        objects = conn.adbc_get_objects(depth="tables").read_all().to_pylist()
+        tables = [t["table_name"] for c in objects for s in c["catalog_db_schemas"] for t in s["db_schema_tables"]]
+        assert "transactions" in tables, tables
 
 
 def main():
