@@ -3,7 +3,10 @@
 //!
 //! The decoder walks the JSON once (serde_json, borrowing strings from the record's
 //! bytes when they hold no escapes) and drops each declared field's value into its
-//! slot; undeclared fields are skipped or refused as the table says. A record that
+//! slot; undeclared fields are skipped or refused as the table says. A field with
+//! a `path` is found in nested objects and arrays on the same walk: the paths
+//! form a tree, and only the branches of the tree are descended into. Derived
+//! fields are left null here and computed by [`crate::transform`]. A record that
 //! fails any check yields a reason that names the field and what was wrong; it is
 //! dead-lettered by the caller, never appended to the table.
 
@@ -13,7 +16,7 @@ use std::fmt;
 use rustc_hash::FxHashMap;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use smallvec::SmallVec;
-use weir_storage::config::{FieldType, TableConfig, TimeFormat, UnknownFields};
+use weir_storage::config::{FieldType, JsonPath, PathStep, TableConfig, TimeFormat, UnknownFields};
 
 use crate::time;
 
@@ -68,11 +71,64 @@ fn truncate(s: &str, n: usize) -> &str {
 #[derive(Debug, Clone)]
 pub struct Decoder {
     /// Declared fields in column order (dimensions, then metrics).
-    fields: Vec<(String, FieldType, bool)>,
-    slots: FxHashMap<String, usize>,
-    time_field: String,
+    fields: Vec<Spec>,
+    /// Where each field read from the record is: its slot, by path.
+    root: PathNode,
+    /// How errors name the event-time field.
+    time_label: String,
     time_formats: Vec<TimeFormat>,
     reject_unknown: bool,
+}
+
+/// One declared field as the decoder sees it.
+#[derive(Debug, Clone)]
+struct Spec {
+    /// How errors name it: `` `country` `` or `` `country` (at `user.geo.country`) ``.
+    label: String,
+    ty: FieldType,
+    required: bool,
+    /// Computed by a transform, not read: left null here.
+    derived: bool,
+}
+
+/// A node of the tree of declared paths: a slot (a leaf), or the keys and
+/// indexes below it.
+#[derive(Debug, Clone, Default)]
+struct PathNode {
+    slot: Option<usize>,
+    keys: FxHashMap<String, PathNode>,
+    indexes: Vec<(usize, PathNode)>,
+}
+
+impl PathNode {
+    fn insert(&mut self, path: &[PathStep], slot: usize) {
+        let Some((first, rest)) = path.split_first() else {
+            self.slot = Some(slot);
+            return;
+        };
+        let child = match first {
+            PathStep::Key(k) => self.keys.entry(k.clone()).or_default(),
+            PathStep::Index(i) => match self.indexes.iter().position(|(j, _)| j == i) {
+                Some(at) => &mut self.indexes[at].1,
+                None => {
+                    self.indexes.push((*i, PathNode::default()));
+                    &mut self.indexes.last_mut().expect("just pushed").1
+                }
+            },
+        };
+        child.insert(rest, slot);
+    }
+
+    fn index(&self, i: usize) -> Option<&PathNode> {
+        self.indexes.iter().find(|(j, _)| *j == i).map(|(_, n)| n)
+    }
+}
+
+fn label(name: &str, path: Option<&JsonPath>) -> String {
+    match path {
+        Some(p) => format!("`{name}` (at `{p}`)"),
+        None => format!("`{name}`"),
+    }
 }
 
 /// Values of one record, inline up to 12 fields.
@@ -105,19 +161,34 @@ impl Decoded<'_> {
     }
 }
 
-/// The time slot sits after the declared fields.
-const NO_SLOT: usize = usize::MAX;
-
 impl Decoder {
     pub fn new(table: &TableConfig) -> Decoder {
-        let fields: Vec<_> = table.fields().map(|f| (f.name.clone(), f.ty, f.required)).collect();
-        let mut slots: FxHashMap<String, usize> = fields.iter().enumerate().map(|(i, f)| (f.0.clone(), i)).collect();
-        slots.insert(table.time.field.clone(), fields.len());
+        let mut root = PathNode::default();
+        let mut fields = Vec::new();
+        for (i, f) in table.fields().enumerate() {
+            if f.is_read() {
+                match &f.path {
+                    Some(p) => root.insert(&p.0, i),
+                    None => root.insert(&[PathStep::Key(f.name.clone())], i),
+                }
+            }
+            fields.push(Spec {
+                label: label(&f.name, f.path.as_ref()),
+                ty: f.ty,
+                required: f.required,
+                derived: !f.is_read(),
+            });
+        }
+        let time = &table.time;
+        match &time.path {
+            Some(p) => root.insert(&p.0, fields.len()),
+            None => root.insert(&[PathStep::Key(time.field.clone())], fields.len()),
+        }
         Decoder {
             fields,
-            slots,
-            time_field: table.time.field.clone(),
-            time_formats: table.time.formats.clone(),
+            root,
+            time_label: label(&time.field, time.path.as_ref()),
+            time_formats: time.formats.clone(),
             reject_unknown: table.unknown_fields == UnknownFields::Reject,
         }
     }
@@ -141,17 +212,18 @@ impl Decoder {
         if let Err(e) = de.end() {
             return Err(format!("invalid JSON: {e}"));
         }
+        let t = &self.time_label;
         let ts_ms = match &raw[self.fields.len()] {
-            Raw::Missing | Raw::Null => return Err(format!("missing event time field `{}`", self.time_field)),
+            Raw::Missing | Raw::Null => return Err(format!("missing event time field {t}")),
             Raw::Str(s) => time::from_string(s, &self.time_formats),
             Raw::I64(v) => time::from_integer(*v, &self.time_formats),
-            Raw::U64(_) => Err(format!("event time field `{}` is out of range", self.time_field)),
-            other => Err(format!("event time field `{}` must be a string or an integer, got {other}", self.time_field)),
+            Raw::U64(_) => Err(format!("event time field {t} is out of range")),
+            other => Err(format!("event time field {t} must be a string or an integer, got {other}")),
         }
-        .map_err(|e| format!("field `{}`: {e}", self.time_field))?;
+        .map_err(|e| format!("field {t}: {e}"))?;
         let mut values = Values::with_capacity(self.fields.len());
-        for ((name, ty, required), r) in self.fields.iter().zip(raw) {
-            values.push(validate(name, *ty, *required, r)?);
+        for (spec, r) in self.fields.iter().zip(raw) {
+            values.push(if spec.derived { Val::Null } else { validate(&spec.label, spec.ty, spec.required, r)? });
         }
         Ok(Decoded { ts_ms, values })
     }
@@ -166,18 +238,19 @@ fn describe_json_error(e: serde_json::Error) -> String {
     }
 }
 
+/// Checks one value against its field; `name` is the field's label.
 fn validate<'a>(name: &str, ty: FieldType, required: bool, raw: Raw<'a>) -> Result<Val<'a>, String> {
     match (ty, raw) {
-        (_, Raw::Missing) | (_, Raw::Null) if required => Err(format!("missing required field `{name}`")),
+        (_, Raw::Missing) | (_, Raw::Null) if required => Err(format!("missing required field {name}")),
         (_, Raw::Missing) | (_, Raw::Null) => Ok(Val::Null),
         (FieldType::String, Raw::Str(s)) => Ok(Val::Str(s)),
         (FieldType::Int64, Raw::I64(v)) => Ok(Val::I64(v)),
-        (FieldType::Int64, Raw::U64(v)) => Err(format!("field `{name}`: {v} does not fit in int64")),
+        (FieldType::Int64, Raw::U64(v)) => Err(format!("field {name}: {v} does not fit in int64")),
         (FieldType::Float64, Raw::I64(v)) => Ok(Val::F64(v as f64)),
         (FieldType::Float64, Raw::U64(v)) => Ok(Val::F64(v as f64)),
         (FieldType::Float64, Raw::F64(v)) => Ok(Val::F64(v)),
         (FieldType::Bool, Raw::Bool(v)) => Ok(Val::Bool(v)),
-        (ty, other) => Err(format!("field `{name}`: expected {}, got {other}", article(ty))),
+        (ty, other) => Err(format!("field {name}: expected {}, got {other}", article(ty))),
     }
 }
 
@@ -209,18 +282,15 @@ impl<'de> Visitor<'de> for RecordSeed<'_, '_, 'de> {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-            let slot = self.decoder.slots.get(key.as_ref()).copied().unwrap_or(NO_SLOT);
-            if slot == NO_SLOT {
-                if self.decoder.reject_unknown {
+            match self.decoder.root.keys.get(key.as_ref()) {
+                None if self.decoder.reject_unknown => {
                     return Err(de::Error::custom(format_args!("field `{key}` is not declared by the table")));
                 }
-                map.next_value::<IgnoredAny>()?;
-                continue;
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+                Some(node) => map.next_value_seed(NodeSeed { node, key: &key, slots: &mut *self.slots })?,
             }
-            if !matches!(self.slots[slot], Raw::Missing) {
-                return Err(de::Error::custom(format_args!("field `{key}` appears twice")));
-            }
-            self.slots[slot] = map.next_value_seed(RawSeed)?;
         }
         Ok(())
     }
@@ -244,6 +314,88 @@ impl<'de> Visitor<'de> for RecordSeed<'_, '_, 'de> {
     }
     fn visit_unit<E: de::Error>(self) -> Result<(), E> {
         Err(E::custom("expected a JSON object, got null"))
+    }
+}
+
+/// The value at one node of the path tree: a leaf's value goes to its slot;
+/// below a branch, only declared keys and indexes are descended into, and a
+/// value that is not an object or array there leaves its fields missing.
+struct NodeSeed<'n, 'k, 's, 'a> {
+    node: &'n PathNode,
+    /// The key or index that led here, for the "appears twice" error.
+    key: &'k str,
+    slots: &'s mut [Raw<'a>],
+}
+
+impl<'de> DeserializeSeed<'de> for NodeSeed<'_, '_, '_, 'de> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        if let Some(slot) = self.node.slot {
+            if !matches!(self.slots[slot], Raw::Missing) {
+                return Err(de::Error::custom(format_args!("field `{}` appears twice", self.key)));
+            }
+            self.slots[slot] = RawSeed.deserialize(d)?;
+            return Ok(());
+        }
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for NodeSeed<'_, '_, '_, 'de> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            match self.node.keys.get(key.as_ref()) {
+                Some(node) => map.next_value_seed(NodeSeed { node, key: &key, slots: &mut *self.slots })?,
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(())
+    }
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let mut i = 0;
+        loop {
+            let found = match self.node.index(i) {
+                Some(node) => {
+                    let key = i.to_string();
+                    seq.next_element_seed(NodeSeed { node, key: &key, slots: &mut *self.slots })?.is_some()
+                }
+                None => seq.next_element::<IgnoredAny>()?.is_some(),
+            };
+            if !found {
+                return Ok(());
+            }
+            i += 1;
+        }
+    }
+    fn visit_borrowed_str<E: de::Error>(self, _: &'de str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_none<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
     }
 }
 

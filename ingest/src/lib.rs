@@ -38,6 +38,7 @@ pub mod source;
 pub mod tables;
 pub mod tier;
 pub mod time;
+pub mod transform;
 pub mod watermark;
 
 /// Errors of the ingest layer.

@@ -29,6 +29,7 @@ use crate::hot::columns::LateMeta;
 use crate::hot::{HotTable, Staged, WatermarkStatus};
 use crate::source::{Assignment, Source};
 use crate::time::bucket_start;
+use crate::transform::{Outcome, Transforms};
 use crate::watermark::Watermarks;
 use crate::{Error, Result};
 
@@ -87,6 +88,8 @@ pub struct TableReader {
     /// Avro message values, turned into JSON before decoding.
     #[cfg(feature = "kafka")]
     avro: Option<crate::avro::AvroFormat>,
+    /// Derived fields and the filter, when the table has them.
+    transforms: Option<Transforms>,
 }
 
 impl TableReader {
@@ -148,8 +151,11 @@ impl TableReader {
                 detail: "Avro values need a `weir` built with `--features weir-web/kafka`".into(),
             });
         }
+        let transforms = Transforms::new(&cfg)
+            .map_err(|(path, m)| Error::Format { table: cfg.name.clone(), detail: format!("{path}: {m}") })?;
         source.start(&next).map_err(|source| Error::Source { table: cfg.name.clone(), source })?;
         Ok(TableReader {
+            transforms,
             #[cfg(feature = "kafka")]
             avro,
             decoder: Decoder::new(&cfg),
@@ -260,25 +266,37 @@ impl TableReader {
         let pi = p as usize;
         let mut staged = Vec::with_capacity(batch.len());
         let skip_until = self.skip.until.get(pi).copied().unwrap_or(0);
-        let mut taken = 0;
-        for rec in batch.iter() {
-            if rec.offset >= limit {
-                break;
-            }
-            taken += 1;
+        let records: Vec<_> = batch.iter().take_while(|rec| rec.offset < limit).collect();
+        let mut decoded: Vec<Result<Decoded<'_>, String>> = records
+            .iter()
+            .map(|rec| {
+                #[cfg(feature = "kafka")]
+                let decoded: Result<Decoded<'_>, String> = match &self.avro {
+                    Some(avro) => match avro.to_json(rec.value) {
+                        Ok(json) => self.decoder.decode(&json).map(|d| d.into_owned()),
+                        Err(reason) => Err(reason),
+                    },
+                    None => self.decoder.decode(rec.value),
+                };
+                #[cfg(not(feature = "kafka"))]
+                let decoded = self.decoder.decode(rec.value);
+                decoded.and_then(|d| self.within_future_bound(d, rec.timestamp_ms))
+            })
+            .collect();
+        let outcomes = match &self.transforms {
+            Some(t) => t.apply(&mut decoded),
+            None => Vec::new(),
+        };
+        let taken = records.len();
+        for (i, (rec, decoded)) in records.iter().zip(decoded).enumerate() {
             let skipping = rec.offset < skip_until;
             let prior_max_ms = self.watermarks.state(pi).max_event_ms;
-            #[cfg(feature = "kafka")]
-            let decoded: Result<Decoded<'_>, String> = match &self.avro {
-                Some(avro) => match avro.to_json(rec.value) {
-                    Ok(json) => self.decoder.decode(&json).map(|d| d.into_owned()),
-                    Err(reason) => Err(reason),
-                },
-                None => self.decoder.decode(rec.value),
-            };
-            #[cfg(not(feature = "kafka"))]
-            let decoded = self.decoder.decode(rec.value);
-            let decoded = decoded.and_then(|d| self.within_future_bound(d, rec.timestamp_ms));
+            if decoded.is_ok() && outcomes.get(i) == Some(&Outcome::Filtered) {
+                if !(skipping && rec.offset < self.skip.side[pi]) {
+                    staged.push(Staged::Filtered { offset: rec.offset, prior_max_ms });
+                }
+                continue;
+            }
             match decoded {
                 Err(reason) => {
                     if skipping && rec.offset < self.skip.side[pi] {

@@ -105,7 +105,7 @@ impl AnalyzerRule for BoundFunctions {
 }
 
 /// Wraps the scalar functions of `expr` and checks the types it names.
-fn bound_expr(expr: Expr, pool: &QueryPool) -> DfResult<Transformed<Expr>> {
+pub(crate) fn bound_expr(expr: Expr, pool: &QueryPool) -> DfResult<Transformed<Expr>> {
     expr.transform_up(|e| match e {
         Expr::ScalarFunction(ScalarFunction { func, args }) if needs_bound(&func) => {
             let func = Arc::new(ScalarUDF::new_from_impl(Bounded::new(func.as_ref().clone(), pool.clone())));

@@ -58,6 +58,7 @@ pub mod route;
 pub mod service;
 pub mod session;
 pub mod sketch;
+pub mod transform;
 
 #[cfg(test)]
 mod testing;

@@ -329,6 +329,10 @@ pub struct TableConfig {
     pub kafka: Option<KafkaConfig>,
     /// Message values are Avro instead of JSON (Kafka tables only).
     pub avro: Option<AvroConfig>,
+    /// A SQL boolean expression over the table's fields (derived ones
+    /// included): a record for which it is not true is counted as filtered and
+    /// not kept.
+    pub filter: Option<String>,
 }
 
 /// Avro message values (`[tables.avro]`): binary datums written with `schema`,
@@ -390,6 +394,83 @@ pub enum UnknownFields {
 pub struct TimeConfig {
     pub field: String,
     pub formats: Vec<TimeFormat>,
+    /// Where the event time is in the record, when not the top-level `field`.
+    pub path: Option<JsonPath>,
+}
+
+/// The longest SQL expression a table may hold (a derived field or a filter).
+pub const MAX_EXPRESSION_BYTES: usize = 16 * 1024;
+
+/// A path into a record's nested JSON: `user.geo.country`, `items[0].sku`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct JsonPath(pub Vec<PathStep>);
+
+/// One step of a [`JsonPath`]: an object's key or an array's index.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum PathStep {
+    Key(String),
+    Index(usize),
+}
+
+impl JsonPath {
+    /// Parses `a.b[0].c`: keys separated by dots, array indexes in brackets.
+    /// A key holds any characters but `.`, `[` and `]`.
+    pub fn parse(text: &str) -> Result<JsonPath, String> {
+        let mut steps = Vec::new();
+        let mut rest = text;
+        if text.is_empty() {
+            return Err("a path cannot be empty".into());
+        }
+        if text.len() > 1024 {
+            return Err("a path can be at most 1024 bytes long".into());
+        }
+        loop {
+            let end = rest.find(['.', '[', ']']).unwrap_or(rest.len());
+            let key = &rest[..end];
+            if key.is_empty() {
+                return Err(format!(
+                    "`{text}` has an empty key; write keys separated by dots, like `user.geo.country`"
+                ));
+            }
+            steps.push(PathStep::Key(key.to_string()));
+            rest = &rest[end..];
+            while let Some(after) = rest.strip_prefix('[') {
+                let close = after.find(']').ok_or_else(|| format!("`{text}` has a `[` without its `]`"))?;
+                let index: usize = after[..close].parse().map_err(|_| {
+                    format!("`{text}`: `[{}]` is not an array index (a number from 0)", &after[..close])
+                })?;
+                if index > 1_000_000 {
+                    return Err(format!("`{text}`: index {index} is larger than 1000000"));
+                }
+                steps.push(PathStep::Index(index));
+                rest = &after[close + 1..];
+            }
+            if rest.is_empty() {
+                break;
+            }
+            rest = rest.strip_prefix('.').ok_or_else(|| format!("`{text}`: expected `.` or `[` before `{rest}`"))?;
+            if rest.is_empty() {
+                return Err(format!("`{text}` ends with a dot"));
+            }
+        }
+        if steps.len() > 32 {
+            return Err(format!("`{text}` is more than 32 steps deep"));
+        }
+        Ok(JsonPath(steps))
+    }
+}
+
+impl fmt::Display for JsonPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, step) in self.0.iter().enumerate() {
+            match step {
+                PathStep::Key(k) if i == 0 => f.write_str(k)?,
+                PathStep::Key(k) => write!(f, ".{k}")?,
+                PathStep::Index(n) => write!(f, "[{n}]")?,
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Accepted encodings of event time.
@@ -430,6 +511,18 @@ pub struct FieldConfig {
     pub ty: FieldType,
     /// A record without this field (or with null) is dead-lettered.
     pub required: bool,
+    /// Where the value is in the record, when not the top-level key `name`.
+    pub path: Option<JsonPath>,
+    /// A derived field: a SQL expression over the fields read from the record
+    /// (not over other derived fields), evaluated per batch by DataFusion.
+    pub expr: Option<String>,
+}
+
+impl FieldConfig {
+    /// Whether the record itself holds this field's value (it is not derived).
+    pub fn is_read(&self) -> bool {
+        self.expr.is_none()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -90,6 +90,9 @@ pub struct Segment {
     /// Repeated deliveries held (side segments of tables with dedup).
     #[serde(default)]
     pub duplicates: u64,
+    /// Records a table's filter dropped (side segments): counted, not held.
+    #[serde(default)]
+    pub filtered: u64,
     pub files: Vec<SegmentFile>,
     pub created_ms: i64,
 }
@@ -178,6 +181,8 @@ pub struct Manifest {
     pub expired: (u64, u64, u64),
     #[serde(default)]
     pub expired_duplicates: u64,
+    #[serde(default)]
+    pub expired_filtered: u64,
     /// The id the next segment gets; files of higher ids are uncommitted leftovers.
     pub next_segment_id: u64,
     /// Per partition, the offset this version of the table was built from (a
@@ -224,6 +229,7 @@ impl Manifest {
             tombstones: Vec::new(),
             expired: (0, 0, 0),
             expired_duplicates: 0,
+            expired_filtered: 0,
             next_segment_id: 1,
             origin: Vec::new(),
             replay: None,
@@ -268,6 +274,11 @@ impl Manifest {
     /// Every duplicate ever sealed, expired segments included.
     pub fn duplicates(&self) -> u64 {
         self.segments.iter().map(|s| s.duplicates).sum::<u64>() + self.expired_duplicates
+    }
+
+    /// Every record a filter dropped and a seal counted, expired segments included.
+    pub fn filtered(&self) -> u64 {
+        self.segments.iter().map(|s| s.filtered).sum::<u64>() + self.expired_filtered
     }
 
     /// Every file of one relation.

@@ -17,11 +17,20 @@ pub struct Counts {
     pub dead_lettered: u64,
     /// Repeated deliveries of an event id (tables with dedup).
     pub duplicates: u64,
+    /// Records the table's filter dropped (tables with a filter).
+    #[serde(default)]
+    pub filtered: u64,
 }
 
 impl From<weir_ingest::hot::Counts> for Counts {
     fn from(c: weir_ingest::hot::Counts) -> Counts {
-        Counts { ingested: c.ingested, late: c.late, dead_lettered: c.dead_lettered, duplicates: c.duplicates }
+        Counts {
+            ingested: c.ingested,
+            late: c.late,
+            dead_lettered: c.dead_lettered,
+            duplicates: c.duplicates,
+            filtered: c.filtered,
+        }
     }
 }
 

@@ -218,6 +218,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve { config, listen, data_dir, store, node_id, query_only, ingest, token } => {
             let src = std::fs::read_to_string(&config).with_context(|| format!("reading {}", config.display()))?;
             let mut cfg = WeirConfig::from_toml(&src).with_context(|| format!("in {}", config.display()))?;
+            weir_ingest::transform::check(&cfg).with_context(|| format!("in {}", config.display()))?;
             if let Some(l) = listen {
                 cfg.server.listen = l;
             }

@@ -121,7 +121,7 @@ pub fn render(app: &App) -> String {
     for (name, status, _) in &tables {
         let _ = writeln!(out, "weir_hot_raw_rows{{table=\"{name}\"}} {}", status.raw_rows);
     }
-    let counters: [(&str, &str, Pick); 10] = [
+    let counters: [(&str, &str, Pick); 11] = [
         ("weir_records_ingested_total", "Records taken into the table.", |s| s.counts.ingested),
         ("weir_records_late_total", "Records too late for their bucket, kept in the late relation.", |s| s.counts.late),
         (
@@ -134,6 +134,9 @@ pub fn render(app: &App) -> String {
             "Repeated deliveries of an event id, kept in the duplicates relation.",
             |s| s.counts.duplicates,
         ),
+        ("weir_records_filtered_total", "Records the table's filter dropped: counted, not kept.", |s| {
+            s.counts.filtered
+        }),
         ("weir_seals_total", "Seals committed (since start).", |s| s.seal.seals),
         ("weir_seal_failures_total", "Seal attempts that failed and will be retried (since start).", |s| {
             s.seal.failures

@@ -176,6 +176,7 @@ fn add(a: api::Counts, b: &Counts) -> api::Counts {
         late: a.late + b.late,
         dead_lettered: a.dead_lettered + b.dead_lettered,
         duplicates: a.duplicates + b.duplicates,
+        filtered: a.filtered + b.filtered,
     }
 }
 

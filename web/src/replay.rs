@@ -347,8 +347,8 @@ fn finish(s: &Replay) -> anyhow::Result<()> {
                 None => format!("the new version of `{}` is live", s.table),
             };
             println!(
-                "replay {} done: {} records read (ingested {}, late {}, dead-lettered {}, duplicates {}); {what}",
-                s.id, s.read, c.ingested, c.late, c.dead_lettered, c.duplicates
+                "replay {} done: {} records read (ingested {}, late {}, dead-lettered {}, duplicates {}, filtered {}); {what}",
+                s.id, s.read, c.ingested, c.late, c.dead_lettered, c.duplicates, c.filtered
             );
             Ok(())
         }

@@ -129,7 +129,11 @@ fn ingest_query_rollups_and_accounting_end_to_end() {
 
     // produced = ingested + late + dead-lettered, each term exact.
     assert_eq!(t["produced"], 1210);
-    assert_eq!(t["counts"], json!({ "ingested": 1200, "late": 5, "dead_lettered": 5, "duplicates": 0 }), "{t}");
+    assert_eq!(
+        t["counts"],
+        json!({ "ingested": 1200, "late": 5, "dead_lettered": 5, "duplicates": 0, "filtered": 0 }),
+        "{t}"
+    );
     assert_eq!(t["hot"]["raw_rows"], 1200);
     assert!(t["watermark"].is_string(), "{t}");
     assert_eq!(t["schema"][0], json!({ "name": "ts", "type": "Timestamp(ms, \"UTC\")", "nullable": false }));

@@ -6,7 +6,13 @@
 //! thread. Where the time goes is measured by passes that stop after each stage:
 //! read the log only; read and decode; the full pipeline.
 //!
-//! `cargo run --release -p weir-bench --bin ingest -- --events 2000000`
+//! With `--transforms`, the same events are also written as nested JSON to a
+//! second topic and read by two more tables in the same run: one that only
+//! flattens them (JSON paths), and one that flattens, computes two derived
+//! fields and applies a filter; the cost per event of each is reported
+//! against the flat table without transforms.
+//!
+//! `cargo run --release -p weir-bench --bin ingest -- --events 2000000 --transforms`
 
 use std::sync::Arc;
 
@@ -18,7 +24,7 @@ use weir_ingest::generator::DEMO_CONFIG;
 use weir_ingest::hot::HotTable;
 use weir_ingest::pipeline::{READ_BYTES, TableReader};
 use weir_storage::config::{FsyncPolicy, LogConfig, WeirConfig};
-use weir_storage::log::{Log, ReadBatch, Topic};
+use weir_storage::log::{Log, NewRecord, ReadBatch, Topic};
 
 #[derive(Parser)]
 struct Args {
@@ -27,6 +33,86 @@ struct Args {
     /// Also run the same work in DuckDB (`pip install duckdb`) and report the ratio.
     #[arg(long)]
     duckdb: bool,
+    /// Also measure ingest transforms: nested JSON flattened by paths, two
+    /// derived fields and a filter.
+    #[arg(long)]
+    transforms: bool,
+}
+
+/// The demo's fields of one flat event, nested as a producer might send them.
+fn nest(line: &[u8]) -> Vec<u8> {
+    let Ok(serde_json::Value::Object(mut flat)) = serde_json::from_slice::<serde_json::Value>(line) else {
+        return line.to_vec();
+    };
+    let mut take = |k: &str| flat.remove(k).unwrap_or(serde_json::Value::Null);
+    let nested = serde_json::json!({
+        "ts": take("ts"),
+        "card": { "id": take("card_id"), "device": take("device") },
+        "merchant": { "name": take("merchant"), "category": take("category"), "country": take("country") },
+        "payment": { "status": take("status"), "amount": take("amount") },
+    });
+    nested.to_string().into_bytes()
+}
+
+/// The demo table over nested events: every field read by a path; with
+/// `derive`, two derived fields and a filter too.
+fn nested_table(
+    base: &weir_storage::config::TableConfig,
+    derive: bool,
+) -> anyhow::Result<weir_storage::config::TableConfig> {
+    let derived = if derive {
+        r#"
+  { name = "merchant_key", type = "string", expr = "category || ':' || country" },"#
+    } else {
+        ""
+    };
+    let (cents, filter) = if derive {
+        (
+            r#", { name = "amount_cents", type = "int64", expr = "CAST(round(amount * 100) AS BIGINT)" }"#,
+            r#"filter = "status <> 'declined'""#,
+        )
+    } else {
+        ("", "")
+    };
+    let src = format!(
+        r#"
+[[tables]]
+name = "{name}"
+partitions = {partitions}
+segment_granularity = "1h"
+allowed_lateness = "5m"
+hot_budget_bytes = 2147483648
+time = {{ field = "ts", formats = ["rfc3339", "epoch_millis"] }}
+{filter}
+dimensions = [
+  {{ name = "card_id", type = "string", required = true, path = "card.id" }},
+  {{ name = "merchant", type = "string", required = true, path = "merchant.name" }},
+  {{ name = "category", type = "string", required = true, path = "merchant.category" }},
+  {{ name = "country", type = "string", required = true, path = "merchant.country" }},
+  {{ name = "device", type = "string", path = "card.device" }},
+  {{ name = "status", type = "string", required = true, path = "payment.status" }},{derived}
+]
+metrics = [{{ name = "amount", type = "float64", required = true, path = "payment.amount" }}{cents}]
+"#,
+        name = base.name,
+        partitions = base.partitions,
+    );
+    let mut table = WeirConfig::from_toml(&src)?.tables.remove(0);
+    table.rollups = base.rollups.clone();
+    Ok(table)
+}
+
+/// Reads all of `topic` into a fresh hot table of `table`; returns the
+/// seconds taken and the table's counts.
+fn ingest_all(
+    table: weir_storage::config::TableConfig,
+    topic: &Arc<Topic>,
+    start_ms: i64,
+) -> (f64, weir_ingest::hot::Counts) {
+    let hot = Arc::new(HotTable::new(Arc::new(table)));
+    let mut reader = TableReader::new(hot.clone(), topic.clone(), ManualClock::new(start_ms)).expect("reader");
+    let (_, secs) = timed(|| while reader.step(READ_BYTES).expect("step") > 0 {});
+    (secs, hot.status().counts)
 }
 
 /// Reads every partition of `topic` from its oldest offset, batch by batch.
@@ -160,6 +246,53 @@ fn main() -> anyhow::Result<()> {
             field("events=")
         );
         println!("| **Weir / DuckDB** | **{:.2}x** |", secs / full_s);
+    }
+    if args.transforms {
+        // The same events, nested, in a second topic (not timed).
+        let nested_topic = log.topic("nested", table.partitions)?;
+        for p in 0..topic.partitions() {
+            let mut from = topic.offsets(p).low;
+            loop {
+                let b = topic.read(p, from, READ_BYTES)?;
+                if b.is_empty() {
+                    break;
+                }
+                let values: Vec<Vec<u8>> = b.iter().map(|r| nest(r.value)).collect();
+                let records: Vec<NewRecord<'_>> = b
+                    .iter()
+                    .zip(&values)
+                    .map(|(r, v)| NewRecord { key: r.key, timestamp_ms: r.timestamp_ms, value: v })
+                    .collect();
+                nested_topic.append_to(p, &records)?;
+                from = b.next_offset();
+            }
+        }
+        let (flat_s, _) = ingest_all((*table).clone(), &topic, start_ms);
+        let (paths_s, paths) = ingest_all(nested_table(&table, false)?, &nested_topic, start_ms);
+        let (all_s, all) = ingest_all(nested_table(&table, true)?, &nested_topic, start_ms);
+        assert_eq!(paths.total() as usize, args.stream.events);
+        assert_eq!(all.total() as usize, args.stream.events);
+        assert_eq!(paths.ingested, status.counts.ingested, "flattening loses nothing");
+        let ns = |s: f64| s * 1e9 / n;
+        println!("\nIngest transforms (same run, same events, same rollup; one thread):\n");
+        println!("| table | events/s | ns per event | over flat, none |\n|---|---|---|---|");
+        println!("| flat JSON, no transforms | {:.0} | {:.0} | |", n / flat_s, ns(flat_s));
+        println!(
+            "| nested JSON, 7 fields read by paths | {:.0} | {:.0} | +{:.0} ns |",
+            n / paths_s,
+            ns(paths_s),
+            ns(paths_s) - ns(flat_s)
+        );
+        println!(
+            "| **nested + 2 derived fields + a filter** | **{:.0}** | **{:.0}** | **+{:.0} ns** |",
+            n / all_s,
+            ns(all_s),
+            ns(all_s) - ns(flat_s)
+        );
+        println!(
+            "\nkept / filtered / dead-lettered with the filter: {} / {} / {}",
+            all.ingested, all.filtered, all.dead_lettered
+        );
     }
     println!("\nWhere the time goes (share of the full pipeline):\n");
     println!("| stage | seconds | share |\n|---|---|---|");

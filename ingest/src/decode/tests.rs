@@ -134,3 +134,62 @@ proptest::proptest! {
         let _ = partition_key(&bytes, "card_id");
     }
 }
+
+fn nested() -> TableConfig {
+    let src = r#"
+[[tables]]
+name = "t"
+time = { field = "ts", path = "meta.at" }
+dimensions = [
+  { name = "country", type = "string", path = "user.geo.country" },
+  { name = "first_sku", type = "string", path = "items[0].sku", required = true },
+  { name = "second_qty", type = "int64", path = "items[1].qty" },
+  { name = "kind", type = "string" },
+]
+metrics = [{ name = "price", type = "float64", path = "order.price" }]
+"#;
+    WeirConfig::from_toml(src).unwrap().tables.remove(0)
+}
+
+#[test]
+fn paths_read_nested_objects_and_arrays() {
+    let d = Decoder::new(&nested());
+    let rec = br#"{"kind":"buy","user":{"id":7,"geo":{"country":"NL","city":"Delft"}},
+        "items":[{"sku":"a1","qty":2},{"sku":"b2","qty":5},{"sku":"c3"}],
+        "order":{"price":9.5,"lines":[1,2]},"meta":{"at":"1970-01-01T00:00:02Z"}}"#;
+    let out = d.decode(rec).unwrap();
+    assert_eq!(out.ts_ms, 2000);
+    assert_eq!(
+        out.values.to_vec(),
+        vec![Val::Str("NL".into()), Val::Str("a1".into()), Val::I64(5), Val::Str("buy".into()), Val::F64(9.5)]
+    );
+    // A branch that is missing, null or not an object leaves its fields missing.
+    let out = d.decode(br#"{"meta":{"at":1},"user":null,"items":[{"sku":"x"}],"order":"n/a"}"#).unwrap();
+    assert_eq!(out.values.to_vec(), vec![Val::Null, Val::Str("x".into()), Val::Null, Val::Null, Val::Null]);
+}
+
+#[test]
+fn bad_nested_values_are_named_with_their_path() {
+    let d = Decoder::new(&nested());
+    let cases: &[(&[u8], &str)] = &[
+        (br#"{"meta":{"at":1},"items":[]}"#, "missing required field `first_sku` (at `items[0].sku`)"),
+        (
+            br#"{"meta":{"at":1},"items":[{"sku":3}]}"#,
+            "field `first_sku` (at `items[0].sku`): expected a string, got number 3",
+        ),
+        (br#"{"items":[{"sku":"a"}]}"#, "missing event time field `ts` (at `meta.at`)"),
+        (br#"{"meta":{"at":1,"at":2},"items":[{"sku":"a"}]}"#, "field `at` appears twice"),
+        (br#"{"meta":{"at":1},"items":[{"sku":"a"}],"user":{"geo":{"country":{"a":1}}}}"#, "got an object"),
+    ];
+    for (rec, want) in cases {
+        let err = d.decode(rec).unwrap_err();
+        assert!(err.contains(want), "{}: {err}", String::from_utf8_lossy(rec));
+    }
+    // Deep nesting off the declared paths is skipped without recursion.
+    let deep = format!(
+        r#"{{"meta":{{"at":1}},"items":[{{"sku":"a"}}],"user":{}{}}}"#,
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    assert_eq!(d.decode(deep.as_bytes()).unwrap().values[1], Val::Str("a".into()));
+}

@@ -77,6 +77,12 @@ pub enum Staged<'a> {
         raw: &'a [u8],
         prior_max_ms: Option<i64>,
     },
+    /// A record the table's filter dropped: counted (and sealed as a count in
+    /// a side segment), not kept.
+    Filtered {
+        offset: u64,
+        prior_max_ms: Option<i64>,
+    },
 }
 
 /// Mutable state of one table.
@@ -422,6 +428,10 @@ impl HotTable {
                     note_first(&mut s.side_firsts[pi], *offset, *prior_max_ms);
                     s.dead.push(partition, *offset, *log_time_ms, reason, raw);
                     s.counts.dead_lettered += 1;
+                }
+                Staged::Filtered { offset, prior_max_ms } => {
+                    note_first(&mut s.side_firsts[pi], *offset, *prior_max_ms);
+                    s.counts.filtered += 1;
                 }
             }
         }

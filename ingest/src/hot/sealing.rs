@@ -95,7 +95,11 @@ impl HotTable {
         // Late rows, dead letters and sessions ride along with due ranges; alone,
         // only a full seal takes them (they are small, and sealing them on every
         // tick would write many tiny files).
-        let side = !s.late.is_empty() || s.dead.rows() > 0 || !s.duplicates.is_empty() || s.sessions_dirty;
+        let side = !s.late.is_empty()
+            || s.dead.rows() > 0
+            || !s.duplicates.is_empty()
+            || s.counts.filtered > 0
+            || s.sessions_dirty;
         if starts.is_empty() && !(scope == SealScope::All && side) {
             return None;
         }
@@ -119,6 +123,7 @@ impl HotTable {
         counts.dead_lettered = dead.rows();
         let duplicates = std::mem::replace(&mut s.duplicates, RowBuffer::duplicates(&self.config));
         counts.duplicates = duplicates.rows();
+        counts.filtered = s.counts.filtered;
         s.side_firsts.iter_mut().for_each(|f| *f = None);
         let closed_sessions = s.sessions.iter_mut().map(|w| w.take_closed().0).collect();
         let session_checkpoint = (!s.sessions.is_empty()).then(|| {
@@ -156,6 +161,7 @@ impl HotTable {
             s.counts.late -= slot.counts.late;
             s.counts.dead_lettered -= slot.counts.dead_lettered;
             s.counts.duplicates -= slot.counts.duplicates;
+            s.counts.filtered -= slot.counts.filtered;
             let ms = slot.started.elapsed().as_millis() as u64;
             s.seal_stats.seals += 1;
             s.seal_stats.rows_sealed += slot.counts.total();

@@ -17,17 +17,19 @@ pub struct Counts {
     pub dead_lettered: u64,
     /// Repeated deliveries of an event id (tables with dedup).
     pub duplicates: u64,
+    /// Records the table's filter dropped (tables with a filter).
+    pub filtered: u64,
 }
 
 impl Counts {
     /// Everything a manifest records as sealed (expired segments included).
     pub fn sealed(m: &Manifest) -> Counts {
         let (ingested, late, dead_lettered) = m.counts();
-        Counts { ingested, late, dead_lettered, duplicates: m.duplicates() }
+        Counts { ingested, late, dead_lettered, duplicates: m.duplicates(), filtered: m.filtered() }
     }
 
     pub fn total(&self) -> u64 {
-        self.ingested + self.late + self.dead_lettered + self.duplicates
+        self.ingested + self.late + self.dead_lettered + self.duplicates + self.filtered
     }
 
     pub(super) fn add(&self, o: &Counts) -> Counts {
@@ -36,6 +38,7 @@ impl Counts {
             late: self.late + o.late,
             dead_lettered: self.dead_lettered + o.dead_lettered,
             duplicates: self.duplicates + o.duplicates,
+            filtered: self.filtered + o.filtered,
         }
     }
 }

@@ -98,6 +98,7 @@ impl Sealer {
             late: segs.iter().map(|s| s.late).sum(),
             dead_lettered: segs.iter().map(|s| s.dead_lettered).sum(),
             duplicates: segs.iter().map(|s| s.duplicates).sum(),
+            filtered: segs.iter().map(|s| s.filtered).sum(),
             files,
             created_ms: now,
         };
@@ -138,6 +139,7 @@ impl Sealer {
                 next.expired.1 += s.late;
                 next.expired.2 += s.dead_lettered;
                 next.expired_duplicates += s.duplicates;
+                next.expired_filtered += s.filtered;
             }
             next.segments.retain(|s| !expired(s));
         }

@@ -86,6 +86,7 @@ impl Sealer {
                 late: 0,
                 dead_lettered: 0,
                 duplicates: 0,
+                filtered: 0,
                 files,
                 created_ms: now,
             });
@@ -95,7 +96,7 @@ impl Sealer {
         }
         let side_rows = slot.counts.late + slot.counts.dead_lettered + slot.counts.duplicates;
         let closed: usize = slot.closed_sessions.iter().flatten().map(RecordBatch::num_rows).sum();
-        if side_rows > 0 || closed > 0 {
+        if side_rows > 0 || closed > 0 || slot.counts.filtered > 0 {
             let mut files = Vec::new();
             self.put_file(id, &cfg.late_relation(), &slot.late, &mut files, &mut report.bytes).await?;
             self.put_file(id, &cfg.dead_letter_relation(), &slot.dead, &mut files, &mut report.bytes).await?;
@@ -115,6 +116,7 @@ impl Sealer {
                 late: slot.counts.late,
                 dead_lettered: slot.counts.dead_lettered,
                 duplicates: slot.counts.duplicates,
+                filtered: slot.counts.filtered,
                 files,
                 created_ms: now,
             });

@@ -145,6 +145,7 @@ pub(super) struct RawTable {
     pub(super) sessions: Vec<Spanned<RawSession>>,
     pub(super) kafka: Option<Spanned<RawKafka>>,
     pub(super) avro: Option<Spanned<RawAvro>>,
+    pub(super) filter: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -182,6 +183,7 @@ pub(super) struct RawTime {
     pub(super) field: Spanned<String>,
     #[serde(default)]
     pub(super) formats: Option<Vec<TimeFormat>>,
+    pub(super) path: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -192,6 +194,8 @@ pub(super) struct RawField {
     pub(super) ty: FieldType,
     #[serde(default)]
     pub(super) required: bool,
+    pub(super) path: Option<Spanned<String>>,
+    pub(super) expr: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

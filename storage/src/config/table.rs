@@ -30,11 +30,16 @@ pub(super) fn validate_table(ctx: &Ctx, i: usize, raw: RawTable) -> Result<Table
     };
 
     let mut seen = HashSet::new();
-    let dimensions = fields(ctx, &p, &mut seen, raw.dimensions, "dimensions", false)?;
-    let metrics = fields(ctx, &p, &mut seen, raw.metrics, "metrics", true)?;
+    let mut read = Vec::new();
+    let dimensions = fields(ctx, &p, &mut seen, &mut read, raw.dimensions, "dimensions", false)?;
+    let metrics = fields(ctx, &p, &mut seen, &mut read, raw.metrics, "metrics", true)?;
     let has = |n: &str| dimensions.iter().chain(metrics.iter()).find(|f| f.name == n).cloned();
-    let (time, time_span) = time(ctx, &p, raw.time, &has)?;
+    let (time, time_span) = time(ctx, &p, raw.time, &has, &mut read)?;
     let key = key(ctx, &p, raw.key, &has)?;
+    let filter = match &raw.filter {
+        Some(f) => Some(expression(ctx, &format!("{p}.filter"), f)?),
+        None => None,
+    };
 
     let dur = |v: &Option<Spanned<String>>, what: &str, default: Duration| -> Result<i64, ConfigError> {
         match v {
@@ -113,6 +118,7 @@ pub(super) fn validate_table(ctx: &Ctx, i: usize, raw: RawTable) -> Result<Table
         unknown_fields: raw.unknown_fields,
         rollups,
         sessions,
+        filter,
     })
 }
 
@@ -122,6 +128,7 @@ fn fields(
     ctx: &Ctx,
     p: &str,
     seen: &mut HashSet<String>,
+    read: &mut Vec<(String, JsonPath)>,
     list: Vec<Spanned<RawField>>,
     what: &str,
     metric: bool,
@@ -141,9 +148,71 @@ fn fields(
         if metric && !matches!(f.ty, FieldType::Int64 | FieldType::Float64) {
             return Err(ctx.err(fp, &span, format!("metric `{fname}` must be int64 or float64, not {}", f.ty)));
         }
-        out.push(FieldConfig { name: fname, ty: f.ty, required: f.required });
+        let path = match &f.path {
+            Some(text) => {
+                Some(JsonPath::parse(text.get_ref()).map_err(|m| ctx.err(format!("{fp}.path"), &text.span(), m))?)
+            }
+            None => None,
+        };
+        let expr = match f.expr {
+            Some(e) if path.is_some() => {
+                return Err(ctx.err(
+                    format!("{fp}.expr"),
+                    &e.span(),
+                    "a field is either read from the record (`path`) or derived (`expr`), not both",
+                ));
+            }
+            Some(e) => Some(expression(ctx, &format!("{fp}.expr"), &e)?),
+            None => None,
+        };
+        if expr.is_none() {
+            let at = if f.path.is_some() { format!("{fp}.path") } else { format!("{fp}.name") };
+            let span = f.path.as_ref().map_or(f.name.span(), |p| p.span());
+            let value = path.clone().unwrap_or_else(|| JsonPath(vec![PathStep::Key(fname.clone())]));
+            claim(ctx, at, &span, &fname, value, read)?;
+        }
+        out.push(FieldConfig { name: fname, ty: f.ty, required: f.required, path, expr });
     }
     Ok(out)
+}
+
+/// The text of a SQL expression, checked for size here; its meaning is checked
+/// by the ingest crate's transform compiler (`weir_ingest::transform`).
+fn expression(ctx: &Ctx, path: &str, e: &Spanned<String>) -> Result<String, ConfigError> {
+    let text = e.get_ref().trim();
+    if text.is_empty() {
+        return Err(ctx.err(path, &e.span(), "the expression is empty"));
+    }
+    if text.len() > MAX_EXPRESSION_BYTES {
+        return Err(ctx.err(path, &e.span(), format!("the expression is longer than {MAX_EXPRESSION_BYTES} bytes")));
+    }
+    Ok(text.to_string())
+}
+
+/// Claims the JSON value at `path` for field `name`: refused when another
+/// field (or the event time) reads the same value, or one inside the other.
+fn claim(
+    ctx: &Ctx,
+    at: String,
+    span: &std::ops::Range<usize>,
+    name: &str,
+    path: JsonPath,
+    read: &mut Vec<(String, JsonPath)>,
+) -> Result<(), ConfigError> {
+    for (other, other_path) in read.iter() {
+        let message = if &path == other_path {
+            format!("`{name}` reads `{path}`, which `{other}` reads already")
+        } else if path.0.starts_with(&other_path.0) {
+            format!("`{name}` reads `{path}`, inside `{other_path}`, which `{other}` reads whole")
+        } else if other_path.0.starts_with(&path.0) {
+            format!("`{name}` reads `{path}` whole, and `{other}` reads `{other_path}` inside it")
+        } else {
+            continue;
+        };
+        return Err(ctx.err(at, span, message));
+    }
+    read.push((name.to_string(), path));
+    Ok(())
 }
 
 /// The event-time field and its formats, with the span of `time` for later errors.
@@ -152,6 +221,7 @@ fn time(
     p: &str,
     time: Spanned<RawTime>,
     has: &dyn Fn(&str) -> Option<FieldConfig>,
+    read: &mut Vec<(String, JsonPath)>,
 ) -> Result<(TimeConfig, std::ops::Range<usize>), ConfigError> {
     let time_span = time.span();
     let time_raw = time.into_inner();
@@ -170,6 +240,18 @@ fn time(
             format!("`{time_field}` is not a valid field name"),
         ));
     }
+    let path = match &time_raw.path {
+        Some(text) => {
+            Some(JsonPath::parse(text.get_ref()).map_err(|m| ctx.err(format!("{p}.time.path"), &text.span(), m))?)
+        }
+        None => None,
+    };
+    let (at, span) = match &time_raw.path {
+        Some(text) => (format!("{p}.time.path"), text.span()),
+        None => (format!("{p}.time.field"), time_raw.field.span()),
+    };
+    let value = path.clone().unwrap_or_else(|| JsonPath(vec![PathStep::Key(time_field.clone())]));
+    claim(ctx, at, &span, &time_field, value, read)?;
     let formats = time_raw.formats.unwrap_or_else(|| vec![TimeFormat::Rfc3339, TimeFormat::EpochMillis]);
     if formats.is_empty() {
         return Err(ctx.err(format!("{p}.time.formats"), &time_span, "give at least one time format"));
@@ -181,7 +263,7 @@ fn time(
             "epoch_millis and epoch_seconds cannot both be accepted: an integer would be ambiguous",
         ));
     }
-    Ok((TimeConfig { field: time_field, formats }, time_span))
+    Ok((TimeConfig { field: time_field, formats, path }, time_span))
 }
 
 /// The partitioning key: a string or int64 dimension.
@@ -195,6 +277,13 @@ fn key(
         Some(k) => {
             let kname = k.get_ref().clone();
             match has(&kname) {
+                Some(f) if f.path.is_some() || f.expr.is_some() => {
+                    return Err(ctx.err(
+                        format!("{p}.key"),
+                        &k.span(),
+                        format!("key field `{kname}` must be read from the top level of the record, by its name: records are routed by it before they are decoded"),
+                    ));
+                }
                 Some(f) if f.ty == FieldType::String || f.ty == FieldType::Int64 => Some(kname),
                 Some(f) => {
                     return Err(ctx.err(

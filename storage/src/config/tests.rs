@@ -268,3 +268,83 @@ fn a_query_process_names_its_ingest_processes_by_base_url() {
         assert!(e.message.contains(bad), "{e}");
     }
 }
+
+fn table_error(dimensions: &str, extra: &str) -> ConfigError {
+    let src =
+        format!("[[tables]]\nname = \"t\"\n{extra}\ntime = {{ field = \"ts\" }}\ndimensions = [\n{dimensions}\n]\n");
+    WeirConfig::from_toml(&src).unwrap_err()
+}
+
+#[test]
+fn json_paths_parse_and_print_back() {
+    let p = JsonPath::parse("user.geo[2][0].country code").unwrap();
+    assert_eq!(
+        p.0,
+        vec![
+            PathStep::Key("user".into()),
+            PathStep::Key("geo".into()),
+            PathStep::Index(2),
+            PathStep::Index(0),
+            PathStep::Key("country code".into()),
+        ]
+    );
+    assert_eq!(p.to_string(), "user.geo[2][0].country code");
+    for (bad, why) in [
+        ("", "empty"),
+        ("a..b", "empty key"),
+        (".a", "empty key"),
+        ("a.", "ends with a dot"),
+        ("a[x]", "not an array index"),
+        ("a[1", "without its `]`"),
+        ("a[0]b", "expected `.` or `[`"),
+        ("[0]", "empty key"),
+        ("a[99999999]", "larger than"),
+    ] {
+        let e = JsonPath::parse(bad).unwrap_err();
+        assert!(e.contains(why), "{bad}: {e}");
+    }
+    assert!(JsonPath::parse(&vec!["a"; 40].join(".")).unwrap_err().contains("32 steps"));
+}
+
+#[test]
+fn paths_and_expressions_are_checked_where_they_are_declared() {
+    let e = table_error(r#"{ name = "c", type = "string", path = "user..c" }"#, "");
+    assert_eq!(e.path, "tables[0].dimensions[0].path");
+    assert_eq!(e.line, Some(6));
+    let e = table_error(r#"{ name = "c", type = "string", path = "a.b", expr = "1" }"#, "");
+    assert_eq!(e.path, "tables[0].dimensions[0].expr");
+    assert!(e.message.contains("not both"));
+    let e = table_error(r#"{ name = "c", type = "string", expr = "  " }"#, "");
+    assert!(e.message.contains("empty"));
+    let long = "x".repeat(MAX_EXPRESSION_BYTES + 1);
+    let e = table_error(&format!(r#"{{ name = "c", type = "string", expr = "{long}" }}"#), "");
+    assert!(e.message.contains("longer than"));
+    let e = table_error(r#"{ name = "c", type = "string" }"#, r#"filter = """#);
+    assert_eq!(e.path, "tables[0].filter");
+}
+
+#[test]
+fn two_fields_cannot_read_the_same_json_value() {
+    let e = table_error(
+        r#"{ name = "a", type = "string", path = "u.id" }, { name = "b", type = "string", path = "u.id" }"#,
+        "",
+    );
+    assert_eq!(e.path, "tables[0].dimensions[1].path");
+    assert!(e.message.contains("`b` reads `u.id`, which `a` reads already"), "{}", e.message);
+    let e = table_error(r#"{ name = "u", type = "string" }, { name = "b", type = "string", path = "u.id" }"#, "");
+    assert!(e.message.contains("inside `u`, which `u` reads whole"), "{}", e.message);
+    let e = table_error(r#"{ name = "b", type = "string", path = "ts.x" }"#, "");
+    assert_eq!(e.path, "tables[0].time.field");
+    // A derived field reads nothing, so it takes no path.
+    let ok = "[[tables]]\nname = \"t\"\ntime = { field = \"ts\", path = \"m.at\" }\ndimensions = [{ name = \"m\", type = \"string\", expr = \"'x'\" }, { name = \"k\", type = \"string\", path = \"m.k\" }]\n";
+    let t = WeirConfig::from_toml(ok).unwrap().tables.remove(0);
+    assert_eq!(t.time.path.as_ref().unwrap().to_string(), "m.at");
+    assert!(!t.field("m").unwrap().is_read());
+}
+
+#[test]
+fn the_key_must_be_read_from_the_top_level() {
+    let e = table_error(r#"{ name = "k", type = "string", path = "a.k" }"#, r#"key = "k""#);
+    assert_eq!(e.path, "tables[0].key");
+    assert!(e.message.contains("top level"));
+}

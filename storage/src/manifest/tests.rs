@@ -11,6 +11,7 @@ fn segment(id: u64, kind: SegmentKind, start: Option<i64>, coverage: Vec<u64>) -
         late: 1,
         dead_lettered: 2,
         duplicates: 0,
+        filtered: 0,
         files: vec![SegmentFile {
             relation: "t".into(),
             path: segment_file_path(&table_root("t"), id, "t"),

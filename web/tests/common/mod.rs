@@ -129,7 +129,8 @@ impl Weir {
             let total = c["ingested"].as_u64().unwrap()
                 + c["late"].as_u64().unwrap()
                 + c["dead_lettered"].as_u64().unwrap()
-                + c["duplicates"].as_u64().unwrap_or(0);
+                + c["duplicates"].as_u64().unwrap_or(0)
+                + c["filtered"].as_u64().unwrap_or(0);
             if total == expect_total && t["lag"].as_u64() == Some(0) {
                 return t;
             }
