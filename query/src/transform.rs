@@ -16,7 +16,9 @@ use datafusion::arrow::compute::can_cast_types;
 use datafusion::arrow::datatypes::{DataType, Schema};
 use datafusion::common::DFSchema;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::logical_expr::simplify::SimplifyContext;
 use datafusion::logical_expr::{Cast, Expr, ExprSchemable, Volatility};
+use datafusion::optimizer::simplify_expressions::ExprSimplifier;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::prelude::SessionContext;
 use weir_storage::config::QueryConfig;
@@ -51,6 +53,11 @@ pub fn compile(sql: &str, schema: &Schema, target: Option<&DataType>) -> Result<
         total_memory_bytes: MAX_TRANSFORM_BYTES,
         ..QueryConfig::default()
     });
+    // DataFusion leaves some functions to its simplifier (`coalesce` becomes a
+    // CASE), so the expression is coerced and simplified as a query's would be.
+    let df_schema = Arc::new(df_schema);
+    let simplifier = ExprSimplifier::new(SimplifyContext::default().with_schema(Arc::clone(&df_schema)));
+    let expr = simplifier.coerce(expr, &df_schema).and_then(|e| simplifier.simplify(e)).map_err(message)?;
     let expr = bound_expr(expr, &budget.pool()).map_err(message)?.data;
     ctx.create_physical_expr(expr, &df_schema).map_err(message)
 }
