@@ -56,7 +56,7 @@ pub fn compile(sql: &str, schema: &Schema, target: Option<&DataType>) -> Result<
     // DataFusion leaves some functions to its simplifier (`coalesce` becomes a
     // CASE), so the expression is coerced and simplified as a query's would be.
     let df_schema = Arc::new(df_schema);
-    let simplifier = ExprSimplifier::new(SimplifyContext::default().with_schema(Arc::clone(&df_schema)));
+    let simplifier = ExprSimplifier::new(SimplifyContext::builder().with_schema(Arc::clone(&df_schema)).build());
     let expr = simplifier.coerce(expr, &df_schema).and_then(|e| simplifier.simplify(e)).map_err(message)?;
     let expr = bound_expr(expr, &budget.pool()).map_err(message)?.data;
     ctx.create_physical_expr(expr, &df_schema).map_err(message)
