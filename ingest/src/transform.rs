@@ -20,11 +20,12 @@ use arrow::array::{
     Array, ArrayRef, AsArray, BooleanBuilder, Float64Builder, Int64Builder, RecordBatch, StringBuilder,
     TimestampMillisecondBuilder,
 };
-use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, SchemaRef, TimeUnit};
+use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, SchemaRef};
 use datafusion::physical_expr::PhysicalExpr;
 use weir_storage::config::{ConfigError, FieldType, TableConfig, WeirConfig};
 
 use crate::decode::{Decoded, Val};
+use crate::hot::columns::{arrow_type, timestamp_type};
 
 /// The compiled transforms of one table.
 pub struct Transforms {
@@ -64,15 +65,6 @@ impl std::fmt::Debug for Transforms {
     }
 }
 
-/// The Arrow type of a field's values.
-pub fn arrow_type(ty: FieldType) -> DataType {
-    match ty {
-        FieldType::String => DataType::Utf8,
-        FieldType::Int64 => DataType::Int64,
-        FieldType::Float64 => DataType::Float64,
-        FieldType::Bool => DataType::Boolean,
-    }
-}
 
 /// Compiles the transforms of every table of `cfg`: the config's checks of
 /// what only DataFusion can tell (unknown columns, types, functions).
@@ -101,8 +93,7 @@ impl Transforms {
             columns.push(Field::new(&f.name, arrow_type(f.ty), true));
             read.push(i);
         }
-        let utc = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
-        columns.push(Field::new(&table.time.field, utc, false));
+        columns.push(Field::new(&table.time.field, timestamp_type(), false));
         let input = Arc::new(Schema::new(columns.clone()));
         let dimensions = table.dimensions.len();
         let mut derived = Vec::new();
