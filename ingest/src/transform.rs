@@ -65,7 +65,6 @@ impl std::fmt::Debug for Transforms {
     }
 }
 
-
 /// Compiles the transforms of every table of `cfg`: the config's checks of
 /// what only DataFusion can tell (unknown columns, types, functions).
 pub fn check(cfg: &WeirConfig) -> Result<(), ConfigError> {
