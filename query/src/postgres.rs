@@ -32,7 +32,9 @@ use std::fmt;
 use std::sync::{Arc, LazyLock};
 
 use datafusion::arrow::datatypes::DataType;
-use datafusion::catalog::{CatalogProvider, CatalogProviderList, MemoryCatalogProvider, SchemaProvider};
+use datafusion::catalog::{
+    CatalogProvider, CatalogProviderList, MemTable, MemoryCatalogProvider, SchemaProvider, TableProvider,
+};
 use datafusion::common::Result as DfResult;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::execution::SessionStateBuilder;
@@ -47,18 +49,22 @@ use datafusion::sql::parser::Statement as DfStatement;
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
-    Expr as SqlExpr, GroupByExpr, SelectItem, Set, SetExpr, Statement, TableFactor, Value, visit_expressions_mut,
+    BinaryOperator, CaseWhen, Expr as SqlExpr, Function, FunctionArg, FunctionArgExpr, FunctionArguments,
+    GroupByExpr, Query, Select, SelectItem, Set, SetExpr, Statement, TableFactor, Value, visit_expressions,
+    visit_expressions_mut, VisitMut, VisitorMut,
 };
+use datafusion::sql::sqlparser::ast::helpers::attached_token::AttachedToken;
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 use datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
 use datafusion_pg_catalog::pg_catalog::generate_series_arg_coercion::CoerceIntArgsToBigInt;
 use datafusion_pg_catalog::pg_catalog::oid_type_planner::PgOidTypePlanner;
 use datafusion_pg_catalog::pg_catalog::{
-    self as pgc, PgCatalogSchemaProvider, PgCatalogStaticTables, format_type, has_privilege_udf, pg_get_expr_udf,
+    self as pgc, ArrowTable, PgCatalogSchemaProvider, PgCatalogStaticTables, format_type, has_privilege_udf, pg_get_expr_udf,
     quote_ident_udf,
 };
 use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
+use datafusion_pg_catalog::sql::rules::{self, SqlStatementRewriteRule};
 
 use crate::catalog::{CATALOG, SCHEMA};
 use crate::guard::{self, Checked};
@@ -121,11 +127,107 @@ pub struct Described {
 /// The parser, built once: it tokenizes its rewrite patterns when made.
 static PARSER: LazyLock<PostgresCompatibilityParser> = LazyLock::new(PostgresCompatibilityParser::new);
 
+/// The crate's statement rewrites, in its order, without
+/// `RemoveSubqueryFromProjection`: that one answers NULL for any scalar
+/// subquery of a select list it takes for correlated (one naming a derived
+/// table's column, or holding a parameter), where `/v1/sql` gives the value.
+static RULES: LazyLock<Vec<Box<dyn SqlStatementRewriteRule>>> = LazyLock::new(|| {
+    vec![
+        Box::new(rules::AliasDuplicatedProjectionRewrite),
+        Box::new(rules::ResolveUnqualifiedIdentifier),
+        Box::new(rules::RewriteArrayAnyAllOperation),
+        Box::new(rules::PrependUnqualifiedPgTableName),
+        Box::new(rules::StripCallableQualifier),
+        Box::new(rules::FixArrayLiteral),
+        Box::new(rules::CurrentUserVariableToSessionUserFunctionCall),
+        Box::new(rules::StripCollate),
+        Box::new(rules::RewritePgCatalogOperator),
+        Box::new(rules::RewriteRegCastToSubquery::new()),
+    ]
+});
+
 /// Splits `sql` into statements and classifies each.
 pub fn parse(sql: &str) -> Result<Vec<Parsed>> {
     guard::check_operators_in(sql)?;
-    let statements = PARSER.parse(sql).map_err(|e| Error::Sql { message: e.to_string() })?;
-    statements.into_iter().map(classify).collect()
+    statements(sql)?.into_iter().map(classify).collect()
+}
+
+/// `sql`'s statements, rewritten as [`PARSER`] does, except that no scalar
+/// subquery becomes NULL ([`RULES`]). The crate's parser also replaces a few
+/// whole client queries it knows (and reads `ABORT`); when its answer is not
+/// what its rules make of the plain parse, one of those fired, and its answer
+/// is taken.
+fn statements(sql: &str) -> Result<Vec<Statement>> {
+    let crate_parsed = PARSER.parse(sql).map_err(|e| Error::Sql { message: e.to_string() })?;
+    let Ok(plain) = Parser::parse_sql(&PostgreSqlDialect {}, sql) else { return Ok(crate_parsed) };
+    let ours: Vec<Statement> = plain.into_iter().map(|s| RULES.iter().fold(s, |s, r| r.rewrite(s))).collect();
+    let as_crate: Vec<Statement> = ours
+        .iter()
+        .map(|s| rules::FixVersionColumnName.rewrite(rules::RemoveSubqueryFromProjection.rewrite(s.clone())))
+        .collect();
+    if as_crate != crate_parsed {
+        return Ok(crate_parsed);
+    }
+    Ok(ours
+        .into_iter()
+        .map(|s| rules::FixVersionColumnName.rewrite(s))
+        .collect())
+}
+
+/// The part of `RemoveSubqueryFromProjection` that catalog queries need, and
+/// only for them: a scalar subquery that is a column of a select list, reads
+/// only `pg_catalog` tables and correlates by more than equalities (which
+/// DataFusion cannot decorrelate) is NULL. psql's `\d` asks so for a
+/// column's collation when it differs from its type's (never, in Weir).
+/// Subqueries over Weir's tables are never touched.
+struct CorrelatedCatalogColumns;
+
+impl VisitorMut for CorrelatedCatalogColumns {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
+        if let SetExpr::Select(select) = query.body.as_mut() {
+            for item in &mut select.projection {
+                if let SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } = item
+                    && let SqlExpr::Subquery(sub) = e
+                    && let SetExpr::Select(inner) = sub.body.as_ref()
+                    && !inner.from.is_empty()
+                    && inner.from.iter().all(|t| is_catalog(&t.relation) && t.joins.iter().all(|j| is_catalog(&j.relation)))
+                    && is_correlated(inner)
+                {
+                    *e = SqlExpr::Value(Value::Null.into());
+                }
+            }
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// Whether a conjunct of a subquery's `WHERE` compares its own columns with
+/// the enclosing query's other than by `=`.
+fn is_correlated(select: &Select) -> bool {
+    let inner = from_names(select);
+    let Some(selection) = select.selection.clone() else { return false };
+    let mut conjuncts = Vec::new();
+    split_conjuncts(selection, &mut conjuncts);
+    conjuncts.iter().any(|c| {
+        let (mut own, mut outer) = (false, false);
+        let _ = visit_expressions(c, |e| {
+            match e {
+                SqlExpr::CompoundIdentifier(parts) if parts.len() >= 2 => {
+                    if inner.contains(&parts[parts.len() - 2].value.to_lowercase()) {
+                        own = true
+                    } else {
+                        outer = true
+                    }
+                }
+                SqlExpr::Identifier(_) => own = true,
+                _ => {}
+            }
+            ControlFlow::<()>::Continue(())
+        });
+        own && outer && !matches!(c, SqlExpr::BinaryOp { op: BinaryOperator::Eq, .. })
+    })
 }
 
 /// DataFusion plans a correlated scalar subquery only when it aggregates;
@@ -133,9 +235,12 @@ pub fn parse(sql: &str) -> Result<Vec<Parsed>> {
 /// column of one catalog row without. Such a subquery, reading only
 /// `pg_catalog` tables, gets its column wrapped in `max()`: one row gives the
 /// same answer and none gives NULL, as in Postgres. Other subqueries are left
-/// as written.
-fn aggregate_catalog_subqueries(statement: &mut Statement) {
+/// as written; its `WHERE` conjuncts that read only the enclosing row move
+/// out ([`hoist_outer_conjuncts`]). And `generate_subscripts()` is planned
+/// as `unnest()` ([`generate_subscripts`]).
+fn rewrite_catalog_queries(statement: &mut Statement) {
     let _ = visit_expressions_mut(statement, |e| {
+        let (mut guard, mut empty) = (None, false);
         if let SqlExpr::Subquery(query) = e
             && let SetExpr::Select(select) = query.body.as_mut()
             && select.projection.len() == 1
@@ -149,9 +254,127 @@ fn aggregate_catalog_subqueries(statement: &mut Statement) {
             && let Ok(wrapped) = { wrapped }.parse_expr()
         {
             *column = wrapped;
+            if select.from.iter().any(|t| is_empty_catalog(&t.relation)) {
+                empty = true;
+            } else {
+                guard = hoist_outer_conjuncts(select);
+            }
+        } else if let SqlExpr::Function(f) = e
+            && let Some(subscripts) = generate_subscripts(f)
+        {
+            *e = subscripts;
+        }
+        if empty {
+            *e = SqlExpr::Value(Value::Null.into());
+        } else if let Some(guard) = guard {
+            *e = SqlExpr::Case {
+                case_token: AttachedToken::empty(),
+                end_token: AttachedToken::empty(),
+                operand: None,
+                conditions: vec![CaseWhen { condition: guard, result: e.clone() }],
+                else_result: None,
+            };
         }
         ControlFlow::<()>::Continue(())
     });
+    let _ = statement.visit(&mut CorrelatedCatalogColumns);
+}
+
+/// Takes out of a catalog subquery's `WHERE` the conjuncts that read only
+/// the enclosing query's columns (SQLAlchemy's `pg_attribute.atthasdef`
+/// inside its subquery over `pg_attrdef`), which DataFusion cannot
+/// decorrelate, and returns them joined by `AND`: the subquery, whose column
+/// is aggregated by `max()`, is then the same as `CASE WHEN <them> THEN
+/// <subquery> END` (when they do not hold, no row passes and `max()` gives
+/// NULL). A conjunct counts as outer when every column it names is qualified
+/// by a table that is not in the subquery's `FROM`; unqualified columns and
+/// nested subqueries keep it inside.
+fn hoist_outer_conjuncts(select: &mut Select) -> Option<SqlExpr> {
+    let inner = from_names(select);
+    let selection = select.selection.take()?;
+    let mut conjuncts = Vec::new();
+    split_conjuncts(selection, &mut conjuncts);
+    let (outer, kept): (Vec<_>, Vec<_>) = conjuncts.into_iter().partition(|c| is_outer_only(c, &inner));
+    select.selection = kept.into_iter().reduce(and);
+    outer.into_iter().reduce(and)
+}
+
+/// The names a select's `FROM` gives its tables (the last part of a table's
+/// name, and its alias), lowercase.
+fn from_names(select: &Select) -> Vec<String> {
+    select
+        .from
+        .iter()
+        .flat_map(|t| std::iter::once(&t.relation).chain(t.joins.iter().map(|j| &j.relation)))
+        .flat_map(|r| match r {
+            TableFactor::Table { name, alias, .. } => {
+                let last = name.0.last().and_then(|p| p.as_ident()).map(|i| i.value.to_lowercase());
+                let alias = alias.as_ref().map(|a| a.name.value.to_lowercase());
+                vec![last, alias].into_iter().flatten().collect()
+            }
+            _ => vec![],
+        })
+        .collect()
+}
+
+fn split_conjuncts(e: SqlExpr, out: &mut Vec<SqlExpr>) {
+    match e {
+        SqlExpr::BinaryOp { left, op: BinaryOperator::And, right } => {
+            split_conjuncts(*left, out);
+            split_conjuncts(*right, out);
+        }
+        SqlExpr::Nested(inner) if matches!(inner.as_ref(), SqlExpr::BinaryOp { op: BinaryOperator::And, .. }) => {
+            split_conjuncts(*inner, out)
+        }
+        other => out.push(other),
+    }
+}
+
+fn and(left: SqlExpr, right: SqlExpr) -> SqlExpr {
+    SqlExpr::BinaryOp { left: Box::new(left), op: BinaryOperator::And, right: Box::new(right) }
+}
+
+fn is_outer_only(e: &SqlExpr, inner: &[String]) -> bool {
+    let mut columns = 0;
+    let mut outer = true;
+    let _ = visit_expressions(e, |e| {
+        match e {
+            SqlExpr::CompoundIdentifier(parts) if parts.len() >= 2 => {
+                columns += 1;
+                let table = parts[parts.len() - 2].value.to_lowercase();
+                outer &= !inner.contains(&table);
+            }
+            SqlExpr::Identifier(_) | SqlExpr::Subquery(_) | SqlExpr::Exists { .. } | SqlExpr::InSubquery { .. } => {
+                outer = false
+            }
+            _ => {}
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    outer && columns > 0
+}
+
+/// `generate_subscripts(array, dim)`, a set-returning function DataFusion
+/// does not have, as `unnest(range(1, cardinality(array) + 1))` when `dim`
+/// is 1 and no row otherwise: the same rows (the subscripts of a
+/// one-dimensional array, from 1), zipped with the
+/// other `unnest`s of the select list as Postgres zips set-returning
+/// functions. SQLAlchemy's key and index reflection numbers `indkey` so.
+fn generate_subscripts(f: &Function) -> Option<SqlExpr> {
+    let name = f.name.to_string().to_lowercase();
+    if name != "generate_subscripts" && name != "pg_catalog.generate_subscripts" {
+        return None;
+    }
+    let FunctionArguments::List(list) = &f.args else { return None };
+    let [FunctionArg::Unnamed(FunctionArgExpr::Expr(array)), FunctionArg::Unnamed(FunctionArgExpr::Expr(dim))] =
+        list.args.as_slice()
+    else {
+        return None;
+    };
+    let sql = format!(
+        "unnest(CASE WHEN ({dim}) = 1 THEN range(1, CAST(cardinality({array}) AS BIGINT) + 1) ELSE range(0) END)"
+    );
+    Parser::new(&PostgreSqlDialect {}).try_with_sql(&sql).ok()?.parse_expr().ok()
 }
 
 fn is_catalog(relation: &TableFactor) -> bool {
@@ -164,6 +387,21 @@ fn is_catalog(relation: &TableFactor) -> bool {
     }
 }
 
+/// The catalog tables that are empty in Weir: no column has a default
+/// (`pg_attrdef`), no table a sequence (`pg_sequence`). A scalar subquery
+/// reading one of them (not through an outer join) is NULL, whatever it
+/// correlates with; SQLAlchemy's identity and default reflection asks so, in
+/// subqueries DataFusion cannot decorrelate.
+const EMPTY_CATALOG_TABLES: [&str; 2] = ["pg_attrdef", "pg_sequence"];
+
+fn is_empty_catalog(relation: &TableFactor) -> bool {
+    let TableFactor::Table { name, .. } = relation else { return false };
+    is_catalog(relation)
+        && name.0.last().and_then(|p| p.as_ident()).is_some_and(|i| {
+            EMPTY_CATALOG_TABLES.iter().any(|t| i.value.eq_ignore_ascii_case(t))
+        })
+}
+
 fn is_aggregate(e: &SqlExpr) -> bool {
     let SqlExpr::Function(f) = e else { return false };
     let name = f.name.to_string().to_lowercase();
@@ -173,7 +411,7 @@ fn is_aggregate(e: &SqlExpr) -> bool {
 }
 
 fn classify(mut statement: Statement) -> Result<Parsed> {
-    aggregate_catalog_subqueries(&mut statement);
+    rewrite_catalog_queries(&mut statement);
     let command = match &statement {
         Statement::Set(set) => set_command(set)?,
         Statement::ShowVariable { variable } => {
@@ -238,6 +476,9 @@ impl PgCatalog {
         );
         let schema = PgCatalogSchemaProvider::try_new(catalogs, Arc::clone(&static_tables), EmptyContextProvider)
             .map_err(|e| Error::internal(format!("building pg_catalog: {e}")))?;
+        let pg_index = pg_index_with_vectors(&static_tables.pg_index)
+            .map_err(|e| Error::internal(format!("building pg_catalog.pg_index: {e}")))?;
+        let schema = WithPgIndex { inner: Arc::new(schema), pg_index };
         Ok(PgCatalog { schema: Arc::new(schema), static_tables })
     }
 
@@ -285,9 +526,13 @@ impl PgCatalog {
             quote_ident_udf::create_parse_ident_udf(),
             ScalarUDF::new_from_impl(Version::new()),
             ScalarUDF::new_from_impl(ToRegtype::new()),
-            ScalarUDF::new_from_impl(Constant::new("pg_get_serial_sequence", 2, ScalarValue::Utf8(None))),
-            ScalarUDF::new_from_impl(Constant::new("pg_collation_is_visible", 1, ScalarValue::Boolean(Some(true)))),
+            ScalarUDF::new_from_impl(Constant::new("pg_get_serial_sequence", &[2], ScalarValue::Utf8(None))),
+            ScalarUDF::new_from_impl(Constant::new("pg_collation_is_visible", &[1], ScalarValue::Boolean(Some(true)))),
+            ScalarUDF::new_from_impl(Constant::new("pg_get_indexdef", &[1, 3], ScalarValue::Utf8(None))),
             ScalarUDF::new_from_impl(JsonBuildObject::new()),
+            ScalarUDF::new_from_impl(CurrentSetting {
+                signature: Signature::exact(vec![DataType::Utf8], Volatility::Stable),
+            }),
         ] {
             ctx.register_udf(udf);
         }
@@ -295,6 +540,112 @@ impl PgCatalog {
         CoerceIntArgsToBigInt::widen(&ctx);
         Ok(ctx.state())
     }
+}
+
+/// `pg_catalog` with its `pg_index` as [`pg_index_with_vectors`] makes it
+/// and its `pg_class` as [`with_reloptions`] does.
+#[derive(Debug)]
+struct WithPgIndex {
+    inner: Arc<dyn SchemaProvider>,
+    pg_index: Arc<dyn TableProvider>,
+}
+
+#[async_trait::async_trait]
+impl SchemaProvider for WithPgIndex {
+    fn table_names(&self) -> Vec<String> {
+        self.inner.table_names()
+    }
+
+    async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        if name.eq_ignore_ascii_case("pg_index") {
+            return Ok(Some(Arc::clone(&self.pg_index)));
+        }
+        let table = self.inner.table(name).await?;
+        match table {
+            Some(pg_class) if name.eq_ignore_ascii_case("pg_class") => Ok(Some(with_reloptions(pg_class)?)),
+            other => Ok(other),
+        }
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.inner.table_exist(name)
+    }
+}
+
+/// The crate's `pg_class` with the column it lacks, `reloptions` (`text[]`,
+/// NULL: no table has storage options), which SQLAlchemy's index reflection
+/// reads.
+fn with_reloptions(pg_class: Arc<dyn TableProvider>) -> DfResult<Arc<dyn TableProvider>> {
+    use datafusion::datasource::{provider_as_source, view::ViewTable};
+    use datafusion::logical_expr::{LogicalPlanBuilder, col, lit};
+    let list = DataType::List(Arc::new(datafusion::arrow::datatypes::Field::new_list_field(DataType::Utf8, true)));
+    let mut columns: Vec<Expr> = pg_class.schema().fields().iter().map(|f| col(format!("\"{}\"", f.name()))).collect();
+    columns.push(lit(ScalarValue::try_from(&list)?).alias("reloptions"));
+    let plan = LogicalPlanBuilder::scan("pg_class", provider_as_source(pg_class), None)?.project(columns)?.build()?;
+    Ok(Arc::new(ViewTable::new(plan, None)))
+}
+
+/// The static `pg_index` with its vector columns as arrays, as Postgres has
+/// them: `indkey` and `indoption` (`int2vector`) as lists of `Int16`,
+/// `indcollation` and `indclass` (`oidvector`) as lists of `Int32` (the
+/// crate's OID type). The crate keeps them as text (`"1 2"`), on which
+/// `unnest(indkey)` (SQLAlchemy's key and index reflection) cannot plan.
+fn pg_index_with_vectors(table: &ArrowTable) -> DfResult<Arc<dyn TableProvider>> {
+    use datafusion::arrow::array::{Array, ArrayRef, AsArray, ListBuilder, PrimitiveBuilder, RecordBatch};
+    use datafusion::arrow::datatypes::{ArrowPrimitiveType, Field, Int16Type, Int32Type, Schema};
+
+    fn vector<T: ArrowPrimitiveType>(text: &ArrayRef) -> DfResult<ArrayRef>
+    where
+        T::Native: std::str::FromStr,
+    {
+        let text = datafusion::arrow::compute::cast(text, &DataType::Utf8)?;
+        let mut out = ListBuilder::new(PrimitiveBuilder::<T>::new());
+        for value in text.as_string::<i32>() {
+            match value {
+                None => out.append_null(),
+                Some(value) => {
+                    for n in value.split_whitespace() {
+                        let n = n.parse::<T::Native>().map_err(|_| {
+                            datafusion::error::DataFusionError::Internal(format!("`{n}` in a vector of pg_index"))
+                        })?;
+                        out.values().append_value(n);
+                    }
+                    out.append(true);
+                }
+            }
+        }
+        Ok(Arc::new(out.finish()))
+    }
+
+    let schema = table.schema();
+    let mut fields = Vec::with_capacity(schema.fields().len());
+    for field in schema.fields() {
+        let element = match field.name().as_str() {
+            "indkey" | "indoption" => DataType::Int16,
+            "indcollation" | "indclass" => DataType::Int32,
+            _ => {
+                fields.push(Arc::clone(field));
+                continue;
+            }
+        };
+        let list = DataType::List(Arc::new(Field::new_list_field(element, true)));
+        fields.push(Arc::new(Field::new(field.name(), list, true)));
+    }
+    let converted = Arc::new(Schema::new(fields));
+    let mut batches = Vec::with_capacity(table.data().len());
+    for batch in table.data() {
+        let mut columns = Vec::with_capacity(batch.num_columns());
+        for (field, column) in schema.fields().iter().zip(batch.columns()) {
+            columns.push(match field.name().as_str() {
+                "indkey" | "indoption" => vector::<Int16Type>(column)?,
+                "indcollation" | "indclass" => vector::<Int32Type>(column)?,
+                _ => Arc::clone(column),
+            });
+        }
+        debug_assert!(columns.iter().all(|c| c.len() == batch.num_rows()));
+        batches.push(RecordBatch::try_new(Arc::clone(&converted), columns)?);
+    }
+    Ok(Arc::new(MemTable::try_new(converted, vec![batches])?))
 }
 
 /// The parameters of `plan` in order, `$1` first: a statement's placeholders
@@ -452,7 +803,9 @@ impl ScalarUDFImpl for ToRegtype {
 
 /// A catalog function whose answer is the same for every argument in Weir:
 /// `pg_get_serial_sequence` (no table has a sequence: NULL),
-/// `pg_collation_is_visible` (the one collation is).
+/// `pg_collation_is_visible` (the one collation is), `pg_get_indexdef`
+/// (no table has an index: NULL, as Postgres answers for an OID that is not
+/// an index's).
 #[derive(Debug, PartialEq, Eq, Hash)]
 struct Constant {
     name: &'static str,
@@ -461,8 +814,12 @@ struct Constant {
 }
 
 impl Constant {
-    fn new(name: &'static str, args: usize, value: ScalarValue) -> Self {
-        Constant { name, signature: Signature::any(args, Volatility::Immutable), value }
+    fn new(name: &'static str, arities: &[usize], value: ScalarValue) -> Self {
+        let signature = Signature::one_of(
+            arities.iter().map(|n| datafusion::logical_expr::TypeSignature::Any(*n)).collect(),
+            Volatility::Immutable,
+        );
+        Constant { name, signature, value }
     }
 }
 
@@ -545,7 +902,175 @@ impl ScalarUDFImpl for JsonBuildObject {
     }
 }
 
+/// The value of a server setting, as `SHOW` and `current_setting()` answer
+/// it when the session did not set it.
+pub fn server_setting(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "server_version" => SERVER_VERSION,
+        "server_encoding" | "client_encoding" => "UTF8",
+        "standard_conforming_strings"
+        | "integer_datetimes"
+        | "default_transaction_read_only"
+        | "transaction_read_only" => "on",
+        "is_superuser" => "off",
+        "transaction isolation level" | "transaction_isolation" | "default_transaction_isolation" => "read committed",
+        "timezone" | "time zone" => "UTC",
+        "datestyle" => "ISO, YMD",
+        "intervalstyle" => "postgres",
+        "search_path" => "public",
+        "max_identifier_length" => "63",
+        "lc_collate" | "lc_ctype" => "C",
+        "application_name" => "",
+        "default_table_access_method" => "heap",
+        _ => return None,
+    })
+}
+
+/// `current_setting(name)`: a server setting ([`server_setting`]); an
+/// unknown name is an error, as in Postgres. What a session `SET` is seen by
+/// `SHOW` only.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct CurrentSetting {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for CurrentSetting {
+    fn name(&self) -> &str {
+        "current_setting"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let names = args.args[0].to_array(args.number_rows)?;
+        let names = datafusion::arrow::compute::cast(&names, &DataType::Utf8)?;
+        let names = datafusion::arrow::array::AsArray::as_string::<i32>(&names);
+        let mut out = datafusion::arrow::array::StringBuilder::new();
+        for name in names.iter() {
+            match name {
+                None => out.append_null(),
+                Some(name) => match server_setting(&name.to_lowercase()) {
+                    Some(value) => out.append_value(value),
+                    None => {
+                        return datafusion::common::plan_err!("unrecognized configuration parameter \"{name}\"");
+                    }
+                },
+            }
+        }
+        Ok(ColumnarValue::Array(Arc::new(out.finish())))
+    }
+}
+
 /// What `version()` answers.
 pub fn version_text() -> String {
     format!("PostgreSQL {SERVER_VERSION} (Weir {}, DataFusion)", env!("CARGO_PKG_VERSION"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rewritten(sql: &str) -> String {
+        match parse(sql).unwrap().remove(0) {
+            Parsed::Query(checked) => checked.statement.to_string(),
+            Parsed::Command(c) => panic!("{c:?}"),
+        }
+    }
+
+    #[test]
+    fn outer_conjuncts_of_catalog_subqueries_become_a_case_guard() {
+        let sql = rewritten(
+            "SELECT CASE WHEN pg_catalog.pg_attribute.attcollation != 0 THEN (SELECT pg_catalog.pg_type.typcollation AS c \
+             FROM pg_catalog.pg_type WHERE pg_catalog.pg_attribute.attcollation != 0 AND pg_catalog.pg_type.oid = pg_catalog.pg_attribute.atttypid) ELSE NULL END \
+             FROM pg_catalog.pg_attribute",
+        );
+        assert!(
+            sql.contains(
+                "THEN CASE WHEN pg_catalog.pg_attribute.attcollation <> 0 THEN (SELECT max(pg_catalog.pg_type.typcollation) AS c FROM pg_catalog.pg_type WHERE pg_catalog.pg_type.oid = pg_catalog.pg_attribute.atttypid) END"
+            ),
+            "{sql}"
+        );
+        // A conjunct naming a column of the subquery's own table stays.
+        let sql = rewritten(
+            "SELECT (SELECT t.typname FROM pg_catalog.pg_type t WHERE t.typlen > 0 AND a.attnum = 1) FROM pg_catalog.pg_attribute a",
+        );
+        assert!(
+            sql.contains("CASE WHEN a.attnum = 1 THEN (SELECT max(t.typname) FROM pg_catalog.pg_type t WHERE t.typlen > 0) END"),
+            "{sql}"
+        );
+        // An unqualified column might be the subquery's: nothing moves.
+        let sql = rewritten("SELECT (SELECT t.typname FROM pg_catalog.pg_type t WHERE typlen > 0) FROM pg_catalog.pg_attribute a");
+        assert!(!sql.contains("CASE"), "{sql}");
+    }
+
+    #[test]
+    fn subqueries_over_empty_catalog_tables_are_null() {
+        let sql = rewritten(
+            "SELECT CASE WHEN a.attidentity != '' THEN (SELECT json_build_object('start', s.seqstart, 'always', a.attidentity = 'a') \
+             FROM pg_catalog.pg_sequence s WHERE s.seqrelid = a.attrelid) ELSE NULL END FROM pg_catalog.pg_attribute a",
+        );
+        assert!(sql.contains("THEN NULL ELSE NULL END"), "{sql}");
+        // What makes that exact: the tables are empty.
+        let catalogs: Arc<dyn CatalogProviderList> = Arc::new(datafusion::catalog::MemoryCatalogProviderList::new());
+        let pg = PgCatalog::new(Arc::clone(&catalogs)).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        for table in EMPTY_CATALOG_TABLES {
+            let provider = rt.block_on(pg.schema.table(table)).unwrap().unwrap();
+            let ctx = SessionContext::new();
+            let batches = rt.block_on(async { ctx.read_table(provider)?.collect().await }).unwrap();
+            assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 0, "{table}");
+        }
+    }
+
+    #[test]
+    fn pg_index_has_its_vectors_as_arrays() {
+        let catalogs: Arc<dyn CatalogProviderList> = Arc::new(datafusion::catalog::MemoryCatalogProviderList::new());
+        let pg = PgCatalog::new(Arc::clone(&catalogs)).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let provider = rt.block_on(pg.schema.table("pg_index")).unwrap().unwrap();
+        let ctx = SessionContext::new();
+        ctx.register_table("pg_index", provider).unwrap();
+        let batches = rt
+            .block_on(async {
+                ctx.sql("SELECT indnatts, cardinality(indkey) AS n, indkey[1] AS first FROM pg_index WHERE indnatts = 2 LIMIT 1")
+                    .await?
+                    .collect()
+                    .await
+            })
+            .unwrap();
+        let text = datafusion::arrow::util::pretty::pretty_format_batches(&batches).unwrap().to_string();
+        assert!(text.contains("| 2        | 2 |"), "{text}");
+    }
+
+    #[test]
+    fn scalar_subqueries_of_a_select_list_are_kept() {
+        // The crate's parser would answer NULL for both.
+        assert_eq!(
+            rewritten("SELECT (SELECT max(v.x) FROM (VALUES (1), (2)) AS v(x)) AS m"),
+            "SELECT (SELECT max(v.x) FROM (VALUES (1), (2)) AS v (x)) AS m"
+        );
+        assert!(rewritten("SELECT (SELECT max(x) FROM (VALUES (1)) AS v(x) WHERE x > $1) AS m").contains("$1"));
+        // A correlated one over catalog tables only, in a select list, is NULL
+        // (psql's `\d` column collation).
+        let sql = rewritten(
+            "SELECT (SELECT c.collname FROM pg_catalog.pg_collation c, pg_catalog.pg_type t \
+             WHERE c.oid = a.attcollation AND t.oid = a.atttypid AND a.attcollation <> t.typcollation) AS attcollation \
+             FROM pg_catalog.pg_attribute a",
+        );
+        assert!(sql.starts_with("SELECT NULL AS attcollation"), "{sql}");
+        // Its whole-query replacements still apply: `ABORT` is `ROLLBACK`.
+        assert!(matches!(parse("ABORT").unwrap()[..], [Parsed::Command(Command::Rollback)]));
+    }
+
+    #[test]
+    fn generate_subscripts_is_planned_as_unnest() {
+        let sql = rewritten("SELECT unnest(indkey), generate_subscripts(indkey, $1::INTEGER) FROM pg_catalog.pg_index");
+        assert!(sql.contains("unnest(CASE WHEN ($1::INTEGER) = 1"), "{sql}");
+    }
 }

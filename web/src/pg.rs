@@ -605,29 +605,9 @@ fn show<C: ClientInfo>(client: &C, name: &str) -> PgWireResult<String> {
     if let Some(v) = client.metadata().get(name) {
         return Ok(v.clone());
     }
-    let value = match name {
-        "server_version" => postgres::SERVER_VERSION,
-        "server_encoding" | "client_encoding" => "UTF8",
-        "standard_conforming_strings"
-        | "integer_datetimes"
-        | "default_transaction_read_only"
-        | "transaction_read_only" => "on",
-        "is_superuser" => "off",
-        "transaction isolation level" | "transaction_isolation" | "default_transaction_isolation" => "read committed",
-        "timezone" | "time zone" => "UTC",
-        "datestyle" => "ISO, YMD",
-        "intervalstyle" => "postgres",
-        "search_path" => "public",
-        "max_identifier_length" => "63",
-        "lc_collate" | "lc_ctype" => "C",
-        "application_name" => "",
-        other => {
-            return Err(PgWireError::UserError(Box::new(error(
-                "42704",
-                format!("unrecognized configuration parameter \"{other}\""),
-            ))));
-        }
-    };
+    let value = postgres::server_setting(name).ok_or_else(|| {
+        PgWireError::UserError(Box::new(error("42704", format!("unrecognized configuration parameter \"{name}\""))))
+    })?;
     Ok(value.to_string())
 }
 

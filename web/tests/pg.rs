@@ -203,6 +203,10 @@ fn catalog_queries_of_clients_plan() {
         .await;
         let amount = columns.iter().find(|r| r[0].as_deref() == Some("amount")).expect("amount is listed");
         assert_eq!(amount[1].as_deref(), Some("double precision"));
+        // A scalar subquery in a select list answers its value, as over HTTP
+        // (datafusion-pg-catalog's parser alone would answer NULL).
+        let m = simple_rows(&client, "SELECT (SELECT max(v.x) FROM (VALUES (1), (2)) AS v(x)) AS m").await;
+        assert_eq!(m, vec![vec![Some("2".to_string())]]);
         let version = simple_rows(&client, "SELECT version()").await;
         assert!(version[0][0].as_deref().unwrap().starts_with("PostgreSQL 16"), "{version:?}");
         // Session commands answer without planning.

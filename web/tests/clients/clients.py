@@ -195,21 +195,25 @@ def test_a_bad_token_is_refused(tmp):
         t.stop()
 
 
-def test_sqlalchemy_lists_the_tables_and_queries(w):
-    # Column reflection (inspect().get_columns, autoload_with) is not built:
-    # SQLAlchemy's query puts correlated subqueries inside CASE, which
-    # DataFusion cannot plan (docs/connect.md).
+def test_sqlalchemy_reflects_the_tables_and_queries(w):
     engine = sqlalchemy.create_engine(f"postgresql+psycopg://weir@{w.pg}/weir")
     inspector = sqlalchemy.inspect(engine)
     tables = inspector.get_table_names()
     assert "transactions" in tables and "transactions_per_minute" in tables, tables
     assert inspector.has_table("transactions") and not inspector.has_table("nope")
-    table = sqlalchemy.Table(
-        "transactions",
-        sqlalchemy.MetaData(),
-        sqlalchemy.Column("country", sqlalchemy.Text),
-        sqlalchemy.Column("amount", sqlalchemy.Float),
-    )
+    # Column reflection: the same columns, in the same order, as the HTTP
+    # API's schema of the table, with their types.
+    http_columns = [r[0] for r in w.sql("SELECT column_name FROM information_schema.columns WHERE table_name = 'transactions' ORDER BY ordinal_position")]
+    columns = inspector.get_columns("transactions")
+    assert [c["name"] for c in columns] == http_columns, (columns, http_columns)
+    types = {c["name"]: c["type"] for c in columns}
+    assert isinstance(types["ts"], sqlalchemy.TIMESTAMP) and types["ts"].timezone, types
+    assert isinstance(types["amount"], sqlalchemy.Float) and isinstance(types["country"], sqlalchemy.Text), types
+    assert inspector.get_pk_constraint("transactions")["constrained_columns"] == []
+    assert inspector.get_indexes("transactions") == [] and inspector.get_foreign_keys("transactions") == []
+    # A table loaded by reflection, then queried.
+    table = sqlalchemy.Table("transactions", sqlalchemy.MetaData(), autoload_with=engine)
+    assert [c.name for c in table.columns] == http_columns
     query = (
         sqlalchemy.select(table.c.country, sqlalchemy.func.count().label("n"), sqlalchemy.func.sum(table.c.amount))
         .where(table.c.amount > 2.0)
