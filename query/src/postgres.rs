@@ -48,20 +48,20 @@ use datafusion::scalar::ScalarValue;
 use datafusion::sql::parser::Statement as DfStatement;
 use std::ops::ControlFlow;
 
-use datafusion::sql::sqlparser::ast::{
-    BinaryOperator, CaseWhen, Expr as SqlExpr, Function, FunctionArg, FunctionArgExpr, FunctionArguments,
-    GroupByExpr, Query, Select, SelectItem, Set, SetExpr, Statement, TableFactor, Value, visit_expressions,
-    visit_expressions_mut, VisitMut, VisitorMut,
-};
 use datafusion::sql::sqlparser::ast::helpers::attached_token::AttachedToken;
+use datafusion::sql::sqlparser::ast::{
+    BinaryOperator, CaseWhen, Expr as SqlExpr, Function, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr,
+    Query, Select, SelectItem, Set, SetExpr, Statement, TableFactor, Value, VisitMut, VisitorMut, visit_expressions,
+    visit_expressions_mut,
+};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 use datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
 use datafusion_pg_catalog::pg_catalog::generate_series_arg_coercion::CoerceIntArgsToBigInt;
 use datafusion_pg_catalog::pg_catalog::oid_type_planner::PgOidTypePlanner;
 use datafusion_pg_catalog::pg_catalog::{
-    self as pgc, ArrowTable, PgCatalogSchemaProvider, PgCatalogStaticTables, format_type, has_privilege_udf, pg_get_expr_udf,
-    quote_ident_udf,
+    self as pgc, ArrowTable, PgCatalogSchemaProvider, PgCatalogStaticTables, format_type, has_privilege_udf,
+    pg_get_expr_udf, quote_ident_udf,
 };
 use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
 use datafusion_pg_catalog::sql::rules::{self, SqlStatementRewriteRule};
@@ -168,10 +168,7 @@ fn statements(sql: &str) -> Result<Vec<Statement>> {
     if as_crate != crate_parsed {
         return Ok(crate_parsed);
     }
-    Ok(ours
-        .into_iter()
-        .map(|s| rules::FixVersionColumnName.rewrite(s))
-        .collect())
+    Ok(ours.into_iter().map(|s| rules::FixVersionColumnName.rewrite(s)).collect())
 }
 
 /// The part of `RemoveSubqueryFromProjection` that catalog queries need, and
@@ -192,7 +189,10 @@ impl VisitorMut for CorrelatedCatalogColumns {
                     && let SqlExpr::Subquery(sub) = e
                     && let SetExpr::Select(inner) = sub.body.as_ref()
                     && !inner.from.is_empty()
-                    && inner.from.iter().all(|t| is_catalog(&t.relation) && t.joins.iter().all(|j| is_catalog(&j.relation)))
+                    && inner
+                        .from
+                        .iter()
+                        .all(|t| is_catalog(&t.relation) && t.joins.iter().all(|j| is_catalog(&j.relation)))
                     && is_correlated(inner)
                 {
                     *e = SqlExpr::Value(Value::Null.into());
@@ -215,11 +215,7 @@ fn is_correlated(select: &Select) -> bool {
         let _ = visit_expressions(c, |e| {
             match e {
                 SqlExpr::CompoundIdentifier(parts) if parts.len() >= 2 => {
-                    if inner.contains(&parts[parts.len() - 2].value.to_lowercase()) {
-                        own = true
-                    } else {
-                        outer = true
-                    }
+                    if inner.contains(&parts[parts.len() - 2].value.to_lowercase()) { own = true } else { outer = true }
                 }
                 SqlExpr::Identifier(_) => own = true,
                 _ => {}
@@ -397,9 +393,11 @@ const EMPTY_CATALOG_TABLES: [&str; 2] = ["pg_attrdef", "pg_sequence"];
 fn is_empty_catalog(relation: &TableFactor) -> bool {
     let TableFactor::Table { name, .. } = relation else { return false };
     is_catalog(relation)
-        && name.0.last().and_then(|p| p.as_ident()).is_some_and(|i| {
-            EMPTY_CATALOG_TABLES.iter().any(|t| i.value.eq_ignore_ascii_case(t))
-        })
+        && name
+            .0
+            .last()
+            .and_then(|p| p.as_ident())
+            .is_some_and(|i| EMPTY_CATALOG_TABLES.iter().any(|t| i.value.eq_ignore_ascii_case(t)))
 }
 
 fn is_aggregate(e: &SqlExpr) -> bool {
@@ -1001,11 +999,15 @@ mod tests {
             "SELECT (SELECT t.typname FROM pg_catalog.pg_type t WHERE t.typlen > 0 AND a.attnum = 1) FROM pg_catalog.pg_attribute a",
         );
         assert!(
-            sql.contains("CASE WHEN a.attnum = 1 THEN (SELECT max(t.typname) FROM pg_catalog.pg_type t WHERE t.typlen > 0) END"),
+            sql.contains(
+                "CASE WHEN a.attnum = 1 THEN (SELECT max(t.typname) FROM pg_catalog.pg_type t WHERE t.typlen > 0) END"
+            ),
             "{sql}"
         );
         // An unqualified column might be the subquery's: nothing moves.
-        let sql = rewritten("SELECT (SELECT t.typname FROM pg_catalog.pg_type t WHERE typlen > 0) FROM pg_catalog.pg_attribute a");
+        let sql = rewritten(
+            "SELECT (SELECT t.typname FROM pg_catalog.pg_type t WHERE typlen > 0) FROM pg_catalog.pg_attribute a",
+        );
         assert!(!sql.contains("CASE"), "{sql}");
     }
 
