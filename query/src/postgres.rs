@@ -785,8 +785,7 @@ impl ScalarUDFImpl for ToRegtype {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
-        let names = args.args[0].to_array(args.number_rows)?;
-        let names = datafusion::arrow::compute::cast(&names, &DataType::Utf8)?;
+        let names = text_argument(&args.args[0], args.number_rows)?;
         let names = datafusion::arrow::array::AsArray::as_string::<i32>(&names);
         let oids: datafusion::arrow::array::Int32Array = names
             .iter()
@@ -946,8 +945,7 @@ impl ScalarUDFImpl for CurrentSetting {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
-        let names = args.args[0].to_array(args.number_rows)?;
-        let names = datafusion::arrow::compute::cast(&names, &DataType::Utf8)?;
+        let names = text_argument(&args.args[0], args.number_rows)?;
         let names = datafusion::arrow::array::AsArray::as_string::<i32>(&names);
         let mut out = datafusion::arrow::array::StringBuilder::new();
         for name in names.iter() {
@@ -965,6 +963,11 @@ impl ScalarUDFImpl for CurrentSetting {
     }
 }
 
+/// A function's argument as a text array of `rows` values.
+fn text_argument(arg: &ColumnarValue, rows: usize) -> DfResult<datafusion::arrow::array::ArrayRef> {
+    Ok(datafusion::arrow::compute::cast(&arg.to_array(rows)?, &DataType::Utf8)?)
+}
+
 /// What `version()` answers.
 pub fn version_text() -> String {
     format!("PostgreSQL {SERVER_VERSION} (Weir {}, DataFusion)", env!("CARGO_PKG_VERSION"))
@@ -973,6 +976,13 @@ pub fn version_text() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A `pg_catalog` over no tables, and a runtime to read it on.
+    fn catalog() -> (PgCatalog, tokio::runtime::Runtime) {
+        let catalogs: Arc<dyn CatalogProviderList> = Arc::new(datafusion::catalog::MemoryCatalogProviderList::new());
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        (PgCatalog::new(catalogs).unwrap(), rt)
+    }
 
     fn rewritten(sql: &str) -> String {
         match parse(sql).unwrap().remove(0) {
@@ -1019,9 +1029,7 @@ mod tests {
         );
         assert!(sql.contains("THEN NULL ELSE NULL END"), "{sql}");
         // What makes that exact: the tables are empty.
-        let catalogs: Arc<dyn CatalogProviderList> = Arc::new(datafusion::catalog::MemoryCatalogProviderList::new());
-        let pg = PgCatalog::new(Arc::clone(&catalogs)).unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let (pg, rt) = catalog();
         for table in EMPTY_CATALOG_TABLES {
             let provider = rt.block_on(pg.schema.table(table)).unwrap().unwrap();
             let ctx = SessionContext::new();
@@ -1032,9 +1040,7 @@ mod tests {
 
     #[test]
     fn pg_index_has_its_vectors_as_arrays() {
-        let catalogs: Arc<dyn CatalogProviderList> = Arc::new(datafusion::catalog::MemoryCatalogProviderList::new());
-        let pg = PgCatalog::new(Arc::clone(&catalogs)).unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let (pg, rt) = catalog();
         let provider = rt.block_on(pg.schema.table("pg_index")).unwrap().unwrap();
         let ctx = SessionContext::new();
         ctx.register_table("pg_index", provider).unwrap();
