@@ -593,11 +593,107 @@ impl TableConfig {
         format!("{}_late", self.name)
     }
 
+    /// Every SQL relation the table defines: itself, its late rows and dead
+    /// letters, its duplicates (with dedup), its rollups and session windows.
+    pub fn relation_names(&self) -> Vec<String> {
+        let mut names = vec![self.name.clone(), self.dead_letter_relation(), self.late_relation()];
+        if self.dedup.is_some() {
+            names.push(self.duplicates_relation());
+        }
+        names.extend(self.rollups.iter().map(|r| self.rollup_relation(&r.name)));
+        names.extend(self.sessions.iter().map(|w| self.session_relation(&w.name)));
+        names
+    }
+
+    /// Parses and validates one table definition as the table API takes it:
+    /// what a config's `[[tables]]` entry holds, as TOML or as JSON of the same
+    /// shape. The checks and messages are the config parser's; paths start at
+    /// the table (`rollups[0].dimensions[1]` where a config says
+    /// `tables[0].rollups[0].dimensions[1]`). Returns the table and its
+    /// definition as TOML (what the store keeps).
+    pub fn from_definition(text: &str, format: DefinitionFormat) -> Result<(TableConfig, String), ConfigError> {
+        let (toml_text, lines) = match format {
+            DefinitionFormat::Toml => (text.to_string(), true),
+            DefinitionFormat::Json => (json_to_toml(text)?, false),
+        };
+        let raw: RawTable = toml::from_str(&toml_text).map_err(|e| {
+            let line = e.span().filter(|_| lines).map(|s| Ctx { src: &toml_text }.line(&s));
+            ConfigError { path: "(definition)".into(), line, message: e.message().to_string() }
+        })?;
+        let table = validate_table(&Ctx { src: &toml_text }, "", raw).map_err(|e| match lines {
+            true => e,
+            false => ConfigError { line: None, ..e },
+        })?;
+        Ok((table, toml_text))
+    }
+
     /// The topic holding this table's records: its Kafka topic, or its topic of
     /// the embedded log (the table's name).
     pub fn topic(&self) -> &str {
         self.kafka.as_ref().map_or(&self.name, |k| &k.topic)
     }
+}
+
+/// How a table definition sent to the table API is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DefinitionFormat {
+    Toml,
+    Json,
+}
+
+/// A JSON table definition as TOML text: the same keys and values (JSON has no
+/// dates; `null` is refused, since TOML cannot say it: leave the key out).
+fn json_to_toml(text: &str) -> Result<String, ConfigError> {
+    fn convert(v: serde_json::Value, path: &str) -> Result<toml::Value, ConfigError> {
+        let bad = |message: String| ConfigError {
+            path: if path.is_empty() { "(definition)".into() } else { path.to_string() },
+            line: None,
+            message,
+        };
+        Ok(match v {
+            serde_json::Value::Null => return Err(bad("`null` is not a value here: leave the key out".into())),
+            serde_json::Value::Bool(b) => toml::Value::Boolean(b),
+            serde_json::Value::Number(n) => match (n.as_i64(), n.as_f64()) {
+                (Some(i), _) => toml::Value::Integer(i),
+                (None, Some(f)) if n.is_f64() => toml::Value::Float(f),
+                _ => return Err(bad(format!("{n} is too large a number"))),
+            },
+            serde_json::Value::String(s) => toml::Value::String(s),
+            serde_json::Value::Array(items) => toml::Value::Array(
+                items
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, v)| convert(v, &format!("{path}[{i}]")))
+                    .collect::<Result<_, _>>()?,
+            ),
+            serde_json::Value::Object(map) => {
+                let mut t = toml::map::Map::new();
+                for (k, v) in map {
+                    let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                    t.insert(k, convert(v, &p)?);
+                }
+                toml::Value::Table(t)
+            }
+        })
+    }
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| ConfigError {
+        path: "(definition)".into(),
+        line: Some(e.line()),
+        message: format!("not JSON: {e}"),
+    })?;
+    if !value.is_object() {
+        return Err(ConfigError {
+            path: "(definition)".into(),
+            line: None,
+            message: "a table definition is a JSON object, like a config's [[tables]] entry".into(),
+        });
+    }
+    let table = convert(value, "")?;
+    toml::to_string(&table).map_err(|e| ConfigError {
+        path: "(definition)".into(),
+        line: None,
+        message: format!("cannot be written as TOML: {e}"),
+    })
 }
 
 /// Shortest secret accepted, in bytes.
@@ -607,7 +703,7 @@ mod raw;
 mod sections;
 mod table;
 
-use raw::RawConfig;
+use raw::{RawConfig, RawTable};
 use sections::{Ctx, validate_auth, validate_limits, validate_log, validate_query, validate_storage};
 use table::validate_table;
 
@@ -706,14 +802,8 @@ impl WeirConfig {
         let mut relation_names = HashSet::new();
         for (i, t) in raw.tables.into_iter().enumerate() {
             let span = t.span();
-            let table = validate_table(&ctx, i, t.into_inner())?;
-            let mut names = vec![table.name.clone(), table.dead_letter_relation(), table.late_relation()];
-            if table.dedup.is_some() {
-                names.push(table.duplicates_relation());
-            }
-            names.extend(table.rollups.iter().map(|r| table.rollup_relation(&r.name)));
-            names.extend(table.sessions.iter().map(|w| table.session_relation(&w.name)));
-            for n in names {
+            let table = validate_table(&ctx, &format!("tables[{i}]."), t.into_inner())?;
+            for n in table.relation_names() {
                 if !relation_names.insert(n.clone()) {
                     return Err(ctx.err(
                         format!("tables[{i}]"),

@@ -20,6 +20,7 @@
 //! ([`manifest`]), and the tokio runtimes every crate runs on ([`runtime`]). It
 //! knows nothing of Kafka, DataFusion plans or HTTP.
 
+pub mod catalog;
 pub mod config;
 pub mod hot;
 pub mod log;

@@ -193,6 +193,11 @@ pub struct Manifest {
     /// The replay that built this version, if one did.
     #[serde(default)]
     pub replay: Option<ReplayOrigin>,
+    /// The table definition (TOML) this version was built with, when a change
+    /// made over the table API switched it in: the store's catalog is written
+    /// after this commit, so after a crash between the two this one wins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub definition: Option<String>,
 }
 
 /// Where a version of a table built by a replay came from.
@@ -233,6 +238,7 @@ impl Manifest {
             next_segment_id: 1,
             origin: Vec::new(),
             replay: None,
+            definition: None,
         }
     }
 

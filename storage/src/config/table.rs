@@ -10,20 +10,20 @@ use super::raw::*;
 use super::sections::Ctx;
 use super::*;
 
-/// Validates one table, `tables[i]` of the config.
-pub(super) fn validate_table(ctx: &Ctx, i: usize, raw: RawTable) -> Result<TableConfig, ConfigError> {
-    let p = format!("tables[{i}]");
+/// Validates one table: `tables[i]` of the config (`p` is `tables[i].`), or a
+/// definition sent to the table API (`p` is empty: paths start at the table).
+pub(super) fn validate_table(ctx: &Ctx, p: &str, raw: RawTable) -> Result<TableConfig, ConfigError> {
     let name = raw.name.get_ref().clone();
     if !is_identifier(&name) {
         return Err(ctx.err(
-            format!("{p}.name"),
+            format!("{p}name"),
             &raw.name.span(),
             format!("`{name}` is not a valid table name: use lowercase letters, digits and _, starting with a letter"),
         ));
     }
     let partitions = match &raw.partitions {
         Some(n) if *n.get_ref() == 0 || *n.get_ref() > 1024 => {
-            return Err(ctx.err(format!("{p}.partitions"), &n.span(), "must be between 1 and 1024"));
+            return Err(ctx.err(format!("{p}partitions"), &n.span(), "must be between 1 and 1024"));
         }
         Some(n) => *n.get_ref(),
         None => 1,
@@ -31,19 +31,19 @@ pub(super) fn validate_table(ctx: &Ctx, i: usize, raw: RawTable) -> Result<Table
 
     let mut seen = HashSet::new();
     let mut read = Vec::new();
-    let dimensions = fields(ctx, &p, &mut seen, &mut read, raw.dimensions, "dimensions", false)?;
-    let metrics = fields(ctx, &p, &mut seen, &mut read, raw.metrics, "metrics", true)?;
+    let dimensions = fields(ctx, p, &mut seen, &mut read, raw.dimensions, "dimensions", false)?;
+    let metrics = fields(ctx, p, &mut seen, &mut read, raw.metrics, "metrics", true)?;
     let has = |n: &str| dimensions.iter().chain(metrics.iter()).find(|f| f.name == n).cloned();
-    let (time, time_span) = time(ctx, &p, raw.time, &has, &mut read)?;
-    let key = key(ctx, &p, raw.key, &has)?;
+    let (time, time_span) = time(ctx, p, raw.time, &has, &mut read)?;
+    let key = key(ctx, p, raw.key, &has)?;
     let filter = match &raw.filter {
-        Some(f) => Some(expression(ctx, &format!("{p}.filter"), f)?),
+        Some(f) => Some(expression(ctx, &format!("{p}filter"), f)?),
         None => None,
     };
 
     let dur = |v: &Option<Spanned<String>>, what: &str, default: Duration| -> Result<i64, ConfigError> {
         match v {
-            Some(v) => Ok(ctx.duration(&format!("{p}.{what}"), v)?.as_millis() as i64),
+            Some(v) => Ok(ctx.duration(&format!("{p}{what}"), v)?.as_millis() as i64),
             None => Ok(default.as_millis() as i64),
         }
     };
@@ -56,14 +56,14 @@ pub(super) fn validate_table(ctx: &Ctx, i: usize, raw: RawTable) -> Result<Table
     {
         let s = raw.segment_granularity.as_ref().map(|s| s.span()).unwrap_or(time_span.clone());
         return Err(ctx.err(
-            format!("{p}.segment_granularity"),
+            format!("{p}segment_granularity"),
             &s,
             "must divide a day evenly (like 1m, 15m, 1h) or be whole days",
         ));
     }
     let hot_budget_bytes = match raw.hot_budget_bytes {
         Some(b) if *b.get_ref() < (1 << 20) => {
-            return Err(ctx.err(format!("{p}.hot_budget_bytes"), &b.span(), "must be at least 1048576 (1 MiB)"));
+            return Err(ctx.err(format!("{p}hot_budget_bytes"), &b.span(), "must be at least 1048576 (1 MiB)"));
         }
         Some(b) => *b.get_ref(),
         None => 1 << 30,
@@ -71,10 +71,10 @@ pub(super) fn validate_table(ctx: &Ctx, i: usize, raw: RawTable) -> Result<Table
 
     let retention_ms = match &raw.retention {
         Some(r) => {
-            let ms = ctx.duration(&format!("{p}.retention"), r)?.as_millis() as i64;
+            let ms = ctx.duration(&format!("{p}retention"), r)?.as_millis() as i64;
             if ms < segment_granularity_ms {
                 return Err(ctx.err(
-                    format!("{p}.retention"),
+                    format!("{p}retention"),
                     &r.span(),
                     "must be at least the table's segment_granularity",
                 ));
@@ -84,20 +84,20 @@ pub(super) fn validate_table(ctx: &Ctx, i: usize, raw: RawTable) -> Result<Table
         None => None,
     };
 
-    let dedup = dedup(ctx, &p, &name, raw.dedup, &dimensions)?;
+    let dedup = dedup(ctx, p, &name, raw.dedup, &dimensions)?;
     // Rollups and session windows share one namespace.
     let mut rollup_names = HashSet::new();
-    let rollups = rollups(ctx, &p, &name, raw.rollups, segment_granularity_ms, &dimensions, &has, &mut rollup_names)?;
-    let sessions = sessions(ctx, &p, &name, raw.sessions, &dimensions, &has, &mut rollup_names)?;
-    let kafka = kafka(ctx, &p, &name, raw.kafka, raw.partitions.is_none())?;
+    let rollups = rollups(ctx, p, &name, raw.rollups, segment_granularity_ms, &dimensions, &has, &mut rollup_names)?;
+    let sessions = sessions(ctx, p, &name, raw.sessions, &dimensions, &has, &mut rollup_names)?;
+    let kafka = kafka(ctx, p, &name, raw.kafka, raw.partitions.is_none())?;
     if kafka.as_ref().is_some_and(|k| k.rebalance) && (!sessions.is_empty() || dedup.is_some()) {
         return Err(ctx.err(
-            format!("{p}.kafka.rebalance"),
+            format!("{p}kafka.rebalance"),
             &raw.name.span(),
             "a table whose partitions move between processes cannot have session windows or dedup yet (their state would have to move too)",
         ));
     }
-    let avro = avro(ctx, &p, raw.avro, kafka.is_some())?;
+    let avro = avro(ctx, p, raw.avro, kafka.is_some())?;
 
     Ok(TableConfig {
         avro,
@@ -135,7 +135,7 @@ fn fields(
 ) -> Result<Vec<FieldConfig>, ConfigError> {
     let mut out = Vec::new();
     for (j, f) in list.into_iter().enumerate() {
-        let fp = format!("{p}.{what}[{j}]");
+        let fp = format!("{p}{what}[{j}]");
         let span = f.span();
         let f = f.into_inner();
         let fname = f.name.get_ref().clone();
@@ -228,37 +228,37 @@ fn time(
     let time_field = time_raw.field.get_ref().clone();
     if has(&time_field).is_some() {
         return Err(ctx.err(
-            format!("{p}.time.field"),
+            format!("{p}time.field"),
             &time_raw.field.span(),
             format!("`{time_field}` is the event-time field; do not declare it as a dimension or metric too"),
         ));
     }
     if !is_identifier(&time_field) {
         return Err(ctx.err(
-            format!("{p}.time.field"),
+            format!("{p}time.field"),
             &time_raw.field.span(),
             format!("`{time_field}` is not a valid field name"),
         ));
     }
     let path = match &time_raw.path {
         Some(text) => {
-            Some(JsonPath::parse(text.get_ref()).map_err(|m| ctx.err(format!("{p}.time.path"), &text.span(), m))?)
+            Some(JsonPath::parse(text.get_ref()).map_err(|m| ctx.err(format!("{p}time.path"), &text.span(), m))?)
         }
         None => None,
     };
     let (at, span) = match &time_raw.path {
-        Some(text) => (format!("{p}.time.path"), text.span()),
-        None => (format!("{p}.time.field"), time_raw.field.span()),
+        Some(text) => (format!("{p}time.path"), text.span()),
+        None => (format!("{p}time.field"), time_raw.field.span()),
     };
     let value = path.clone().unwrap_or_else(|| JsonPath(vec![PathStep::Key(time_field.clone())]));
     claim(ctx, at, &span, &time_field, value, read)?;
     let formats = time_raw.formats.unwrap_or_else(|| vec![TimeFormat::Rfc3339, TimeFormat::EpochMillis]);
     if formats.is_empty() {
-        return Err(ctx.err(format!("{p}.time.formats"), &time_span, "give at least one time format"));
+        return Err(ctx.err(format!("{p}time.formats"), &time_span, "give at least one time format"));
     }
     if formats.contains(&TimeFormat::EpochMillis) && formats.contains(&TimeFormat::EpochSeconds) {
         return Err(ctx.err(
-            format!("{p}.time.formats"),
+            format!("{p}time.formats"),
             &time_span,
             "epoch_millis and epoch_seconds cannot both be accepted: an integer would be ambiguous",
         ));
@@ -279,7 +279,7 @@ fn key(
             match has(&kname) {
                 Some(f) if f.path.is_some() || f.expr.is_some() => {
                     return Err(ctx.err(
-                        format!("{p}.key"),
+                        format!("{p}key"),
                         &k.span(),
                         format!("key field `{kname}` must be read from the top level of the record, by its name: records are routed by it before they are decoded"),
                     ));
@@ -287,14 +287,14 @@ fn key(
                 Some(f) if f.ty == FieldType::String || f.ty == FieldType::Int64 => Some(kname),
                 Some(f) => {
                     return Err(ctx.err(
-                        format!("{p}.key"),
+                        format!("{p}key"),
                         &k.span(),
                         format!("key field `{kname}` is {}, it must be string or int64", f.ty),
                     ));
                 }
                 None => {
                     return Err(ctx.err(
-                        format!("{p}.key"),
+                        format!("{p}key"),
                         &k.span(),
                         format!("key field `{kname}` is not a declared dimension"),
                     ));
@@ -321,22 +321,22 @@ fn dedup(
                 Some(f) if matches!(f.ty, FieldType::String | FieldType::Int64) => {}
                 Some(f) => {
                     return Err(ctx.err(
-                        format!("{p}.dedup.field"),
+                        format!("{p}dedup.field"),
                         &d.field.span(),
                         format!("`{fname}` is {}; an event id must be string or int64", f.ty),
                     ));
                 }
                 None => {
                     return Err(ctx.err(
-                        format!("{p}.dedup.field"),
+                        format!("{p}dedup.field"),
                         &d.field.span(),
                         format!("`{fname}` is not a dimension of table `{name}`"),
                     ));
                 }
             }
-            let window_ms = ctx.duration(&format!("{p}.dedup.window"), &d.window)?.as_millis() as i64;
+            let window_ms = ctx.duration(&format!("{p}dedup.window"), &d.window)?.as_millis() as i64;
             if window_ms <= 0 {
-                return Err(ctx.err(format!("{p}.dedup.window"), &d.window.span(), "must be longer than zero"));
+                return Err(ctx.err(format!("{p}dedup.window"), &d.window.span(), "must be longer than zero"));
             }
             Some(DedupConfig { field: fname, window_ms })
         }
@@ -358,7 +358,7 @@ fn rollups(
 ) -> Result<Vec<RollupConfig>, ConfigError> {
     let mut rollups = Vec::new();
     for (j, r) in list.into_iter().enumerate() {
-        let rp = format!("{p}.rollups[{j}]");
+        let rp = format!("{p}rollups[{j}]");
         let r = r.into_inner();
         let rname = r.name.get_ref().clone();
         if !is_identifier(&rname) {
@@ -432,7 +432,7 @@ fn sessions(
 ) -> Result<Vec<SessionConfig>, ConfigError> {
     let mut sessions = Vec::new();
     for (j, w) in list.into_iter().enumerate() {
-        let wp = format!("{p}.sessions[{j}]");
+        let wp = format!("{p}sessions[{j}]");
         let w = w.into_inner();
         let wname = w.name.get_ref().clone();
         if !is_identifier(&wname) {
@@ -502,7 +502,7 @@ fn kafka(
             let servers = k.bootstrap_servers.get_ref().trim().to_string();
             if servers.is_empty() {
                 return Err(ctx.err(
-                    format!("{p}.kafka.bootstrap_servers"),
+                    format!("{p}kafka.bootstrap_servers"),
                     &k.bootstrap_servers.span(),
                     "name at least one broker, like `127.0.0.1:9092`",
                 ));
@@ -512,7 +512,7 @@ fn kafka(
             {
                 if k.properties.contains_key(key) {
                     return Err(ctx.err(
-                        format!("{p}.kafka.properties"),
+                        format!("{p}kafka.properties"),
                         &span,
                         format!("`{key}` is set by Weir (offsets come from its manifest); remove it"),
                     ));
@@ -522,14 +522,14 @@ fn kafka(
                 && k.properties.get("partition.assignment.strategy").is_some_and(|v| v.contains("cooperative"))
             {
                 return Err(ctx.err(
-                    format!("{p}.kafka.properties"),
+                    format!("{p}kafka.properties"),
                     &span,
                     "`rebalance` works with the eager assignment strategies (range, roundrobin); cooperative-sticky is not supported",
                 ));
             }
             let topic = k.topic.map_or_else(|| name.to_string(), |t| t.into_inner());
             if topic.is_empty() {
-                return Err(ctx.err(format!("{p}.kafka.topic"), &span, "must not be empty"));
+                return Err(ctx.err(format!("{p}kafka.topic"), &span, "must not be empty"));
             }
             Some(KafkaConfig {
                 bootstrap_servers: servers,
@@ -557,7 +557,7 @@ fn avro(
             let a = a.into_inner();
             if !has_kafka {
                 return Err(ctx.err(
-                    format!("{p}.avro"),
+                    format!("{p}avro"),
                     &span,
                     "Avro values need a Kafka source (`[tables.kafka]`); the embedded log takes JSON",
                 ));
@@ -565,21 +565,21 @@ fn avro(
             let mut confluent = std::collections::BTreeMap::new();
             for (id, schema) in a.confluent {
                 let n: u32 = id.parse().map_err(|_| {
-                    ctx.err(format!("{p}.avro.confluent"), &span, format!("`{id}` is not a schema id (a number)"))
+                    ctx.err(format!("{p}avro.confluent"), &span, format!("`{id}` is not a schema id (a number)"))
                 })?;
                 confluent.insert(n, schema);
             }
             match (&a.schema, confluent.is_empty()) {
                 (Some(_), false) => {
                     return Err(ctx.err(
-                        format!("{p}.avro"),
+                        format!("{p}avro"),
                         &span,
                         "give either `schema` (plain binary datums) or `confluent` (schemas by id), not both",
                     ));
                 }
                 (None, true) => {
                     return Err(ctx.err(
-                        format!("{p}.avro"),
+                        format!("{p}avro"),
                         &span,
                         "give the writer schema: `schema`, or `confluent` with the schemas by id",
                     ));

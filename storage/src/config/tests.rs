@@ -348,3 +348,66 @@ fn the_key_must_be_read_from_the_top_level() {
     assert_eq!(e.path, "tables[0].key");
     assert!(e.message.contains("top level"));
 }
+
+/// GOOD's table as the table API takes it: the `[[tables]]` entry on its own.
+fn definition_of(config: &str) -> String {
+    let table = &config[config.find("[[tables]]").unwrap() + "[[tables]]".len()..];
+    table.replace("[[tables.rollups]]", "[[rollups]]")
+}
+
+#[test]
+fn a_definition_parses_like_the_configs_table() {
+    let (t, toml) = TableConfig::from_definition(&definition_of(GOOD), DefinitionFormat::Toml).unwrap();
+    assert_eq!(&t, WeirConfig::from_toml(GOOD).unwrap().table("transactions").unwrap());
+    assert_eq!(TableConfig::from_definition(&toml, DefinitionFormat::Toml).unwrap().0, t);
+    let json = r#"{"name": "transactions", "partitions": 4, "key": "card_id", "allowed_lateness": "5m",
+        "segment_granularity": "1h", "time": {"field": "ts", "formats": ["rfc3339", "epoch_millis"]},
+        "dimensions": [{"name": "card_id", "type": "string", "required": true},
+                       {"name": "category", "type": "string"}, {"name": "country", "type": "string"}],
+        "metrics": [{"name": "amount", "type": "float64", "required": true}],
+        "rollups": [{"name": "per_minute", "granularity": "1m", "dimensions": ["category", "country"],
+          "aggregations": [{"name": "events", "fn": "count"}, {"name": "amount_sum", "fn": "sum", "field": "amount"},
+                           {"name": "cards", "fn": "hll", "field": "card_id", "precision": 12}]}]}"#;
+    let (from_json, stored) = TableConfig::from_definition(json, DefinitionFormat::Json).unwrap();
+    assert_eq!(from_json, t);
+    assert_eq!(TableConfig::from_definition(&stored, DefinitionFormat::Toml).unwrap().0, t, "{stored}");
+}
+
+#[test]
+fn a_bad_definition_is_refused_as_the_config_parser_refuses_it() {
+    let cases = [
+        GOOD.replace("\"1m\"", "\"7m\""),
+        GOOD.replace("fn = \"count\"", "fn = \"median\""),
+        GOOD.replace("key = \"card_id\"", "key = \"nope\""),
+        GOOD.replace(r#"dimensions = ["category", "country"]"#, r#"dimensions = ["category", "colour"]"#),
+        GOOD.replace("name = \"transactions\"", "name = \"Bad-Name\""),
+        GOOD.replace(
+            "{ name = \"country\", type = \"string\" },",
+            "{ name = \"country\", type = \"string\", path = \"u..c\" },",
+        ),
+    ];
+    for src in cases {
+        let config = error_of(&src);
+        let api = TableConfig::from_definition(&definition_of(&src), DefinitionFormat::Toml).unwrap_err();
+        assert_eq!(format!("tables[0].{}", api.path), config.path, "{api} / {config}");
+        assert_eq!(api.message, config.message);
+        assert!(api.line.is_some());
+    }
+}
+
+#[test]
+fn a_json_definition_names_what_is_wrong() {
+    let e =
+        TableConfig::from_definition(r#"{"name": "t", "time": {"field": null}}"#, DefinitionFormat::Json).unwrap_err();
+    assert_eq!((e.path.as_str(), e.line), ("time.field", None), "{e}");
+    let e = TableConfig::from_definition("[1]", DefinitionFormat::Json).unwrap_err();
+    assert!(e.message.contains("JSON object"), "{e}");
+    let e = TableConfig::from_definition("{", DefinitionFormat::Json).unwrap_err();
+    assert!(e.message.starts_with("not JSON"), "{e}");
+    let e = TableConfig::from_definition(
+        r#"{"name": "t", "time": {"field": "ts"}, "rollups": [{"name": "r", "granularity": "7m", "dimensions": [], "aggregations": [{"name": "n", "fn": "count"}]}]}"#,
+        DefinitionFormat::Json,
+    )
+    .unwrap_err();
+    assert_eq!((e.path.as_str(), e.line), ("rollups[0].granularity", None), "{e}");
+}

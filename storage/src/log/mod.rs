@@ -463,6 +463,21 @@ impl Log {
         Ok(topic)
     }
 
+    /// Removes a topic and deletes its records (a dropped table's). Readers
+    /// still holding it must be stopped first; the files go once its last
+    /// handle does (they are unlinked now).
+    pub fn remove_topic(&self, name: &str) -> Result<()> {
+        check_topic_name(name).map_err(|reason| Error::InvalidTopic { name: name.into(), reason })?;
+        let removed = self.shared.topics.write().remove(name);
+        drop(removed);
+        let path = self.shared.dir.join(name);
+        match fs::remove_dir_all(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err(&path, e)),
+        }
+    }
+
     /// An existing topic.
     pub fn get_topic(&self, name: &str) -> Option<Arc<Topic>> {
         self.shared.topics.read().get(name).cloned()
