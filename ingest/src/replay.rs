@@ -109,6 +109,10 @@ pub struct JobRecord {
     pub read: u64,
     #[serde(default)]
     pub counts: Counts,
+    /// A new definition of the table (TOML) that this job builds with and
+    /// switches in, when the table API changed it; none: the table's current one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub definition: Option<String>,
 }
 
 impl JobRecord {
@@ -122,11 +126,19 @@ impl JobRecord {
         self.request.into.as_deref().unwrap_or(&self.table)
     }
 
-    /// The config the job builds with: the source table's, renamed for `into`.
-    pub fn config(&self, source: &TableConfig) -> TableConfig {
-        let mut cfg = source.clone();
+    /// The config the job builds with: its new definition, or the source
+    /// table's, renamed for `into`.
+    pub fn config(&self, source: &TableConfig) -> Result<TableConfig> {
+        let mut cfg = match &self.definition {
+            Some(d) => {
+                TableConfig::from_definition(d, weir_storage::config::DefinitionFormat::Toml)
+                    .map_err(|e| ReplayError::Invalid(format!("the new definition of `{}`: {e}", self.table)))?
+                    .0
+            }
+            None => source.clone(),
+        };
         cfg.name = self.target().to_string();
-        cfg
+        Ok(cfg)
     }
 }
 

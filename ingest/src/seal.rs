@@ -82,6 +82,9 @@ pub struct Sealer {
     /// Held by each seal, compaction and expiry: one manifest writer at a time,
     /// whether the background loop or an operator's request runs it.
     busy: tokio::sync::Mutex<()>,
+    /// Set when a changed table's new version replaced this sealer's: it
+    /// seals, compacts, expires and trims the log no more.
+    retired: AtomicBool,
     hot: Arc<HotTable>,
     store: Store,
     clock: Arc<dyn Clock>,
@@ -107,6 +110,7 @@ impl Sealer {
         let root = manifest::table_root(&hot.config().name);
         Sealer {
             busy: tokio::sync::Mutex::new(()),
+            retired: AtomicBool::new(false),
             hot,
             store,
             clock,
@@ -154,6 +158,17 @@ impl Sealer {
     /// other from starting while the guard lives (a replay switching versions).
     pub async fn exclusive(&self) -> tokio::sync::MutexGuard<'_, ()> {
         self.busy.lock().await
+    }
+
+    /// Stops this sealer for good, while its table's new version takes over
+    /// (call it holding [`Sealer::exclusive`]): what waits for the lock then
+    /// does nothing.
+    pub fn retire(&self) {
+        self.retired.store(true, Ordering::SeqCst);
+    }
+
+    fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::SeqCst)
     }
 
     /// Lets the sealer apply the log's retention policy after each round, never

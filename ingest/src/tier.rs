@@ -9,7 +9,9 @@ use weir_storage::store::Store;
 use crate::hot::HotTable;
 
 /// All tables' hot tiers, and the store holding their sealed segments. Tables
-/// built by a replay `--into` join while the process runs ([`HotTier::add`]).
+/// built by a replay `--into` and tables the table API creates join while the
+/// process runs ([`HotTier::add`]); a changed table's new version replaces the
+/// old ([`HotTier::replace`]).
 #[derive(Default)]
 pub struct HotTier {
     tables: RwLock<Vec<Arc<HotTable>>>,
@@ -37,6 +39,26 @@ impl HotTier {
         }
         tables.push(table);
         true
+    }
+
+    /// Serves `table` in place of the one of its name (a new version with a
+    /// new definition); false if none of that name is served.
+    pub fn replace(&self, table: Arc<HotTable>) -> bool {
+        let mut tables = self.tables.write();
+        match tables.iter_mut().find(|t| t.config().name == table.config().name) {
+            Some(slot) => {
+                *slot = table;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Stops serving the table of that name (a dropped table).
+    pub fn remove(&self, name: &str) -> Option<Arc<HotTable>> {
+        let mut tables = self.tables.write();
+        let i = tables.iter().position(|t| t.config().name == name)?;
+        Some(tables.remove(i))
     }
 
     fn owner(&self, relation: &str) -> Option<Arc<HotTable>> {

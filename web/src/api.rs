@@ -47,6 +47,10 @@ pub struct TableSummary {
     pub partitions: u32,
     pub relations: Vec<String>,
     pub counts: Counts,
+    /// `config` (the TOML config defines it) or `api` (the table API did);
+    /// absent for a table a replay built.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub defined_by: Option<&'static str>,
     /// Set for a table a replay built (`--into`): read-only, no reader.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub derived: Option<DerivedFrom>,
@@ -142,6 +146,15 @@ impl From<&SealStats> for Sealing {
 #[derive(Debug, Clone, Serialize)]
 pub struct Table {
     pub name: String,
+    /// `config` or `api` (see [`TableSummary::defined_by`]).
+    pub defined_by: &'static str,
+    /// The definition the table API holds (TOML), for a table of the API.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub definition: Option<String>,
+    /// The replay building a new version with a changed definition, while
+    /// it runs (`PUT /v1/tables/{name}`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub changing: Option<u64>,
     pub partitions: u32,
     pub key: Option<String>,
     pub time: TimeSpec,
@@ -170,6 +183,23 @@ pub struct Table {
     pub seal: Sealing,
     pub store: String,
     pub counts: Counts,
+}
+
+/// `PUT /v1/tables/{name}`: the replay that builds and switches in the new
+/// definition, or none when nothing changed.
+#[derive(Debug, Clone, Serialize)]
+pub struct Changed {
+    pub table: String,
+    pub changed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replay: Option<Replay>,
+}
+
+/// `DELETE /v1/tables/{name}`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Dropped {
+    pub table: String,
+    pub dropped: bool,
 }
 
 /// The event-time field and the formats it is read in.

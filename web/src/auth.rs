@@ -117,6 +117,10 @@ mod tests {
         assert_eq!(required_scope(&delete, "/v1/tables/t/replays/3"), Some(Scope::Admin));
         assert_eq!(required_scope(&get, "/v1/sql"), Some(Scope::Query));
         assert_eq!(required_scope(&get, "/v1/tables/t"), Some(Scope::Query));
+        assert_eq!(required_scope(&get, "/v1/tables"), Some(Scope::Query));
+        assert_eq!(required_scope(&post, "/v1/tables"), Some(Scope::Admin));
+        assert_eq!(required_scope(&delete, "/v1/tables/t"), Some(Scope::Admin));
+        assert_eq!(required_scope(&axum::http::Method::PUT, "/v1/tables/t"), Some(Scope::Admin));
         assert_eq!(required_scope(&get, "/v1/live"), Some(Scope::Query));
         assert_eq!(required_scope(&get, "/metrics"), Some(Scope::Admin));
         assert_eq!(required_scope(&get, "/v1/tables/t/seal"), Some(Scope::Admin));

@@ -12,11 +12,23 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Where in what was sent the problem is (a definition's field path and
+    /// line), when known.
+    pub at: Option<(String, Option<usize>)>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { status, code, message: message.into() }
+        ApiError { status, code, message: message.into(), at: None }
+    }
+
+    /// A definition the config parser's checks refuse: 400 with the field's
+    /// path (and line, for TOML) beside the message.
+    pub fn definition(e: &weir_storage::config::ConfigError) -> ApiError {
+        ApiError {
+            at: Some((e.path.clone(), e.line)),
+            ..Self::bad_request("invalid_definition", format!("`{}`: {}", e.path, e.message))
+        }
     }
 
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
@@ -41,7 +53,14 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({ "error": { "code": self.code, "message": self.message } });
+        let mut error = json!({ "code": self.code, "message": self.message });
+        if let Some((path, line)) = self.at {
+            error["path"] = json!(path);
+            if let Some(line) = line {
+                error["line"] = json!(line);
+            }
+        }
+        let body = json!({ "error": error });
         (self.status, Json(body)).into_response()
     }
 }

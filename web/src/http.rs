@@ -5,7 +5,10 @@
 //! | `POST /v1/ingest/{table}` | NDJSON body; appends every non-blank line to the table's log |
 //! | `POST /v1/sql` | `{"sql": "...", "format": "json" \| "ndjson" \| "csv" \| "arrow"}` |
 //! | `GET /v1/tables` | every table, with its relations and counts |
+//! | `POST /v1/tables` | create a table from a definition (JSON or TOML; `table_api.rs`) |
 //! | `GET /v1/tables/{name}` | one table: schema, rollups, watermark, offsets, hot tier, counts |
+//! | `PUT /v1/tables/{name}` | change a table of the table API (a replay switches the new version in) |
+//! | `DELETE /v1/tables/{name}` | drop a table of the table API |
 //! | `POST /v1/tables/{name}/replays` | start a replay (`{"from_offset": 0, "partition", "to_offset", "into"}`) |
 //! | `GET /v1/tables/{name}/replays[/{id}]` | replay jobs and their progress; `DELETE` one to cancel it |
 //! | `GET /v1/internal/relations` | for query processes: this process's tables, relations, versions (`internal.rs`) |
@@ -30,7 +33,7 @@ use axum::routing::{get, post};
 use weir_ingest::hot::HotTable;
 use weir_ingest::input::{AppendError, Appended, ndjson_lines};
 use weir_ingest::replay::{self, ReplayError, ReplayRequest};
-use weir_storage::config::TableConfig;
+use weir_ingest::tables::{Origin, Table};
 
 use crate::api;
 use crate::app::App;
@@ -42,8 +45,8 @@ pub fn router(app: Arc<App>) -> Router {
     crate::routes::router(|route| match route.endpoint {
         Endpoint::Ingest => post(ingest),
         Endpoint::Sql => post(sql::<App>),
-        Endpoint::Tables => get(tables),
-        Endpoint::Table => get(table),
+        Endpoint::Tables => get(tables).post(crate::table_api::create),
+        Endpoint::Table => get(table).put(crate::table_api::change).delete(crate::table_api::drop_table),
         Endpoint::Segments => get(segments),
         Endpoint::Seal => post(seal),
         Endpoint::Compact => post(compact),
@@ -63,9 +66,10 @@ pub fn router(app: Arc<App>) -> Router {
     .with_state(app)
 }
 
-fn table_config<'a>(app: &'a App, name: &str) -> Result<&'a TableConfig, ApiError> {
-    app.config.table(name).ok_or_else(|| {
-        let known: Vec<&str> = app.config.tables.iter().map(|t| t.name.as_str()).collect();
+/// A table this process reads, or 404 naming those it does.
+pub(crate) fn table_of(app: &App, name: &str) -> Result<Arc<Table>, ApiError> {
+    app.tables.get(name).ok_or_else(|| {
+        let known: Vec<String> = app.tables.list().iter().map(|t| t.config.name.clone()).collect();
         ApiError::not_found(format!("no table named `{name}`; tables: {}", known.join(", ")))
     })
 }
@@ -98,7 +102,8 @@ async fn ingest(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let cfg = table_config(&app, &name)?.clone();
+    let table = table_of(&app, &name)?;
+    let cfg = table.config.clone();
     require_ndjson(&headers)?;
     let body = body_or_limit(&*app, body)?;
     let max_records = app.config.limits.max_records_per_request;
@@ -113,7 +118,7 @@ async fn ingest(
             format!("table `{name}` reads Avro messages from Kafka; produce them to its topic, not NDJSON here"),
         ));
     }
-    let input = app.tables.input(&name).expect("every configured table has an input").clone();
+    let input = table.input.clone();
     #[cfg(feature = "kafka")]
     if input.is_kafka() {
         let lines = ndjson_lines(&body, max_records).map_err(append_error)?;
@@ -165,19 +170,17 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
 
 async fn tables(State(app): State<Arc<App>>) -> Json<api::TableList> {
     let tables = app
-        .config
         .tables
+        .list()
         .iter()
-        .map(|t| {
-            let hot = app.tables.tier.table(&t.name).expect("every table has a hot tier");
-            api::TableSummary {
-                name: t.name.clone(),
-                partitions: t.partitions,
-                relations: relation_names(&hot),
-                counts: hot.counts().into(),
-                derived: None,
-                cold: None,
-            }
+        .map(|t| api::TableSummary {
+            name: t.config.name.clone(),
+            partitions: t.config.partitions,
+            relations: relation_names(&t.hot),
+            counts: t.hot.counts().into(),
+            defined_by: Some(defined_by(t)),
+            derived: None,
+            cold: None,
         })
         .chain(app.tables.derived.lock().iter().filter_map(|d| {
             let hot = app.tables.tier.table(&d.name)?;
@@ -199,6 +202,7 @@ fn derived_summary(hot: &HotTable, d: &replay::Derived) -> api::TableSummary {
         partitions: hot.config().partitions,
         relations: relation_names(hot),
         counts: hot.counts().into(),
+        defined_by: None,
         derived: Some(api::DerivedFrom {
             source: d.source.clone(),
             job: d.job,
@@ -214,9 +218,22 @@ async fn table(State(app): State<Arc<App>>, Path(name): Path<String>) -> Result<
     {
         return Ok(Json(derived_summary(&hot, &d)).into_response());
     }
-    let cfg = table_config(&app, &name)?;
-    let hot = app.tables.tier.table(&name).expect("every table has a hot tier");
-    let topic = app.tables.input(&name).expect("every table has a source").source.clone();
+    let table = table_of(&app, &name)?;
+    Ok(Json(describe(&app, &table)).into_response())
+}
+
+/// `config` or `api`: where a table's definition comes from.
+pub(crate) fn defined_by(t: &Table) -> &'static str {
+    match t.origin {
+        Origin::Config => "config",
+        Origin::Api => "api",
+    }
+}
+
+/// Everything `GET /v1/tables/{name}` tells of a table.
+pub(crate) fn describe(app: &App, table: &Table) -> api::Table {
+    let (cfg, hot) = (&*table.config, &table.hot);
+    let topic = table.input.source.clone();
     let status = hot.status();
     let cold = hot.cold();
     let schema = |relation: &str| -> Vec<api::Column> {
@@ -273,8 +290,18 @@ async fn table(State(app): State<Arc<App>>, Path(name): Path<String>) -> Result<
             }
         })
         .collect();
-    Ok(Json(api::Table {
+    let changing = app
+        .tables
+        .replays
+        .of_table(&cfg.name)
+        .into_iter()
+        .find(|j| !j.state.finished() && j.into.is_none())
+        .map(|j| j.id);
+    api::Table {
         name: cfg.name.clone(),
+        defined_by: defined_by(table),
+        definition: table.definition.clone(),
+        changing,
         partitions: cfg.partitions,
         key: cfg.key.clone(),
         time: api::TimeSpec {
@@ -316,12 +343,11 @@ async fn table(State(app): State<Arc<App>>, Path(name): Path<String>) -> Result<
         seal: (&status.seal).into(),
         store: app.tables.store.url().to_string(),
         counts: status.counts.into(),
-    })
-    .into_response())
+    }
 }
 
 fn sealer_of(app: &App, name: &str) -> Result<Arc<weir_ingest::seal::Sealer>, ApiError> {
-    table_config(app, name)?;
+    table_of(app, name)?;
     app.tables.sealer(name).ok_or_else(|| ApiError::unavailable("the server is shutting down"))
 }
 
@@ -349,12 +375,11 @@ async fn compact(State(app): State<Arc<App>>, Path(name): Path<String>) -> Resul
 
 /// The table's sealed segments, as its current manifest lists them.
 async fn segments(State(app): State<Arc<App>>, Path(name): Path<String>) -> Result<Json<api::Segments>, ApiError> {
-    table_config(&app, &name)?;
-    let hot = app.tables.tier.table(&name).expect("every table has a hot tier");
+    let hot = table_of(&app, &name)?.hot.clone();
     Ok(Json(api::Segments::of(&hot.cold().manifest, app.tables.store.url())))
 }
 
-fn replay_error(e: ReplayError) -> ApiError {
+pub(crate) fn replay_error(e: ReplayError) -> ApiError {
     match e {
         ReplayError::Invalid(m) => ApiError::bad_request("bad_replay", m),
         e @ ReplayError::Retention { .. } => ApiError::bad_request("offset_not_held", e.to_string()),
@@ -371,7 +396,7 @@ async fn start_replay(
     Path(name): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    table_config(&app, &name)?;
+    table_of(&app, &name)?;
     let body = body_or_limit(&*app, body)?;
     let request: ReplayRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(
@@ -406,7 +431,7 @@ async fn list_replays(
     State(app): State<Arc<App>>,
     Path(name): Path<String>,
 ) -> Result<Json<api::ReplayList>, ApiError> {
-    table_config(&app, &name)?;
+    table_of(&app, &name)?;
     let replays = replays_of(&app, &name).await?;
     Ok(Json(api::ReplayList { table: name, replays }))
 }
@@ -415,7 +440,7 @@ async fn get_replay(
     State(app): State<Arc<App>>,
     Path((name, id)): Path<(String, u64)>,
 ) -> Result<Json<api::Replay>, ApiError> {
-    table_config(&app, &name)?;
+    table_of(&app, &name)?;
     replays_of(&app, &name)
         .await?
         .into_iter()
@@ -430,7 +455,7 @@ async fn cancel_replay(
     State(app): State<Arc<App>>,
     Path((name, id)): Path<(String, u64)>,
 ) -> Result<Response, ApiError> {
-    table_config(&app, &name)?;
+    table_of(&app, &name)?;
     if let Some(job) = app.tables.replays.get(&name, id) {
         let status = job.status();
         if status.state.finished() {

@@ -48,6 +48,7 @@ pub mod routes;
 pub mod segments;
 pub mod server;
 pub mod serving;
+pub mod table_api;
 pub mod tls;
 pub mod wire;
 

@@ -40,16 +40,8 @@ type Pick = fn(&weir_ingest::hot::TableStatus) -> u64;
 pub fn render(app: &App) -> String {
     let mut out = String::with_capacity(4096);
     let now = app.tables.clock.now_ms();
-    let tables: Vec<_> = app
-        .config
-        .tables
-        .iter()
-        .map(|t| {
-            let hot = app.tables.tier.table(&t.name).expect("every table has a hot tier");
-            let topic = app.tables.input(&t.name).expect("every table has a source").source.clone();
-            (label(&t.name), hot.status(), topic)
-        })
-        .collect();
+    let tables: Vec<_> =
+        app.tables.list().iter().map(|t| (label(&t.config.name), t.hot.status(), t.input.source.clone())).collect();
 
     family(
         &mut out,

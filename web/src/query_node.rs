@@ -122,8 +122,9 @@ pub fn router(node: Arc<QueryNode>) -> Router {
     crate::routes::router(|route| match route.endpoint {
         Endpoint::Sql => post(crate::serving::sql::<QueryNode>),
         Endpoint::Live => get(crate::serving::live::<QueryNode>),
-        Endpoint::Tables => get(tables),
-        Endpoint::Table => get(table),
+        // Creating, changing and dropping tables is an ingest process's.
+        Endpoint::Tables => get(tables).post(refuse),
+        Endpoint::Table => get(table).put(refuse).delete(refuse),
         Endpoint::Healthz => get(|| async { "ok\n" }),
         Endpoint::Readyz => get(readyz),
         Endpoint::Metrics => get(metrics),
@@ -256,6 +257,7 @@ async fn tables(State(node): State<Arc<QueryNode>>) -> Json<api::QueryTableList>
                 partitions: t.partitions,
                 relations: t.relations,
                 counts: t.counts,
+                defined_by: None,
                 derived: None,
                 cold: None,
             })

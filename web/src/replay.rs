@@ -266,7 +266,7 @@ fn standalone(args: &ReplayArgs, cfg: &WeirConfig) -> anyhow::Result<()> {
             let names: Vec<String> = cfg.tables.iter().map(|t| t.name.clone()).collect();
             let (record, resumed) = weir_storage::runtime::block_on(async move {
                 let taken = move |n: &str| names.iter().any(|x| x == n);
-                replay::create(&st, &t, &cfg2, request, &taken, now).await
+                replay::create(&st, &t, &cfg2, request, None, &taken, now).await
             })?;
             if resumed {
                 eprintln!("resuming replay {} of `{}`", record.id, record.table);

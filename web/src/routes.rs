@@ -74,8 +74,8 @@ use Endpoint as E;
 pub const ROUTES: &[Route] = &[
     route("/v1/ingest/{table}", E::Ingest, Needs(Scope::Ingest)),
     route("/v1/sql", E::Sql, Needs(Scope::Query)),
-    route("/v1/tables", E::Tables, Needs(Scope::Query)),
-    route("/v1/tables/{name}", E::Table, Needs(Scope::Query)),
+    route("/v1/tables", E::Tables, ReadQueryWriteAdmin),
+    route("/v1/tables/{name}", E::Table, ReadQueryWriteAdmin),
     route("/v1/tables/{name}/segments", E::Segments, Needs(Scope::Query)),
     route("/v1/tables/{name}/seal", E::Seal, Needs(Scope::Admin)),
     route("/v1/tables/{name}/compact", E::Compact, Needs(Scope::Admin)),

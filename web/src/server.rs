@@ -298,12 +298,15 @@ fn print_banner(app: &App, addr: std::net::SocketAddr, addresses: Addresses, dem
         None => {}
     }
     let _ = writeln!(out, "  tables:       {base}/v1/tables");
-    for t in &app.config.tables {
-        let _ = writeln!(out, "  table:        {base}/v1/tables/{}", t.name);
-        let _ = writeln!(out, "  ingest:       curl -X POST --data-binary @events.ndjson {base}/v1/ingest/{}", t.name);
+    let tables = app.tables.list();
+    for t in &tables {
+        let name = &t.config.name;
+        let by = if t.origin == weir_ingest::tables::Origin::Api { " (table API)" } else { "" };
+        let _ = writeln!(out, "  table:        {base}/v1/tables/{name}{by}");
+        let _ = writeln!(out, "  ingest:       curl -X POST --data-binary @events.ndjson {base}/v1/ingest/{name}");
     }
     let _ = writeln!(out, "  sql:          {base}/v1/sql");
-    if let Some(t) = app.config.tables.first() {
+    if let Some(t) = tables.first().map(|t| &t.config) {
         let example = match t.rollups.first() {
             Some(r) => format!("SELECT count(*) AS rollup_rows FROM {}", t.rollup_relation(&r.name)),
             None => format!("SELECT count(*) FROM {}", t.name),

@@ -436,3 +436,57 @@ fn a_corrupt_log_is_quarantined_and_start_up_survives_a_resume_past_its_end() {
     }
     still_answers(&w, 120);
 }
+
+/// Table definitions sent to the table API: nesting deep enough to overflow a
+/// recursive parser, a name or relation that exists, names that are paths,
+/// nulls, an expression over the size bound. Each gets a 4xx naming what is
+/// wrong; nothing is created, and the table that was there serves on.
+#[test]
+fn hostile_table_definitions_are_refused_and_nothing_is_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = Weir::serve(dir.path(), CONFIG);
+    w.ingest("t", &events(0, 100));
+    w.wait_caught_up("t", 100);
+    let table = |extra: &str| {
+        format!(
+            "name = \"x\"\ntime = {{ field = \"ts\" }}\ndimensions = [{{ name = \"k\", type = \"string\" }}]\n{extra}"
+        )
+    };
+    let deep_json = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let deep_toml = format!("a = {}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let deep_inline = format!("a = {}1{}", "{ b = ".repeat(50_000), " }".repeat(50_000));
+    let long_expr =
+        format!("dimensions = [{{ name = \"k\", type = \"string\", expr = \"'{}'\" }}]", "x".repeat(20_000));
+    let cases: Vec<(&str, String, u16)> = vec![
+        ("application/json", deep_json, 400),
+        ("application/json", format!("{{\"name\": {}", deep_toml.trim_start_matches("a = ")), 400),
+        ("application/toml", deep_toml, 400),
+        ("application/toml", deep_inline, 400),
+        ("application/json", r#"{"name": null, "time": {"field": "ts"}}"#.into(), 400),
+        ("application/json", r#"{"name": "../etc", "time": {"field": "ts"}}"#.into(), 400),
+        ("application/toml", table("").replace("name = \"x\"", "name = \"t\""), 409),
+        ("application/toml", table("").replace("name = \"x\"", "name = \"t_per_minute\""), 409),
+        ("application/toml", table("[[rollups]]\nname = \"per_minute\"\ngranularity = \"1m\"\ndimensions = []\naggregations = [{ name = \"n\", fn = \"count\" }]").replace("name = \"x\"", "name = \"t_x\""), 201),
+        ("application/toml", long_expr.replace("dimensions", "name = \"y\"\ntime = { field = \"ts\" }\ndimensions"), 400),
+        ("application/toml", table("partitions = 100000"), 400),
+        ("application/toml", "\u{0}\u{1}".into(), 400),
+    ];
+    for (content_type, body, want) in cases {
+        let r = common::request_typed(&w.addr, "POST", "/v1/tables", body.as_bytes(), None, content_type);
+        let shown: String = body.chars().take(80).collect();
+        assert_eq!(r.status, want, "{shown}: {}", r.text());
+        if want >= 400 {
+            assert!(!r.json()["error"]["message"].as_str().unwrap_or("").is_empty(), "{shown}: {}", r.text());
+        }
+    }
+    // Only the one good definition made a table (its relation does not clash:
+    // `t_x_per_minute`).
+    let names: Vec<String> = w.get_json("/v1/tables")["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, ["t", "t_x"]);
+    still_answers(&w, 100);
+}

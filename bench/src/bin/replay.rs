@@ -186,7 +186,7 @@ fn replay_all(
         host: Arc::new(Standalone),
     };
     let request = ReplayRequest { from_offset: 0, ..Default::default() };
-    let (record, _) = rt.block_on(replay::create(store, topic, table, request, &|_| false, now_ms))?;
+    let (record, _) = rt.block_on(replay::create(store, topic, table, request, None, &|_| false, now_ms))?;
     let replays = Replays::default();
     let (status, replay_s) = timed(|| -> anyhow::Result<_> {
         // Timed until the job reports done: the new version is committed and

@@ -22,7 +22,7 @@ pub(super) struct Staging {
 
 impl Staging {
     async fn open(env: &ReplayEnv, record: &JobRecord) -> Result<Staging> {
-        let cfg = Arc::new(record.config(&env.config));
+        let cfg = Arc::new(record.config(&env.config)?);
         let root = record.root();
         let hot = Arc::new(HotTable::new(cfg));
         Sealer::recover_at(&hot, &env.store, &root, &record.from).await?;

@@ -29,6 +29,10 @@ pub trait ReplayHost: Send + Sync {
     fn put_reader(&self, reader: ReaderHandle);
     /// A table built by `--into` is committed: serve it from now on.
     fn publish(&self, derived: &Derived);
+    /// A new definition of a table is committed: serve `hot` (its new
+    /// version, with the new config) in place of the live table, with `reader`
+    /// as its reader, and return the old version's sealer, to be stopped.
+    fn replace(&self, hot: Arc<HotTable>, reader: ReaderHandle) -> Option<crate::seal::SealerHandle>;
 }
 
 /// A standalone process: no live table, nothing to serve.
@@ -43,6 +47,10 @@ impl ReplayHost for Standalone {
     }
     fn put_reader(&self, _: ReaderHandle) {}
     fn publish(&self, _: &Derived) {}
+    fn replace(&self, _: Arc<HotTable>, reader: ReaderHandle) -> Option<crate::seal::SealerHandle> {
+        drop(reader.stop());
+        None
+    }
 }
 
 /// Everything a job reads and writes.

@@ -68,12 +68,14 @@ pub(super) async fn save(store: &Store, record: &JobRecord) -> Result<()> {
 
 /// Checks a request against the log and the store and records a new job, or
 /// returns the unfinished job of the same request (to resume it). `taken` says
-/// whether a name is already a table of the server.
+/// whether a name is already a table of the server; `definition`, a new
+/// definition of the table to build with and switch in (in place only).
 pub async fn create(
     store: &Store,
     topic: &Topic,
     source: &TableConfig,
     request: ReplayRequest,
+    definition: Option<String>,
     taken: &(dyn Fn(&str) -> bool + Sync),
     now_ms: i64,
 ) -> Result<(JobRecord, bool)> {
@@ -81,7 +83,7 @@ pub async fn create(
     let invalid = |m: String| Err(ReplayError::Invalid(m));
     let existing = jobs(store, table).await?;
     if let Some(open) = existing.iter().find(|j| !j.state.finished()) {
-        if open.request == request {
+        if open.request == request && open.definition == definition {
             return Ok((open.clone(), true));
         }
         return Err(ReplayError::Busy { table: table.clone(), job: open.id, detail: describe(&open.request) });
@@ -161,6 +163,7 @@ pub async fn create(
         finished_ms: None,
         read: 0,
         counts: Counts::default(),
+        definition,
     };
     let bytes = Bytes::from(serde_json::to_vec_pretty(&record).expect("a job record serializes"));
     if !store.create(&job_path(table, id), bytes).await? {

@@ -38,6 +38,7 @@ fn switched(prev: &Manifest, built: &Manifest, record: &JobRecord, now_ms: i64) 
         switched_ms: now_ms,
     });
     next.committed_ms = now_ms;
+    next.definition = record.definition.clone().or_else(|| prev.definition.clone());
     next
 }
 
@@ -58,9 +59,20 @@ pub(super) async fn finish_sealed(job: &Job, env: &ReplayEnv, record: &JobRecord
     let built = staging.hot.cold().manifest.clone();
     let next = switched(&prev, &built, record, env.clock.now_ms());
     let committed = manifest::commit(&env.store, &root, prev.version, next).await?;
+    record_definition(env, record).await;
     publish_derived(env, record).await?;
     cleanup(&env.store, &staging.root, &committed).await?;
     Ok(())
+}
+
+/// Once a job with a new definition committed it: the store's catalog says so
+/// too. A failure here is repaired at the next start, which takes the
+/// definition from the manifest.
+async fn record_definition(env: &ReplayEnv, record: &JobRecord) {
+    let Some(definition) = &record.definition else { return };
+    if let Err(e) = weir_storage::catalog::put(&env.store, &record.table, definition).await {
+        tracing::warn!(table = %record.table, error = %e, "could not write the new definition to the catalog; the next start takes it from the manifest");
+    }
 }
 
 /// For `--into`, once its manifest is committed: records the new table under
@@ -126,11 +138,27 @@ pub(super) async fn switch(
             return Err(e.into());
         }
     };
-    live_hot.adopt(&staging.hot, committed.clone());
-    reader.rebind(live_hot.clone());
-    env.host.put_reader(ReaderHandle::spawn(reader)?);
+    let old_sealer = match &record.definition {
+        // A new definition: the replay's table, with its own config and
+        // relations, replaces the live one; a sealer of its own takes over.
+        Some(_) => {
+            live_sealer.retire();
+            record_definition(env, record).await;
+            staging.hot.install_manifest(committed.clone(), false);
+            env.host.replace(staging.hot.clone(), ReaderHandle::spawn(reader)?)
+        }
+        None => {
+            live_hot.adopt(&staging.hot, committed.clone());
+            reader.rebind(live_hot.clone());
+            env.host.put_reader(ReaderHandle::spawn(reader)?);
+            None
+        }
+    };
     drop(live_reader);
     drop(_exclusive);
+    // Its thread may be waiting for the lock released just above: retired, it
+    // does nothing more.
+    drop(old_sealer.map(SealerHandle::stop));
     cleanup(&env.store, &staging.root, &committed).await?;
     Ok(Some(position))
 }

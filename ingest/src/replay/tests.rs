@@ -37,7 +37,7 @@ fn no_tables(_: &str) -> bool {
 /// Creates (or resumes) a job and runs it to its end.
 async fn replay(w: &World, request: ReplayRequest) -> ReplayStatus {
     let e = env(w);
-    let (record, _) = create(&w.store, &w.topic, &w.table, request, &no_tables, w.now).await.unwrap();
+    let (record, _) = create(&w.store, &w.topic, &w.table, request, None, &no_tables, w.now).await.unwrap();
     let replays = Replays::default();
     let job = replays.start(e, record).unwrap();
     tokio::task::spawn_blocking({
@@ -103,7 +103,7 @@ async fn a_stopped_replay_resumes_where_it_stopped() {
     let expected = reference(&w).await;
     // Slow puts: seals take a while, so the job is stopped half way.
     w.faults.put_delay_ms.store(40, Ordering::SeqCst);
-    let (record, resumed) = create(&w.store, &w.topic, &w.table, from(0), &no_tables, w.now).await.unwrap();
+    let (record, resumed) = create(&w.store, &w.topic, &w.table, from(0), None, &no_tables, w.now).await.unwrap();
     assert!(!resumed);
     let replays = Replays::default();
     let job = replays.start(env(&w), record.clone()).unwrap();
@@ -122,10 +122,10 @@ async fn a_stopped_replay_resumes_where_it_stopped() {
     assert!(stopped.remaining > 0, "it stopped before the end");
     w.faults.put_delay_ms.store(0, Ordering::SeqCst);
     // Another replay is refused while this one is unfinished...
-    let busy = create(&w.store, &w.topic, &w.table, from(5), &no_tables, w.now).await.unwrap_err();
+    let busy = create(&w.store, &w.topic, &w.table, from(5), None, &no_tables, w.now).await.unwrap_err();
     assert!(busy.to_string().contains("unfinished replay, job 1"), "{busy}");
     // ...and the same request resumes it.
-    let (again, resumed) = create(&w.store, &w.topic, &w.table, from(0), &no_tables, w.now).await.unwrap();
+    let (again, resumed) = create(&w.store, &w.topic, &w.table, from(0), None, &no_tables, w.now).await.unwrap();
     assert!(resumed && again.id == record.id);
     let built = crate::seal::tests::load_manifest_at(&w, &record.root()).await;
     assert!(built.version > 0, "what it read before the stop was sealed");
@@ -163,7 +163,10 @@ async fn bad_requests_are_refused_naming_what_is_wrong() {
     let refuse = |r: ReplayRequest| {
         let w = &w;
         async move {
-            create(&w.store, &w.topic, &w.table, r, &|n| n == "transactions", w.now).await.unwrap_err().to_string()
+            create(&w.store, &w.topic, &w.table, r, None, &|n| n == "transactions", w.now)
+                .await
+                .unwrap_err()
+                .to_string()
         }
     };
     let high = w.topic.offsets(0).high;
@@ -198,7 +201,7 @@ async fn a_replay_from_an_offset_retention_deleted_names_the_oldest_held() {
     assert!(deleted > 0);
     let oldest = w.topic.offsets(0).low;
     assert!(oldest > 0);
-    let e = create(&w.store, &w.topic, &w.table, from(0), &no_tables, w.now).await.unwrap_err().to_string();
+    let e = create(&w.store, &w.topic, &w.table, from(0), None, &no_tables, w.now).await.unwrap_err().to_string();
     assert!(e.contains(&format!("the oldest offset still held there is {oldest}")), "{e}");
     // From the oldest held offset it runs.
     let oldest_anywhere = (0..w.topic.partitions()).map(|p| w.topic.offsets(p).low).max().unwrap();
@@ -209,7 +212,7 @@ async fn a_replay_from_an_offset_retention_deleted_names_the_oldest_held() {
 #[tokio::test(flavor = "current_thread")]
 async fn a_cancelled_job_deletes_what_it_built() {
     let w = world(4_000, 46);
-    let (record, _) = create(&w.store, &w.topic, &w.table, from(0), &no_tables, w.now).await.unwrap();
+    let (record, _) = create(&w.store, &w.topic, &w.table, from(0), None, &no_tables, w.now).await.unwrap();
     // A job that ran partly and stopped (its process ended): files on the store.
     let staging = Arc::new(HotTable::new(w.table.clone()));
     Sealer::recover_at(&staging, &w.store, &record.root(), &record.from).await.unwrap();
@@ -224,5 +227,5 @@ async fn a_cancelled_job_deletes_what_it_built() {
         w.store.list(&record.root()).await.unwrap().iter().map(|m| m.location.to_string()).collect();
     assert_eq!(left, vec![format!("{}/job.json", record.root())]);
     // A new replay may start now.
-    create(&w.store, &w.topic, &w.table, from(0), &no_tables, w.now).await.unwrap();
+    create(&w.store, &w.topic, &w.table, from(0), None, &no_tables, w.now).await.unwrap();
 }

@@ -22,6 +22,9 @@ impl Sealer {
 
     pub(super) async fn compact_with(&self, min_segments: usize, open_too: bool) -> Result<bool> {
         let _busy = self.busy.lock().await;
+        if self.is_retired() {
+            return Ok(false);
+        }
         let cold = self.hot.cold();
         let prev = &cold.manifest;
         let watermark = self.hot.status().watermark.table_ms;
@@ -122,6 +125,9 @@ impl Sealer {
     /// than [`RETIRE_GRACE`] ago. Returns whether it changed the manifest.
     pub async fn expire(&self) -> Result<bool> {
         let _busy = self.busy.lock().await;
+        if self.is_retired() {
+            return Ok(false);
+        }
         let cold = self.hot.cold();
         let prev = &cold.manifest;
         let now = self.clock.now_ms();

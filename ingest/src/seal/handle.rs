@@ -7,6 +7,9 @@ impl Sealer {
     /// One round of work: seal what is due (everything near the budget), then
     /// compact and expire. Errors are logged and retried on the next round.
     pub async fn tick(&self) {
+        if self.is_retired() {
+            return;
+        }
         let cfg = self.table();
         if self.node.is_some()
             && self.ticks.fetch_add(1, Ordering::Relaxed).is_multiple_of(5)
@@ -30,6 +33,9 @@ impl Sealer {
         }
         if let Err(e) = self.expire().await {
             tracing::warn!(table = %cfg.name, error = %e, "expiring segments failed; retrying");
+        }
+        if self.is_retired() {
+            return;
         }
         match self.enforce_log_retention() {
             Ok(0) => {}

@@ -7,6 +7,9 @@ impl Sealer {
     /// Seals what `scope` selects (or retries a seal that failed before).
     pub async fn seal(&self, scope: SealScope) -> Result<Option<SealReport>> {
         let _busy = self.busy.lock().await;
+        if self.is_retired() {
+            return Ok(None);
+        }
         let Some(slot) = self.hot.begin_seal(scope) else { return Ok(None) };
         match self.write(&slot).await {
             Ok((m, report)) => {

@@ -256,11 +256,23 @@ pub fn request(addr: &str, method: &str, path: &str, body: &[u8]) -> Response {
 
 /// [`request`] with `Authorization: Bearer <token>`.
 pub fn request_as(addr: &str, method: &str, path: &str, body: &[u8], token: Option<&str>) -> Response {
+    request_typed(addr, method, path, body, token, "application/json")
+}
+
+/// [`request_as`] with the body sent as `content_type`.
+pub fn request_typed(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    token: Option<&str>,
+    content_type: &str,
+) -> Response {
     let mut s = TcpStream::connect(addr).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{auth}Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
         body.len()
     );
     s.write_all(head.as_bytes()).unwrap();
