@@ -7,7 +7,9 @@
 //! the same message and field path either way (`rollups[0].granularity` here,
 //! `tables[0].rollups[0].granularity` in a config file). The definitions live
 //! in the store's catalog (`weir_storage::catalog`); a change is built by a
-//! replay beside the live version and switched in (`Tables::change`).
+//! replay beside the live version and switched in (`Tables::change`). The
+//! lookups and the status a table is described by, which `http.rs` shares,
+//! are here too.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -18,13 +20,13 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use weir_ingest::tables::{TableError, Tables};
+use weir_ingest::replay::ReplayError;
+use weir_ingest::tables::{Origin, Table, TableError, Tables};
 use weir_storage::config::{DefinitionFormat, TableConfig};
 
 use crate::api;
 use crate::app::App;
 use crate::error::ApiError;
-use crate::http::{describe, replay_error, table_of};
 use crate::serving::body_or_limit;
 
 /// The media types a definition may be sent as.
@@ -134,4 +136,147 @@ pub async fn drop_table(State(app): State<Arc<App>>, Path(name): Path<String>) -
         .map_err(|e| ApiError::internal("dropping the table", e))?
         .map_err(table_error)?;
     Ok(Json(api::Dropped { table: name, dropped: true }).into_response())
+}
+
+/// A table this process reads, or 404 naming those it does.
+pub(crate) fn table_of(app: &App, name: &str) -> Result<Arc<Table>, ApiError> {
+    app.tables.get(name).ok_or_else(|| {
+        let known: Vec<String> = app.tables.list().iter().map(|t| t.config.name.clone()).collect();
+        ApiError::not_found(format!("no table named `{name}`; tables: {}", known.join(", ")))
+    })
+}
+
+/// `config` or `api`: where a table's definition comes from.
+pub(crate) fn defined_by(t: &Table) -> &'static str {
+    match t.origin {
+        Origin::Config => "config",
+        Origin::Api => "api",
+    }
+}
+
+/// Everything `GET /v1/tables/{name}` tells of a table.
+pub(crate) fn describe(app: &App, table: &Table) -> api::Table {
+    let (cfg, hot) = (&*table.config, &table.hot);
+    let topic = table.input.source.clone();
+    let status = hot.status();
+    let cold = hot.cold();
+    let schema = |relation: &str| -> Vec<api::Column> {
+        api::Column::of(&hot.relations().iter().find(|r| r.name == relation).expect("relation exists").schema)
+    };
+    let rollups = cfg
+        .rollups
+        .iter()
+        .map(|r| {
+            let relation = cfg.rollup_relation(&r.name);
+            api::Rollup {
+                name: r.name.clone(),
+                granularity_ms: r.granularity_ms,
+                dimensions: r.dimensions.clone(),
+                aggregations: r.aggregations.iter().map(api::Aggregation::of).collect(),
+                groups: status.rollup_groups.iter().find(|(n, _)| *n == r.name).map_or(0, |g| g.1),
+                schema: schema(&relation),
+                relation,
+            }
+        })
+        .collect();
+    let sessions = cfg
+        .sessions
+        .iter()
+        .map(|w| {
+            let relation = cfg.session_relation(&w.name);
+            let (open, closed) = status.sessions.iter().find(|(n, _, _)| *n == w.name).map_or((0, 0), |s| (s.1, s.2));
+            api::Session {
+                name: w.name.clone(),
+                key: w.key.clone(),
+                gap_ms: w.gap_ms,
+                open,
+                closed,
+                schema: schema(&relation),
+                relation,
+            }
+        })
+        .collect();
+    let offsets: Vec<api::PartitionOffsets> = (0..topic.partitions())
+        .map(|p| {
+            let o = topic.offsets(p);
+            let next = status.next_offsets[p as usize];
+            // A partition another process reads (kafka.rebalance) is its lag.
+            let mine = status.watermark.assigned.as_ref().is_none_or(|a| a.get(p as usize).copied().unwrap_or(false));
+            api::PartitionOffsets {
+                partition: p,
+                low: o.low,
+                high: o.high,
+                ingested_up_to: next,
+                lag: if mine { o.high.saturating_sub(next) } else { 0 },
+                assigned: mine,
+                watermark: status.watermark.partitions_ms[p as usize].map(weir_ingest::time::format_ms),
+                idle: status.watermark.idle[p as usize],
+            }
+        })
+        .collect();
+    let changing = app
+        .tables
+        .replays
+        .of_table(&cfg.name)
+        .into_iter()
+        .find(|j| !j.state.finished() && j.into.is_none())
+        .map(|j| j.id);
+    api::Table {
+        name: cfg.name.clone(),
+        defined_by: defined_by(table),
+        definition: table.definition.clone(),
+        changing,
+        partitions: cfg.partitions,
+        key: cfg.key.clone(),
+        time: api::TimeSpec {
+            field: cfg.time.field.clone(),
+            formats: cfg.time.formats.iter().map(|f| format!("{f:?}")).collect(),
+        },
+        segment_granularity_ms: cfg.segment_granularity_ms,
+        allowed_lateness_ms: cfg.allowed_lateness_ms,
+        schema: schema(&cfg.name),
+        rollups,
+        sessions,
+        relations: api::Relations {
+            raw: cfg.name.clone(),
+            late: cfg.late_relation(),
+            dead_letter: cfg.dead_letter_relation(),
+        },
+        watermark: status.watermark.table_ms.map(weir_ingest::time::format_ms),
+        watermark_ms: status.watermark.table_ms,
+        source: api::Source::of(cfg),
+        records_per_s: status.records_per_s,
+        produced: offsets.iter().map(|o| o.high).sum(),
+        lag: offsets.iter().map(|o| o.lag).sum(),
+        offsets,
+        before_origin: cold.manifest.origin.iter().sum::<u64>(),
+        replay: cold.manifest.replay.as_ref().map(Into::into),
+        hot: api::Hot {
+            raw_rows: status.raw_rows,
+            raw_bytes: status.raw_bytes,
+            rollup_bytes: status.rollup_bytes,
+            session_bytes: status.session_bytes,
+            late_rows: status.late_rows,
+            dead_letter_rows: status.dead_letter_rows,
+            bytes: status.bytes,
+            budget_bytes: status.budget_bytes,
+            backpressured: status.backpressured,
+            sealing: status.sealing,
+        },
+        cold: (&status.cold).into(),
+        seal: (&status.seal).into(),
+        store: app.tables.store.url().to_string(),
+        counts: status.counts.into(),
+    }
+}
+
+pub(crate) fn replay_error(e: ReplayError) -> ApiError {
+    match e {
+        ReplayError::Invalid(m) => ApiError::bad_request("bad_replay", m),
+        e @ ReplayError::Retention { .. } => ApiError::bad_request("offset_not_held", e.to_string()),
+        e @ (ReplayError::Busy { .. } | ReplayError::Finished { .. }) => {
+            ApiError::new(StatusCode::CONFLICT, "replay_conflict", e.to_string())
+        }
+        e => ApiError::unavailable(format!("the replay could not start: {e}")),
+    }
 }
