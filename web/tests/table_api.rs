@@ -157,8 +157,10 @@ fn a_table_created_over_the_api_is_changed_while_ingesting_and_survives_kill_9()
     let mut last = 0;
     let mut switched = false;
     while !switched {
-        let upper = sent.load(Ordering::SeqCst);
         let n = count(&w, "SELECT count(*) AS n FROM clicks");
+        // Read after the answer: a batch is counted as sent before it is posted,
+        // so this bounds everything the query could have seen.
+        let upper = sent.load(Ordering::SeqCst);
         assert!(n >= last, "the count went back from {last} to {n} during the change");
         assert!(n <= upper, "{n} rows, more than the {upper} records sent");
         last = n;
