@@ -4,6 +4,12 @@
 //! start-up, so a newly configured table, rollup, dead-letter or late relation is
 //! queryable (and listed by `SHOW TABLES`) as soon as the hot tier serves it.
 //! The catalog is read-only: registering or dropping tables is refused.
+//!
+//! An upsert table's relation (every version of every key) is served twice:
+//! as `<table>_changes`, all of it, and as `<table>`, a view keeping the
+//! latest version per key (by event time, then `_partition`, `_offset`) and
+//! only the table's fields. The view takes one snapshot, like any relation, so
+//! a query sees the latest versions as of one moment.
 
 use std::fmt;
 use std::sync::Arc;
@@ -13,8 +19,11 @@ use datafusion::catalog::{
     CatalogProvider, CatalogProviderList, MemoryCatalogProvider, MemoryCatalogProviderList, SchemaProvider,
     TableProvider,
 };
-use datafusion::common::Result as DfResult;
-use weir_storage::hot::{Relation, SharedHotSource};
+use datafusion::common::{Column, Result as DfResult};
+use datafusion::datasource::{ViewTable, provider_as_source};
+use datafusion::functions_window::expr_fn::row_number;
+use datafusion::logical_expr::{Expr, ExprFunctionExt, LogicalPlanBuilder, lit};
+use weir_storage::hot::{Relation, RelationKind, SharedHotSource};
 
 use crate::provider::HotTableProvider;
 
@@ -54,18 +63,85 @@ impl fmt::Debug for HotSchema {
     }
 }
 
+/// The suffix of the relation holding every version of an upsert table.
+pub const CHANGES: &str = "_changes";
+
+/// What a SQL name stands for.
+enum Served {
+    /// The relation itself.
+    Whole(Relation),
+    /// The latest version per key of an upsert table's relation.
+    Latest(Relation, String),
+}
+
+/// What `name` stands for among `relations`.
+fn served(relations: Vec<Relation>, name: &str) -> Option<Served> {
+    let base = name.strip_suffix(CHANGES);
+    let mut changes = None;
+    for r in relations {
+        match &r.kind {
+            RelationKind::Upsert { key } if r.name == name => return Some(Served::Latest(r.clone(), key.clone())),
+            RelationKind::Upsert { .. } if Some(r.name.as_str()) == base => changes = Some(Served::Whole(r)),
+            _ if r.name == name => return Some(Served::Whole(r)),
+            _ => {}
+        }
+    }
+    changes
+}
+
+/// The SQL names of `relations`.
+fn names(relations: Vec<Relation>) -> Vec<String> {
+    let mut out = Vec::with_capacity(relations.len());
+    for r in relations {
+        if matches!(r.kind, RelationKind::Upsert { .. }) {
+            out.push(format!("{}{CHANGES}", r.name));
+        }
+        out.push(r.name);
+    }
+    out
+}
+
+/// The rank column the latest-version view filters on.
+const RANK: &str = "_version_rank";
+
+/// The view of an upsert table's latest version per `key`: the table's own
+/// fields (no `_partition`, `_offset`), one row per key.
+fn latest(versions: Arc<dyn TableProvider>, relation: &Relation, key: &str) -> DfResult<Arc<dyn TableProvider>> {
+    let column = |name: &str| Expr::Column(Column::new_unqualified(name));
+    let time = relation.time_column.as_deref().unwrap_or_default();
+    let newest_first = [time, "_partition", "_offset"].map(|c| column(c).sort(false, false)).to_vec();
+    let rank = row_number().partition_by(vec![column(key)]).order_by(newest_first).build()?.alias(RANK);
+    let fields: Vec<Expr> = relation
+        .schema
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .filter(|n| *n != "_partition" && *n != "_offset")
+        .map(column)
+        .collect();
+    let plan = LogicalPlanBuilder::scan(relation.name.clone(), provider_as_source(versions), None)?
+        .window(vec![rank])?
+        .filter(column(RANK).eq(lit(1u64)))?
+        .project(fields)?
+        .build()?;
+    Ok(Arc::new(ViewTable::new(plan, None)))
+}
+
 #[async_trait]
 impl SchemaProvider for HotSchema {
     fn table_names(&self) -> Vec<String> {
-        self.hot.relations().into_iter().map(|r| r.name).collect()
+        names(self.hot.relations())
     }
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
-        let relation = self.hot.relations().into_iter().find(|r| r.name == name);
-        Ok(relation.map(|r| (self.make)(Arc::clone(&self.hot), r)))
+        Ok(match served(self.hot.relations(), name) {
+            Some(Served::Whole(r)) => Some((self.make)(Arc::clone(&self.hot), r)),
+            Some(Served::Latest(r, key)) => Some(latest((self.make)(Arc::clone(&self.hot), r.clone()), &r, &key)?),
+            None => None,
+        })
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        self.hot.relations().iter().any(|r| r.name == name)
+        served(self.hot.relations(), name).is_some()
     }
 }

@@ -333,6 +333,10 @@ pub struct TableConfig {
     /// included): a record for which it is not true is counted as filtered and
     /// not kept.
     pub filter: Option<String>,
+    /// An upsert table: `key` is its primary key, and the table (the relation
+    /// named after it) shows the latest record per key, by event time, then log
+    /// offset; every version stays in `<table>_changes`.
+    pub upsert: bool,
 }
 
 /// Avro message values (`[tables.avro]`): binary datums written with `schema`,
@@ -602,7 +606,15 @@ impl TableConfig {
         }
         names.extend(self.rollups.iter().map(|r| self.rollup_relation(&r.name)));
         names.extend(self.sessions.iter().map(|w| self.session_relation(&w.name)));
+        if self.upsert {
+            names.push(self.changes_relation());
+        }
         names
+    }
+
+    /// Every version of every key of an upsert table.
+    pub fn changes_relation(&self) -> String {
+        format!("{}_changes", self.name)
     }
 
     /// Parses and validates one table definition as the table API takes it:

@@ -34,6 +34,11 @@ pub enum RelationKind {
     Duplicates,
     /// Session windows of a table, closed and open: `<table>_<session>`.
     Session { session: String },
+    /// Every version of every key of an upsert table (its rows in time, and its
+    /// late rows), with `_partition` and `_offset`; named after the table. The
+    /// query layer serves it as `<table>_changes`, and as `<table>` the latest
+    /// version per `key` (by the time column, then `_partition`, `_offset`).
+    Upsert { key: String },
 }
 
 /// One SQL-visible relation served from the hot tier.

@@ -157,6 +157,8 @@ pub struct Table {
     pub changing: Option<u64>,
     pub partitions: u32,
     pub key: Option<String>,
+    /// `key` is a primary key: the table shows the latest record per key.
+    pub upsert: bool,
     pub time: TimeSpec,
     pub segment_granularity_ms: i64,
     pub allowed_lateness_ms: i64,
@@ -283,6 +285,9 @@ pub struct Relations {
     pub raw: String,
     pub late: String,
     pub dead_letter: String,
+    /// An upsert table's every version (`raw` shows the latest per key).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub changes: Option<String>,
 }
 
 /// One partition of the table's log or topic.

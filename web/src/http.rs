@@ -183,7 +183,11 @@ async fn tables(State(app): State<Arc<App>>) -> Json<api::TableList> {
 }
 
 fn relation_names(hot: &HotTable) -> Vec<String> {
-    hot.relations().iter().map(|r| r.name.clone()).collect()
+    let mut names: Vec<String> = hot.relations().iter().map(|r| r.name.clone()).collect();
+    if hot.config().upsert {
+        names.push(hot.config().changes_relation());
+    }
+    names
 }
 
 /// A table built by a replay `--into`: read-only, no reader of its own.

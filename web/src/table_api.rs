@@ -228,19 +228,23 @@ pub(crate) fn describe(app: &App, table: &Table) -> api::Table {
         changing,
         partitions: cfg.partitions,
         key: cfg.key.clone(),
+        upsert: cfg.upsert,
         time: api::TimeSpec {
             field: cfg.time.field.clone(),
             formats: cfg.time.formats.iter().map(|f| format!("{f:?}")).collect(),
         },
         segment_granularity_ms: cfg.segment_granularity_ms,
         allowed_lateness_ms: cfg.allowed_lateness_ms,
-        schema: schema(&cfg.name),
+        // The table's fields: an upsert table's `_partition` and `_offset` are
+        // in its changes only.
+        schema: schema(&cfg.name).into_iter().filter(|c| !cfg.upsert || (c.name != "_partition" && c.name != "_offset")).collect(),
         rollups,
         sessions,
         relations: api::Relations {
             raw: cfg.name.clone(),
             late: cfg.late_relation(),
             dead_letter: cfg.dead_letter_relation(),
+            changes: cfg.upsert.then(|| cfg.changes_relation()),
         },
         watermark: status.watermark.table_ms.map(weir_ingest::time::format_ms),
         watermark_ms: status.watermark.table_ms,

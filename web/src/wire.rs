@@ -126,6 +126,7 @@ impl RelationEntry {
             RelationKind::DeadLetter => ("dead_letter", None),
             RelationKind::Late => ("late", None),
             RelationKind::Duplicates => ("duplicates", None),
+            RelationKind::Upsert { key } => ("upsert", Some(key.clone())),
         };
         RelationEntry {
             name: r.name.clone(),
@@ -151,6 +152,7 @@ impl RelationEntry {
             "dead_letter" => RelationKind::DeadLetter,
             "late" => RelationKind::Late,
             "duplicates" => RelationKind::Duplicates,
+            "upsert" => RelationKind::Upsert { key: part()? },
             other => return Err(format!("relation `{}` has an unknown kind `{other}`", self.name)),
         };
         let bytes = unhex(&self.schema).ok_or_else(|| format!("relation `{}`: its schema is not hex", self.name))?;

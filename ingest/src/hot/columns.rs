@@ -35,9 +35,16 @@ pub fn arrow_type(ty: FieldType) -> DataType {
     }
 }
 
-/// The raw relation's schema: event time, then dimensions, then metrics.
+/// The raw relation's schema: event time, then dimensions, then metrics; for
+/// an upsert table, then where the version was in the log (what orders two
+/// versions of one key at the same event time).
 pub fn raw_schema(t: &TableConfig) -> SchemaRef {
-    Arc::new(Schema::new(raw_fields(t)))
+    let mut fields = raw_fields(t);
+    if t.upsert {
+        fields.push(Field::new("_partition", DataType::Int32, false));
+        fields.push(Field::new("_offset", DataType::Int64, false));
+    }
+    Arc::new(Schema::new(fields))
 }
 
 fn raw_fields(t: &TableConfig) -> Vec<Field> {
@@ -198,8 +205,9 @@ pub struct RowBuffer {
     schema: SchemaRef,
     ts: TimestampMillisecondBuilder,
     cols: Vec<Col>,
-    /// Present for the late relation.
-    meta: Option<(Int32Builder, Int64Builder, Meta3)>,
+    /// Present for the late and duplicates relations, and (without the third)
+    /// for an upsert table's raw rows.
+    meta: Option<(Int32Builder, Int64Builder, Option<Meta3>)>,
     active_rows: usize,
     active_bytes: usize,
     frozen: Vec<RecordBatch>,
@@ -213,7 +221,11 @@ fn ts_builder() -> TimestampMillisecondBuilder {
 
 impl RowBuffer {
     pub fn raw(t: &TableConfig) -> RowBuffer {
-        Self::new(t, raw_schema(t), false)
+        let mut buf = Self::new(t, raw_schema(t), false);
+        if t.upsert {
+            buf.meta = Some((Int32Builder::new(), Int64Builder::new(), None));
+        }
+        buf
     }
 
     pub fn late(t: &TableConfig) -> RowBuffer {
@@ -238,7 +250,7 @@ impl RowBuffer {
                 } else {
                     Meta3::Ts(ts_builder())
                 };
-                (Int32Builder::new(), Int64Builder::new(), third)
+                (Int32Builder::new(), Int64Builder::new(), Some(third))
             }),
             active_rows: 0,
             active_bytes: 0,
@@ -252,7 +264,8 @@ impl RowBuffer {
         &self.schema
     }
 
-    /// Appends one validated row (`meta` for the late relation only).
+    /// Appends one validated row (`meta` for the late and duplicates relations,
+    /// and an upsert table's raw rows, only).
     pub fn push(&mut self, ts_ms: i64, values: &[Val<'_>], meta: Option<LateMeta>) {
         self.ts.append_value(ts_ms);
         let mut bytes = 8;
@@ -262,7 +275,9 @@ impl RowBuffer {
         if let (Some((p, o, w)), Some(m)) = (&mut self.meta, meta) {
             p.append_value(m.partition as i32);
             o.append_value(m.offset as i64);
-            w.append(m.watermark_ms);
+            if let Some(w) = w {
+                w.append(m.watermark_ms);
+            }
             bytes += 20;
         }
         self.active_rows += 1;
@@ -279,7 +294,7 @@ impl RowBuffer {
         if let Some((p, o, w)) = &mut self.meta {
             cols.push(Arc::new(p.finish()));
             cols.push(Arc::new(o.finish()));
-            cols.push(w.finish());
+            cols.extend(w.as_mut().map(Meta3::finish));
         }
         cols
     }
@@ -290,7 +305,7 @@ impl RowBuffer {
         if let Some((p, o, w)) = &self.meta {
             cols.push(Arc::new(p.finish_cloned()));
             cols.push(Arc::new(o.finish_cloned()));
-            cols.push(w.finish_cloned());
+            cols.extend(w.as_ref().map(Meta3::finish_cloned));
         }
         cols
     }

@@ -198,8 +198,11 @@ impl HotTable {
             schema: schema.clone(),
             time_column: Some(time.to_string()),
         };
-        let mut relations =
-            vec![rel(config.name.clone(), RelationKind::Raw, &columns::raw_schema(&config), &config.time.field)];
+        let kind = match (&config.key, config.upsert) {
+            (Some(key), true) => RelationKind::Upsert { key: key.clone() },
+            _ => RelationKind::Raw,
+        };
+        let mut relations = vec![rel(config.name.clone(), kind, &columns::raw_schema(&config), &config.time.field)];
         for (r, spec) in rollups.iter().zip(&config.rollups) {
             relations.push(rel(
                 config.rollup_relation(r.name()),
@@ -404,7 +407,7 @@ impl HotTable {
                         last_start = Some(start);
                     }
                     let buf = s.raw.entry(start).or_insert_with(|| RowBuffer::raw(&self.config));
-                    buf.push(*ts_ms, values, None);
+                    buf.push(*ts_ms, values, Some(LateMeta { partition, offset: *offset, watermark_ms: 0 }));
                     for r in &mut s.rollups {
                         r.add(*ts_ms, values);
                     }

@@ -17,6 +17,8 @@ enum Source {
     Dups,
     Rollup(usize),
     Session(usize),
+    /// An upsert table's every version: its rows in time and its late rows.
+    Versions,
 }
 
 impl HotTable {
@@ -33,6 +35,7 @@ impl HotTable {
             RelationKind::Session { session } => {
                 Source::Session(self.config.sessions.iter().position(|w| &w.name == session)?)
             }
+            RelationKind::Upsert { .. } => Source::Versions,
         };
         Some((src, rel.schema.clone()))
     }
@@ -67,6 +70,11 @@ impl HotTable {
             Source::Dups => s.duplicates.snapshot(),
             Source::Rollup(i) => s.rollups[i].snapshot(),
             Source::Session(i) => s.sessions[i].snapshot(),
+            Source::Versions => {
+                let mut all: Vec<RecordBatch> = s.raw.values().flat_map(RowBuffer::snapshot).collect();
+                all.extend(s.late.snapshot().iter().map(|b| versions(b, &schema)));
+                all
+            }
         };
         if let Some(slot) = &s.sealing {
             match src {
@@ -76,17 +84,23 @@ impl HotTable {
                 Source::Dups => batches.extend(slot.duplicates.iter().cloned()),
                 Source::Rollup(i) => batches.extend(slot.ranges.iter().flat_map(|r| r.rollups[i].iter().cloned())),
                 Source::Session(i) => batches.extend(slot.closed_sessions[i].iter().cloned()),
+                Source::Versions => {
+                    batches.extend(slot.ranges.iter().flat_map(|r| r.raw.iter().cloned()));
+                    batches.extend(slot.late.iter().map(|b| versions(b, &schema)));
+                }
             }
         }
-        let cold = s.cold.manifest.files(relation).map(cold_file).collect();
+        // An upsert table's versions are also in its late relation's files.
+        let late = matches!(src, Source::Versions).then(|| self.config.late_relation());
+        let files = |m: &weir_storage::manifest::Manifest| -> Vec<ColdFile> {
+            let also = late.as_deref().into_iter().flat_map(|l| m.files(l));
+            m.files(relation).chain(also).map(cold_file).collect()
+        };
+        let cold = files(&s.cold.manifest);
         let peers = s
             .peers
             .iter()
-            .map(|(node, m)| PeerFiles {
-                node: node.clone(),
-                manifest_version: m.version,
-                files: m.files(relation).map(cold_file).collect(),
-            })
+            .map(|(node, m)| PeerFiles { node: node.clone(), manifest_version: m.version, files: files(m) })
             .collect();
         let own = OwnSnapshot {
             snapshot: Snapshot { schema: schema.clone(), batches: Vec::new(), cold: Vec::new() },
@@ -128,4 +142,11 @@ pub struct PeerFiles {
     pub node: String,
     pub manifest_version: u64,
     pub files: Vec<ColdFile>,
+}
+
+/// A late batch of an upsert table as versions: its columns but the last
+/// (`_watermark`), which the versions do not carry.
+fn versions(late: &RecordBatch, schema: &SchemaRef) -> RecordBatch {
+    let columns = late.columns()[..schema.fields().len()].to_vec();
+    RecordBatch::try_new(schema.clone(), columns).expect("a late batch holds the versions' columns, then `_watermark`")
 }

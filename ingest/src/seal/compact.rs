@@ -81,6 +81,12 @@ impl Sealer {
                     }
                     state.take_range(st, st + cfg.segment_granularity_ms).0
                 }
+                // An upsert table keeps only the latest version of each key
+                // among the merged segments: a version dropped here has a later
+                // one that stays, so the latest per key is the same.
+                _ if cfg.upsert && *relation == cfg.name => latest_per_key(&cfg, &batches).map_err(|detail| {
+                    SealError::Merge { table: cfg.name.clone(), detail: format!("`{relation}`: {detail}") }
+                })?,
                 _ => batches,
             };
             self.put_file(id, relation, &merged, &mut files, &mut written).await?;
@@ -189,4 +195,36 @@ impl Sealer {
 pub(super) fn prune_tombstones(m: &mut Manifest) {
     let resume: Vec<u64> = m.resume.iter().map(|r| r.offset).collect();
     m.tombstones.retain(|t| t.coverage.iter().zip(&resume).any(|(c, r)| r < c));
+}
+
+/// Of an upsert table's versions, only the latest of each key: by event time,
+/// then `_partition`, then `_offset`. The rows kept stay in their order.
+pub(crate) fn latest_per_key(cfg: &TableConfig, batches: &[RecordBatch]) -> Result<Vec<RecordBatch>, String> {
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::{Int32Type, Int64Type, TimestampMillisecondType};
+    use arrow::row::{RowConverter, SortField};
+
+    let Some(first) = batches.first() else { return Ok(Vec::new()) };
+    let key = cfg.key.as_deref().ok_or("an upsert table has a key")?;
+    let schema = first.schema();
+    let all = arrow::compute::concat_batches(&schema, batches).map_err(|e| e.to_string())?;
+    let column = |name: &str| all.column_by_name(name).ok_or_else(|| format!("no column `{name}`"));
+    let keys = column(key)?;
+    let time = column(&cfg.time.field)?
+        .as_primitive_opt::<TimestampMillisecondType>()
+        .ok_or("the time column is not a timestamp")?;
+    let partition = column("_partition")?.as_primitive_opt::<Int32Type>().ok_or("`_partition` is not int32")?;
+    let offset = column("_offset")?.as_primitive_opt::<Int64Type>().ok_or("`_offset` is not int64")?;
+    let converter = RowConverter::new(vec![SortField::new(keys.data_type().clone())]).map_err(|e| e.to_string())?;
+    let rows = converter.convert_columns(std::slice::from_ref(keys)).map_err(|e| e.to_string())?;
+    let version = |i: usize| (time.value(i), partition.value(i), offset.value(i));
+    let mut latest: std::collections::HashMap<arrow::row::Row<'_>, usize> = std::collections::HashMap::new();
+    for i in 0..all.num_rows() {
+        latest.entry(rows.row(i)).and_modify(|kept| if version(i) > version(*kept) { *kept = i }).or_insert(i);
+    }
+    let mut keep: Vec<u32> = latest.into_values().map(|i| i as u32).collect();
+    keep.sort_unstable();
+    debug_assert!(time.null_count() == 0);
+    let taken = arrow::compute::take_record_batch(&all, &arrow::array::UInt32Array::from(keep)).map_err(|e| e.to_string())?;
+    Ok(vec![taken])
 }

@@ -146,6 +146,7 @@ pub(super) struct RawTable {
     pub(super) kafka: Option<Spanned<RawKafka>>,
     pub(super) avro: Option<Spanned<RawAvro>>,
     pub(super) filter: Option<Spanned<String>>,
+    pub(super) upsert: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize)]

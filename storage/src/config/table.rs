@@ -98,6 +98,22 @@ pub(super) fn validate_table(ctx: &Ctx, p: &str, raw: RawTable) -> Result<TableC
         ));
     }
     let avro = avro(ctx, p, raw.avro, kafka.is_some())?;
+    let upsert = match &raw.upsert {
+        Some(u) if *u.get_ref() => {
+            let refuse = |what: &str| Err(ctx.err(format!("{p}upsert"), &u.span(), what.to_string()));
+            if key.is_none() {
+                return refuse("an upsert table needs `key`: its primary key (records of one key share a partition, so their log offsets order them)");
+            }
+            if !rollups.is_empty() || !sessions.is_empty() {
+                return refuse("an upsert table cannot have rollups or session windows: they would count every version of a key, not the latest; aggregate the table itself with GROUP BY");
+            }
+            if let Some(f) = dimensions.iter().chain(&metrics).find(|f| f.name == "_partition" || f.name == "_offset") {
+                return refuse(&format!("an upsert table keeps `_partition` and `_offset` with each version; rename the field `{}`", f.name));
+            }
+            true
+        }
+        _ => false,
+    };
 
     Ok(TableConfig {
         avro,
@@ -119,6 +135,7 @@ pub(super) fn validate_table(ctx: &Ctx, p: &str, raw: RawTable) -> Result<TableC
         rollups,
         sessions,
         filter,
+        upsert,
     })
 }
 

@@ -381,6 +381,8 @@ fn a_bad_definition_is_refused_as_the_config_parser_refuses_it() {
         GOOD.replace("key = \"card_id\"", "key = \"nope\""),
         GOOD.replace(r#"dimensions = ["category", "country"]"#, r#"dimensions = ["category", "colour"]"#),
         GOOD.replace("name = \"transactions\"", "name = \"Bad-Name\""),
+        // An upsert table with a rollup would count every version.
+        GOOD.replace("key = \"card_id\"", "key = \"card_id\"\nupsert = true"),
         GOOD.replace(
             "{ name = \"country\", type = \"string\" },",
             "{ name = \"country\", type = \"string\", path = \"u..c\" },",
@@ -410,4 +412,19 @@ fn a_json_definition_names_what_is_wrong() {
     )
     .unwrap_err();
     assert_eq!((e.path.as_str(), e.line), ("rollups[0].granularity", None), "{e}");
+}
+
+#[test]
+fn an_upsert_table_needs_a_key_and_no_rollups() {
+    let src = GOOD.replace("key = \"card_id\"", "key = \"card_id\"\nupsert = true");
+    let e = error_of(&src);
+    assert_eq!(e.path, "tables[0].upsert");
+    assert!(e.message.contains("cannot have rollups"), "{e}");
+    let without_rollups = &src[..src.find("[[tables.rollups]]").unwrap()];
+    let t = WeirConfig::from_toml(without_rollups).unwrap().tables.remove(0);
+    assert!(t.upsert);
+    assert!(t.relation_names().contains(&"transactions_changes".to_string()));
+    let e = error_of(&without_rollups.replace("key = \"card_id\"\n", ""));
+    assert_eq!(e.path, "tables[0].upsert");
+    assert!(e.message.contains("needs `key`"), "{e}");
 }
