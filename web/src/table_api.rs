@@ -237,7 +237,10 @@ pub(crate) fn describe(app: &App, table: &Table) -> api::Table {
         allowed_lateness_ms: cfg.allowed_lateness_ms,
         // The table's fields: an upsert table's `_partition` and `_offset` are
         // in its changes only.
-        schema: schema(&cfg.name).into_iter().filter(|c| !cfg.upsert || (c.name != "_partition" && c.name != "_offset")).collect(),
+        schema: schema(&cfg.name)
+            .into_iter()
+            .filter(|c| !cfg.upsert || (c.name != "_partition" && c.name != "_offset"))
+            .collect(),
         rollups,
         sessions,
         relations: api::Relations {

@@ -79,9 +79,10 @@ impl Model {
     }
 
     fn rows(&self) -> Value {
-        let rows = self.latest.iter().map(|(id, (ts, _, status, balance))| {
-            json!({ "id": id, "status": status, "balance": balance, "ms": ts })
-        });
+        let rows = self
+            .latest
+            .iter()
+            .map(|(id, (ts, _, status, balance))| json!({ "id": id, "status": status, "balance": balance, "ms": ts }));
         Value::Array(rows.collect())
     }
 }

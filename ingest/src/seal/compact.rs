@@ -220,11 +220,19 @@ pub(crate) fn latest_per_key(cfg: &TableConfig, batches: &[RecordBatch]) -> Resu
     let version = |i: usize| (time.value(i), partition.value(i), offset.value(i));
     let mut latest: std::collections::HashMap<arrow::row::Row<'_>, usize> = std::collections::HashMap::new();
     for i in 0..all.num_rows() {
-        latest.entry(rows.row(i)).and_modify(|kept| if version(i) > version(*kept) { *kept = i }).or_insert(i);
+        latest
+            .entry(rows.row(i))
+            .and_modify(|kept| {
+                if version(i) > version(*kept) {
+                    *kept = i
+                }
+            })
+            .or_insert(i);
     }
     let mut keep: Vec<u32> = latest.into_values().map(|i| i as u32).collect();
     keep.sort_unstable();
     debug_assert!(time.null_count() == 0);
-    let taken = arrow::compute::take_record_batch(&all, &arrow::array::UInt32Array::from(keep)).map_err(|e| e.to_string())?;
+    let taken =
+        arrow::compute::take_record_batch(&all, &arrow::array::UInt32Array::from(keep)).map_err(|e| e.to_string())?;
     Ok(vec![taken])
 }

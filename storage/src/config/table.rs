@@ -102,13 +102,20 @@ pub(super) fn validate_table(ctx: &Ctx, p: &str, raw: RawTable) -> Result<TableC
         Some(u) if *u.get_ref() => {
             let refuse = |what: &str| Err(ctx.err(format!("{p}upsert"), &u.span(), what.to_string()));
             if key.is_none() {
-                return refuse("an upsert table needs `key`: its primary key (records of one key share a partition, so their log offsets order them)");
+                return refuse(
+                    "an upsert table needs `key`: its primary key (records of one key share a partition, so their log offsets order them)",
+                );
             }
             if !rollups.is_empty() || !sessions.is_empty() {
-                return refuse("an upsert table cannot have rollups or session windows: they would count every version of a key, not the latest; aggregate the table itself with GROUP BY");
+                return refuse(
+                    "an upsert table cannot have rollups or session windows: they would count every version of a key, not the latest; aggregate the table itself with GROUP BY",
+                );
             }
             if let Some(f) = dimensions.iter().chain(&metrics).find(|f| f.name == "_partition" || f.name == "_offset") {
-                return refuse(&format!("an upsert table keeps `_partition` and `_offset` with each version; rename the field `{}`", f.name));
+                return refuse(&format!(
+                    "an upsert table keeps `_partition` and `_offset` with each version; rename the field `{}`",
+                    f.name
+                ));
             }
             true
         }
