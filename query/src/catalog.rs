@@ -23,7 +23,8 @@ use datafusion::common::{Column, Result as DfResult};
 use datafusion::datasource::{ViewTable, provider_as_source};
 use datafusion::functions_window::expr_fn::row_number;
 use datafusion::logical_expr::{Expr, ExprFunctionExt, LogicalPlanBuilder, lit};
-use weir_storage::hot::{Relation, RelationKind, SharedHotSource};
+use weir_storage::config::CHANGES_SUFFIX as CHANGES;
+use weir_storage::hot::{LOG_COLUMNS, Relation, RelationKind, SharedHotSource};
 
 use crate::provider::HotTableProvider;
 
@@ -62,9 +63,6 @@ impl fmt::Debug for HotSchema {
         f.debug_struct("HotSchema").finish_non_exhaustive()
     }
 }
-
-/// The suffix of the relation holding every version of an upsert table.
-pub const CHANGES: &str = "_changes";
 
 /// What a SQL name stands for.
 enum Served {
@@ -109,14 +107,15 @@ const RANK: &str = "_version_rank";
 fn latest(versions: Arc<dyn TableProvider>, relation: &Relation, key: &str) -> DfResult<Arc<dyn TableProvider>> {
     let column = |name: &str| Expr::Column(Column::new_unqualified(name));
     let time = relation.time_column.as_deref().unwrap_or_default();
-    let newest_first = [time, "_partition", "_offset"].map(|c| column(c).sort(false, false)).to_vec();
+    let [partition, offset] = LOG_COLUMNS;
+    let newest_first = [time, partition, offset].map(|c| column(c).sort(false, false)).to_vec();
     let rank = row_number().partition_by(vec![column(key)]).order_by(newest_first).build()?.alias(RANK);
     let fields: Vec<Expr> = relation
         .schema
         .fields()
         .iter()
         .map(|f| f.name().as_str())
-        .filter(|n| *n != "_partition" && *n != "_offset")
+        .filter(|n| !LOG_COLUMNS.contains(n))
         .map(column)
         .collect();
     let plan = LogicalPlanBuilder::scan(relation.name.clone(), provider_as_source(versions), None)?

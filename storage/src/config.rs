@@ -339,6 +339,9 @@ pub struct TableConfig {
     pub upsert: bool,
 }
 
+/// What an upsert table's relation of every version adds to its name.
+pub const CHANGES_SUFFIX: &str = "_changes";
+
 /// Avro message values (`[tables.avro]`): binary datums written with `schema`,
 /// or Confluent's wire format (a zero byte, a 4-byte big-endian schema id, the
 /// datum) with the writer schemas by id in `confluent`.
@@ -614,7 +617,7 @@ impl TableConfig {
 
     /// Every version of every key of an upsert table.
     pub fn changes_relation(&self) -> String {
-        format!("{}_changes", self.name)
+        format!("{}{CHANGES_SUFFIX}", self.name)
     }
 
     /// Parses and validates one table definition as the table API takes it:

@@ -16,6 +16,10 @@ use arrow::record_batch::RecordBatch;
 use crate::config::RollupConfig;
 use crate::store::Store;
 
+/// Where a row was in the log: the columns that follow the table's fields in
+/// its late and duplicates relations and in an upsert table's versions.
+pub const LOG_COLUMNS: [&str; 2] = ["_partition", "_offset"];
+
 /// What a SQL-visible relation holds.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RelationKind {

@@ -239,7 +239,7 @@ pub(crate) fn describe(app: &App, table: &Table) -> api::Table {
         // in its changes only.
         schema: schema(&cfg.name)
             .into_iter()
-            .filter(|c| !cfg.upsert || (c.name != "_partition" && c.name != "_offset"))
+            .filter(|c| !cfg.upsert || !weir_storage::hot::LOG_COLUMNS.contains(&c.name.as_str()))
             .collect(),
         rollups,
         sessions,

@@ -14,6 +14,7 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use weir_storage::config::{FieldType, TableConfig};
+use weir_storage::hot::LOG_COLUMNS;
 
 use crate::decode::Val;
 
@@ -41,10 +42,15 @@ pub fn arrow_type(ty: FieldType) -> DataType {
 pub fn raw_schema(t: &TableConfig) -> SchemaRef {
     let mut fields = raw_fields(t);
     if t.upsert {
-        fields.push(Field::new("_partition", DataType::Int32, false));
-        fields.push(Field::new("_offset", DataType::Int64, false));
+        fields.extend(log_fields());
     }
     Arc::new(Schema::new(fields))
+}
+
+/// [`LOG_COLUMNS`]: the partition and the offset a row was read at.
+fn log_fields() -> [Field; 2] {
+    let [partition, offset] = LOG_COLUMNS;
+    [Field::new(partition, DataType::Int32, false), Field::new(offset, DataType::Int64, false)]
 }
 
 fn raw_fields(t: &TableConfig) -> Vec<Field> {
@@ -57,8 +63,7 @@ fn raw_fields(t: &TableConfig) -> Vec<Field> {
 /// log and the partition watermark that made it late.
 pub fn late_schema(t: &TableConfig) -> SchemaRef {
     let mut fields = raw_fields(t);
-    fields.push(Field::new("_partition", DataType::Int32, false));
-    fields.push(Field::new("_offset", DataType::Int64, false));
+    fields.extend(log_fields());
     fields.push(Field::new("_watermark", timestamp_type(), false));
     Arc::new(Schema::new(fields))
 }
@@ -67,8 +72,7 @@ pub fn late_schema(t: &TableConfig) -> SchemaRef {
 /// the log and the offset of the first occurrence it repeats (same partition).
 pub fn duplicates_schema(t: &TableConfig) -> SchemaRef {
     let mut fields = raw_fields(t);
-    fields.push(Field::new("_partition", DataType::Int32, false));
-    fields.push(Field::new("_offset", DataType::Int64, false));
+    fields.extend(log_fields());
     fields.push(Field::new("_first_offset", DataType::Int64, false));
     Arc::new(Schema::new(fields))
 }

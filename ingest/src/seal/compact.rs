@@ -200,7 +200,7 @@ pub(super) fn prune_tombstones(m: &mut Manifest) {
 /// Of an upsert table's versions, only the latest of each key: by event time,
 /// then `_partition`, then `_offset`. The rows kept stay in their order.
 pub(crate) fn latest_per_key(cfg: &TableConfig, batches: &[RecordBatch]) -> Result<Vec<RecordBatch>, String> {
-    use arrow::array::{Array, AsArray};
+    use arrow::array::AsArray;
     use arrow::datatypes::{Int32Type, Int64Type, TimestampMillisecondType};
     use arrow::row::{RowConverter, SortField};
 
@@ -213,8 +213,9 @@ pub(crate) fn latest_per_key(cfg: &TableConfig, batches: &[RecordBatch]) -> Resu
     let time = column(&cfg.time.field)?
         .as_primitive_opt::<TimestampMillisecondType>()
         .ok_or("the time column is not a timestamp")?;
-    let partition = column("_partition")?.as_primitive_opt::<Int32Type>().ok_or("`_partition` is not int32")?;
-    let offset = column("_offset")?.as_primitive_opt::<Int64Type>().ok_or("`_offset` is not int64")?;
+    let [partition, offset] = weir_storage::hot::LOG_COLUMNS;
+    let partition = column(partition)?.as_primitive_opt::<Int32Type>().ok_or("the partition is not int32")?;
+    let offset = column(offset)?.as_primitive_opt::<Int64Type>().ok_or("the offset is not int64")?;
     let converter = RowConverter::new(vec![SortField::new(keys.data_type().clone())]).map_err(|e| e.to_string())?;
     let rows = converter.convert_columns(std::slice::from_ref(keys)).map_err(|e| e.to_string())?;
     let version = |i: usize| (time.value(i), partition.value(i), offset.value(i));
@@ -231,7 +232,6 @@ pub(crate) fn latest_per_key(cfg: &TableConfig, batches: &[RecordBatch]) -> Resu
     }
     let mut keep: Vec<u32> = latest.into_values().map(|i| i as u32).collect();
     keep.sort_unstable();
-    debug_assert!(time.null_count() == 0);
     let taken =
         arrow::compute::take_record_batch(&all, &arrow::array::UInt32Array::from(keep)).map_err(|e| e.to_string())?;
     Ok(vec![taken])

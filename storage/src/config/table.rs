@@ -111,7 +111,8 @@ pub(super) fn validate_table(ctx: &Ctx, p: &str, raw: RawTable) -> Result<TableC
                     "an upsert table cannot have rollups or session windows: they would count every version of a key, not the latest; aggregate the table itself with GROUP BY",
                 );
             }
-            if let Some(f) = dimensions.iter().chain(&metrics).find(|f| f.name == "_partition" || f.name == "_offset") {
+            let log_column = |f: &&FieldConfig| crate::hot::LOG_COLUMNS.contains(&f.name.as_str());
+            if let Some(f) = dimensions.iter().chain(&metrics).find(log_column) {
                 return refuse(&format!(
                     "an upsert table keeps `_partition` and `_offset` with each version; rename the field `{}`",
                     f.name
