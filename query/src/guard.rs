@@ -258,7 +258,12 @@ impl Visitor for ReadOnly {
 }
 
 fn refused(kind: &str) -> Error {
-    Error::Refused { reason: format!("{kind} is not allowed: {ALLOWED}") }
+    let ddl = ["CREATE TABLE", "CREATE MATERIALIZED VIEW", "DROP TABLE", "DROP MATERIALIZED VIEW"];
+    let hint = match ddl.contains(&kind) {
+        true => " (Weir's DDL is taken by POST /v1/sql on an ingest process, from a token with the admin scope)",
+        false => "",
+    };
+    Error::Refused { reason: format!("{kind} is not allowed: {ALLOWED}{hint}") }
 }
 
 fn df_kind_name(statement: &DfStatement) -> String {
@@ -280,6 +285,7 @@ fn kind_name(statement: &Statement) -> String {
         Statement::Merge(_) => "MERGE",
         Statement::Copy { .. } | Statement::CopyIntoSnowflake { .. } => "COPY",
         Statement::CreateTable(_) => "CREATE TABLE",
+        Statement::CreateView(v) if v.materialized => "CREATE MATERIALIZED VIEW",
         Statement::CreateView(_) => "CREATE VIEW",
         Statement::AlterTable(_) => "ALTER TABLE",
         Statement::Set(_) => "SET",

@@ -47,6 +47,7 @@
 
 pub mod bounded;
 pub mod catalog;
+pub mod ddl;
 pub mod error;
 pub mod format;
 pub mod guard;

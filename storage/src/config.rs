@@ -711,6 +711,16 @@ fn json_to_toml(text: &str) -> Result<String, ConfigError> {
     })
 }
 
+/// A definition the catalog holds (TOML) as JSON of the same shape, the table
+/// API's other form: what SQL DDL edits to add or drop a rollup.
+pub fn definition_as_json(toml_text: &str) -> Result<serde_json::Value, ConfigError> {
+    toml::from_str(toml_text).map_err(|e| ConfigError {
+        path: "(definition)".into(),
+        line: None,
+        message: format!("the stored definition is not TOML: {}", e.message()),
+    })
+}
+
 /// Shortest secret accepted, in bytes.
 pub const MIN_TOKEN_BYTES: usize = 16;
 

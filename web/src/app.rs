@@ -83,4 +83,10 @@ impl crate::serving::Serving for App {
     fn metrics(&self) -> &crate::counters::Metrics {
         &self.metrics
     }
+    fn ddl(
+        self: Arc<Self>,
+        ddl: weir_query::ddl::Ddl,
+    ) -> futures::future::BoxFuture<'static, Result<axum::response::Response, crate::error::ApiError>> {
+        Box::pin(crate::table_api::run_ddl(self, ddl))
+    }
 }

@@ -67,6 +67,14 @@ pub fn cross_origin(headers: &axum::http::HeaderMap) -> Option<String> {
     if !host.is_empty() && origin_host.eq_ignore_ascii_case(host) { None } else { Some(origin.to_string()) }
 }
 
+/// What the middleware found a request may do beyond its route's scope, for
+/// handlers that decide per request: `POST /v1/sql` runs DDL only for the
+/// admin scope (or with no tokens configured, when everything is open).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Granted {
+    pub admin: bool,
+}
+
 /// The middleware: lets a request through or answers 401/403.
 ///
 /// In open mode (no tokens) a browser request from a page of another origin is
@@ -74,7 +82,7 @@ pub fn cross_origin(headers: &axum::http::HeaderMap) -> Option<String> {
 /// live tiles over a WebSocket or post records to a Weir on their machine. With
 /// tokens, the token is what a request must show, and pages elsewhere do not
 /// have it.
-pub async fn check<S: Serving>(State(app): State<Arc<S>>, req: Request, next: Next) -> Response {
+pub async fn check<S: Serving>(State(app): State<Arc<S>>, mut req: Request, next: Next) -> Response {
     let auth = &app.config().auth;
     if auth.tokens.is_empty() {
         if let Some(origin) = cross_origin(req.headers()) {
@@ -83,6 +91,7 @@ pub async fn check<S: Serving>(State(app): State<Arc<S>>, req: Request, next: Ne
             );
             return ApiError::new(StatusCode::FORBIDDEN, "cross_origin", message).into_response();
         }
+        req.extensions_mut().insert(Granted { admin: true });
         return next.run(req).await;
     }
     let Some(needed) = required_scope(req.method(), req.uri().path()) else {
@@ -94,7 +103,10 @@ pub async fn check<S: Serving>(State(app): State<Arc<S>>, req: Request, next: Ne
     };
     match scopes_of(auth, &secret) {
         None => ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "unknown token").into_response(),
-        Some(scopes) if scopes.contains(&needed) || scopes.contains(&Scope::Admin) => next.run(req).await,
+        Some(scopes) if scopes.contains(&needed) || scopes.contains(&Scope::Admin) => {
+            req.extensions_mut().insert(Granted { admin: scopes.contains(&Scope::Admin) });
+            next.run(req).await
+        }
         Some(_) => {
             let name = format!("{needed:?}").to_lowercase();
             ApiError::new(StatusCode::FORBIDDEN, "forbidden", format!("this token lacks the `{name}` scope"))

@@ -5,17 +5,20 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use futures::future::BoxFuture;
 use serde::Deserialize;
 use weir_query::QueryOptions;
+use weir_query::ddl::Ddl;
 use weir_query::format::Format;
 
+use crate::auth::Granted;
 use crate::error::ApiError;
 
 /// What the routes every process serves (SQL, live tiles, auth) need: an
@@ -28,6 +31,21 @@ pub trait Serving: Send + Sync + 'static {
     /// Adds what the process knows about why a query failed.
     fn annotate(&self, e: ApiError) -> ApiError {
         e
+    }
+    /// Runs a DDL statement `POST /v1/sql` was sent by an admin (the table
+    /// API's work, `table_api::run_ddl`); a process without tables refuses.
+    fn ddl(self: Arc<Self>, ddl: Ddl) -> BoxFuture<'static, Result<Response, ApiError>> {
+        Box::pin(async move {
+            Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "query_process",
+                format!(
+                    "this is a query process (weir serve --query-only): it holds no tables to change; \
+                     send {} to an ingest process",
+                    ddl.kind()
+                ),
+            ))
+        })
     }
 }
 
@@ -58,14 +76,33 @@ struct SqlRequest {
 /// The response header naming the rollups that answered a query over raw rows.
 pub const ROLLUP_HEADER: &str = "weir-rollup";
 
-/// `POST /v1/sql`, on an ingest process and on a query process.
+/// `POST /v1/sql`, on an ingest process and on a query process. Weir's DDL
+/// (`weir_query::ddl`) goes to [`Serving::ddl`] when the token has the admin
+/// scope; every other statement to the query service and its read-only guard.
 pub async fn sql<S: Serving>(
     State(app): State<Arc<S>>,
+    granted: Option<Extension<Granted>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = body_or_limit(&*app, body)?;
+    let req: SqlRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(
+            "bad_request",
+            format!("the body must be JSON like {{\"sql\": \"SELECT 1\", \"format\": \"json\"}}: {e}"),
+        )
+    })?;
+    if let Some(ddl) = weir_query::ddl::parse(&req.sql)? {
+        if !granted.is_some_and(|g| g.admin) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("{} changes tables: it needs a token with the `admin` scope", ddl.kind()),
+            ));
+        }
+        return app.ddl(ddl).await;
+    }
     let started = std::time::Instant::now();
-    let result = run_sql(app.query(), &body).await.map_err(|e| app.annotate(e));
+    let result = run_sql(app.query(), req).await.map_err(|e| app.annotate(e));
     let m = app.metrics();
     m.query_latency.observe(started.elapsed());
     let counter = if result.is_ok() { &m.queries_ok } else { &m.queries_failed };
@@ -73,13 +110,7 @@ pub async fn sql<S: Serving>(
     result
 }
 
-async fn run_sql(query: &weir_query::QueryService, body: &[u8]) -> Result<Response, ApiError> {
-    let req: SqlRequest = serde_json::from_slice(body).map_err(|e| {
-        ApiError::bad_request(
-            "bad_request",
-            format!("the body must be JSON like {{\"sql\": \"SELECT 1\", \"format\": \"json\"}}: {e}"),
-        )
-    })?;
+async fn run_sql(query: &weir_query::QueryService, req: SqlRequest) -> Result<Response, ApiError> {
     let format = Format::parse(req.format.as_deref().unwrap_or("json"))?;
     let options = QueryOptions { route_rollups: req.route_rollups.unwrap_or(true) };
     let encoded = query.execute_with(&req.sql, format, options).await?;

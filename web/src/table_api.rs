@@ -22,6 +22,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use weir_ingest::replay::ReplayError;
 use weir_ingest::tables::{Origin, Table, TableError, Tables};
+use weir_query::ddl::Ddl;
 use weir_storage::config::{DefinitionFormat, TableConfig};
 
 use crate::api;
@@ -119,10 +120,7 @@ pub async fn change(
         }));
     }
     accepting(&app)?;
-    let job = app.tables.change(config, toml).await.map_err(table_error)?;
-    let status = if job.is_some() { StatusCode::ACCEPTED } else { StatusCode::OK };
-    let replay = job.map(|j| api::Replay::from(&j.status()));
-    Ok((status, Json(api::Changed { table: name, changed: replay.is_some(), replay })).into_response())
+    changed(&app, config, toml).await
 }
 
 /// `DELETE /v1/tables/{name}`: drops a table of the table API, with its
@@ -136,6 +134,131 @@ pub async fn drop_table(State(app): State<Arc<App>>, Path(name): Path<String>) -
         .map_err(|e| ApiError::internal("dropping the table", e))?
         .map_err(table_error)?;
     Ok(Json(api::Dropped { table: name, dropped: true }).into_response())
+}
+
+/// Weir's DDL from `POST /v1/sql` (the token has the admin scope): the same
+/// work as the three requests above, on definitions read from SQL
+/// (`weir_query::ddl`). A materialized view is a rollup of an API table,
+/// added or dropped by changing the table's definition, so it is backfilled
+/// by the same replay as a `PUT`.
+pub async fn run_ddl(app: Arc<App>, ddl: Ddl) -> Result<Response, ApiError> {
+    accepting(&app)?;
+    match ddl {
+        Ddl::CreateTable { definition, or_replace, if_not_exists } => {
+            let (config, toml) =
+                Tables::check_definition(&definition.to_string(), DefinitionFormat::Json).map_err(table_error)?;
+            match app.tables.get(&config.name) {
+                Some(_) if or_replace => changed(&app, config, toml).await,
+                Some(t) if if_not_exists => Ok((StatusCode::OK, Json(describe(&app, &t))).into_response()),
+                _ => {
+                    let a = app.clone();
+                    let table = tokio::task::spawn_blocking(move || a.tables.create(config, toml))
+                        .await
+                        .map_err(|e| ApiError::internal("creating the table", e))?
+                        .map_err(table_error)?;
+                    Ok((StatusCode::CREATED, Json(describe(&app, &table))).into_response())
+                }
+            }
+        }
+        Ddl::DropTable { name, if_exists } => {
+            if if_exists && app.tables.get(&name).is_none() {
+                return Ok(Json(api::Dropped { table: name, dropped: false }).into_response());
+            }
+            table_of(&app, &name)?;
+            let (a, n) = (app.clone(), name.clone());
+            tokio::task::spawn_blocking(move || a.tables.drop_table(&n))
+                .await
+                .map_err(|e| ApiError::internal("dropping the table", e))?
+                .map_err(table_error)?;
+            Ok(Json(api::Dropped { table: name, dropped: true }).into_response())
+        }
+        Ddl::CreateRollup { table, rollup, or_replace, if_not_exists } => {
+            let t = table_of(&app, &table)?;
+            let mut definition = stored_definition(&t)?;
+            let rollups = rollups_of(&mut definition)?;
+            let name = rollup["name"].clone();
+            match rollups.iter().position(|r| r["name"] == name) {
+                Some(_) if if_not_exists => {
+                    return Ok(Json(api::Changed { table, changed: false, replay: None }).into_response());
+                }
+                Some(i) if or_replace => rollups[i] = rollup,
+                Some(_) => {
+                    return Err(ApiError::new(
+                        StatusCode::CONFLICT,
+                        "table_conflict",
+                        format!(
+                            "table `{table}` has a rollup named {name} already (the view `{table}_{}`):                              CREATE OR REPLACE MATERIALIZED VIEW changes it",
+                            name.as_str().unwrap_or_default()
+                        ),
+                    ));
+                }
+                None => rollups.push(rollup),
+            }
+            let (config, toml) =
+                Tables::check_definition(&definition.to_string(), DefinitionFormat::Json).map_err(table_error)?;
+            changed(&app, config, toml).await
+        }
+        Ddl::DropRollup { view, if_exists } => {
+            let found = app.tables.list().into_iter().find_map(|t| {
+                let rollup = view.strip_prefix(&format!("{}_", t.config.name))?;
+                t.config.rollups.iter().any(|r| r.name == rollup).then(|| (t.clone(), rollup.to_string()))
+            });
+            let Some((t, rollup)) = found else {
+                if if_exists {
+                    return Ok(Json(serde_json::json!({ "view": view, "changed": false })).into_response());
+                }
+                let views: Vec<String> = app
+                    .tables
+                    .list()
+                    .iter()
+                    .flat_map(|t| {
+                        t.config.rollups.iter().map(|r| t.config.rollup_relation(&r.name)).collect::<Vec<_>>()
+                    })
+                    .collect();
+                return Err(ApiError::not_found(format!(
+                    "no materialized view (rollup) named `{view}`; there are: {}",
+                    if views.is_empty() { "none".to_string() } else { views.join(", ") }
+                )));
+            };
+            let mut definition = stored_definition(&t)?;
+            rollups_of(&mut definition)?.retain(|r| r["name"] != rollup.as_str());
+            let (config, toml) =
+                Tables::check_definition(&definition.to_string(), DefinitionFormat::Json).map_err(table_error)?;
+            changed(&app, config, toml).await
+        }
+    }
+}
+
+/// A change of a table's definition, answered as `PUT /v1/tables/{name}` answers.
+async fn changed(app: &App, config: TableConfig, toml: String) -> Result<Response, ApiError> {
+    let name = config.name.clone();
+    let job = app.tables.change(config, toml).await.map_err(table_error)?;
+    let status = if job.is_some() { StatusCode::ACCEPTED } else { StatusCode::OK };
+    let replay = job.map(|j| api::Replay::from(&j.status()));
+    Ok((status, Json(api::Changed { table: name, changed: replay.is_some(), replay })).into_response())
+}
+
+/// A table's definition as the API holds it, as JSON; a config table has
+/// none to change.
+fn stored_definition(t: &Table) -> Result<serde_json::Value, ApiError> {
+    let Some(toml) = &t.definition else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "table_conflict",
+            format!("table `{}` is defined in the config file: change its rollups there and restart", t.config.name),
+        ));
+    };
+    weir_storage::config::definition_as_json(toml).map_err(|e| ApiError::internal("reading the stored definition", e))
+}
+
+fn rollups_of(definition: &mut serde_json::Value) -> Result<&mut Vec<serde_json::Value>, ApiError> {
+    let object =
+        definition.as_object_mut().ok_or_else(|| ApiError::internal("reading the stored definition", "not a table"))?;
+    object
+        .entry("rollups")
+        .or_insert_with(|| serde_json::Value::Array(Vec::new()))
+        .as_array_mut()
+        .ok_or_else(|| ApiError::internal("reading the stored definition", "`rollups` is not a list"))
 }
 
 /// A table this process reads, or 404 naming those it does.
