@@ -21,8 +21,8 @@ use datafusion::catalog::{
 };
 use datafusion::common::{Column, Result as DfResult};
 use datafusion::datasource::{ViewTable, provider_as_source};
-use datafusion::functions_aggregate::expr_fn::first_value;
-use datafusion::logical_expr::{Expr, LogicalPlanBuilder};
+use datafusion::functions_window::expr_fn::row_number;
+use datafusion::logical_expr::{Expr, ExprFunctionExt, LogicalPlanBuilder, lit};
 use weir_storage::config::CHANGES_SUFFIX as CHANGES;
 use weir_storage::hot::{LOG_COLUMNS, Relation, RelationKind, SharedHotSource};
 
@@ -99,30 +99,29 @@ fn names(relations: Vec<Relation>) -> Vec<String> {
     out
 }
 
+/// The rank column the latest-version view filters on.
+const RANK: &str = "_version_rank";
+
 /// The view of an upsert table's latest version per `key`: the table's own
 /// fields (no `_partition`, `_offset`), one row per key.
-///
-/// A hash aggregation by the key, each other field the `first_value` of the
-/// versions newest first (event time, then log position: unique within a key,
-/// so every field comes from the same version). DataFusion runs that with a
-/// groups accumulator, without sorting the versions, and drops the fields a
-/// query does not read (`count(*)` is a grouping by the key alone, 7 times
-/// faster than a `row_number()` window over the key); a query reading the
-/// values is about 1.3 times slower than that window (docs/benchmarks.md,
-/// "Upsert tables"). A filter on the key is pushed below the aggregation; a
-/// filter on another field applies to its latest value.
 fn latest(versions: Arc<dyn TableProvider>, relation: &Relation, key: &str) -> DfResult<Arc<dyn TableProvider>> {
     let column = |name: &str| Expr::Column(Column::new_unqualified(name));
     let time = relation.time_column.as_deref().unwrap_or_default();
     let [partition, offset] = LOG_COLUMNS;
     let newest_first = [time, partition, offset].map(|c| column(c).sort(false, false)).to_vec();
-    let fields: Vec<&str> =
-        relation.schema.fields().iter().map(|f| f.name().as_str()).filter(|n| !LOG_COLUMNS.contains(n)).collect();
-    let latest_values: Vec<Expr> =
-        fields.iter().filter(|n| **n != key).map(|n| first_value(column(n), newest_first.clone()).alias(*n)).collect();
+    let rank = row_number().partition_by(vec![column(key)]).order_by(newest_first).build()?.alias(RANK);
+    let fields: Vec<Expr> = relation
+        .schema
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .filter(|n| !LOG_COLUMNS.contains(n))
+        .map(column)
+        .collect();
     let plan = LogicalPlanBuilder::scan(relation.name.clone(), provider_as_source(versions), None)?
-        .aggregate(vec![column(key)], latest_values)?
-        .project(fields.iter().map(|n| column(n)))?
+        .window(vec![rank])?
+        .filter(column(RANK).eq(lit(1u64)))?
+        .project(fields)?
         .build()?;
     Ok(Arc::new(ViewTable::new(plan, None)))
 }

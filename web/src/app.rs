@@ -69,24 +69,3 @@ fn instance_id() -> String {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
     format!("{:x}-{nanos:x}", std::process::id())
 }
-
-impl crate::serving::Serving for App {
-    fn config(&self) -> &weir_storage::config::WeirConfig {
-        &self.config
-    }
-    fn query(&self) -> &weir_query::QueryService {
-        &self.query
-    }
-    fn live(&self) -> &crate::live::Live {
-        &self.live
-    }
-    fn metrics(&self) -> &crate::counters::Metrics {
-        &self.metrics
-    }
-    fn ddl(
-        self: Arc<Self>,
-        ddl: weir_query::ddl::Ddl,
-    ) -> futures::future::BoxFuture<'static, Result<axum::response::Response, crate::error::ApiError>> {
-        Box::pin(crate::table_api::run_ddl(self, ddl))
-    }
-}

@@ -19,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use weir_storage::config::{AuthConfig, Scope};
 
 use crate::error::ApiError;
-use crate::serving::Serving;
+use crate::serving::{Granted, Serving};
 
 pub use crate::routes::required_scope;
 
@@ -65,14 +65,6 @@ pub fn cross_origin(headers: &axum::http::HeaderMap) -> Option<String> {
     let host = headers.get(axum::http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
     let origin_host = origin.split_once("://").map_or("", |(_, rest)| rest).trim_end_matches('/');
     if !host.is_empty() && origin_host.eq_ignore_ascii_case(host) { None } else { Some(origin.to_string()) }
-}
-
-/// What the middleware found a request may do beyond its route's scope, for
-/// handlers that decide per request: `POST /v1/sql` runs DDL only for the
-/// admin scope (or with no tokens configured, when everything is open).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Granted {
-    pub admin: bool,
 }
 
 /// The middleware: lets a request through or answers 401/403.

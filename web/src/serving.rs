@@ -18,7 +18,6 @@ use weir_query::QueryOptions;
 use weir_query::ddl::Ddl;
 use weir_query::format::Format;
 
-use crate::auth::Granted;
 use crate::error::ApiError;
 
 /// What the routes every process serves (SQL, live tiles, auth) need: an
@@ -47,6 +46,14 @@ pub trait Serving: Send + Sync + 'static {
             ))
         })
     }
+}
+
+/// What the middleware found a request may do beyond its route's scope, for
+/// handlers that decide per request: `POST /v1/sql` runs DDL only for the
+/// admin scope (or with no tokens configured, when everything is open).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Granted {
+    pub admin: bool,
 }
 
 /// The request body, or a JSON 413 naming the limit.

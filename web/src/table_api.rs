@@ -410,3 +410,26 @@ pub(crate) fn replay_error(e: ReplayError) -> ApiError {
         e => ApiError::unavailable(format!("the replay could not start: {e}")),
     }
 }
+
+/// What an ingest process serves; here, beside the DDL it runs (`app` is
+/// below `table_api` in the module graph).
+impl crate::serving::Serving for App {
+    fn config(&self) -> &weir_storage::config::WeirConfig {
+        &self.config
+    }
+    fn query(&self) -> &weir_query::QueryService {
+        &self.query
+    }
+    fn live(&self) -> &crate::live::Live {
+        &self.live
+    }
+    fn metrics(&self) -> &crate::counters::Metrics {
+        &self.metrics
+    }
+    fn ddl(
+        self: Arc<Self>,
+        ddl: weir_query::ddl::Ddl,
+    ) -> futures::future::BoxFuture<'static, Result<axum::response::Response, crate::error::ApiError>> {
+        Box::pin(crate::table_api::run_ddl(self, ddl))
+    }
+}

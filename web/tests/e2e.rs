@@ -240,7 +240,7 @@ fn formats_errors_and_the_read_only_guard() {
     assert!(empty.is_empty());
 
     let cases: [(&str, u16, &str); 6] = [
-        ("DROP TABLE transactions", 403, ""),
+        ("DROP TABLE transactions", 409, "config file"),
         ("INSERT INTO transactions_late SELECT * FROM transactions_late", 403, ""),
         ("COPY transactions TO '/tmp/x.csv'", 403, ""),
         ("CREATE EXTERNAL TABLE x STORED AS CSV LOCATION '/etc/passwd'", 403, ""),
