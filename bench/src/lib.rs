@@ -10,6 +10,9 @@
 //!   chDB scanning the same raw Parquet files (`peers/query_peers.py`).
 //! - `replay`: a replay of the whole log against live ingest of the same log, both
 //!   with their reader and sealer threads, to sealed segments: events/s.
+//! - `upsert`: an upsert table's latest-per-key view against the same queries
+//!   over every version, hot and cold, and DuckDB's `QUALIFY row_number()` on
+//!   the same Parquet files (`peers/upsert_peers.py`).
 //! - `kafka` (feature `kafka`): a tansu broker started on 127.0.0.1, a topic read
 //!   into the demo table: ingest events/s, and freshness (produced to visible in
 //!   the hot tier) at p50/p90/p99.
@@ -21,6 +24,25 @@ use std::time::Instant;
 pub fn peer_script(name: &str) -> std::path::PathBuf {
     let dir = std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into());
     std::path::Path::new(&dir).join("peers").join(name)
+}
+
+/// Nearest-rank percentile (p99 of 20 samples is the slowest one).
+pub fn percentile(samples: &[f64], p: f64) -> f64 {
+    let mut s = samples.to_vec();
+    s.sort_by(f64::total_cmp);
+    let rank = ((p * s.len() as f64).ceil() as usize).clamp(1, s.len());
+    s[rank - 1]
+}
+
+/// A latency for a report: two decimals under 10 ms, one under 100 ms.
+pub fn fmt_ms(ms: f64) -> String {
+    if ms < 10.0 {
+        format!("{ms:.2} ms")
+    } else if ms < 100.0 {
+        format!("{ms:.1} ms")
+    } else {
+        format!("{ms:.0} ms")
+    }
 }
 
 /// Times a closure, returning its result and the seconds it took.

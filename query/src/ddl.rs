@@ -671,13 +671,12 @@ fn interval_text(value: &str, leading: Option<&DateTimeField>) -> std::result::R
         (u, Some(field)) if u.is_empty() => field.to_string().to_lowercase(),
         _ => return Err(format!("`{value}`: give the unit once")),
     };
-    let ms: u64 = match unit.trim_end_matches('s') {
-        "millisecond" | "m" if unit == "ms" => 1,
-        "millisecond" => 1,
-        "" | "second" | "sec" => 1_000,
-        "minute" | "min" | "m" => 60_000,
-        "hour" | "h" => 3_600_000,
-        "day" | "d" => 86_400_000,
+    let ms: u64 = match unit.as_str() {
+        "ms" | "millisecond" | "milliseconds" => 1,
+        "" | "s" | "sec" | "secs" | "second" | "seconds" => 1_000,
+        "m" | "min" | "mins" | "minute" | "minutes" => 60_000,
+        "h" | "hour" | "hours" => 3_600_000,
+        "d" | "day" | "days" => 86_400_000,
         _ => return Err(format!("unknown unit `{unit}`: use milliseconds, seconds, minutes, hours or days")),
     };
     let total = n.checked_mul(ms).filter(|t| *t > 0).ok_or_else(|| format!("`{value}` is not a usable width"))?;

@@ -89,11 +89,7 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let (config, toml) = definition(&app, &headers, body)?;
     accepting(&app)?;
-    let a = app.clone();
-    let table = tokio::task::spawn_blocking(move || a.tables.create(config, toml))
-        .await
-        .map_err(|e| ApiError::internal("creating the table", e))?
-        .map_err(table_error)?;
+    let table = create_table(&app, config, toml).await?;
     let location = format!("/v1/tables/{}", table.config.name);
     Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(describe(&app, &table))).into_response())
 }
@@ -128,11 +124,7 @@ pub async fn change(
 pub async fn drop_table(State(app): State<Arc<App>>, Path(name): Path<String>) -> Result<Response, ApiError> {
     table_of(&app, &name)?;
     accepting(&app)?;
-    let (a, n) = (app.clone(), name.clone());
-    tokio::task::spawn_blocking(move || a.tables.drop_table(&n))
-        .await
-        .map_err(|e| ApiError::internal("dropping the table", e))?
-        .map_err(table_error)?;
+    drop_named(&app, &name).await?;
     Ok(Json(api::Dropped { table: name, dropped: true }).into_response())
 }
 
@@ -151,11 +143,7 @@ pub async fn run_ddl(app: Arc<App>, ddl: Ddl) -> Result<Response, ApiError> {
                 Some(_) if or_replace => changed(&app, config, toml).await,
                 Some(t) if if_not_exists => Ok((StatusCode::OK, Json(describe(&app, &t))).into_response()),
                 _ => {
-                    let a = app.clone();
-                    let table = tokio::task::spawn_blocking(move || a.tables.create(config, toml))
-                        .await
-                        .map_err(|e| ApiError::internal("creating the table", e))?
-                        .map_err(table_error)?;
+                    let table = create_table(&app, config, toml).await?;
                     Ok((StatusCode::CREATED, Json(describe(&app, &table))).into_response())
                 }
             }
@@ -165,11 +153,7 @@ pub async fn run_ddl(app: Arc<App>, ddl: Ddl) -> Result<Response, ApiError> {
                 return Ok(Json(api::Dropped { table: name, dropped: false }).into_response());
             }
             table_of(&app, &name)?;
-            let (a, n) = (app.clone(), name.clone());
-            tokio::task::spawn_blocking(move || a.tables.drop_table(&n))
-                .await
-                .map_err(|e| ApiError::internal("dropping the table", e))?
-                .map_err(table_error)?;
+            drop_named(&app, &name).await?;
             Ok(Json(api::Dropped { table: name, dropped: true }).into_response())
         }
         Ddl::CreateRollup { table, rollup, or_replace, if_not_exists } => {
@@ -227,6 +211,24 @@ pub async fn run_ddl(app: Arc<App>, ddl: Ddl) -> Result<Response, ApiError> {
             changed(&app, config, toml).await
         }
     }
+}
+
+/// Creates a table off the async runtime (it writes the catalog and opens the log).
+async fn create_table(app: &Arc<App>, config: TableConfig, toml: String) -> Result<Arc<Table>, ApiError> {
+    let a = app.clone();
+    tokio::task::spawn_blocking(move || a.tables.create(config, toml))
+        .await
+        .map_err(|e| ApiError::internal("creating the table", e))?
+        .map_err(table_error)
+}
+
+/// Drops a table off the async runtime (it deletes its segments and log).
+async fn drop_named(app: &Arc<App>, name: &str) -> Result<(), ApiError> {
+    let (a, n) = (app.clone(), name.to_string());
+    tokio::task::spawn_blocking(move || a.tables.drop_table(&n))
+        .await
+        .map_err(|e| ApiError::internal("dropping the table", e))?
+        .map_err(table_error)
 }
 
 /// A change of a table's definition, answered as `PUT /v1/tables/{name}` answers.

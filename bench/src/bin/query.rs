@@ -31,7 +31,7 @@ use std::time::Instant;
 
 use clap::Parser;
 use serde_json::Value;
-use weir_bench::{append_demo, machine};
+use weir_bench::{append_demo, fmt_ms, machine, percentile};
 use weir_ingest::clock::{Clock, ManualClock};
 use weir_ingest::generator::{DEMO_CONFIG, Generator, Mix};
 use weir_ingest::hot::{HotTable, SealScope};
@@ -171,30 +171,12 @@ struct Answer {
     amount: f64,
 }
 
-/// Nearest-rank percentile (p99 of 20 samples is the slowest one).
-fn percentile(samples: &[f64], p: f64) -> f64 {
-    let mut s = samples.to_vec();
-    s.sort_by(f64::total_cmp);
-    let rank = ((p * s.len() as f64).ceil() as usize).clamp(1, s.len());
-    s[rank - 1]
-}
-
 impl Measured {
     fn p50(&self) -> f64 {
         percentile(&self.ms, 0.50)
     }
     fn p99(&self) -> f64 {
         percentile(&self.ms, 0.99)
-    }
-}
-
-fn fmt_ms(ms: f64) -> String {
-    if ms < 10.0 {
-        format!("{ms:.2} ms")
-    } else if ms < 100.0 {
-        format!("{ms:.1} ms")
-    } else {
-        format!("{ms:.0} ms")
     }
 }
 

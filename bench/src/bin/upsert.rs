@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use clap::Parser;
 use serde_json::Value;
-use weir_bench::machine;
+use weir_bench::{fmt_ms, machine, percentile};
 use weir_ingest::clock::{Clock, ManualClock};
 use weir_ingest::hot::{HotTable, SealScope};
 use weir_ingest::pipeline::{READ_BYTES, TableReader};
@@ -146,20 +146,7 @@ struct Measured {
 
 impl Measured {
     fn p(&self, p: f64) -> f64 {
-        let mut s = self.ms.clone();
-        s.sort_by(f64::total_cmp);
-        let rank = ((p * s.len() as f64).ceil() as usize).clamp(1, s.len());
-        s[rank - 1]
-    }
-}
-
-fn fmt_ms(ms: f64) -> String {
-    if ms < 10.0 {
-        format!("{ms:.2} ms")
-    } else if ms < 100.0 {
-        format!("{ms:.1} ms")
-    } else {
-        format!("{ms:.0} ms")
+        percentile(&self.ms, p)
     }
 }
 
