@@ -135,6 +135,10 @@ fn an_upsert_table_shows_the_latest_per_key_through_seals_compaction_kill_9_and_
     let r = w.request("POST", "/v1/tables/accounts/seal", b"");
     assert_eq!(r.status, 200, "{}", r.text());
     w.ingest("accounts", &m.batch(10, 300));
+    // The reader takes what was appended on its own time: the second seal
+    // must find these versions in memory, or the range has one segment and
+    // the compaction below has nothing to merge.
+    w.wait_caught_up("accounts", m.sent);
     let r = w.request("POST", "/v1/tables/accounts/seal", b"");
     assert_eq!(r.status, 200, "{}", r.text());
     w.ingest("accounts", &m.batch(400, 200));
