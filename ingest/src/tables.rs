@@ -16,6 +16,7 @@
 //! memory (within a deadline), close the readers' sources (a Kafka consumer
 //! leaves its group only then) and the inputs, force the log to disk.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -36,6 +37,10 @@ use crate::pipeline::{ReaderHandle, Rebalancer, TableReader};
 use crate::replay::{self, Derived, JobRecord, ReplayEnv, ReplayError, ReplayHost, ReplayRequest, Replays};
 use crate::seal::{Sealer, SealerHandle, seal_all};
 use crate::tier::HotTier;
+
+mod sync;
+#[cfg(test)]
+mod tests;
 
 /// Where a table's definition comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -173,6 +178,35 @@ pub struct Tables {
     changing: Mutex<()>,
     readers: Mutex<Vec<ReaderHandle>>,
     sealers: Mutex<Vec<SealerHandle>>,
+    /// What the catalog poll last read ([`Tables::sync_catalog`]).
+    seen: Mutex<CatalogSeen>,
+    catalog_poll: Duration,
+}
+
+/// The catalog as the last poll read it: per table the listing's version and
+/// the definition, and the problems already logged (each once).
+#[derive(Default)]
+struct CatalogSeen {
+    read: HashMap<String, (String, String)>,
+    noted: HashSet<String>,
+}
+
+impl CatalogSeen {
+    /// Logs `what` about `table` once, until it changes.
+    fn note(&mut self, table: &str, what: String) {
+        if self.noted.insert(format!("{table}\0{what}")) {
+            tracing::warn!(%table, "{what}");
+        }
+    }
+}
+
+/// What one catalog poll did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct CatalogSync {
+    /// Tables another process created, now read and served here.
+    pub started: Vec<String>,
+    /// Tables another process dropped, no longer read or served here.
+    pub stopped: Vec<String>,
 }
 
 /// The catalog's definition of `name`, reconciled with its manifest: a change
@@ -262,6 +296,8 @@ impl Tables {
             changing: Mutex::new(()),
             readers: Mutex::new(readers),
             sealers: Mutex::new(sealers),
+            seen: Mutex::new(CatalogSeen::default()),
+            catalog_poll: config.storage.catalog_poll,
         }))
     }
 
@@ -357,18 +393,29 @@ impl Tables {
                 return Err(TableError::Unavailable(format!("starting table `{name}`: {e:#}")));
             }
         };
+        let table = self.serve((table, reader, sealer));
+        tracing::info!(table = %name, "table created over the table API");
+        Ok(table)
+    }
+
+    /// Reads and serves a table [`Opener::start`] started.
+    fn serve(&self, (table, reader, sealer): (Table, ReaderHandle, SealerHandle)) -> Arc<Table> {
         let table = Arc::new(table);
         self.readers.lock().push(reader);
         self.sealers.lock().push(sealer);
         self.tables.write().push(table.clone());
         self.tier.add(table.hot.clone());
-        tracing::info!(table = %name, "table created over the table API");
-        Ok(table)
+        table
     }
 
     /// Deletes what the store and the log hold of `name`.
     fn delete_data(&self, name: &str, log: bool) -> Result<(), TableError> {
-        let (store, root) = (self.store.clone(), manifest::table_root(name));
+        self.delete_at(name, &manifest::table_root(name), log)
+    }
+
+    /// Deletes what the store holds of `name` under `root`, and its log.
+    fn delete_at(&self, name: &str, root: &str, log: bool) -> Result<(), TableError> {
+        let (store, root) = (self.store.clone(), root.to_string());
         block_on(async move {
             for meta in store.list(&root).await? {
                 store.delete(meta.location.as_ref()).await?;
@@ -382,6 +429,30 @@ impl Tables {
                 .map_err(|e| TableError::Unavailable(format!("deleting the log of table `{name}`: {e}")))?;
         }
         Ok(())
+    }
+
+    /// Stops reading and serving `name`: out of the tier, its reader and
+    /// sealer stopped, its source closed. The caller holds `changing`.
+    fn stop_table(&self, name: &str) -> Option<Arc<Table>> {
+        let table = self.get(name)?;
+        self.tables.write().retain(|t| t.config.name != name);
+        self.tier.remove(name);
+        let reader = {
+            let mut readers = self.readers.lock();
+            readers.iter().position(|r| r.table == name).map(|i| readers.remove(i))
+        };
+        if let Some(r) = reader
+            && let Err(e) = r.stop()
+        {
+            tracing::warn!(table = %name, error = %e, "the reader of a dropped table ended with an error");
+        }
+        let sealer = {
+            let mut sealers = self.sealers.lock();
+            sealers.iter().position(|h| h.sealer().hot().config().name == name).map(|i| sealers.remove(i))
+        };
+        drop(sealer.map(SealerHandle::stop));
+        table.input.source.close();
+        Some(table)
     }
 
     /// Drops a table the table API defined: it is no longer read or served,
@@ -403,23 +474,7 @@ impl Tables {
         let (store, n) = (self.store.clone(), name.to_string());
         block_on(async move { catalog::delete(&store, &n).await })
             .map_err(|e| TableError::Unavailable(format!("removing table `{name}` from the catalog: {e}")))?;
-        self.tables.write().retain(|t| t.config.name != name);
-        self.tier.remove(name);
-        let reader = {
-            let mut readers = self.readers.lock();
-            readers.iter().position(|r| r.table == name).map(|i| readers.remove(i))
-        };
-        if let Some(r) = reader
-            && let Err(e) = r.stop()
-        {
-            tracing::warn!(table = %name, error = %e, "the reader of a dropped table ended with an error");
-        }
-        let sealer = {
-            let mut sealers = self.sealers.lock();
-            sealers.iter().position(|h| h.sealer().hot().config().name == name).map(|i| sealers.remove(i))
-        };
-        drop(sealer.map(SealerHandle::stop));
-        table.input.source.close();
+        self.stop_table(name);
         self.delete_data(name, table.input.log.is_some())?;
         tracing::info!(table = %name, "table dropped over the table API");
         Ok(())
@@ -604,6 +659,9 @@ impl Tables {
     /// re-reads it from the log.
     pub fn shutdown(&self, deadline: std::time::Instant) {
         self.stop_accepting();
+        // A create or a catalog poll under way finishes first (its table is
+        // then stopped below); none starts after this.
+        drop(self.changing.lock());
         // Replays first: one that is switching finishes its switch, the others
         // seal what they read and resume at the next start.
         self.replays.stop_all();

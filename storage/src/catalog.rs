@@ -16,19 +16,40 @@ pub fn definition_path(table: &str) -> String {
     format!("{CATALOG_ROOT}/{table}.toml")
 }
 
-/// Every definition in the catalog, as (table, TOML), by table name.
-pub async fn definitions(store: &Store) -> Result<Vec<(String, String)>> {
+/// Every table the catalog defines, as (table, version), by table name: the
+/// version (the object's e-tag, else its size and time) changes whenever the
+/// definition is written again, so a poll reads only what changed.
+pub async fn listing(store: &Store) -> Result<Vec<(String, String)>> {
     let mut out = Vec::new();
     for meta in store.list(CATALOG_ROOT).await? {
         let path = meta.location.to_string();
         let Some(name) = path.strip_prefix(&format!("{CATALOG_ROOT}/")).and_then(|n| n.strip_suffix(".toml")) else {
             continue;
         };
-        let bytes = store.get(&path).await?;
-        // Weir writes UTF-8; anything else fails the definition's validation.
-        out.push((name.to_string(), String::from_utf8_lossy(&bytes).into_owned()));
+        let version = match &meta.e_tag {
+            Some(tag) => tag.clone(),
+            None => format!("{}@{}", meta.size, meta.last_modified.timestamp_nanos_opt().unwrap_or_default()),
+        };
+        out.push((name.to_string(), version));
     }
     out.sort();
+    Ok(out)
+}
+
+/// `table`'s definition (Weir writes UTF-8; anything else fails the
+/// definition's validation).
+pub async fn read(store: &Store, table: &str) -> Result<String> {
+    let bytes = store.get(&definition_path(table)).await?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// Every definition in the catalog, as (table, TOML), by table name.
+pub async fn definitions(store: &Store) -> Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for (name, _) in listing(store).await? {
+        let text = read(store, &name).await?;
+        out.push((name, text));
+    }
     Ok(out)
 }
 

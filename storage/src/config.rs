@@ -70,6 +70,9 @@ pub struct StorageConfig {
     pub request_timeout: Duration,
     /// Compact a closed time range once it has this many segments.
     pub compact_min_segments: usize,
+    /// How often an ingest process reads the table catalog for tables another
+    /// process created, changed or dropped over the table API.
+    pub catalog_poll: Duration,
 }
 
 impl Default for StorageConfig {
@@ -82,6 +85,7 @@ impl Default for StorageConfig {
             secret_access_key: None,
             request_timeout: Duration::from_secs(30),
             compact_min_segments: 4,
+            catalog_poll: Duration::from_secs(2),
         }
     }
 }

@@ -116,6 +116,7 @@ async fn serve(config: WeirConfig, demo_rate: Option<u64>) -> anyhow::Result<()>
     let app = tokio::task::spawn_blocking(move || -> anyhow::Result<Arc<App>> {
         let app = App::start(config)?;
         app.tables.resume_replays()?;
+        app.tables.watch_catalog().context("starting the catalog poll")?;
         Ok(app)
     })
     .await??;

@@ -116,6 +116,7 @@ pub(super) struct RawStorage {
     pub(super) secret_access_key_env: Option<Spanned<String>>,
     pub(super) request_timeout: Option<Spanned<String>>,
     pub(super) compact_min_segments: Option<Spanned<usize>>,
+    pub(super) catalog_poll: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

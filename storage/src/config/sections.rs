@@ -240,5 +240,11 @@ pub(super) fn validate_storage(ctx: &Ctx, raw: RawStorage) -> Result<StorageConf
         }
         s.compact_min_segments = *n.get_ref();
     }
+    if let Some(t) = &raw.catalog_poll {
+        s.catalog_poll = ctx.duration("storage.catalog_poll", t)?;
+        if s.catalog_poll.is_zero() {
+            return Err(ctx.err("storage.catalog_poll", &t.span(), "must be longer than zero"));
+        }
+    }
     Ok(s)
 }
