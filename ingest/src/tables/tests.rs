@@ -22,11 +22,8 @@ aggregations = [{ name = "n", fn = "count" }]
 /// An ingest process with its own data directory over the shared `store`, its
 /// config defining `seed` tables.
 fn process(dir: &Path, store: &Path, seed: &str) -> Arc<Tables> {
-    let text = format!(
-        "[server]\ndata_dir = \"{}\"\n[storage]\nurl = \"file://{}\"\n{seed}",
-        dir.display(),
-        store.display()
-    );
+    let text =
+        format!("[server]\ndata_dir = \"{}\"\n[storage]\nurl = \"file://{}\"\n{seed}", dir.display(), store.display());
     Tables::open(&mut WeirConfig::from_toml(&text).unwrap()).unwrap()
 }
 
